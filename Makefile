@@ -1,0 +1,34 @@
+# batchai: the local stack and the tests. `make demo` and `make test` are the two commands.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install up down demo test lint bench
+
+$(STAMP): requirements.txt package-lock.json pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	npm ci --no-audit --no-fund --silent
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(BIN)/batchai stack up
+
+down: install
+	$(BIN)/batchai stack down
+
+demo: install
+	$(BIN)/python -m examples.demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/dispatch.py

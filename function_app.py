@@ -1,0 +1,7 @@
+"""The Azure Functions app: builds the app and registers the blueprints. Nothing else."""
+
+import azure.functions as func
+
+from functions.http_api import api
+
+app = func.AsgiFunctionApp(app=api, http_auth_level=func.AuthLevel.ANONYMOUS)

@@ -1,0 +1,1 @@
+"""Triggers only: parse the input, call one service, serialize the result."""

@@ -1,0 +1,1 @@
+"""The batchai domain: resources, decisions, services, adapters, node agent and local stack."""

@@ -1,0 +1,1 @@
+"""Compute providers (local processes, VM scale sets, container instances) behind one port."""

@@ -1,0 +1,98 @@
+"""Storage clients and the names of every table, queue and blob container the service uses.
+
+One place owns the names so that the API, the trigger bindings and the node agent agree.
+Clients are cached per connection string; creation of tables/queues/containers is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+# Tables (the truth).
+T_WORKSPACES = "workspaces"
+T_EXPERIMENTS = "experiments"
+T_CLUSTERS = "clusters"
+T_FILESERVERS = "fileservers"
+T_JOBS = "jobs"
+T_SCHED = "sched"  # one partition per cluster: nodes, pending index, assignments
+T_HEARTBEATS = "heartbeats"
+T_OPERATIONS = "operations"
+TABLES = (T_WORKSPACES, T_EXPERIMENTS, T_CLUSTERS, T_FILESERVERS, T_JOBS, T_SCHED, T_HEARTBEATS,
+          T_OPERATIONS)
+
+# Queues (work and events). Messages are base64 text, as host.json's messageEncoding says.
+Q_KICKS = "schedule-kicks"  # {"cluster": cluster_key}: run a scheduling pass
+Q_EVENTS = "node-events"  # node agent -> service (see shared.domain.messages)
+Q_SUBMISSIONS = "job-submissions"  # other systems submit jobs here
+QUEUES = (Q_KICKS, Q_EVENTS, Q_SUBMISSIONS)
+NODE_QUEUE_PREFIX = "node-"  # one assignment queue per node: node-<node id>
+
+# Blob containers.
+C_OUTPUTS = "batchai-outputs"  # stdouterr and output directories with no mount
+C_TRIGGERS = "batchai-triggers"  # batch-scoring manifests
+CONTAINERS = (C_OUTPUTS, C_TRIGGERS)
+
+
+def node_queue_name(node_id: str) -> str:
+    return f"{NODE_QUEUE_PREFIX}{node_id}".lower()
+
+
+@lru_cache(maxsize=8)
+def table_service(conn: str) -> TableServiceClient:
+    return TableServiceClient.from_connection_string(conn)
+
+
+@lru_cache(maxsize=8)
+def queue_service(conn: str) -> QueueServiceClient:
+    return QueueServiceClient.from_connection_string(conn)
+
+
+@lru_cache(maxsize=8)
+def blob_service(conn: str) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(conn)
+
+
+@lru_cache(maxsize=256)
+def table(conn: str, name: str) -> TableClient:
+    return table_service(conn).get_table_client(name)
+
+
+@lru_cache(maxsize=1024)
+def queue(conn: str, name: str) -> QueueClient:
+    return QueueClient.from_connection_string(
+        conn, name,
+        message_encode_policy=TextBase64EncodePolicy(),
+        message_decode_policy=TextBase64DecodePolicy(),
+    )
+
+
+@lru_cache(maxsize=64)
+def container(conn: str, name: str) -> ContainerClient:
+    return blob_service(conn).get_container_client(name)
+
+
+def ensure_queue(conn: str, name: str) -> QueueClient:
+    client = queue(conn, name)
+    with contextlib.suppress(ResourceExistsError):
+        client.create_queue()
+    return client
+
+
+def ensure_all(conn: str) -> None:
+    """Create every table, queue and container the service needs (idempotent)."""
+    tables = table_service(conn)
+    for name in TABLES:
+        tables.create_table_if_not_exists(name)
+    for name in QUEUES:
+        ensure_queue(conn, name)
+        ensure_queue(conn, f"{name}-poison")
+    blobs = blob_service(conn)
+    for name in CONTAINERS:
+        with contextlib.suppress(ResourceExistsError):
+            blobs.create_container(name)

@@ -1,0 +1,1 @@
+"""The batchai command line, built on the official azure-mgmt-batchai SDK."""

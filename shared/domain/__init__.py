@@ -1,0 +1,1 @@
+"""Domain: resources, enums, state machines and errors. Imports nothing from the other layers."""

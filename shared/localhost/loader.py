@@ -1,0 +1,20 @@
+"""Loading a Functions app module and listing its functions once (a second listing raises)."""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from typing import Any
+
+import azure.functions as func
+
+
+@lru_cache(maxsize=4)
+def load_functions(module_name: str = "function_app", attribute: str = "app") -> tuple[Any, ...]:
+    module = importlib.import_module(module_name)
+    app: func.FunctionApp = getattr(module, attribute)
+    return tuple(app.get_functions())
+
+
+def by_trigger(functions: tuple[Any, ...], trigger_type: str) -> list[Any]:
+    return [f for f in functions if f.get_trigger().get_dict_repr()["type"] == trigger_type]

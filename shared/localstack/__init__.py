@@ -1,0 +1,1 @@
+"""The embedded local stack: Azurite, the trigger host, TLS, token and endpoint file."""

@@ -1,0 +1,1 @@
+"""Services: load, decide, apply. The only writers of each entity's state."""
