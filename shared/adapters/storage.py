@@ -96,3 +96,11 @@ def ensure_all(conn: str) -> None:
     for name in CONTAINERS:
         with contextlib.suppress(ResourceExistsError):
             blobs.create_container(name)
+
+
+def output_prefix(workspace: str, experiment: str, job: str, segment: str) -> str:
+    """Where a job's stdouterr and output directories live in C_OUTPUTS when no mount holds them:
+    ``{prefix}/stdouterr/stdout.txt`` (task 0; task i>0 writes ``stdout-{i}.txt``), likewise stderr,
+    ``{prefix}/outputs/{OUTPUT ID}/...`` for each output directory, ``{prefix}/prep/...`` for job
+    preparation output."""
+    return f"{workspace.lower()}/{experiment.lower()}/{job.lower()}/{segment}"

@@ -1,0 +1,67 @@
+"""The scheduling partition of a cluster in the `sched` table, and the kick that starts a pass.
+
+One partition per cluster (PartitionKey = cluster key) holds, so that one scheduling decision
+commits as one entity-group transaction with If-Match ETags:
+- ``node|{node id}``: a node (state, address, inventory, jobKey, assignmentId, history, error);
+- ``pend|{rank}|{submittedAt}|{job key}``: the pending-job index, in scheduling order
+  (rank 0 high, 1 normal, 2 low; then submit time);
+- ``asg|{job key}``: the assignment of a job to its gang (assignmentId, nodes, per-task results).
+The row layout is owned here; what the fields mean is owned by the services that write them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from shared.adapters import storage
+
+NODE = "node|"
+PENDING = "pend|"
+ASSIGNMENT = "asg|"
+
+PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
+
+
+def node_row(node_id: str) -> str:
+    return f"{NODE}{node_id}"
+
+
+def assignment_row(job_key: str) -> str:
+    return f"{ASSIGNMENT}{job_key}"
+
+
+def pending_row(priority: str, submitted_at: datetime, job_key: str) -> str:
+    return f"{PENDING}{PRIORITY_RANK[priority]}|{submitted_at.strftime('%Y%m%dT%H%M%S.%fZ')}|{job_key}"
+
+
+def pending_entity(cluster_key: str, job_key: str, priority: str, submitted_at: datetime, node_count: int,
+                   attempt: int = 1) -> dict[str, Any]:
+    return {
+        "PartitionKey": cluster_key,
+        "RowKey": pending_row(priority, submitted_at, job_key),
+        "jobKey": job_key,
+        "priority": priority,
+        "submittedAt": submitted_at.isoformat(),
+        "nodeCount": node_count,
+        "attempt": attempt,
+    }
+
+
+def add_pending(conn: str, cluster_key: str, job_key: str, priority: str, submitted_at: datetime,
+                node_count: int, attempt: int = 1) -> None:
+    """Put a job in its cluster's pending index (idempotent: the row key is the job's identity)."""
+    storage.table(conn, storage.T_SCHED).upsert_entity(
+        pending_entity(cluster_key, job_key, priority, submitted_at, node_count, attempt))
+
+
+def kick(conn: str, cluster_key: str) -> None:
+    """Ask for a scheduling pass of the cluster (at-least-once; passes are idempotent)."""
+    storage.queue(conn, storage.Q_KICKS).send_message(json.dumps({"cluster": cluster_key}))
+
+
+def partition(conn: str, cluster_key: str) -> list[dict[str, Any]]:
+    """Every row of the cluster's partition, with their ETags in `metadata`."""
+    client = storage.table(conn, storage.T_SCHED)
+    return list(client.query_entities("PartitionKey eq @pk", parameters={"pk": cluster_key}))
