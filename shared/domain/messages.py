@@ -1,6 +1,8 @@
 """The messages between the service and node agents. Both sides import these shapes from here.
 
 Service -> node queue ``node-<node id>``:
+- ``setup``: the cluster's properties the node needs to join (mountVolumes, nodeSetup), sent in
+  answer to ``node-registered``; the agent mounts, runs the setup task, reports ready/unusable.
 - ``assign``: run one task of a job (see `Assignment`).
 - ``stop``: stop the task of an assignment (terminate, wall clock, requeue, preemption).
 - ``leave``: finish and exit the agent (node removed).
@@ -63,6 +65,15 @@ class StopTask:
 
 
 @dataclass
+class Setup:
+    cluster: dict[str, Any]  # the cluster's stored properties (mountVolumes, nodeSetup, vmSize, ...)
+    kind: str = "setup"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass
 class Leave:
     reason: str
     kind: str = "leave"
@@ -93,13 +104,15 @@ class NodeEvent:
         return cls(**d)
 
 
-def parse_node_message(text: str) -> Assignment | StopTask | Leave:
+def parse_node_message(text: str) -> Assignment | StopTask | Setup | Leave:
     d = json.loads(text)
     kind = d.get("kind")
     if kind == "assign":
         return Assignment.from_dict(d)
     if kind == "stop":
         return StopTask(**d)
+    if kind == "setup":
+        return Setup(**d)
     if kind == "leave":
         return Leave(**d)
     raise ValueError(f"unknown node message kind {kind!r}")
