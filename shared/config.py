@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -29,6 +29,7 @@ class Settings:
     max_retries: int
     token_sha256: str | None
     default_location: str
+    azure: AzureComputeSettings = field(default_factory=lambda: AzureComputeSettings.from_env())
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -43,4 +44,39 @@ class Settings:
             max_retries=int(env.get("BATCHAI_MAX_RETRIES", "3")),
             token_sha256=env.get("BATCHAI_API_TOKEN_SHA256") or None,
             default_location=env.get("BATCHAI_LOCATION", "local"),
+        )
+
+
+@dataclass(frozen=True)
+class AzureComputeSettings:
+    """Where the vmss/aci providers and file server VMs create resources, and what nodes get.
+
+    Nodes reach the service's storage with the user-assigned identity (client id), never a key.
+    """
+
+    subscription_id: str = ""  # BATCHAI_AZURE_SUBSCRIPTION_ID
+    resource_group: str = ""  # BATCHAI_COMPUTE_RESOURCE_GROUP
+    location: str = ""  # BATCHAI_COMPUTE_LOCATION
+    subnet_id: str = ""  # BATCHAI_SUBNET_ID: default subnet of nodes and file servers
+    identity_resource_id: str = ""  # BATCHAI_IDENTITY_RESOURCE_ID: user-assigned identity given to nodes
+    identity_client_id: str = ""  # BATCHAI_IDENTITY_CLIENT_ID
+    ssh_public_key: str = ""  # BATCHAI_SSH_PUBLIC_KEY: used when a cluster gives none
+    agent_package: str = "batchai"  # BATCHAI_AGENT_PACKAGE: pip requirement or wheel URL of the node agent
+    storage_account: str = ""  # BATCHAI_STORAGE_ACCOUNT: the service's account name, reached by identity
+    arm_endpoint: str = "https://management.azure.com"  # BATCHAI_ARM_ENDPOINT
+
+    @classmethod
+    def from_env(cls) -> AzureComputeSettings:
+        env = os.environ
+        return cls(
+            subscription_id=env.get("BATCHAI_AZURE_SUBSCRIPTION_ID", ""),
+            resource_group=env.get("BATCHAI_COMPUTE_RESOURCE_GROUP", ""),
+            location=env.get("BATCHAI_COMPUTE_LOCATION", ""),
+            subnet_id=env.get("BATCHAI_SUBNET_ID", ""),
+            identity_resource_id=env.get("BATCHAI_IDENTITY_RESOURCE_ID", ""),
+            identity_client_id=env.get("BATCHAI_IDENTITY_CLIENT_ID", ""),
+            ssh_public_key=env.get("BATCHAI_SSH_PUBLIC_KEY", ""),
+            agent_package=env.get("BATCHAI_AGENT_PACKAGE", "batchai"),
+            storage_account=env.get("BATCHAI_STORAGE_ACCOUNT", ""),
+            arm_endpoint=env.get("BATCHAI_ARM_ENDPOINT", "https://management.azure.com"),
         )
