@@ -1,0 +1,49 @@
+"""What the Azure providers need to know about VM sizes: GPU families, and cores/memory by size.
+
+The table covers the sizes Batch AI users picked most; an unknown size falls back to its vCPU
+count when the name carries one (Standard_D8s_v3 -> 8) and 4 GiB per core.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+GPU_FAMILIES = ("nc", "nd", "nv")
+
+
+@dataclass(frozen=True)
+class SizeInfo:
+    cores: int
+    memory_gb: float
+
+
+_KNOWN: dict[str, SizeInfo] = {
+    "standard_a1_v2": SizeInfo(1, 2), "standard_a2_v2": SizeInfo(2, 4), "standard_a4_v2": SizeInfo(4, 8),
+    "standard_d1_v2": SizeInfo(1, 3.5), "standard_d2_v2": SizeInfo(2, 7), "standard_d3_v2": SizeInfo(4, 14),
+    "standard_d4_v2": SizeInfo(8, 28), "standard_d2s_v3": SizeInfo(2, 8), "standard_d4s_v3": SizeInfo(4, 16),
+    "standard_d8s_v3": SizeInfo(8, 32), "standard_d2_v3": SizeInfo(2, 8), "standard_d4_v3": SizeInfo(4, 16),
+    "standard_d2s_v5": SizeInfo(2, 8), "standard_d4s_v5": SizeInfo(4, 16), "standard_f2s_v2": SizeInfo(2, 4),
+    "standard_f4s_v2": SizeInfo(4, 8), "standard_e2s_v3": SizeInfo(2, 16), "standard_e4s_v3": SizeInfo(4, 32),
+    "standard_nc6": SizeInfo(6, 56), "standard_nc12": SizeInfo(12, 112), "standard_nc24": SizeInfo(24, 224),
+    "standard_nc6s_v3": SizeInfo(6, 112), "standard_nd6s": SizeInfo(6, 112), "standard_nv6": SizeInfo(6, 56),
+}
+
+
+def normalize(vm_size: str) -> str:
+    return vm_size.strip().lower()
+
+
+def is_gpu_size(vm_size: str) -> bool:
+    """NC, ND and NV families (any version, any letters after the family: NC6s_v3, NC24ads_A100_v4)."""
+    name = normalize(vm_size).removeprefix("standard_").removeprefix("basic_")
+    return name[:2] in GPU_FAMILIES and len(name) > 2 and (name[2].isdigit() or name[2] in "ahr")
+
+
+def size_info(vm_size: str) -> SizeInfo:
+    key = normalize(vm_size)
+    if key in _KNOWN:
+        return _KNOWN[key]
+    match = re.match(r"(?:standard_|basic_)?[a-z]+?(\d+)", key)
+    cores = int(match.group(1)) if match else 1
+    return SizeInfo(cores, 4.0 * cores)
