@@ -1,0 +1,1 @@
+"""Example workflows for batchai: `python -m examples.demo` is the reference one."""

@@ -1,0 +1,1 @@
+"""The demo's training job: a small neural network on scikit-learn's digits data set."""

@@ -1,0 +1,82 @@
+"""The `batchai` command line: the root command, its global options, and how failures are reported.
+
+Every resource command goes through the official azure-mgmt-batchai SDK. Service errors print their ARM
+error code and message and exit 1; usage errors exit 2; no traceback for either.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import click
+import typer
+from azure.core.exceptions import HttpResponseError, ServiceRequestError
+from typer.core import TyperGroup
+
+from shared.cli import clusters, experiments, jobs, nodes, stack, workspaces
+from shared.cli.context import ENDPOINT_ENV, STATE_DIR_ENV, CliError, Session
+from shared.cli.output import err_console
+
+
+def service_error_text(error: HttpResponseError) -> str:
+    body = error.error
+    if body is not None and body.code:
+        text = f"{body.code}: {body.message}"
+        for detail in getattr(body, "details", None) or []:
+            text += f"\n  {detail.code}: {detail.message}"
+        return text
+    status = error.status_code or ""
+    reason = error.reason or ""
+    return f"HTTP {status} {reason}: {error.message}".strip()
+
+
+class ReportingGroup(TyperGroup):
+    """Turns service and CLI failures into a message on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CliError as e:
+            err_console.print(f"error: {e}", markup=False)
+            raise click.exceptions.Exit(e.exit_code) from None
+        except HttpResponseError as e:
+            err_console.print(f"error: {service_error_text(e)}", markup=False)
+            raise click.exceptions.Exit(1) from None
+        except ServiceRequestError as e:
+            err_console.print(f"error: cannot reach the service: {e.message}", markup=False)
+            raise click.exceptions.Exit(1) from None
+
+
+app = typer.Typer(name="batchai", cls=ReportingGroup, no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
+                  help="Batch AI (REST API 2018-05-01) on your own machines, through the official SDK.")
+app.add_typer(stack.app, name="stack")
+app.add_typer(workspaces.app, name="workspace")
+app.add_typer(clusters.app, name="cluster")
+app.add_typer(experiments.app, name="experiment")
+app.add_typer(jobs.app, name="job")
+app.add_typer(nodes.app, name="node")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    endpoint: Annotated[str | None, typer.Option(
+        "--endpoint", envvar=ENDPOINT_ENV, help="Endpoint file (default: <state-dir>/local/endpoint.json).")] = None,
+    state_dir: Annotated[str | None, typer.Option(
+        "--state-dir", envvar=STATE_DIR_ENV, help="The local stack's state directory (default: .batchai).")] = None,
+    subscription: Annotated[str | None, typer.Option(
+        "--subscription", help="Subscription id (default: the endpoint file's).")] = None,
+    resource_group: Annotated[str | None, typer.Option(
+        "--resource-group", "-g", help="Resource group (default: the endpoint file's).")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+) -> None:
+    ctx.obj = Session(endpoint_option=endpoint, state_dir_option=state_dir, subscription_option=subscription,
+                      resource_group_option=resource_group, output=output)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""`batchai stack up|down|status`: the embedded local stack (Azurite, trigger host, local nodes)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from shared.cli.common import session
+from shared.cli.context import CliError
+from shared.cli.output import console, message
+
+app = typer.Typer(help="The local stack: Azurite, the local trigger host and local nodes.", no_args_is_help=True)
+
+SHOWN = ("url", "subscription_id", "resource_group", "ca_file")
+
+
+def as_mapping(endpoint: Any) -> dict[str, Any]:
+    if endpoint is None:
+        return {}
+    if isinstance(endpoint, dict):
+        return endpoint
+    if dataclasses.is_dataclass(endpoint) and not isinstance(endpoint, type):
+        return dataclasses.asdict(endpoint)
+    return dict(vars(endpoint))
+
+
+def describe(endpoint: dict[str, Any], endpoint_file: Path) -> None:
+    for key in SHOWN:
+        if endpoint.get(key):
+            console.print(f"{key:16} {endpoint[key]}")
+    console.print(f"{'endpoint file':16} {endpoint_file}")
+
+
+def answers(endpoint: dict[str, Any]) -> str | None:
+    """None when the API answers at its url; else why not."""
+    try:
+        httpx.get(f"{endpoint['url'].rstrip('/')}/healthz", verify=endpoint.get("ca_file") or True, timeout=5)
+    except httpx.HTTPError as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="The stack's state directory.")]
+
+
+def _state_dir(ctx: typer.Context, state_dir: Path | None) -> Path:
+    return (state_dir or session(ctx).stack_state_dir).resolve()
+
+
+@app.command("up")
+def up(ctx: typer.Context, state_dir: StateDirOpt = None) -> None:
+    """Start the local stack in the background (or report the one that runs) and write its endpoint file."""
+    from shared.localstack.stack import start_stack
+
+    directory = _state_dir(ctx, state_dir)
+    endpoint = as_mapping(start_stack(directory))
+    message(f"local stack up (state in {directory}); stop it with `batchai stack down`")
+    describe(endpoint, directory / "local" / "endpoint.json")
+
+
+@app.command("down")
+def down(ctx: typer.Context, state_dir: StateDirOpt = None) -> None:
+    """Stop the local stack: the trigger host, its nodes and Azurite."""
+    from shared.localstack.stack import stop_stack
+
+    directory = _state_dir(ctx, state_dir)
+    stop_stack(directory)
+    message(f"local stack down (state kept in {directory})")
+
+
+@app.command("status")
+def status(ctx: typer.Context, state_dir: StateDirOpt = None) -> None:
+    """Show the local stack's endpoint and whether its API answers; exit 1 when it is not up."""
+    from shared.localstack.stack import read_endpoint
+
+    directory = _state_dir(ctx, state_dir)
+    endpoint = as_mapping(read_endpoint(directory))
+    if not endpoint:
+        raise CliError(f"local stack is not running (no endpoint under {directory})")
+    describe(endpoint, directory / "local" / "endpoint.json")
+    problem = answers(endpoint)
+    if problem:
+        raise CliError(f"local stack is not answering at {endpoint.get('url')}: {problem}")
+    console.print(f"{'api':16} up")
