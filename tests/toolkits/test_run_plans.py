@@ -1,0 +1,156 @@
+"""Task plans executed for real on this host: mpirun over a gang, PyTorch DDP, several processes per node."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from shared.decisions.toolkits import plan_task
+from shared.domain.messages import NodeAddress
+from tests.toolkits.conftest import FIXTURES, start_plan
+
+LOCAL2 = [NodeAddress("node-a", "127.0.0.1"), NodeAddress("node-b", "127.0.0.1")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_custom_mpi_runs_on_both_nodes_through_mpirun(run_plans, tmp_path: Path) -> None:
+    job = {
+        "nodeCount": 2,
+        "customMpiSettings": {"commandLine": 'echo "rank=$OMPI_COMM_WORLD_RANK host=$(hostname) var=$MY_VAR"; env'},
+        "environmentVariables": [{"name": "MY_VAR", "value": "forwarded"}],
+    }
+    plans = [plan_task(job, i, LOCAL2) for i in range(2)]
+    assert plans[1].command is None and not plans[1].required
+    [(code, out, err)] = run_plans(plans, extra_env={"MY_VAR": "forwarded", "AZ_BATCHAI_NUM_GPUS": "0"})
+    assert code == 0, err
+    host = socket.gethostname()
+    ranks = sorted(line for line in out.splitlines() if line.startswith("rank="))
+    assert ranks == [f"rank=0 host={host} var=forwarded", f"rank=1 host={host} var=forwarded"]
+    assert out.count("AZ_BATCHAI_NUM_GPUS=0") == 2  # every rank got the AZ_BATCHAI_* environment
+    assert out.count(f"AZ_BATCHAI_MPI_HOST_FILE={tmp_path}/node-0/mpi-hostfile") == 2
+    assert (tmp_path / "node-0" / "mpi-hostfile").read_text() == "127.0.0.1 slots=2\n"
+
+
+def test_horovod_script_gets_world_size_from_mpirun(run_plans, tmp_path: Path) -> None:
+    script = tmp_path / "hvd.py"
+    script.write_text(
+        "import os, sys\n"
+        "print('rank', os.environ['OMPI_COMM_WORLD_RANK'], 'of', os.environ['OMPI_COMM_WORLD_SIZE'], sys.argv[1:])\n"
+    )
+    settings = {
+        "pythonScriptFilePath": str(script),
+        "pythonInterpreterPath": sys.executable,
+        "commandLineArgs": "--x 1",
+    }
+    plans = [plan_task({"nodeCount": 2, "horovodSettings": settings}, i, LOCAL2) for i in range(2)]
+    [(code, out, err)] = run_plans(plans)
+    assert code == 0, err
+    assert sorted(out.splitlines()) == ["rank 0 of 2 ['--x', '1']", "rank 1 of 2 ['--x', '1']"]
+
+
+def test_mpirun_exit_code_of_a_failing_rank_fails_the_task(run_plans) -> None:
+    job = {"nodeCount": 2, "customMpiSettings": {"commandLine": "exit $((OMPI_COMM_WORLD_RANK + 3))"}}
+    plans = [plan_task(job, i, LOCAL2) for i in range(2)]
+    [(code, _out, _err)] = run_plans(plans)
+    assert code != 0
+
+
+def test_pytorch_ddp_gloo_two_nodes(run_plans) -> None:
+    settings = {
+        "pythonScriptFilePath": str(FIXTURES / "ddp_train.py"),
+        "pythonInterpreterPath": sys.executable,
+        "communicationBackend": "Gloo",
+    }
+    port = free_port()
+    plans = [plan_task({"nodeCount": 2, "pyTorchSettings": settings}, i, LOCAL2, port=port) for i in range(2)]
+    results = run_plans(plans, timeout=180)
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    assert results[0][1].strip() == "rank=0 world_size=2 local_rank=0 in_sync=True"
+    assert results[1][1].strip() == "rank=1 world_size=2 local_rank=0 in_sync=True"
+
+
+def test_pytorch_ddp_two_ranks_on_one_node(run_plans) -> None:
+    settings = {
+        "pythonScriptFilePath": str(FIXTURES / "ddp_train.py"),
+        "pythonInterpreterPath": sys.executable,
+        "processCount": 2,
+    }
+    node = [NodeAddress("only", "127.0.0.1")]
+    plan = plan_task({"nodeCount": 1, "pyTorchSettings": settings}, 0, node, port=free_port())
+    [(code, out, err)] = run_plans([plan], timeout=180)
+    assert code == 0, err
+    assert sorted(out.splitlines()) == [
+        "rank=0 world_size=2 local_rank=0 in_sync=True",
+        "rank=1 world_size=2 local_rank=1 in_sync=True",
+    ]
+
+
+def tf_job(worker_args: str = "") -> dict:
+    return {
+        "nodeCount": 2,
+        "tensorFlowSettings": {
+            "pythonScriptFilePath": str(FIXTURES / "tf_task.py"),
+            "pythonInterpreterPath": sys.executable,
+            "parameterServerCount": 1,
+            "workerCount": 2,
+            "masterCommandLineArgs": f"--master --task_index=$AZ_BATCHAI_TASK_INDEX {worker_args}",
+            "workerCommandLineArgs": "--task_index=$AZ_BATCHAI_TASK_INDEX",
+            "parameterServerCommandLineArgs": "--task_index=$AZ_BATCHAI_TASK_INDEX",
+        },
+    }
+
+
+def test_tensorflow_node_runs_worker_and_ps_and_stops_ps_when_worker_ends(run_plans) -> None:
+    plans = [plan_task(tf_job("--await-ps"), i, LOCAL2, port=7000) for i in range(2)]
+    results = run_plans(plans, timeout=60)
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    node0 = sorted((json.loads(line) for line in results[0][1].splitlines()), key=lambda r: r["type"])
+    node1 = [json.loads(line) for line in results[1][1].splitlines()]
+    hosts = {"ps_hosts": "127.0.0.1:7002", "worker_hosts": "127.0.0.1:7000,127.0.0.1:7001"}
+    assert node0 == [
+        {"type": "ps", "index": 0, "task_index": "0", **hosts, "argv": ["--task_index=0"]},
+        {
+            "type": "worker",
+            "index": 0,
+            "task_index": "0",
+            **hosts,
+            "argv": ["--master", "--task_index=0", "--await-ps"],
+        },
+    ]
+    assert node1 == [{"type": "worker", "index": 1, "task_index": "1", **hosts, "argv": ["--task_index=1"]}]
+
+
+def test_tensorflow_worker_exit_code_is_the_node_exit_code(run_plans) -> None:
+    plan = plan_task(tf_job("--exit=3"), 0, LOCAL2, port=7100)
+    [(code, _out, err)] = run_plans([plan], timeout=60)
+    assert code == 3, err
+
+
+def test_stopping_a_multi_process_node_stops_every_process(tmp_path: Path) -> None:
+    plan = plan_task(tf_job("--block"), 0, LOCAL2, port=7200)
+    proc = start_plan(plan, 0, tmp_path)
+    assert proc.stdout is not None
+    started = [proc.stdout.readline(), proc.stdout.readline()]  # both processes printed: both run
+    assert all(line.strip() for line in started)
+    os.kill(proc.pid, signal.SIGTERM)  # only the shell: it passes the signal on
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    # no process of the task is left in its session
+    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _session(p) == proc.pid]
+    assert leftovers == []
+
+
+def _session(proc_dir: Path) -> int | None:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[4])
+    except (OSError, IndexError, ValueError):
+        return None
