@@ -9,11 +9,14 @@ from typing import Any
 import azure.functions as func
 
 
+def load_app(module_name: str = "function_app", attribute: str = "app") -> func.FunctionApp:
+    """The app object itself (the module is imported once; the host needs it for ASGI shutdown)."""
+    return getattr(importlib.import_module(module_name), attribute)
+
+
 @lru_cache(maxsize=4)
 def load_functions(module_name: str = "function_app", attribute: str = "app") -> tuple[Any, ...]:
-    module = importlib.import_module(module_name)
-    app: func.FunctionApp = getattr(module, attribute)
-    return tuple(app.get_functions())
+    return tuple(load_app(module_name, attribute).get_functions())
 
 
 def by_trigger(functions: tuple[Any, ...], trigger_type: str) -> list[Any]:
