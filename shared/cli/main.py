@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import click
 import typer
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from typer.core import TyperGroup
@@ -25,29 +24,30 @@ def service_error_text(error: HttpResponseError) -> str:
         for detail in getattr(body, "details", None) or []:
             text += f"\n  {detail.code}: {detail.message}"
         return text
-    status = error.status_code or ""
-    reason = error.reason or ""
-    return f"HTTP {status} {reason}: {error.message}".strip()
+    text = f"HTTP {error.status_code or ''} {error.reason or ''}".strip()
+    body_text = error.response.text().strip() if error.response is not None else ""
+    return f"{text}: {body_text[:500]}" if body_text else text
 
 
 class ReportingGroup(TyperGroup):
     """Turns service and CLI failures into a message on stderr and an exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CliError as e:
             err_console.print(f"error: {e}", markup=False)
-            raise click.exceptions.Exit(e.exit_code) from None
+            raise typer.Exit(e.exit_code) from None
         except HttpResponseError as e:
             err_console.print(f"error: {service_error_text(e)}", markup=False)
-            raise click.exceptions.Exit(1) from None
+            raise typer.Exit(1) from None
         except ServiceRequestError as e:
             err_console.print(f"error: cannot reach the service: {e.message}", markup=False)
-            raise click.exceptions.Exit(1) from None
+            raise typer.Exit(1) from None
 
 
-app = typer.Typer(name="batchai", cls=ReportingGroup, no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
+app = typer.Typer(name="batchai", cls=ReportingGroup, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False,
                   help="Batch AI (REST API 2018-05-01) on your own machines, through the official SDK.")
 app.add_typer(stack.app, name="stack")
 app.add_typer(workspaces.app, name="workspace")

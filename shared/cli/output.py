@@ -17,7 +17,7 @@ OUTPUT_FORMATS = ("table", "json")
 Column = tuple[str, Callable[[Any], Any]]
 
 console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def rest_dict(model: Model) -> dict[str, Any]:
