@@ -30,6 +30,9 @@ class Settings:
     token_sha256: str | None
     default_location: str
     azure: AzureComputeSettings = field(default_factory=lambda: AzureComputeSettings.from_env())
+    heartbeat_timeout_s: float = 120.0  # a node silent this long is lost (local stack: 15)
+    node_start_timeout_s: float = 1800.0  # starting/preparing longer than this: unusable
+    on_azure: bool = False  # the node agent runs on an Azure VM (Scheduled Events via IMDS)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,6 +47,9 @@ class Settings:
             max_retries=int(env.get("BATCHAI_MAX_RETRIES", "3")),
             token_sha256=env.get("BATCHAI_API_TOKEN_SHA256") or None,
             default_location=env.get("BATCHAI_LOCATION", "local"),
+            heartbeat_timeout_s=float(env.get("BATCHAI_HEARTBEAT_TIMEOUT_S", "120")),
+            node_start_timeout_s=float(env.get("BATCHAI_NODE_START_TIMEOUT_S", "1800")),
+            on_azure=env.get("BATCHAI_ON_AZURE", "").lower() in ("1", "true", "yes"),
         )
 
 

@@ -1,0 +1,285 @@
+"""The local compute provider: every instance is a node agent process on this machine.
+
+Instance ids are `{6 hex of the cluster key}-{n}` (lowercase, queue-name safe, never reused while
+the state directory lives). Each instance has its working directory `local_paths.node_dir(state,
+id)` holding `instance.json` (cluster key, pid, process start time, state) and `agent.log`: that
+record is the provider's observation of what it started, not a coordination mechanism.
+
+Agents are children of the calling process (the trigger host) in its session and process group,
+so stopping the stack's process group stops them too; `stop_all` stops them explicitly. Removal
+never blocks: it sends `Leave` on the node's queue, then a background timer sends SIGTERM and,
+after the grace, SIGKILL; later observations finish what a dead host left half done.
+Low-priority clusters behave as dedicated ones here; `preempt` simulates an eviction notice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared.adapters import local_paths, storage
+from shared.adapters.compute.port import ClusterSpec, Instance
+from shared.domain.messages import Leave
+
+#: (cluster key, node id, working directory) -> argv of the process that is the node.
+CommandFactory = Callable[[str, str, Path], list[str]]
+
+RECORD = "instance.json"
+REMOVED = "instance.removed.json"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+_children: dict[int, subprocess.Popen[bytes]] = {}  # this process's agents, so exits are reaped
+_lock = threading.RLock()
+
+
+def agent_command(heartbeat_s: float = 2.0) -> CommandFactory:
+    def command(cluster_key: str, node_id: str, workdir: Path) -> list[str]:
+        return [sys.executable, "-m", "shared.agent", "--cluster-key", cluster_key, "--node-id", node_id,
+                "--workdir", str(workdir), "--address", "127.0.0.1", "--heartbeat-s", str(heartbeat_s)]
+    return command
+
+
+def cluster_prefix(cluster_key: str) -> str:
+    return hashlib.sha256(cluster_key.encode()).hexdigest()[:6]
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, state_dir: Path, conn: str, command: CommandFactory | None = None,
+                 leave_wait_s: float = 3.0, grace_s: float = 10.0, extra_env: dict[str, str] | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.conn = conn
+        self.command = command or agent_command()
+        self.leave_wait_s = leave_wait_s
+        self.grace_s = grace_s
+        self.extra_env = dict(extra_env or {})
+
+    # --- the port -------------------------------------------------------------------------
+
+    def reconcile(self, spec: ClusterSpec, target: int, remove: Sequence[str] = ()) -> None:
+        with _lock:
+            for node_id in remove:
+                self._remove(node_id)
+            live = [i for i in self.list_instances(spec.cluster_key) if i.state in ("creating", "running")]
+            for _ in range(max(0, target - len(live))):
+                self._start(spec.cluster_key)
+
+    def list_instances(self, cluster_key: str) -> list[Instance]:
+        with _lock:
+            found = []
+            for node_id, record in self._records(cluster_key):
+                instance = self._observe(node_id, record)
+                if instance is not None:
+                    found.append(instance)
+            return found
+
+    def delete_cluster(self, cluster_key: str) -> None:
+        with _lock:
+            for node_id, _ in self._records(cluster_key):
+                self._remove(node_id)
+
+    # --- local extras ---------------------------------------------------------------------
+
+    def preempt(self, node_id: str) -> bool:
+        """Send the agent the simulated eviction notice (SIGUSR1). False when it is not running."""
+        record = _read(self._dir(node_id) / RECORD)
+        if record is None or not _alive(record):
+            return False
+        os.kill(record["pid"], signal.SIGUSR1)
+        return True
+
+    def clusters(self) -> set[str]:
+        """The cluster keys that have instance records (live or being removed)."""
+        return {r["cluster"] for _, r in _all_records(self.state_dir)}
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _dir(self, node_id: str) -> Path:
+        return local_paths.node_dir(self.state_dir, node_id)
+
+    def _records(self, cluster_key: str) -> list[tuple[str, dict[str, Any]]]:
+        prefix = cluster_prefix(cluster_key)
+        return [(n, r) for n, r in _all_records(self.state_dir, f"{prefix}-*") if r["cluster"] == cluster_key]
+
+    def _new_id(self, cluster_key: str) -> str:
+        prefix = cluster_prefix(cluster_key)
+        root = self.state_dir / "nodes"
+        root.mkdir(parents=True, exist_ok=True)
+        used = [int(p.name.rsplit("-", 1)[1]) for p in root.glob(f"{prefix}-*") if p.name.rsplit("-", 1)[1].isdigit()]
+        n = max(used, default=0) + 1
+        while True:
+            try:
+                (root / f"{prefix}-{n}").mkdir()
+                return f"{prefix}-{n}"
+            except FileExistsError:
+                n += 1
+
+    def _start(self, cluster_key: str) -> str:
+        node_id = self._new_id(cluster_key)
+        workdir = self._dir(node_id)
+        storage.ensure_queue(self.conn, storage.node_queue_name(node_id))
+        env = {**os.environ, **self.extra_env, "BATCHAI_STORAGE_CONNECTION_STRING": self.conn,
+               "BATCHAI_STATE_DIR": str(self.state_dir),
+               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        with open(workdir / "agent.log", "ab") as log:
+            proc = subprocess.Popen(self.command(cluster_key, node_id, workdir), cwd=workdir, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        _children[proc.pid] = proc
+        _write(workdir / RECORD, {"cluster": cluster_key, "pid": proc.pid, "created": _create_time(proc.pid),
+                                  "startedAt": time.time(), "state": "running", "deleteBy": None})
+        return node_id
+
+    def _remove(self, node_id: str) -> None:
+        path = self._dir(node_id) / RECORD
+        record = _read(path)
+        if record is None:
+            return  # never existed or already gone
+        if record["state"] == "deleting":
+            self._observe(node_id, record)
+            return
+        if _alive(record):
+            with contextlib.suppress(ResourceNotFoundError):
+                storage.queue(self.conn, storage.node_queue_name(node_id)).send_message(
+                    Leave("node removed from the cluster").to_json())
+        record.update(state="deleting", deleteBy=time.time() + self.leave_wait_s + self.grace_s)
+        _write(path, record)
+        if not _alive(record):
+            self._finish(node_id, record)
+            return
+        threading.Thread(target=_stop_later, args=(record, self.leave_wait_s, self.grace_s),
+                         name=f"stop-{node_id}", daemon=True).start()
+
+    def _observe(self, node_id: str, record: dict[str, Any]) -> Instance | None:
+        alive = _alive(record)
+        if record["state"] == "deleting":
+            if alive and record.get("deleteBy") and time.time() > record["deleteBy"]:
+                _signal(record, signal.SIGKILL)
+                alive = _alive(record)
+            if not alive:
+                self._finish(node_id, record)
+                return None
+            return Instance(node_id, "deleting", "127.0.0.1")
+        if alive:
+            return Instance(node_id, "running", "127.0.0.1")
+        proc = _children.get(record["pid"])
+        code = proc.returncode if proc is not None else None
+        detail = f"the node agent exited with code {code}" if code is not None else "the node agent is not running"
+        return Instance(node_id, "failed", "127.0.0.1", detail + f" (log: {self._dir(node_id) / 'agent.log'})")
+
+    def _finish(self, node_id: str, record: dict[str, Any]) -> None:
+        """The process is gone: retire its record and its queue."""
+        _children.pop(record["pid"], None)
+        workdir = self._dir(node_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(workdir / RECORD, workdir / REMOVED)
+        with contextlib.suppress(ResourceNotFoundError):
+            storage.queue(self.conn, storage.node_queue_name(node_id)).delete_queue()
+
+
+def stop_all(state_dir: Path, grace_s: float = 10.0) -> int:
+    """Stop every local node agent recorded under `state_dir` (SIGTERM, SIGKILL after the grace);
+    returns how many were running. Blocks up to the grace: for stopping the stack."""
+    records = [(n, r) for n, r in _all_records(Path(state_dir)) if _alive(r)]
+    for _, record in records:
+        _signal(record, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for _, record in records:
+        _wait_exit(record, max(0.0, deadline - time.monotonic()))
+        if _alive(record):
+            _signal(record, signal.SIGKILL)
+            _wait_exit(record, 5.0)
+    for node_id, _ in _all_records(Path(state_dir)):
+        workdir = local_paths.node_dir(Path(state_dir), node_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(workdir / RECORD, workdir / REMOVED)
+    return len(records)
+
+
+def _stop_later(record: dict[str, Any], leave_wait_s: float, grace_s: float) -> None:
+    if _wait_exit(record, leave_wait_s):
+        return
+    _signal(record, signal.SIGTERM)
+    if _wait_exit(record, grace_s):
+        return
+    _signal(record, signal.SIGKILL)
+    _wait_exit(record, 5.0)
+
+
+def _all_records(state_dir: Path, pattern: str = "*") -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for path in sorted((state_dir / "nodes").glob(f"{pattern}/{RECORD}")):
+        record = _read(path)
+        if record is not None:
+            found.append((path.parent.name, record))
+    return found
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _alive(record: dict[str, Any]) -> bool:
+    pid = record["pid"]
+    proc = _children.get(pid)
+    if proc is not None:
+        return proc.poll() is None
+    try:
+        p = psutil.Process(pid)
+        same = record.get("created") is None or abs(p.create_time() - record["created"]) < 0.05
+        return same and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _signal(record: dict[str, Any], sig: signal.Signals) -> None:
+    if _alive(record):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record["pid"], sig)
+
+
+def _wait_exit(record: dict[str, Any], timeout: float) -> bool:
+    """Wait until the process has exited (reaping it when it is our child); True when it has."""
+    proc = _children.get(record["pid"])
+    if proc is not None:
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        psutil.Process(record["pid"]).wait(timeout=timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return False
+    return not _alive(record)

@@ -1,0 +1,56 @@
+"""Helpers of the node tests: polling with a deadline, a stand-in node process, cluster documents."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shared.adapters import storage
+from shared.adapters.resource_store import Doc, ResourceStore
+from shared.domain.keys import ClusterRef, WorkspaceRef
+
+# A process that stands in for a node agent: lives until SIGTERM, notes SIGUSR1 in its workdir.
+STAND_IN = """
+import pathlib, signal, sys, time
+workdir = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGUSR1, lambda *_: (workdir / "preempt-notice").write_text("1"))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+(workdir / "started").write_text("1")
+while True:
+    time.sleep(0.2)
+"""
+
+
+def stand_in(cluster_key: str, node_id: str, workdir: Path) -> list[str]:
+    return [sys.executable, "-c", STAND_IN, str(workdir)]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def put_cluster(conn: str, ref: ClusterRef, scale: dict[str, Any], **props: Any) -> Doc:
+    """Store a cluster document the way the API does (ARM JSON + internal)."""
+    store = ResourceStore(conn, storage.T_CLUSTERS)
+    data = {"id": ref.arm_id, "name": ref.name, "type": "Microsoft.BatchAI/workspaces/clusters",
+            "properties": {"vmSize": "STANDARD_D1_V2", "vmPriority": "dedicated", "scaleSettings": scale,
+                           "provisioningState": "succeeded", **props},
+            "internal": {}}
+    existing = store.get(ref.workspace.child_pk, ref.name.lower())
+    if existing is None:
+        return store.insert(ref.workspace.child_pk, ref.name.lower(), data)
+    return store.replace(existing, {**existing.data, "properties": data["properties"]})
+
+
+def cluster_ref(name: str) -> ClusterRef:
+    return WorkspaceRef("sub-nodes", "rg", "ws").cluster(name)
