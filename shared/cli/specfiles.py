@@ -18,7 +18,7 @@ from typing import Any
 
 import jsonschema
 from azure.mgmt.batchai import models
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError
 from msrest import Deserializer
 from msrest.exceptions import DeserializationError
 from referencing import Registry, Resource
@@ -144,9 +144,9 @@ def validate(doc: dict[str, Any], kind: str, path: Path) -> None:
 
 def _explain(error: ValidationError) -> str:
     if error.context:  # oneOf [the real shape, an ARM expression]: report why the real shape failed
-        inner = best_match(e for e in error.context if e.relative_schema_path[0] == 0) or best_match(error.context)
-        if inner is not None:
-            return _explain(inner)
+        real = [e for e in error.context if e.relative_schema_path and e.relative_schema_path[0] == 0]
+        if real:
+            return _explain(max(real, key=lambda e: len(e.absolute_path)))
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     return f"{where}: {error.message}"
 
