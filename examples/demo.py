@@ -24,7 +24,7 @@ from azure.mgmt.batchai import BatchAI, models
 
 from examples.digits import train
 from shared.adapters.local_paths import fileshare_dir
-from shared.cli.context import StaticTokenCredential
+from shared.cli.context import StaticTokenCredential, as_mapping
 from shared.cli.job_files import RangeReader
 from shared.cli.specfiles import storage_account_from_connection_string
 
@@ -42,12 +42,12 @@ def ensure_stack(state_dir: Path) -> dict[str, Any]:
     """The running stack's endpoint; starts the stack when none answers."""
     from shared.localstack.stack import read_endpoint, start_stack
 
-    endpoint = read_endpoint(state_dir)
+    endpoint = as_mapping(read_endpoint(state_dir))
     if endpoint and answers(endpoint):
         say(f"local stack already up at {endpoint['url']}")
-        return dict(endpoint)
+        return endpoint
     say(f"starting the local stack (state in {state_dir}) ...")
-    return dict(start_stack(state_dir))
+    return as_mapping(start_stack(state_dir))
 
 
 def answers(endpoint: dict[str, Any]) -> bool:

@@ -7,6 +7,7 @@ and storage_connection_string.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -65,6 +66,17 @@ def load_endpoint(path: Path) -> dict[str, Any]:
     if missing:
         raise CliError(f"endpoint file {path} lacks {', '.join(missing)}")
     return data
+
+
+def as_mapping(endpoint: Any) -> dict[str, Any]:
+    """An endpoint as a dict, whether the stack hands back a dict or a dataclass (None: empty)."""
+    if endpoint is None:
+        return {}
+    if isinstance(endpoint, dict):
+        return endpoint
+    if dataclasses.is_dataclass(endpoint) and not isinstance(endpoint, type):
+        return dataclasses.asdict(endpoint)
+    return dict(vars(endpoint))
 
 
 def make_client(endpoint: dict[str, Any], subscription_id: str) -> BatchAI:

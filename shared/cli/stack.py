@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,22 +9,12 @@ import httpx
 import typer
 
 from shared.cli.common import session
-from shared.cli.context import CliError
+from shared.cli.context import CliError, as_mapping
 from shared.cli.output import console, message
 
 app = typer.Typer(help="The local stack: Azurite, the local trigger host and local nodes.", no_args_is_help=True)
 
 SHOWN = ("url", "subscription_id", "resource_group", "ca_file")
-
-
-def as_mapping(endpoint: Any) -> dict[str, Any]:
-    if endpoint is None:
-        return {}
-    if isinstance(endpoint, dict):
-        return endpoint
-    if dataclasses.is_dataclass(endpoint) and not isinstance(endpoint, type):
-        return dataclasses.asdict(endpoint)
-    return dict(vars(endpoint))
 
 
 def describe(endpoint: dict[str, Any], endpoint_file: Path) -> None:
