@@ -193,9 +193,10 @@ def decide(inp: ScaleInput) -> ScaleDecision:
     kept_active = len([i for i in active if i not in remove_set])
     provider_target = kept_active + to_start
 
-    resizing = (bool(remove) or to_start > 0 or bool(waiting) or bool(adopt) or bool(gone)
-                or any(i.state in ("creating", "deleting") and i.node_id not in rows for i in inp.instances)
-                or any(n.state in ("starting", "leaving") for n in inp.nodes))
+    # Rows of vanished instances are dropped this tick: they no longer hold the cluster resizing.
+    resizing = (bool(remove) or to_start > 0 or bool(waiting) or bool(adopt)
+                or any(i.state in ("creating", "deleting") for i in inp.instances)
+                or any(n.state in ("starting", "leaving") and n.node_id in instances for n in inp.nodes))
     return ScaleDecision(provider_target=provider_target, wanted=wanted, remove=sorted(remove_set),
                          drain=drain, adopt=adopt, gone=gone, start_failed=start_failed,
                          allocation_state=RESIZING if resizing else STEADY)

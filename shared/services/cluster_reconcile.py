@@ -1,0 +1,235 @@
+"""The cluster reconciler (and with it the autoscaler): every tick rebuilds the observed state of
+each cluster (its document, node rows, pending demand, provider instances), asks the pure
+`decisions.autoscaler` for the difference and applies it. It owns the cluster document's
+`internal.allocationState`, `internal.allocationStateTransitionTime` and `internal.scaleInitialized`,
+and the fate of nodes being scaled away; when a cluster document is gone it removes its nodes.
+
+Apply order keeps the scheduler away from nodes on their way out: a row is marked leaving (or
+lost) with its ETag first, then its job is requeued or terminated through the job services, then
+the instance is removed; rows are deleted once their instance is gone. Provider calls start work
+and return; nothing here waits for a node.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.adapters import sched_store, storage
+from shared.adapters.compute import provider_for
+from shared.adapters.compute.port import ComputeProvider
+from shared.adapters.resource_store import Doc, ResourceStore, StaleEtag
+from shared.config import Settings
+from shared.decisions import autoscaler
+from shared.decisions.autoscaler import Drain, InstanceView, NodeView, ScaleInput, ScalePolicy
+from shared.domain.keys import ClusterRef
+from shared.services import nodes
+
+ACTIVE = ("creating", "running")
+
+
+@dataclass
+class ReconcileResult:
+    cluster_key: str
+    deleted: bool = False  # the cluster document is gone: its nodes are being removed
+    wanted: int = 0
+    provider_target: int = 0
+    removed: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # rows of vanished instances
+    allocation_state: str = autoscaler.STEADY
+
+
+def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: datetime,
+                      provider: ComputeProvider | None = None) -> ReconcileResult:
+    key = cluster.key if isinstance(cluster, ClusterRef) else cluster
+    doc = nodes.load_cluster(settings, key)
+    if doc is None:
+        return remove_cluster(settings, key, provider)
+    spec = nodes.cluster_spec(key, doc)
+    provider = provider or provider_for(settings, spec)
+    rows = sched_store.partition(settings.storage_connection_string, key)
+    node_rows = nodes.node_rows(rows)
+    pending = [int(r.get("nodeCount") or 1) for r in rows if r["RowKey"].startswith(sched_store.PENDING)]
+    instances = provider.list_instances(key)
+    internal = doc.data.get("internal") or {}
+    decision = autoscaler.decide(ScaleInput(
+        policy=ScalePolicy.from_properties(doc.data.get("properties") or {}),
+        nodes=[_view(r) for r in node_rows], instances=[InstanceView(i.node_id, i.state) for i in instances],
+        pending_node_counts=pending, now=now, idle_timeout_s=settings.idle_timeout_s,
+        first_reconcile=not internal.get("scaleInitialized")))
+    result = ReconcileResult(key, wanted=decision.wanted, provider_target=decision.provider_target,
+                             allocation_state=decision.allocation_state)
+
+    details = {i.node_id: i.detail for i in instances}
+    for node_id in decision.start_failed:
+        _mark_start_failed(settings, key, node_id, details.get(node_id, ""), now)
+    for view in decision.gone:
+        _drop_gone(settings, key, view, now)
+        result.dropped.append(view.node_id)
+    remove = set(decision.remove)
+    for drain in decision.drain:
+        if not _drain(settings, key, drain, now) and drain.node_id in remove:
+            remove.discard(drain.node_id)  # it changed meanwhile (e.g. got a job): decide again next tick
+    result.removed = sorted(remove)
+    provider.reconcile(spec, decision.provider_target, remove=result.removed)
+    result.adopted = _adopt(settings, key, provider, now)
+    _write_allocation(settings, doc, decision.allocation_state, now)
+    return result
+
+
+def reconcile_all(settings: Settings, now: datetime) -> list[ReconcileResult]:
+    """Reconcile every cluster that has a document, node rows or local instances. A failure of one
+    cluster does not stop the others; the failures are raised together at the end."""
+    results: list[ReconcileResult] = []
+    errors: list[Exception] = []
+    for key in sorted(cluster_keys(settings)):
+        try:
+            results.append(reconcile_cluster(settings, key, now))
+        except Exception as e:  # noqa: BLE001 - collected and raised below
+            errors.append(e)
+    if errors:
+        raise ExceptionGroup("cluster reconcile failed for some clusters", errors)
+    return results
+
+
+def cluster_keys(settings: Settings) -> set[str]:
+    conn = settings.storage_connection_string
+    keys = {f"{d.pk}|{d.rk}" for d in ResourceStore(conn, storage.T_CLUSTERS).scan()}
+    keys |= partitions_with(settings, sched_store.NODE)
+    provider = provider_for(settings, None)
+    listed = getattr(provider, "clusters", None)
+    if callable(listed):
+        keys |= set(listed())
+    return keys
+
+
+def partitions_with(settings: Settings, row_prefix: str) -> set[str]:
+    """The sched partitions (cluster keys) holding at least one row whose key starts with the prefix."""
+    client = storage.table(settings.storage_connection_string, storage.T_SCHED)
+    entities = client.query_entities("RowKey ge @lo and RowKey lt @hi", select=["PartitionKey"],
+                                     parameters={"lo": row_prefix, "hi": row_prefix + "\uffff"})
+    return {e["PartitionKey"] for e in entities}
+
+
+def remove_cluster(settings: Settings, key: str, provider: ComputeProvider | None = None) -> ReconcileResult:
+    """The cluster document is gone: stop its jobs, delete its instances, then its node rows."""
+    provider = provider or provider_for(settings, None)
+    rows = sched_store.partition(settings.storage_connection_string, key)
+    node_rows = nodes.node_rows(rows)
+    name = ClusterRef.from_key(key).name
+    if node_rows:
+        for row in rows:
+            if row["RowKey"].startswith((sched_store.PENDING, sched_store.ASSIGNMENT)) and row.get("jobKey"):
+                nodes.terminate(settings, row["jobKey"], f"cluster {name} was deleted")
+    provider.delete_cluster(key)
+    alive = {i.node_id for i in provider.list_instances(key)}
+    heartbeats = storage.table(settings.storage_connection_string, storage.T_HEARTBEATS)
+    for row in node_rows:
+        node_id = nodes.node_id_of(row)
+        if node_id not in alive and nodes.delete_node(settings, key, node_id):
+            heartbeats.delete_entity(key, node_id)
+    return ReconcileResult(key, deleted=True)
+
+
+# --- applying one decision --------------------------------------------------------------------
+
+def _view(row: dict[str, Any]) -> NodeView:
+    return NodeView(node_id=nodes.node_id_of(row), state=row["state"], job_key=row.get("jobKey") or "",
+                    assignment_id=row.get("assignmentId") or "", idle_since=nodes.parse_time(row.get("idleSince")),
+                    state_since=nodes.parse_time(row.get("stateSince")), leaving_reason=row.get("leavingReason") or "")
+
+
+def _mark_start_failed(settings: Settings, key: str, node_id: str, detail: str, now: datetime) -> None:
+    error = json.dumps({"code": "NodeStartFailed", "message": f"node {node_id} failed to start: {detail}"})
+
+    def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None or row["state"] not in ("starting", "preparing"):
+            return None
+        return nodes.moved(row, "unusable", "the node agent exited before it was ready", now, error=error)
+
+    nodes.mutate_node(settings, key, node_id, change)
+
+
+def _drop_gone(settings: Settings, key: str, view: NodeView, now: datetime) -> None:
+    """The instance vanished: the row becomes lost (so no pass assigns it), its job is requeued,
+    the row deleted."""
+    if view.state not in ("leaving", "lost") or view.job_key:
+        def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
+            if row is None or row["state"] == "lost":
+                return None
+            return nodes.moved(row, "lost", "its instance is gone", now)
+
+        row = nodes.mutate_node(settings, key, view.node_id, change)
+        if row is not None and row.get("jobKey"):
+            nodes.requeue(settings, row["jobKey"], row.get("assignmentId", ""),
+                          f"node {view.node_id} lost: its instance is gone", count_retry=True)
+    nodes.delete_node(settings, key, view.node_id)
+
+
+def _drain(settings: Settings, key: str, drain: Drain, now: datetime) -> bool:
+    """Mark the node leaving (only if it is still as decided), then stop its job per the option.
+    False when the node changed since the snapshot."""
+    reason = f"scale-down:{drain.action}" if drain.action else "scale-down"
+
+    def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None or row["state"] == "leaving":
+            return None
+        if (row.get("jobKey") or "") != drain.job_key or (row["state"] == "running") != bool(drain.action):
+            return None
+        return nodes.moved(row, "leaving", reason, now, leavingReason=reason)
+
+    row = nodes.mutate_node(settings, key, drain.node_id, change)
+    if row is None:
+        return True  # an instance with no row yet: nothing to mark
+    if row["state"] != "leaving":
+        return False
+    if drain.action == autoscaler.REQUEUE:
+        nodes.requeue(settings, drain.job_key, drain.assignment_id,
+                      f"node {drain.node_id} removed by a cluster scale-down (nodeDeallocationOption requeue)",
+                      count_retry=False)
+    elif drain.action == autoscaler.TERMINATE:
+        nodes.terminate(settings, drain.job_key,
+                        f"node {drain.node_id} removed by a cluster scale-down (nodeDeallocationOption terminate)")
+    return True
+
+
+def _adopt(settings: Settings, key: str, provider: ComputeProvider, now: datetime) -> list[str]:
+    """Record a starting row for every active instance that has none (new instances included)."""
+    adopted = []
+    for instance in provider.list_instances(key):
+        if instance.state not in ACTIVE:
+            continue
+
+        def change(row: dict[str, Any] | None, i: Any = instance) -> dict[str, Any] | None:
+            return None if row is not None else nodes.new_row_fields("starting", now, nodeId=i.node_id,
+                                                                     address=i.address)
+
+        before = nodes.get_node(settings, key, instance.node_id)
+        if before is None:
+            nodes.mutate_node(settings, key, instance.node_id, change)
+            adopted.append(instance.node_id)
+    return adopted
+
+
+def _write_allocation(settings: Settings, doc: Doc, state: str, now: datetime) -> None:
+    store = ResourceStore(settings.storage_connection_string, storage.T_CLUSTERS)
+    current: Doc | None = doc
+    for _ in range(nodes.ATTEMPTS):
+        if current is None:
+            return  # deleted meanwhile
+        internal = dict(current.data.get("internal") or {})
+        if internal.get("allocationState") == state and internal.get("scaleInitialized"):
+            return
+        if internal.get("allocationState") != state:
+            internal["allocationState"] = state
+            internal["allocationStateTransitionTime"] = now.isoformat()
+        internal["scaleInitialized"] = True
+        try:
+            store.replace(current, {**current.data, "internal": internal})
+            return
+        except StaleEtag:
+            current = store.get(doc.pk, doc.rk)
+    raise nodes.ConcurrentUpdates(f"cluster document {doc.pk}/{doc.rk} kept changing")
