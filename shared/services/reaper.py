@@ -1,0 +1,132 @@
+"""The reaper: what no event will ever report. Nodes whose heartbeat stopped are lost (their job
+requeued counting a retry, their instance removed, their row and heartbeat deleted: the reconciler
+replaces them if the target says so); nodes stuck starting or preparing past the start timeout are
+unusable (kept with the error so the user sees why; scaling removes them); jobs past
+`constraints.maxWallClockTime` that their agent did not stop are terminated with reason walltime.
+Decisions are `decisions.node_plan`'s; node rows are written through `services.nodes`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.adapters import sched_store, storage
+from shared.adapters.resource_store import ResourceStore
+from shared.config import Settings
+from shared.decisions import node_plan
+from shared.decisions.node_plan import NodeHealth
+from shared.domain.keys import JobRef
+from shared.services import nodes
+from shared.services.cluster_reconcile import partitions_with
+
+RUNNING_PHASES = ("assigned", "running")
+
+
+@dataclass
+class ReapResult:
+    cluster_key: str
+    lost: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+    walltime: list[str] = field(default_factory=list)  # job keys terminated
+
+
+def reap_cluster(settings: Settings, cluster_key: str, now: datetime) -> ReapResult:
+    conn = settings.storage_connection_string
+    rows = sched_store.partition(conn, cluster_key)
+    beats = {e["RowKey"]: nodes.parse_time(e.get("at"))
+             for e in storage.table(conn, storage.T_HEARTBEATS).query_entities(
+                 "PartitionKey eq @pk", parameters={"pk": cluster_key})}
+    health = [_health(r) for r in nodes.node_rows(rows)]
+    plan = node_plan.reap_plan(health, {k: v for k, v in beats.items() if v is not None}, now,
+                               settings.heartbeat_timeout_s, settings.node_start_timeout_s)
+    result = ReapResult(cluster_key)
+    spec = nodes.cluster_spec(cluster_key, nodes.load_cluster(settings, cluster_key)) if (plan.lost or plan.stuck) \
+        else None
+    for lost in plan.lost:
+        _lose(settings, cluster_key, lost, now, spec)
+        result.lost.append(lost.node.node_id)
+    for node in plan.stuck:
+        _mark_stuck(settings, cluster_key, node, now)
+        result.stuck.append(node.node_id)
+    for row in rows:
+        if row["RowKey"].startswith(sched_store.ASSIGNMENT) and _past_wall_clock(settings, row, now):
+            nodes.terminate(settings, row["jobKey"], "walltime")
+            result.walltime.append(row["jobKey"])
+    return result
+
+
+def reap_all(settings: Settings, now: datetime) -> list[ReapResult]:
+    """Reap every cluster with node or assignment rows; failures are raised together at the end."""
+    keys = partitions_with(settings, sched_store.NODE) | partitions_with(settings, sched_store.ASSIGNMENT)
+    results: list[ReapResult] = []
+    errors: list[Exception] = []
+    for key in sorted(keys):
+        try:
+            results.append(reap_cluster(settings, key, now))
+        except Exception as e:  # noqa: BLE001 - collected and raised below
+            errors.append(e)
+    if errors:
+        raise ExceptionGroup("reaper failed for some clusters", errors)
+    return results
+
+
+def _health(row: dict[str, Any]) -> NodeHealth:
+    return NodeHealth(node_id=nodes.node_id_of(row), state=row["state"],
+                      state_since=nodes.parse_time(row.get("stateSince")),
+                      registered_at=nodes.parse_time(row.get("registeredAt")),
+                      job_key=row.get("jobKey") or "", assignment_id=row.get("assignmentId") or "")
+
+
+def _lose(settings: Settings, key: str, lost: node_plan.Lost, now: datetime, spec: Any) -> None:
+    node_id = lost.node.node_id
+    since = lost.last_seen.isoformat() if lost.last_seen else "it registered"
+    reason = f"node {node_id} lost: no heartbeat since {since}"
+
+    def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None or row["state"] in ("lost", "starting"):
+            return None
+        return nodes.moved(row, "lost", reason, now)
+
+    row = nodes.mutate_node(settings, key, node_id, change)
+    if row is None or row["state"] != "lost":
+        return
+    if row.get("jobKey"):
+        nodes.requeue(settings, row["jobKey"], row.get("assignmentId", ""), reason, count_retry=True)
+    nodes.remove_instances(settings, spec, [node_id])
+    nodes.delete_node(settings, key, node_id)
+    storage.table(settings.storage_connection_string, storage.T_HEARTBEATS).delete_entity(key, node_id)
+
+
+def _mark_stuck(settings: Settings, key: str, node: NodeHealth, now: datetime) -> None:
+    message = (f"node {node.node_id} did not become ready within {settings.node_start_timeout_s:g} s "
+               f"(still {node.state})")
+
+    def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None or row["state"] != node.state or row.get("stateSince") != (
+                node.state_since.isoformat() if node.state_since else None):
+            return None
+        return nodes.moved(row, "unusable", "start timeout", now,
+                           error=json.dumps({"code": "NodeStartTimeout", "message": message}))
+
+    nodes.mutate_node(settings, key, node.node_id, change)
+
+
+def _past_wall_clock(settings: Settings, asg: dict[str, Any], now: datetime) -> bool:
+    job_key = asg.get("jobKey")
+    if not job_key:
+        return False
+    ref = JobRef.from_key(job_key)
+    doc = ResourceStore(settings.storage_connection_string, storage.T_JOBS).get(ref.experiment.job_pk,
+                                                                                ref.name.lower())
+    if doc is None:
+        return False
+    internal = doc.data.get("internal") or {}
+    if internal.get("phase") not in RUNNING_PHASES:
+        return False
+    limit = node_plan.parse_wall_clock(((doc.data.get("properties") or {}).get("constraints") or {})
+                                       .get("maxWallClockTime"))
+    started = nodes.parse_time((internal.get("executionInfo") or {}).get("startTime") or asg.get("createdAt"))
+    return node_plan.past_wall_clock(started, limit, now, grace_s=settings.heartbeat_timeout_s)
