@@ -1,0 +1,283 @@
+"""A wire-level fake of the Azure Resource Manager REST API, served over https on 127.0.0.1.
+
+It answers the requests the real SDK clients send (azure-mgmt-compute, -network,
+-containerinstance) with ARM's shapes: long-running operations answer 201/202 with
+`Azure-AsyncOperation` and `Location`, report InProgress and then Succeeded; errors are
+`{"error": {"code", "message"}}`. Every request is recorded (method, path, query, JSON body,
+status) for tests to assert on. `throttle(n)` makes the next n requests answer 429 with
+`Retry-After: 1`. Bearer tokens are accepted blindly (but must be present).
+
+Time does not pass in the fake: an operation advances when it is observed (a GET of its
+status URL, of its resource, or of a list holding the resource). With `lro_steps = 1` the first
+observation reports InProgress and the next one Succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from azure.core.credentials import AccessToken
+
+from shared.localstack.tls import ensure_tls
+
+
+class StaticCredential:
+    """A TokenCredential that hands out a fixed bearer token (the fake accepts any)."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("fake-arm-token", 4_102_444_800)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    status: int = 0
+    response: Any = None
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class ArmError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.reply = Reply(status, {"error": {"code": code, "message": message}})
+
+
+@dataclass
+class Operation:
+    id: str
+    namespace: str  # Microsoft.Compute | Microsoft.Network | Microsoft.ContainerInstance
+    resource_id: str  # lower-case id of the resource it acts on
+    remaining: int
+    complete: Callable[[], None]
+    status: str = "InProgress"
+
+    def observe(self) -> str:
+        if self.status == "InProgress":
+            if self.remaining > 0:
+                self.remaining -= 1
+            else:
+                self.complete()
+                self.status = "Succeeded"
+        return self.status
+
+
+# The api-versions the fake serves (what the installed SDKs send), per resource provider.
+COMPUTE_VERSIONS = frozenset({"2026-04-01"})
+DISK_VERSIONS = frozenset({"2026-03-02"})
+NETWORK_VERSIONS = frozenset({"2026-03-01"})
+VMSS_NIC_VERSIONS = frozenset({"2018-10-01"})  # network interfaces of scale set VMs: an older API
+ACI_VERSIONS = frozenset({"2023-05-01"})
+API_VERSIONS = {"microsoft.compute": "2026-04-01", "microsoft.network": "2026-03-01",
+                "microsoft.containerinstance": "2023-05-01"}
+
+Handler = Callable[["ArmFake", Request, re.Match[str]], Reply]
+
+
+class ArmFake:
+    """The fake ARM endpoint and its state. Route modules register handlers on it."""
+
+    def __init__(self, directory: Path, subscription_id: str = "00000000-0000-0000-0000-000000000001") -> None:
+        self.subscription_id = subscription_id
+        self.tls = ensure_tls(directory / "tls")
+        self.lock = threading.RLock()
+        self.resources: dict[str, dict[str, Any]] = {}  # lower-case ARM id -> resource JSON
+        self.operations: dict[str, Operation] = {}
+        self.log: list[Request] = []
+        self.lro_steps = 1
+        self.aci_outcomes: dict[str, tuple[int, str]] = {}  # container group name -> (exit code, logs)
+        self._throttle = 0
+        self._routes: list[tuple[str, re.Pattern[str], Handler, frozenset[str]]] = []
+        self._next_ip = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        from tests.azure.armfake import aci, compute, network
+
+        for module in (compute, network, aci):
+            module.register(self)
+        location = r"/subscriptions/[^/]+/providers/(?P<ns>[^/]+)/locations/[^/]+"
+        self.route("GET", location + r"/operations/(?P<op>[^/]+)", _operation_status)
+        self.route("GET", location + r"/operationResults/(?P<op>[^/]+)", _operation_result)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> ArmFake:
+        fake = self
+
+        class _Handler(_HttpHandler):
+            arm = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"https://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.tls.ca_file)
+
+    # -- test controls ---------------------------------------------------------------------
+    def throttle(self, n: int) -> None:
+        """The next `n` requests answer 429 TooManyRequests with `Retry-After: 1`."""
+        with self.lock:
+            self._throttle = n
+
+    def requests(self, method: str | None = None, contains: str = "") -> list[Request]:
+        with self.lock:
+            return [r for r in self.log if (method is None or r.method == method)
+                    and contains.lower() in r.path.lower()]
+
+    def clear_log(self) -> None:
+        with self.lock:
+            self.log.clear()
+
+    def settle(self) -> None:
+        """Complete every pending operation now."""
+        with self.lock:
+            for op in list(self.operations.values()):
+                op.remaining = 0
+                op.observe()
+
+    # -- helpers for route modules -----------------------------------------------------------
+    def route(self, method: str, pattern: str, handler: Handler, versions: frozenset[str] = frozenset()) -> None:
+        """Serve `method` on paths matching `pattern`; with `versions`, other api-versions get a 400."""
+        self._routes.append((method, re.compile(f"^{pattern}$", re.IGNORECASE), handler, versions))
+
+    def allocate_ip(self) -> str:
+        with self.lock:
+            ip = f"10.0.{self._next_ip // 250}.{self._next_ip % 250 + 4}"
+            self._next_ip += 1
+            return ip
+
+    def begin(self, namespace: str, resource_id: str, location: str, complete: Callable[[], None]) -> dict[str, str]:
+        """Start an operation; the headers that announce it (Azure-AsyncOperation, Location)."""
+        op = Operation(uuid.uuid4().hex, namespace, resource_id.lower(), self.lro_steps, complete)
+        self.operations[op.id] = op
+        version = API_VERSIONS[namespace.lower()]
+        base = f"{self.url}/subscriptions/{self.subscription_id}/providers/{namespace}/locations/{location}"
+        return {"Azure-AsyncOperation": f"{base}/operations/{op.id}?api-version={version}",
+                "Location": f"{base}/operationResults/{op.id}?api-version={version}", "Retry-After": "0"}
+
+    def observe(self, resource_id: str) -> None:
+        """A read of `resource_id` (or of a list holding it) lets its pending operations advance."""
+        rid = resource_id.lower()
+        for op in list(self.operations.values()):
+            if op.status == "InProgress" and (op.resource_id == rid or op.resource_id.startswith(rid + "/")):
+                op.observe()
+
+    def pending(self, resource_id: str) -> bool:
+        rid = resource_id.lower()
+        return any(op.status == "InProgress" and op.resource_id == rid for op in self.operations.values())
+
+    def get(self, resource_id: str) -> dict[str, Any]:
+        res = self.resources.get(resource_id.lower())
+        if res is None:
+            kind = resource_id.rstrip("/").split("/")[-2]
+            raise ArmError(404, "ResourceNotFound", f"The Resource '{kind}/{resource_id.split('/')[-1]}' "
+                                                    "under resource group was not found.")
+        return res
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def dispatch(self, request: Request, authorization: str) -> Reply:
+        with self.lock:
+            self.log.append(request)
+            if self._throttle > 0:
+                self._throttle -= 1
+                reply = Reply(429, {"error": {"code": "TooManyRequests", "message": "throttled"}},
+                              {"Retry-After": "1"})
+            elif not authorization.startswith("Bearer "):
+                reply = Reply(401, {"error": {"code": "AuthenticationFailed", "message": "no bearer token"}})
+            else:
+                reply = self._route(request)
+            request.status, request.response = reply.status, reply.body
+            return reply
+
+    def _route(self, request: Request) -> Reply:
+        for method, pattern, handler, versions in self._routes:
+            match = pattern.match(request.path)
+            if match and method == request.method:
+                version = request.query.get("api-version", "")
+                if versions and version not in versions:
+                    message = f"The api-version '{version}' is invalid. Supported: {sorted(versions)}"
+                    return Reply(400, {"error": {"code": "InvalidApiVersionParameter", "message": message}})
+                try:
+                    return handler(self, request, match)
+                except ArmError as err:
+                    return err.reply
+        return Reply(404, {"error": {"code": "NotFound", "message": f"no route {request.method} {request.path}"}})
+
+
+def _operation_status(arm: ArmFake, request: Request, match: re.Match[str]) -> Reply:
+    op = arm.operations.get(match["op"])
+    if op is None:
+        raise ArmError(404, "OperationNotFound", match["op"])
+    return Reply(200, {"name": op.id, "status": op.observe()})
+
+
+def _operation_result(arm: ArmFake, request: Request, match: re.Match[str]) -> Reply:
+    op = arm.operations.get(match["op"])
+    if op is None:
+        raise ArmError(404, "OperationNotFound", match["op"])
+    if op.observe() == "InProgress":
+        return Reply(202, None, {"Location": f"{arm.url}{request.path}?api-version={request.query['api-version']}",
+                                 "Retry-After": "0"})
+    return Reply(204)
+
+
+class _HttpHandler(BaseHTTPRequestHandler):
+    arm: ArmFake
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        return
+
+    def _handle(self) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw.strip() else None
+        request = Request(self.command, parts.path, dict(parse_qsl(parts.query)), body)
+        reply = self.arm.dispatch(request, self.headers.get("Authorization", ""))
+        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("x-ms-request-id", uuid.uuid4().hex)
+        if payload:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = _handle
