@@ -30,3 +30,8 @@ def fileserver_dir(state_dir: Path, fileserver_arm_id: str) -> Path:
 
 def node_dir(state_dir: Path, node_id: str) -> Path:
     return state_dir / "nodes" / node_id
+
+
+def shared_job_temp_dir(state_dir: Path, assignment_id: str) -> Path:
+    """AZ_BATCHAI_SHARED_JOB_TEMP of one run of a job: one directory the whole gang shares."""
+    return state_dir / "shared-job-temp" / assignment_id

@@ -104,3 +104,8 @@ def output_prefix(workspace: str, experiment: str, job: str, segment: str) -> st
     ``{prefix}/outputs/{OUTPUT ID}/...`` for each output directory, ``{prefix}/prep/...`` for job
     preparation output."""
     return f"{workspace.lower()}/{experiment.lower()}/{job.lower()}/{segment}"
+
+
+def setup_output_prefix(workspace: str, cluster: str, node_id: str) -> str:
+    """Where a node's setup task output lives in C_OUTPUTS: ``{prefix}/stdout.txt`` and ``stderr.txt``."""
+    return f"{workspace.lower()}/clusters/{cluster.lower()}/nodes/{node_id}/setup"

@@ -22,6 +22,7 @@ class TaskLaunch:
     host_network: bool = False
     gpus: int = 0
     name: str = ""  # a label for the process or container
+    labels: dict[str, str] = field(default_factory=dict)  # extra container labels (job, assignment) for cleanup
 
 
 class RunningTask(Protocol):

@@ -1,0 +1,273 @@
+"""The node agent process: registers the node, heartbeats, and handles its queue's messages.
+
+Message handling is idempotent (every queue is at-least-once): an assignment id recorded in the
+ledger never runs twice; a repeated setup gets the recorded answer; a stop for an assignment
+that is not running is ignored. A message is deleted only after it is handled; one that keeps
+failing is moved to ``node-<id>-poison`` with the reason after `MAX_DEQUEUE` attempts.
+
+Exits: ``leave`` (tasks stop with "node-removed", the node queue is deleted, exit 0); SIGTERM
+(tasks stop with "agent-stopped", exit 0; a second SIGTERM abandons reporting). A preemption
+notice (see shared.agent.preemption) stops the tasks with "preempted", sends ``node-preempted``,
+and the agent stays until the node is removed, answering new assignments with "preempted".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azure.storage.queue import QueueMessage
+
+from shared.agent.blobsync import BlobMount
+from shared.agent.environment import base_env
+from shared.agent.inventory import inventory
+from shared.agent.layout import NodeLayout
+from shared.agent.ledger import Ledger
+from shared.agent.mounts import Mounter
+from shared.agent.preemption import LocalPreemptNotice, ScheduledEventsPoller
+from shared.agent.retry import Backoff, is_transient
+from shared.agent.setup import cluster_volumes, run_setup
+from shared.agent.supervise import StopRequest, TaskControl
+from shared.agent.task import NodeContext, TaskRunner
+from shared.agent.transport import AgentChannel
+from shared.domain.messages import Assignment, Leave, Setup, StopTask, parse_node_message
+
+log = logging.getLogger(__name__)
+
+MAX_DEQUEUE = 5
+STOP_GRACE_S = 10.0
+PREEMPT_GRACE_S = 10.0  # well inside the ~30 s Preempt notice
+REPORT_WAIT_S = 120.0  # how long an exiting agent waits for its tasks to report
+
+
+@dataclass
+class AgentOptions:
+    conn: str
+    cluster_key: str
+    node_id: str
+    workdir: Path
+    state_dir: Path
+    address: str = "127.0.0.1"
+    heartbeat_s: float = 2.0
+    on_azure: bool = False
+    poll_max_s: float = 1.0
+
+
+class Agent:
+    def __init__(self, options: AgentOptions) -> None:
+        self.options = options
+        self.layout = NodeLayout(options.workdir, options.state_dir)
+        self.stopping = threading.Event()  # the main loop ends
+        self.give_up = threading.Event()  # exit now, even without reporting
+        self.preempted = threading.Event()
+        self.exit_reason = "agent-stopped"
+        self.leaving = False
+        self.channel = AgentChannel(options.conn, options.cluster_key, options.node_id, give_up=self.give_up)
+        options.workdir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.layout.ledger)
+        self.inventory = inventory(options.address)
+        self.tasks: dict[str, TaskRunner] = {}
+        self._tasks_lock = threading.Lock()
+        self._mount_lock = threading.Lock()
+        self._setup_thread: threading.Thread | None = None
+        self._setup_control = TaskControl()
+        self.node = NodeContext(options.conn, self.layout, self.channel, int(self.inventory["gpus"]),
+                                base_env(os.environ), self.mount_cluster, self.give_up)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        """SIGTERM: stop gracefully (twice: give up reporting). Call from the main thread."""
+        def on_term(*_: Any) -> None:
+            if self.stopping.is_set():
+                self.give_up.set()
+            self.stopping.set()
+        signal.signal(signal.SIGTERM, on_term)
+
+    def run(self) -> int:
+        self.channel.ensure_queues()
+        self._report_orphans()
+        self.channel.send("node-registered", inventory=self.inventory)
+        log.info("node %s registered in %s: %s", self.options.node_id, self.options.cluster_key, self.inventory)
+        threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
+        notice = LocalPreemptNotice(self.layout.preempt_file, self.preempt, self.stopping)
+        if threading.current_thread() is threading.main_thread():
+            notice.install_signal()
+        notice.start()
+        if self.options.on_azure:
+            ScheduledEventsPoller(self.preempt, self.stopping).start()
+        self._loop()
+        return self._shutdown()
+
+    def _loop(self) -> None:
+        delay = 0.1
+        backoff = Backoff(initial=0.5, cap=15.0)
+        while not self.stopping.is_set():
+            try:
+                messages = self.channel.receive()
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                delay = backoff.next_delay()
+                log.warning("polling the node queue failed (%s); retrying in %.1f s", error, delay)
+                self.stopping.wait(delay)
+                continue
+            backoff.reset()
+            if not messages:
+                self.stopping.wait(delay)
+                delay = min(self.options.poll_max_s, delay * 2)
+                continue
+            delay = 0.1
+            for message in messages:
+                self._handle(message)
+                if self.stopping.is_set():
+                    break
+
+    def _handle(self, message: QueueMessage) -> None:
+        try:
+            parsed = parse_node_message(str(message.content))
+        except (ValueError, TypeError, KeyError) as error:
+            log.error("rejecting an unreadable node message: %s", error)
+            self.channel.reject(message, f"unreadable message: {error}")
+            return
+        try:
+            if isinstance(parsed, Assignment):
+                self._assign(parsed)
+            elif isinstance(parsed, StopTask):
+                self._stop(parsed)
+            elif isinstance(parsed, Setup):
+                self._setup(parsed)
+            elif isinstance(parsed, Leave):
+                self.exit_reason, self.leaving = "node-removed", True
+                self.stopping.set()
+        except Exception as error:
+            if (message.dequeue_count or 0) >= MAX_DEQUEUE:
+                log.error("giving up on a %s message after %s attempts: %s", parsed.kind, message.dequeue_count, error)
+                self.channel.reject(message, f"{type(error).__name__}: {error}")
+                return
+            log.exception("handling a %s message failed; it will be delivered again", parsed.kind)
+            return
+        self.channel.delete(message)
+
+    def _shutdown(self) -> int:
+        reason = self.exit_reason
+        log.info("agent stopping (%s)", reason)
+        self._setup_control.request(StopRequest(reason, STOP_GRACE_S))
+        runners = self._runners()
+        for runner in runners:
+            runner.stop(reason, STOP_GRACE_S)
+        for runner in runners:
+            runner.thread.join(REPORT_WAIT_S)
+        if self._setup_thread is not None:
+            self._setup_thread.join(REPORT_WAIT_S)
+        if self.leaving and not self.give_up.is_set():
+            self.channel.delete_queues()
+        return 0
+
+    # --- messages -----------------------------------------------------------------------------
+
+    def _runners(self) -> list[TaskRunner]:
+        with self._tasks_lock:
+            return list(self.tasks.values())
+
+    def _assign(self, a: Assignment) -> None:
+        if not self.ledger.accept(a.assignment_id, a.job_key, a.task_index):
+            log.info("assignment %s was handled before; ignoring the repeat", a.assignment_id)
+            return
+        runner = TaskRunner(self.node, a, self._task_done)
+        with self._tasks_lock:
+            preempted = self.preempted.is_set()
+            if not preempted:
+                self.tasks[a.assignment_id] = runner
+        if preempted:
+            self.channel.send("task-exited", assignment_id=a.assignment_id, job_key=a.job_key,
+                              task_index=a.task_index, stop_reason="preempted")
+            self.ledger.finish(a.assignment_id)
+            return
+        log.info("assignment %s: task %s of %s", a.assignment_id, a.task_index, a.job_key)
+        runner.start()
+
+    def _task_done(self, assignment_id: str) -> None:
+        self.ledger.finish(assignment_id)
+        with self._tasks_lock:
+            self.tasks.pop(assignment_id, None)
+
+    def _stop(self, stop: StopTask) -> None:
+        with self._tasks_lock:
+            runner = self.tasks.get(stop.assignment_id)
+        if runner is None:
+            log.info("stop for assignment %s, which is not running here: ignored", stop.assignment_id)
+            return
+        runner.stop(stop.reason, stop.grace_seconds)
+
+    def _setup(self, setup: Setup) -> None:
+        key = hashlib.sha256(json.dumps(setup.cluster, sort_keys=True).encode()).hexdigest()[:16]
+        record = self.ledger.setup()
+        if record and record["key"] == key:
+            if record["state"] == "ready":
+                self.channel.send("node-ready")
+                return
+            if record["state"] == "unusable":
+                self.channel.send("node-unusable", error=record["error"])
+                return
+            if self._setup_thread is not None and self._setup_thread.is_alive():
+                return
+        self.ledger.set_setup(key, "running")
+        self._setup_thread = threading.Thread(target=self._run_setup, args=(key, setup.cluster), name="setup",
+                                              daemon=True)
+        self._setup_thread.start()
+
+    def _run_setup(self, key: str, cluster: dict[str, Any]) -> None:
+        result = run_setup(self.node, cluster, self._setup_control)
+        if result.ready:
+            self.ledger.set_setup(key, "ready")
+            self.channel.send("node-ready")
+        else:
+            self.ledger.set_setup(key, "unusable", result.error)
+            self.channel.send("node-unusable", error=result.error)
+        log.info("node setup: %s", "ready" if result.ready else result.error)
+
+    def mount_cluster(self, cluster: dict[str, Any]) -> list[BlobMount]:
+        with self._mount_lock:
+            return Mounter(self.options.conn, self.options.state_dir, self.layout.sync_dir, self.give_up,
+                           self.node.base_env).mount(cluster_volumes(cluster), self.layout.mount_root)
+
+    # --- background ---------------------------------------------------------------------------
+
+    def preempt(self, source: str) -> None:
+        """The Preempt notice (from any source): stop and report every task, then `node-preempted`."""
+        with self._tasks_lock:
+            if self.preempted.is_set():
+                return
+            self.preempted.set()
+            runners = list(self.tasks.values())
+        log.warning("preemption notice (%s)", source)
+        for runner in runners:
+            runner.stop("preempted", PREEMPT_GRACE_S)
+        for runner in runners:
+            runner.thread.join(REPORT_WAIT_S)
+        self.channel.send("node-preempted")
+
+    def _heartbeats(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.channel.heartbeat(sorted(r.assignment_id for r in self._runners()))
+            except Exception as error:  # the next beat is the retry; the agent must outlive storage
+                log.warning("heartbeat failed: %s: %s", type(error).__name__, error)
+            self.stopping.wait(self.options.heartbeat_s)
+
+    def _report_orphans(self) -> None:
+        """Tasks an earlier run of this agent accepted but never reported: they died with it."""
+        for assignment_id, record in self.ledger.unfinished().items():
+            self.channel.send("task-exited", assignment_id=assignment_id, job_key=record.get("jobKey"),
+                              task_index=record.get("taskIndex"), error={
+                                  "code": "NodeAgentRestarted",
+                                  "message": "the node agent restarted while the task was running"})
+            self.ledger.finish(assignment_id)

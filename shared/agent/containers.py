@@ -1,0 +1,207 @@
+"""The container task runtime: a job's task in its container, through the Docker Engine API.
+
+Works with Docker and with podman's Docker-compatible service. A task whose job asks for a container
+never falls back to the host: an unreachable engine is a `TaskStartError`.
+
+A container runs the task's command under bash when the image has it, else sh, with the launch's
+environment (minus the host-only variables that would hide the image's own, such as PATH), its bind
+mounts at the same paths, the host network for multi-node jobs and the GPUs of the task. Its stdout
+and stderr are streamed into the launch's files while it runs; the container is removed once they
+are drained. Podman notes (see notes/containers.md): no ulimits are passed (any would replace the
+engine's defaults), and containers are removed explicitly, never with auto-remove.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, NotFound
+from docker.models.containers import Container
+from docker.types import DeviceRequest
+
+from shared.agent.container_images import SecretReader, ensure_image
+from shared.agent.runtime import TaskLaunch, TaskStartError
+
+DOCKER_SOCKET = "unix:///var/run/docker.sock"
+PODMAN_SOCKET = "unix:///tmp/podman.sock"
+LABEL_MANAGED = "batchai.managed"
+LABEL_TASK = "batchai.task"
+#: Variables of the host that must not reach a container: the image's own values win.
+HOST_ONLY_ENV = frozenset(
+    {"PATH", "HOME", "HOSTNAME", "PWD", "OLDPWD", "SHELL", "SHLVL", "USER", "LOGNAME", "TERM", "TMPDIR", "_"}
+    | {"LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONHOME", "VIRTUAL_ENV", "DOCKER_HOST"}
+)
+# Runs the command with bash when the image has it (busybox images do not).
+_SHELL_SCRIPT = 'if command -v bash >/dev/null 2>&1; then exec bash -c "$1"; fi; exec sh -c "$1"'
+
+
+def default_base_url(environ: dict[str, str] | None = None, exists: Callable[[str], bool] = os.path.exists) -> str:
+    """DOCKER_HOST; else Docker's socket; else podman's socket at /tmp/podman.sock when it exists."""
+    environ = dict(os.environ) if environ is None else environ
+    if environ.get("DOCKER_HOST"):
+        return environ["DOCKER_HOST"]
+    if not exists(DOCKER_SOCKET.removeprefix("unix://")) and exists(PODMAN_SOCKET.removeprefix("unix://")):
+        return PODMAN_SOCKET
+    return DOCKER_SOCKET
+
+
+class DockerRuntime:
+    """TaskRuntime over the Docker Engine API."""
+
+    def __init__(
+        self, base_url: str | None = None, read_secret: SecretReader | None = None, api_timeout: float = 120
+    ) -> None:
+        self.base_url = base_url or default_base_url()
+        self.read_secret = read_secret
+        self.api_timeout = api_timeout
+
+    def client(self) -> docker.DockerClient:
+        try:
+            client = docker.DockerClient(base_url=self.base_url, timeout=int(self.api_timeout))
+            client.ping()
+        except (DockerException, requests.RequestException) as e:
+            raise TaskStartError(
+                "ContainerEngineUnavailable",
+                f"the job needs a container and the container engine at {self.base_url} is unreachable ({e}); "
+                "the task is not run on the host",
+            ) from e
+        return client
+
+    def start(self, launch: TaskLaunch) -> ContainerTask:
+        if not launch.container:
+            raise TaskStartError("InvalidContainerSettings", "the launch has no containerSettings")
+        client = self.client()
+        image = ensure_image(client, launch.container.get("imageSourceRegistry") or {}, self.read_secret)
+        try:
+            container = client.containers.create(image.id, **create_options(launch))
+        except APIError as e:
+            raise TaskStartError("ContainerCreateFailed", f"cannot create the task's container: {e}") from e
+        task = ContainerTask(container, launch)
+        task.begin()
+        return task
+
+    def remove_tasks(self, task: str | None = None) -> int:
+        """Remove this runtime's containers (of one task name, or all): cleanup after an agent restart."""
+        label = f"{LABEL_TASK}={task}" if task is not None else f"{LABEL_MANAGED}=true"
+        containers = self.client().containers.list(all=True, filters={"label": label})
+        for c in containers:
+            _ignore_gone(lambda c=c: c.remove(force=True))
+        return len(containers)
+
+
+def create_options(launch: TaskLaunch) -> dict[str, Any]:
+    """The container's create options for a launch (no ulimits: see the module docstring)."""
+    settings = launch.container or {}
+    options: dict[str, Any] = {
+        "entrypoint": ["/bin/sh", "-c"],
+        "command": [_SHELL_SCRIPT, "batchai-task", launch.command],
+        "environment": {k: v for k, v in launch.env.items() if k not in HOST_ONLY_ENV},
+        "working_dir": launch.cwd or None,
+        "volumes": {path: {"bind": path, "mode": "rw"} for path in launch.binds},
+        "labels": {LABEL_MANAGED: "true", LABEL_TASK: launch.name, **launch.labels},
+        "detach": True,
+    }
+    if settings.get("shmSize"):
+        options["shm_size"] = settings["shmSize"]
+    if launch.host_network:
+        options["network_mode"] = "host"
+    if launch.gpus > 0:
+        options["device_requests"] = [DeviceRequest(count=launch.gpus, capabilities=[["gpu"]])]
+    return options
+
+
+class ContainerTask:
+    """A started container: its logs stream into the launch's files; it is removed after they drain."""
+
+    def __init__(self, container: Container, launch: TaskLaunch) -> None:
+        self.container = container
+        self.launch = launch
+        self._exit_code: int | None = None
+        self._lock = threading.Lock()
+        self._streams: list[threading.Thread] = []
+        self._stream_errors: list[BaseException] = []
+
+    def begin(self) -> None:
+        try:
+            self.container.start()
+        except APIError as e:
+            _ignore_gone(lambda: self.container.remove(force=True))
+            raise TaskStartError("ContainerStartFailed", f"the task's container did not start: {e}") from e
+        for path, stdout in ((self.launch.stdout_path, True), (self.launch.stderr_path, False)):
+            out = open(path, "ab")  # noqa: SIM115 - closed by its stream thread
+            thread = threading.Thread(target=self._stream, args=(out, stdout), daemon=True, name=f"logs-{path}")
+            thread.start()
+            self._streams.append(thread)
+
+    def _stream(self, out: BinaryIO, stdout: bool) -> None:
+        try:
+            with out:
+                chunks = self.container.client.api.logs(
+                    self.container.id, stdout=stdout, stderr=not stdout, stream=True, follow=True
+                )
+                for chunk in chunks:
+                    out.write(chunk)
+                    out.flush()
+        except Exception as e:  # kept and re-raised by poll/wait: the task's logs are incomplete
+            self._stream_errors.append(e)
+
+    def poll(self) -> int | None:
+        if self._exit_code is not None:
+            return self._exit_code
+        try:
+            self.container.reload()
+        except NotFound:
+            return self._finish(None)
+        state = self.container.attrs.get("State", {})
+        if state.get("Status") in ("exited", "dead", "stopped"):
+            return self._finish(int(state.get("ExitCode", -1)))
+        return None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if self._exit_code is not None:
+            return self._exit_code
+        try:
+            result = self.container.wait(timeout=None if timeout is None else max(1, math.ceil(timeout)))
+        except (requests.ConnectionError, requests.ReadTimeout):
+            return self.poll()  # the wait timed out (requests reports it as either)
+        except NotFound:
+            return self._finish(None)
+        return self._finish(int(result.get("StatusCode", -1)))
+
+    def stop(self, grace_seconds: float) -> None:
+        if self._exit_code is not None:
+            return
+        _ignore_gone(lambda: self.container.stop(timeout=max(0, math.ceil(grace_seconds))))
+        if self.poll() is None:
+            _ignore_gone(self.container.kill)
+            self.wait(timeout=30)
+
+    def _finish(self, exit_code: int | None) -> int:
+        """Record the exit code, drain the logs, remove the container. Idempotent."""
+        with self._lock:
+            if self._exit_code is None:
+                for thread in self._streams:
+                    thread.join(timeout=60)
+                _ignore_gone(lambda: self.container.remove(force=True))
+                # a container removed by someone else has no exit code left: report it as killed
+                self._exit_code = 137 if exit_code is None else exit_code
+            if self._stream_errors:
+                raise self._stream_errors[0]
+            return self._exit_code
+
+
+def _ignore_gone(action: Callable[[], object]) -> None:
+    """Run an idempotent cleanup action; a container that is already gone or stopped is fine."""
+    try:
+        action()
+    except NotFound:
+        return
+    except APIError as e:
+        if e.status_code not in (304, 409):  # not modified / already stopped or being removed
+            raise

@@ -1,0 +1,136 @@
+"""Where things live on a node: the agent's working directory, and the directories of one task.
+
+Node (``--workdir``): ``mounts/`` ($AZ_BATCHAI_MOUNT_ROOT), ``jobs/<assignment id>/`` (``mounts/``
+= $AZ_BATCHAI_JOB_MOUNT_ROOT, ``temp/`` = $AZ_BATCHAI_JOB_TEMP, ``wd/`` the task's working
+directory, ``local/`` node-local stand-ins for paths outside the mounts), ``setup/``, ``sync/``
+(blob-mount manifests), ``ledger.json``, ``preempt`` (the simulated eviction notice).
+
+A job's paths follow Batch AI: output directory ``<pathPrefix>/<segment path>/outputs/<pathSuffix>``
+and stdout/stderr in ``<stdOutErrPathPrefix>/<segment path>/stdouterr``, where the segment path is
+``{sub}/{rg}/workspaces/{ws}/experiments/{exp}/jobs/{job}/{jobOutputDirectoryPathSegment}`` (or the
+segment itself when it is already that full path). A prefix that resolves under a mount root is
+used as is (the files land in the mount); any other prefix maps to the task's ``local/`` directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+from shared.adapters import local_paths
+from shared.domain.messages import Assignment
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def safe_name(text: str) -> str:
+    return _SAFE.sub("_", text)[:120] or "_"
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    workdir: Path
+    state_dir: Path
+
+    @property
+    def mount_root(self) -> Path:
+        return self.workdir / "mounts"
+
+    @property
+    def ledger(self) -> Path:
+        return self.workdir / "ledger.json"
+
+    @property
+    def preempt_file(self) -> Path:
+        return self.workdir / "preempt"
+
+    @property
+    def sync_dir(self) -> Path:
+        return self.workdir / "sync"
+
+    @property
+    def setup_dir(self) -> Path:
+        return self.workdir / "setup"
+
+    def job_dir(self, assignment_id: str) -> Path:
+        return self.workdir / "jobs" / safe_name(assignment_id)
+
+
+def expand(path: str, roots: dict[str, str]) -> str:
+    """$AZ_BATCHAI_MOUNT_ROOT / ${AZ_BATCHAI_JOB_MOUNT_ROOT} (and any name in `roots`) expanded."""
+    return Template(path).safe_substitute(roots)
+
+
+def localize(path: str, roots: list[Path], local_base: Path) -> Path:
+    """`path` when it lies under one of `roots`, else the same path under `local_base`."""
+    p = Path(os.path.normpath(path))
+    for root in roots:
+        if p == root or root in p.parents:
+            return p
+    return local_base / str(p).lstrip("/")
+
+
+def segment_path(job_arm_id: str, segment: str) -> str:
+    """The job's output path segment: Batch AI's full form from a bare jobOutputDirectoryPathSegment."""
+    if "/jobs/" in segment:
+        return segment.strip("/")
+    parts = [p for p in job_arm_id.split("/") if p]
+    lower = [p.lower() for p in parts]
+
+    def after(name: str) -> str:
+        return parts[lower.index(name) + 1] if name in lower else "_"
+    return (f"{after('subscriptions')}/{after('resourcegroups')}/workspaces/{after('workspaces')}"
+            f"/experiments/{after('experiments')}/jobs/{after('jobs')}/{segment}").strip("/")
+
+
+def stream_name(kind: str, task_index: int) -> str:
+    """stdout.txt for task 0, stdout-3.txt for task 3 (likewise stderr)."""
+    return f"{kind}.txt" if task_index == 0 else f"{kind}-{task_index}.txt"
+
+
+@dataclass
+class TaskDirs:
+    mount_root: Path
+    job_mount_root: Path
+    job_temp: Path
+    shared_job_temp: Path
+    wd: Path
+    stdouterr: Path
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    def all_dirs(self) -> list[Path]:
+        return [self.mount_root, self.job_mount_root, self.job_temp, self.shared_job_temp, self.wd, self.stdouterr,
+                *self.outputs.values()]
+
+    def create(self) -> None:
+        for d in self.all_dirs():
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def task_dirs(layout: NodeLayout, a: Assignment) -> TaskDirs:
+    job = a.job
+    job_dir = layout.job_dir(a.assignment_id)
+    mount_root, job_mount_root = layout.mount_root, job_dir / "mounts"
+    roots = {"AZ_BATCHAI_MOUNT_ROOT": str(mount_root), "AZ_BATCHAI_JOB_MOUNT_ROOT": str(job_mount_root)}
+    local = job_dir / "local"
+    segment = segment_path(a.job_arm_id, job.get("jobOutputDirectoryPathSegment") or safe_name(a.assignment_id))
+
+    def resolve(prefix: str | None, *rest: str) -> Path:
+        tail = "/".join([segment, *[r.strip("/") for r in rest if r.strip("/")]])
+        if not prefix:
+            return local / tail
+        return localize(f"{expand(prefix, roots).rstrip('/')}/{tail}", [mount_root, job_mount_root], local)
+
+    dirs = TaskDirs(
+        mount_root=mount_root, job_mount_root=job_mount_root, job_temp=job_dir / "temp",
+        shared_job_temp=local_paths.shared_job_temp_dir(layout.state_dir, safe_name(a.assignment_id)),
+        wd=job_dir / "wd", stdouterr=resolve(job.get("stdOutErrPathPrefix"), "stdouterr"))
+    for d in job.get("inputDirectories") or []:
+        dirs.inputs[d["id"]] = expand(d["path"], roots)
+    for d in job.get("outputDirectories") or []:
+        dirs.outputs[d["id"]] = resolve(d.get("pathPrefix"), "outputs", d.get("pathSuffix") or "")
+    return dirs

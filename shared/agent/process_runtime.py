@@ -1,0 +1,97 @@
+"""The process runtime: a task as ``bash -c <command>`` on the node, in its own process group.
+
+stdout/stderr go to the launch's files (appended). Stopping signals the whole group: SIGTERM,
+then SIGKILL when anything of the group is still alive after the grace. When the task's shell
+exits on its own, whatever it left running in its group is killed too (unless the runtime is
+told to keep leftovers: a setup task may start daemons on purpose).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from shared.agent.runtime import RunningTask, TaskLaunch, TaskStartError
+
+REAP_WAIT_S = 5.0
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def exit_code_of(returncode: int) -> int:
+    """Popen's negative "killed by signal N" as the shell reports it: 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class RunningProcess:
+    def __init__(self, process: subprocess.Popen[bytes], kill_leftovers: bool) -> None:
+        self.process = process
+        self.pgid = process.pid  # start_new_session: the leader's pid is the group id
+        self.kill_leftovers = kill_leftovers
+        self._lock = threading.Lock()
+
+    def _ended(self, returncode: int) -> int:
+        if self.kill_leftovers:
+            _signal_group(self.pgid, signal.SIGKILL)
+        return exit_code_of(returncode)
+
+    def poll(self) -> int | None:
+        code = self.process.poll()
+        return None if code is None else self._ended(code)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self._ended(code)
+
+    def stop(self, grace_seconds: float) -> None:
+        with self._lock:
+            _signal_group(self.pgid, signal.SIGTERM)
+            deadline = time.monotonic() + max(0.0, grace_seconds)
+            while time.monotonic() < deadline:
+                self.process.poll()  # reap the leader, so a zombie does not keep the group "alive"
+                if not _group_alive(self.pgid):
+                    break
+                time.sleep(0.05)
+            _signal_group(self.pgid, signal.SIGKILL)
+            self.process.wait()
+            reaped_by = time.monotonic() + REAP_WAIT_S  # killed members linger until their new parent reaps them
+            while _group_alive(self.pgid) and time.monotonic() < reaped_by:
+                time.sleep(0.05)
+
+
+class ProcessRuntime:
+    """Implements the `TaskRuntime` port with host processes."""
+
+    def __init__(self, kill_leftovers: bool = True) -> None:
+        self.kill_leftovers = kill_leftovers
+
+    def start(self, launch: TaskLaunch) -> RunningTask:
+        try:
+            with open(launch.stdout_path, "ab") as out, open(launch.stderr_path, "ab") as err:
+                process = subprocess.Popen(
+                    ["bash", "-c", launch.command], env=launch.env, cwd=launch.cwd, stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=err, start_new_session=True)
+        except OSError as error:
+            raise TaskStartError("TaskStartFailed", f"cannot start {launch.name or 'the task'} "
+                                 f"(working directory {launch.cwd}): {error}") from error
+        return RunningProcess(process, self.kill_leftovers)

@@ -1,0 +1,154 @@
+"""Node agent fixtures: real agent processes against the session's Azurite, and the events they send."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from shared.adapters import storage
+from shared.domain.messages import Assignment, NodeAddress
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "demo", "ws", "exp"
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.1, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Events:
+    """Everything the agents sent to node-events, drained into memory (tests filter by node id)."""
+
+    def __init__(self, conn: str) -> None:
+        self.queue = storage.queue(conn, storage.Q_EVENTS)
+        self.seen: list[dict[str, Any]] = []
+
+    def drain(self) -> None:
+        for message in self.queue.receive_messages(max_messages=32, visibility_timeout=30):
+            self.seen.append(json.loads(message.content))
+            self.queue.delete_message(message)
+
+    def of(self, node_id: str, kind: str | None = None, assignment_id: str | None = None) -> list[dict[str, Any]]:
+        self.drain()
+        return [e for e in self.seen if e["node_id"] == node_id and (kind is None or e["kind"] == kind)
+                and (assignment_id is None or e.get("assignment_id") == assignment_id)]
+
+    def wait(self, node_id: str, kind: str, assignment_id: str | None = None, timeout: float = 30) -> dict[str, Any]:
+        found = wait_until(lambda: self.of(node_id, kind, assignment_id), timeout,
+                           what=f"{kind} from {node_id} ({assignment_id})")
+        return found[0]
+
+
+@dataclass
+class AgentProc:
+    conn: str
+    cluster_key: str
+    node_id: str
+    workdir: Path
+    state_dir: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    sent: list[str] = field(default_factory=list)
+
+    @property
+    def mount_root(self) -> Path:
+        return self.workdir / "mounts"
+
+    def send(self, message: Any) -> None:
+        storage.ensure_queue(self.conn, storage.node_queue_name(self.node_id)).send_message(message.to_json())
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def queue_empty(self) -> bool:
+        props = storage.queue(self.conn, storage.node_queue_name(self.node_id)).get_queue_properties()
+        return props.approximate_message_count == 0
+
+
+def job_props(command: str, **extra: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {"customToolkitSettings": {"commandLine": command}, "nodeCount": 1,
+                             "jobOutputDirectoryPathSegment": uuid.uuid4().hex,
+                             "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/logs"}
+    props.update(extra)
+    return props
+
+
+def assignment(agent: AgentProc, job: dict[str, Any], name: str | None = None, task_index: int = 0,
+               cluster: dict[str, Any] | None = None) -> Assignment:
+    name = name or f"job{uuid.uuid4().hex[:8]}"
+    return Assignment(
+        assignment_id=uuid.uuid4().hex, job_key=f"{SUB}|{RG}|{WS}|{EXP}|{name}",
+        job_arm_id=(f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
+                    f"/experiments/{EXP}/jobs/{name}"),
+        attempt=1, task_index=task_index, nodes=[NodeAddress(agent.node_id, "127.0.0.1")], job=job,
+        cluster=cluster or {}, output_container=storage.C_OUTPUTS,
+        output_prefix=storage.output_prefix(WS, EXP, name, job["jobOutputDirectoryPathSegment"]))
+
+
+def blob_text(conn: str, name: str) -> str | None:
+    blob = storage.container(conn, storage.C_OUTPUTS).get_blob_client(name)
+    if not blob.exists():
+        return None
+    return blob.download_blob().readall().decode()
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> int | None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    return process.returncode
+
+
+@pytest.fixture(scope="session")
+def events(storage_conn: str) -> Events:
+    return Events(storage_conn)
+
+
+@pytest.fixture
+def start_agent(storage_conn: str, tmp_path: Path) -> Iterator[Callable[..., AgentProc]]:
+    started: list[AgentProc] = []
+    state_dir = tmp_path / "state"
+
+    def start(heartbeat_s: float = 1.0, env: dict[str, str] | None = None) -> AgentProc:
+        node_id = f"n{uuid.uuid4().hex[:10]}"
+        cluster_key = f"{SUB}|{RG}|{WS}|c{uuid.uuid4().hex[:6]}"
+        workdir = tmp_path / node_id
+        workdir.mkdir(parents=True)
+        log = tmp_path / f"{node_id}.log"
+        full_env = {**os.environ, "BATCHAI_STORAGE_CONNECTION_STRING": storage_conn,
+                    "BATCHAI_STATE_DIR": str(state_dir), "PYTHONPATH": str(REPO), **(env or {})}
+        with open(log, "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "shared.agent", "--cluster-key", cluster_key, "--node-id", node_id,
+                 "--workdir", str(workdir), "--heartbeat-s", str(heartbeat_s)],
+                cwd=REPO, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        agent = AgentProc(storage_conn, cluster_key, node_id, workdir, state_dir, process, log)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        stop_process(agent.process)
