@@ -1,0 +1,37 @@
+"""Timer triggers of cluster nodes: the reconciler (with the autoscaler) and the node reaper.
+
+Schedules are NCRONTAB app settings, resolved by the host:
+- BATCHAI_RECONCILE_SCHEDULE: Azure "0 */1 * * * *" (every minute); local stack "*/2 * * * * *".
+- BATCHAI_REAPER_SCHEDULE:    Azure "30 */1 * * * *" (every minute, offset); local "*/2 * * * * *".
+Ticks may be late, missed or doubled: each one reconciles from what it observes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+from shared.config import Settings
+from shared.services.cluster_reconcile import reconcile_all
+from shared.services.reaper import reap_all
+
+#: The schedule settings and their defaults per environment (for infra/ and the local stack).
+SCHEDULES: dict[str, dict[str, str]] = {
+    "BATCHAI_RECONCILE_SCHEDULE": {"azure": "0 */1 * * * *", "local": "*/2 * * * * *"},
+    "BATCHAI_REAPER_SCHEDULE": {"azure": "30 */1 * * * *", "local": "*/2 * * * * *"},
+}
+
+bp = func.Blueprint()
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_RECONCILE_SCHEDULE%", run_on_startup=False,
+                  use_monitor=False)
+def cluster_reconcile(timer: func.TimerRequest) -> None:
+    reconcile_all(Settings.from_env(), datetime.now(UTC))
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_REAPER_SCHEDULE%", run_on_startup=False,
+                  use_monitor=False)
+def node_reaper(timer: func.TimerRequest) -> None:
+    reap_all(Settings.from_env(), datetime.now(UTC))
