@@ -148,6 +148,8 @@ class ContainerTask:
                 for chunk in chunks:
                     out.write(chunk)
                     out.flush()
+        except NotFound:
+            return  # the container is gone (removed under the task): its logs end here
         except Exception as e:  # kept and re-raised by poll/wait: the task's logs are incomplete
             self._stream_errors.append(e)
 

@@ -1,0 +1,67 @@
+"""A podman engine for the container tests: its Docker-API socket and the local busybox image.
+
+Where podman cannot start, the tests that need it skip with the reason printed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import pytest
+
+from shared.agent.containers import PODMAN_SOCKET
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = "localhost/busybox:test"
+
+
+def _skip_loudly(reason: str) -> None:
+    print(f"\nSKIPPING container tests: {reason}", file=sys.stderr)
+    pytest.skip(reason)
+
+
+def _engine_answers(base_url: str) -> bool:
+    try:
+        docker.DockerClient(base_url=base_url, timeout=10).ping()
+        return True
+    except Exception:  # any failure means: not answering
+        return False
+
+
+@pytest.fixture(scope="session")
+def podman_url() -> str:
+    """The Docker-API URL of a running podman with localhost/busybox:test built; skips where podman cannot run."""
+    info = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=120) if _has_podman() else None
+    if info is None or info.returncode != 0:
+        _skip_loudly(f"podman cannot start here: {info.stderr.strip() if info else 'podman is not installed'}")
+    if not _engine_answers(PODMAN_SOCKET):
+        setup = subprocess.run(
+            ["bash", str(REPO / ".ci" / "podman-setup")], capture_output=True, text=True, timeout=120
+        )
+        if setup.returncode != 0 or not _engine_answers(PODMAN_SOCKET):
+            _skip_loudly(f"podman's Docker API did not start: {setup.stdout}{setup.stderr}")
+    build = subprocess.run(
+        ["bash", str(REPO / "tests" / "fixtures" / "images" / "build-busybox.sh"), IMAGE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    return PODMAN_SOCKET
+
+
+def _has_podman() -> bool:
+    return subprocess.run(["sh", "-c", "command -v podman"], capture_output=True).returncode == 0
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
