@@ -24,6 +24,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.compute import models as cm
 
 from shared.adapters.azure_clients import AzureClients
+from shared.adapters.compute.capabilities import ComputeRejected
 from shared.adapters.compute.cloud_init import AgentConfig, render_cloud_init
 from shared.adapters.compute.port import ClusterSpec, Instance
 from shared.adapters.compute.vm_sizes import is_gpu_size
@@ -38,15 +39,6 @@ BUSY_STATES = ("creating", "updating", "deleting", "migrating")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 FileServerIps = Callable[[ClusterSpec], Mapping[str, str]]
-
-
-class ComputeRejected(Exception):
-    """ARM refused the request for a reason retrying will not fix (bad image, quota, bad subnet)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 def _hash(cluster_key: str) -> str:

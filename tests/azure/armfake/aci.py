@@ -14,13 +14,15 @@ from typing import Any
 
 from tests.azure.armfake.server import ACI_VERSIONS, ArmError, ArmFake, Operation, Reply, Request
 
-GROUP = (r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerInstance"
-         r"/containerGroups/(?P<name>[^/]+)")
+GROUPS = (r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerInstance"
+          r"/containerGroups")
+GROUP = GROUPS + r"/(?P<name>[^/]+)"
 NS = "Microsoft.ContainerInstance"
 STAMP = "2026-01-01T00:00:00Z"
 
 
 def register(arm: ArmFake) -> None:
+    arm.route("GET", GROUPS, list_groups, ACI_VERSIONS)
     arm.route("PUT", GROUP, put_group, ACI_VERSIONS)
     arm.route("GET", GROUP, get_group, ACI_VERSIONS)
     arm.route("DELETE", GROUP, delete_group, ACI_VERSIONS)
@@ -90,6 +92,14 @@ def _public(res: dict[str, Any]) -> dict[str, Any]:
     for cred in out["properties"].get("imageRegistryCredentials") or []:
         cred.pop("password", None)
     return out
+
+
+def list_groups(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+    prefix = request.path.rstrip("/").lower() + "/"
+    found = [rid for rid in arm.resources if rid.startswith(prefix)]
+    for rid in found:
+        arm.observe(rid)
+    return Reply(200, {"value": [_public(arm.resources[rid]) for rid in found if rid in arm.resources]})
 
 
 def get_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
