@@ -30,6 +30,7 @@ class Settings:
     token_sha256: str | None
     default_location: str
     azure: AzureComputeSettings = field(default_factory=lambda: AzureComputeSettings.from_env())
+    quota: QuotaSettings = field(default_factory=lambda: QuotaSettings.from_env())
     heartbeat_timeout_s: float = 120.0  # a node silent this long is lost (local stack: 15)
     node_start_timeout_s: float = 1800.0  # starting/preparing longer than this: unusable
     on_azure: bool = False  # the node agent runs on an Azure VM (Scheduled Events via IMDS)
@@ -85,4 +86,22 @@ class AzureComputeSettings:
             agent_package=env.get("BATCHAI_AGENT_PACKAGE", "batchai"),
             storage_account=env.get("BATCHAI_STORAGE_ACCOUNT", ""),
             arm_endpoint=env.get("BATCHAI_ARM_ENDPOINT", "https://management.azure.com"),
+        )
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    """The limits the usages API reports (Batch AI's per-subscription quotas)."""
+
+    clusters: int = 20  # BATCHAI_QUOTA_CLUSTERS
+    dedicated_cores: int = 600  # BATCHAI_QUOTA_DEDICATED_CORES
+    lowpriority_cores: int = 150  # BATCHAI_QUOTA_LOWPRIORITY_CORES
+
+    @classmethod
+    def from_env(cls) -> QuotaSettings:
+        env = os.environ
+        return cls(
+            clusters=int(env.get("BATCHAI_QUOTA_CLUSTERS", "20")),
+            dedicated_cores=int(env.get("BATCHAI_QUOTA_DEDICATED_CORES", "600")),
+            lowpriority_cores=int(env.get("BATCHAI_QUOTA_LOWPRIORITY_CORES", "150")),
         )

@@ -7,8 +7,10 @@ JSON is stored in chunks ``doc0..docN``. Every write after a read passes the rea
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,24 @@ from shared.adapters import storage
 
 CHUNK = 30_000  # characters per property (UTF-16 in Table storage: 60 KB < 64 KiB)
 MAX_CHUNKS = 30
+
+
+def encode_token(token: Any) -> str | None:
+    """A Table continuation token as an opaque URL-safe string (for ``$skiptoken``)."""
+    if not token:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(token, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_token(text: str) -> dict[str, Any]:
+    """The continuation token of `encode_token`; ValueError when it is not one."""
+    try:
+        token = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except Exception as e:  # binascii.Error, UnicodeDecodeError, JSONDecodeError
+        raise ValueError("not a continuation token") from e
+    if not isinstance(token, dict) or not all(isinstance(v, str | None) for v in token.values()):
+        raise ValueError("not a continuation token")
+    return token
 
 
 class StaleEtag(Exception):
@@ -86,6 +106,26 @@ class ResourceStore:
             raise
         return Doc(doc.pk, doc.rk, data, meta["etag"])
 
+    def update(self, pk: str, rk: str, mutate: Callable[[dict[str, Any]], None],
+               expect_etag: str | None = None, attempts: int = 20) -> Doc | None:
+        """Read, apply `mutate` to a copy, replace with the read's ETag; on a conflict re-read and
+        apply again. None when the document does not exist. With `expect_etag` (a client's
+        If-Match) a document whose ETag differs raises StaleEtag instead of being retried."""
+        for _ in range(attempts):
+            doc = self.get(pk, rk)
+            if doc is None:
+                return None
+            if expect_etag is not None and expect_etag not in ("*", doc.etag):
+                raise StaleEtag(f"{pk}/{rk} changed")
+            data = copy.deepcopy(doc.data)
+            mutate(data)
+            try:
+                return self.replace(doc, data)
+            except StaleEtag:
+                if expect_etag is not None and expect_etag != "*":
+                    raise
+        raise StaleEtag(f"{pk}/{rk} kept changing")
+
     def delete(self, pk: str, rk: str, etag: str | None = None) -> None:
         """Delete (idempotent when no etag is given; with an etag, StaleEtag when it changed)."""
         try:
@@ -102,6 +142,14 @@ class ResourceStore:
     def page(self, pk: str, size: int, token: Any = None) -> tuple[list[Doc], Any]:
         """One page of a partition's documents in row-key order, and the continuation token."""
         pages = self.client.query_entities("PartitionKey eq @pk", parameters={"pk": pk},
+                                           results_per_page=size).by_page(continuation_token=token)
+        items = [_doc(e) for e in next(pages)]
+        return items, pages.continuation_token
+
+    def page_prefix(self, pk_prefix: str, size: int, token: Any = None) -> tuple[list[Doc], Any]:
+        """One page of the documents of every partition whose key starts with `pk_prefix`."""
+        pages = self.client.query_entities("PartitionKey ge @lo and PartitionKey lt @hi",
+                                           parameters={"lo": pk_prefix, "hi": pk_prefix + "\uffff"},
                                            results_per_page=size).by_page(continuation_token=token)
         items = [_doc(e) for e in next(pages)]
         return items, pages.continuation_token

@@ -1,0 +1,1 @@
+"""The Batch AI 2018-05-01 routes, one router per resource family."""

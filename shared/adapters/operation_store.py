@@ -1,0 +1,54 @@
+"""Long-running API operations (asynchronous deletes and terminations) in table `operations`.
+
+One row per operation: PartitionKey "op", RowKey the operation id; `kind`, `target` (the
+resource's key fields as JSON), `status` (InProgress | Succeeded | Failed), `error`, times. The
+row is the recorded intent that the operation-result endpoint re-evaluates on every poll.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from shared.adapters import storage
+
+PK = "op"
+
+
+@dataclass
+class Operation:
+    op_id: str
+    kind: str
+    target: dict[str, Any]
+    status: str
+    error: dict[str, Any] | None
+    etag: str
+
+
+def create(conn: str, op_id: str, kind: str, target: dict[str, Any], at: str) -> None:
+    storage.table(conn, storage.T_OPERATIONS).create_entity({
+        "PartitionKey": PK, "RowKey": op_id, "kind": kind, "target": json.dumps(target),
+        "status": "InProgress", "createdAt": at})
+
+
+def get(conn: str, op_id: str) -> Operation | None:
+    try:
+        e = storage.table(conn, storage.T_OPERATIONS).get_entity(PK, op_id)
+    except ResourceNotFoundError:
+        return None
+    return Operation(op_id, e["kind"], json.loads(e["target"]), e["status"],
+                     json.loads(e["error"]) if e.get("error") else None, e.metadata["etag"])
+
+
+def finish(conn: str, op: Operation, status: str, at: str, error: dict[str, Any] | None = None) -> None:
+    """Record the outcome (ETag-checked; a concurrent poll that finished it first wins, which is the same)."""
+    entity = {"PartitionKey": PK, "RowKey": op.op_id, "status": status, "finishedAt": at}
+    if error:
+        entity["error"] = json.dumps(error)
+    storage.table(conn, storage.T_OPERATIONS).update_entity(
+        entity, mode=UpdateMode.MERGE, etag=op.etag, match_condition=MatchConditions.IfNotModified)

@@ -1,0 +1,77 @@
+"""listOutputFiles: a job's stdout/stderr and output directories in blob storage, one level at a time.
+
+`stdouterr` lists ``{output prefix}/stdouterr/``; an output directory id of the job lists
+``{output prefix}/outputs/{ID}/`` (see `storage.output_prefix`). `directory` walks down (names
+are relative to the output directory, so a directory's name is what `directory` takes next).
+Every file carries a read-only SAS URL expiring after `linkexpiryinminutes` (5..600, default 60).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from shared.adapters import output_blobs, storage
+from shared.config import Settings
+from shared.domain import resources
+from shared.domain.errors import bad_request
+from shared.domain.keys import JobRef
+from shared.domain.validation import STDOUTERR
+from shared.services.api_common import Page
+from shared.services.jobs import get_doc
+
+
+def _expiry(value: str | None) -> int:
+    if value in (None, ""):
+        return 60
+    try:
+        minutes = int(value)
+    except ValueError:
+        minutes = 0
+    if not 5 <= minutes <= 600:
+        raise bad_request(f"The parameter 'linkexpiryinminutes' must be an integer from 5 to 600, got '{value}'.",
+                          "linkexpiryinminutes", code="InvalidParameter")
+    return minutes
+
+
+def _directory(value: str | None) -> str:
+    parts = [p for p in (value or ".").replace("\\", "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise bad_request("The parameter 'directory' must not contain '..'.", "directory", code="InvalidParameter")
+    return "/".join(parts)
+
+
+def list_output_files(settings: Settings, ref: JobRef, output_id: str | None, directory: str | None,
+                      expiry: str | None, size: int, token: str | None, now: datetime) -> Page:
+    minutes = _expiry(expiry)
+    doc = get_doc(settings, ref)
+    props = doc.data["properties"]
+    ids = {d["id"].lower(): d["id"] for d in props.get("outputDirectories") or []}
+    if not output_id:
+        raise bad_request("The parameter 'outputdirectoryid' is required.", "outputdirectoryid",
+                          code="InvalidParameter")
+    if output_id.lower() == STDOUTERR:
+        sub = STDOUTERR
+    elif output_id.lower() in ids:
+        sub = f"outputs/{ids[output_id.lower()]}"
+    else:
+        valid = ", ".join([STDOUTERR, *ids.values()])
+        raise bad_request(f"The parameter 'outputdirectoryid' has an unknown value '{output_id}'; the job has: "
+                          f"{valid}.", "outputdirectoryid", code="InvalidParameter")
+    ws, exp = ref.experiment.workspace.workspace, ref.experiment.name
+    base = f"{storage.output_prefix(ws, exp, ref.name, props['jobOutputDirectoryPathSegment'])}/{sub}/"
+    rel = _directory(directory)
+    prefix = base + (f"{rel}/" if rel else "")
+    conn = settings.storage_connection_string
+    entries, nxt = output_blobs.list_level(conn, storage.C_OUTPUTS, prefix, size, token)
+    expires = now + timedelta(minutes=minutes)
+    items = []
+    for e in entries:
+        name = e.name[len(base):]
+        if e.is_dir:
+            items.append({"name": name, "fileType": "directory"})
+            continue
+        items.append({"name": name, "fileType": "file",
+                      "downloadUrl": output_blobs.read_url(conn, storage.C_OUTPUTS, e.name, expires),
+                      "properties": {"lastModified": resources.iso(e.last_modified) if e.last_modified else None,
+                                     "contentLength": e.size}})
+    return Page(items, nxt)

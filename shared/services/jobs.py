@@ -1,0 +1,119 @@
+"""Jobs at the API: create (validate, store queued, index as pending, kick), get, list, terminate,
+remote login. Deletion is `removal`'s.
+
+Creation is the only write of a job document by the API; afterwards `internal` phase fields
+belong to the scheduler (`job_state`, `job_control`). A retried create with the same request
+returns the stored job and re-indexes it when it is still queued on its first attempt (the
+pending row key is the job's identity, so re-indexing is idempotent). Terminate is asynchronous
+while tasks stop: it answers with an operation that completes when the job is terminal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from shared.adapters import sched_store, storage
+from shared.adapters.resource_store import Doc
+from shared.config import Settings
+from shared.domain import resources, states, validation
+from shared.domain.errors import bad_request, conflict, not_found
+from shared.domain.keys import ClusterRef, ExperimentRef, JobRef
+from shared.services import removal
+from shared.services.api_common import (
+    Accepted,
+    Page,
+    Rendered,
+    create_or_match,
+    deleting,
+    live_workspace,
+    page_of,
+    store,
+    table_token,
+    utcnow,
+)
+from shared.services.clusters import get_doc as cluster_doc
+from shared.services.clusters import login_entries, node_rows
+
+
+def _cluster_of(ref: JobRef, cluster_id: str) -> ClusterRef:
+    parsed = resources.parse_cluster_id(cluster_id)
+    ws = ref.experiment.workspace
+    target = "properties.cluster.id"
+    if parsed is None:
+        raise bad_request(f"Invalid value for '{target}': '{cluster_id}' is not a Batch AI cluster resource id.",
+                          target)
+    sub, rg, ws_name, name = parsed
+    if (sub.lower(), rg.lower(), ws_name.lower()) != (ws.subscription.lower(), ws.resource_group.lower(),
+                                                      ws.workspace.lower()):
+        raise bad_request(f"Invalid value for '{target}': the cluster must be in the job's workspace "
+                          f"'{ws.workspace}'.", target)
+    return ClusterRef(ws, name)
+
+
+def create(settings: Settings, ref: JobRef, body: object, if_match: str | None = None) -> Rendered:
+    props = validation.job_create(body)
+    live_workspace(settings, ref.experiment.workspace)
+    exp = store(settings, storage.T_EXPERIMENTS).get(ref.experiment.workspace.child_pk, ref.experiment.name.lower())
+    if exp is None:
+        raise not_found("experiment", ref.experiment.name)
+    if deleting(exp):
+        raise conflict(f"The experiment '{ref.experiment.name}' is being deleted.", code="ParentResourceBeingDeleted")
+    cluster_ref = _cluster_of(ref, props["cluster"]["id"])
+    cdoc = cluster_doc(settings, cluster_ref)
+    if cdoc is None:
+        raise bad_request(f"Invalid value for 'properties.cluster.id': the cluster '{cluster_ref.name}' does not "
+                          f"exist in workspace '{ref.experiment.workspace.workspace}'.", "properties.cluster.id")
+    cluster_ref = ClusterRef(ref.experiment.workspace, cdoc.data["name"])
+    validation.job_fits_cluster(props["nodeCount"], cdoc.data["properties"])
+    props["cluster"] = {"id": cluster_ref.arm_id}
+    tool = validation.tool_type(props)
+    doc, _ = create_or_match(
+        store(settings, storage.T_JOBS), ref.experiment.job_pk, ref.name.lower(),
+        lambda: resources.new_job(ref, props, cluster_ref, tool, str(uuid.uuid4()), utcnow()),
+        lambda stored: resources.same_spec("job", stored["properties"], props), "job", ref.name, if_match)
+    _index(settings, ref, doc)
+    return Rendered(resources.render_job(doc.data), doc.etag)
+
+
+def _index(settings: Settings, ref: JobRef, doc: Doc) -> None:
+    internal = doc.data["internal"]
+    if internal.get("phase") != states.JobPhase.QUEUED or internal.get("attempt", 1) != 1:
+        return
+    conn = settings.storage_connection_string
+    props = doc.data["properties"]
+    sched_store.add_pending(conn, internal["clusterKey"], ref.key, props.get("schedulingPriority", "normal"),
+                            datetime.fromisoformat(internal["submittedAt"]), props["nodeCount"])
+    sched_store.kick(conn, internal["clusterKey"])
+
+
+def get_doc(settings: Settings, ref: JobRef) -> Doc:
+    doc = store(settings, storage.T_JOBS).get(ref.experiment.job_pk, ref.name.lower())
+    if doc is None:
+        raise not_found("job", ref.name)
+    return doc
+
+
+def get(settings: Settings, ref: JobRef) -> Rendered:
+    doc = get_doc(settings, ref)
+    return Rendered(resources.render_job(doc.data), doc.etag)
+
+
+def list_by_experiment(settings: Settings, ref: ExperimentRef, size: int, token: str | None) -> Page:
+    docs, nxt = store(settings, storage.T_JOBS).page(ref.job_pk, size, table_token(token))
+    return page_of(docs, nxt, lambda d: resources.render_job(d.data))
+
+
+def terminate(settings: Settings, ref: JobRef) -> Accepted:
+    get_doc(settings, ref)
+    removal.job_control().terminate_job(settings, ref, "Terminated by the user.")
+    if removal.job_terminal(settings, ref):
+        return Accepted(None)
+    return Accepted(removal.start_operation(settings, "terminate-job", {"job": ref.key}))
+
+
+def remote_login(settings: Settings, ref: JobRef) -> Page:
+    doc = get_doc(settings, ref)
+    cluster = ClusterRef.from_key(doc.data["internal"]["clusterKey"])
+    rows = [r for r in node_rows(settings, cluster) if r.get("jobKey") == ref.key]
+    return Page(login_entries(rows), None)
