@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import sys
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from shared.localhost.host import Host, HostOptions
@@ -41,7 +42,8 @@ def _configure_logging(state_dir: Path, to_stderr: bool) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    handlers: list[logging.Handler] = [logging.FileHandler(state_dir / "logs" / "host.log")]
+    handlers: list[logging.Handler] = [RotatingFileHandler(state_dir / "logs" / "host.log", maxBytes=10 << 20,
+                                                           backupCount=3)]
     if to_stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
     for handler in handlers:

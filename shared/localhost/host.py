@@ -78,7 +78,16 @@ class Host:
         self.config = HostConfig.load(options.host_json or _default_host_json(module))
         self.host_id = options.host_id or re.sub(r"[^a-z0-9-]", "-", options.app_module.lower())[:32]
         self.http = [http_function(f) for f in functions if _type(f) == "httpTrigger"]
-        self.specs = [FunctionSpec.of(f) for f in functions if _type(f) != "httpTrigger"]
+        self.specs: list[FunctionSpec] = []
+        self.errors: dict[str, str] = {}
+        for f in functions:
+            if _type(f) == "httpTrigger":
+                continue
+            try:
+                self.specs.append(FunctionSpec.of(f))
+            except (KeyError, ValueError) as e:  # as the Functions host: this function is in error, others run
+                self.errors[f.get_function_name()] = str(e)
+                log.error("Function '%s' is in error and will not run: %s", f.get_function_name(), e)
         for spec in self.specs:
             for what in spec.unsupported:
                 log.warning("Function '%s': the local host does not serve its %s", spec.name, what)
@@ -92,16 +101,20 @@ class Host:
         out: list[tuple[str, Runner]] = []
         for spec in self.specs:
             fid = function_id(spec.name)
-            if spec.trigger_type == "queueTrigger":
-                out.append((spec.name, QueueListener(spec, q, invoker, lease_s=self.options.queue_lease_s)))
-            elif spec.trigger_type == "timerTrigger":
-                out.append((spec.name, TimerRunner(spec, invoker, self._store, fid)))
-            elif spec.trigger_type == "blobTrigger":
-                out.append((spec.name, BlobScanner(spec, invoker, self._store, fid, q.message_encoding,
-                                                   self.options.blob_scan_interval_s)))
-            else:
-                log.warning("Function '%s': the local host does not serve %s triggers", spec.name,
-                            spec.trigger_type)
+            try:
+                if spec.trigger_type == "queueTrigger":
+                    out.append((spec.name, QueueListener(spec, q, invoker, lease_s=self.options.queue_lease_s)))
+                elif spec.trigger_type == "timerTrigger":
+                    out.append((spec.name, TimerRunner(spec, invoker, self._store, fid)))
+                elif spec.trigger_type == "blobTrigger":
+                    out.append((spec.name, BlobScanner(spec, invoker, self._store, fid, q.message_encoding,
+                                                       self.options.blob_scan_interval_s)))
+                else:
+                    log.warning("Function '%s': the local host does not serve %s triggers", spec.name,
+                                spec.trigger_type)
+            except (KeyError, ValueError) as e:  # a bad schedule, path or connection setting
+                self.errors[spec.name] = str(e)
+                log.error("Function '%s' is in error and will not run: %s", spec.name, e)
         return out
 
     def _bind(self) -> socket.socket:
