@@ -114,7 +114,7 @@ def schedule(request: SchedulingRequest) -> SchedulingReply:
                 continue
             chosen = fits[:job.node_count]
             for node in chosen:
-                node.free_slots -= need
+                node.free_slots = node.free_slots - need if request.packing == GPU_SLOTS else 0
             reply.assignments.append(Placement(job.job_key, ids.pop(0), tuple(n.view.node_id for n in chosen),
                                                job.attempt, need))
             continue

@@ -60,6 +60,8 @@ CASES = [
     pytest.param(idle("n1", "n2", "n3") + [busy("n4")], [job("wide", "high", n=2, at=0), job("one", at=1)],
                  {"wide": ("n1", "n2"), "one": ("n3",)}, id="fits-then-next"),
     pytest.param(idle("n1", "n2", "n3"), [job("a"), job("a", at=1)], {"a": ("n1",)}, id="no-job-twice"),
+    pytest.param(idle("n1", "n2", slots=8), [job("a"), job("b", at=1), job("c", at=2)],
+                 {"a": ("n1",), "b": ("n2",)}, id="whole-node-ignores-slots"),
 ]
 
 

@@ -1,0 +1,236 @@
+"""Assignment rows (`asg|{job key}` in a cluster's sched partition) and what holding one means.
+
+Owned here: the asg row fields (jobKey, assignmentId, nodes, attempt, slots, tasks, dispatched,
+createdAt), the node-row changes of taking and freeing a node for a job (idle <-> running, jobKey,
+assignmentId, jobs, usedSlots), `release()` (free the nodes and delete the asg row in ONE
+ETag-checked transaction) and `dispatch()` (move the job to assigned and send each node its
+`Assignment`). The scheduling pass creates asg rows; task events record task results in them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+
+from shared.adapters import sched_store, storage
+from shared.adapters.resource_store import Doc, ResourceStore
+from shared.config import Settings
+from shared.domain.keys import ClusterRef, JobRef
+from shared.domain.messages import Assignment, NodeAddress, StopTask
+from shared.domain.states import JobPhase, node_transition
+from shared.services import job_state
+
+ATTEMPTS = 20
+NODE_HISTORY = 20
+HOLDING_PHASES = frozenset({JobPhase.ASSIGNED, JobPhase.RUNNING, JobPhase.TERMINATING})
+
+Entity = dict[str, Any]
+ETAG_KW = "etag"
+
+
+class ConcurrentUpdates(Exception):
+    """A row kept changing under us (transient: the trigger retries)."""
+
+
+@dataclass
+class AsgRow:
+    cluster_key: str
+    job_key: str
+    assignment_id: str
+    nodes: list[NodeAddress]
+    attempt: int
+    slots: int
+    tasks: dict[str, dict[str, Any]]  # task index -> {exitCode, stopReason, error, at}
+    dispatched: bool
+    created_at: datetime
+    etag: str
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [n.node_id for n in self.nodes]
+
+
+def sched(settings: Settings) -> TableClient:
+    return storage.table(settings.storage_connection_string, storage.T_SCHED)
+
+
+def parse(entity: Entity) -> AsgRow:
+    return AsgRow(cluster_key=entity["PartitionKey"], job_key=entity["jobKey"], assignment_id=entity["assignmentId"],
+                  nodes=[NodeAddress(**n) for n in json.loads(entity.get("nodes") or "[]")],
+                  attempt=int(entity.get("attempt") or 1), slots=int(entity.get("slots") or 1),
+                  tasks=json.loads(entity.get("tasks") or "{}"), dispatched=bool(entity.get("dispatched")),
+                  created_at=datetime.fromisoformat(entity["createdAt"]), etag=entity.metadata["etag"])
+
+
+def get(settings: Settings, cluster_key: str, job_key: str) -> AsgRow | None:
+    try:
+        return parse(sched(settings).get_entity(cluster_key, sched_store.assignment_row(job_key)))
+    except ResourceNotFoundError:
+        return None
+
+
+def new_entity(cluster_key: str, job_key: str, assignment_id: str, nodes: list[NodeAddress], attempt: int,
+               slots: int, now: datetime) -> Entity:
+    return {"PartitionKey": cluster_key, "RowKey": sched_store.assignment_row(job_key), "jobKey": job_key,
+            "assignmentId": assignment_id, "nodes": json.dumps([n.__dict__ for n in nodes]), "attempt": attempt,
+            "slots": slots, "tasks": "{}", "dispatched": False, "createdAt": now.isoformat()}
+
+
+def update(settings: Settings, asg: AsgRow, fields: Entity) -> bool:
+    """Merge fields into the asg row read earlier (If-Match). False when it changed since."""
+    entity = {"PartitionKey": asg.cluster_key, "RowKey": sched_store.assignment_row(asg.job_key), **fields}
+    try:
+        sched(settings).update_entity(entity, mode=UpdateMode.MERGE, etag=asg.etag,
+                                      match_condition=MatchConditions.IfNotModified)
+    except HttpResponseError as e:
+        if e.status_code in (404, 412):
+            return False
+        raise
+    return True
+
+
+# --- node rows --------------------------------------------------------------------------------
+
+def node_jobs(row: Entity) -> dict[str, dict[str, Any]]:
+    """The jobs a node row holds: {job key: {assignmentId, slots}} (whole-node rows: jobKey only)."""
+    if row.get("jobs"):
+        return json.loads(row["jobs"])
+    if row.get("jobKey"):
+        return {row["jobKey"]: {"assignmentId": row.get("assignmentId") or "", "slots": 1}}
+    return {}
+
+
+def _moved(row: Entity, target: str, reason: str, now: datetime) -> Entity:
+    entry = node_transition(row["state"], target, reason, now)
+    history = json.loads(row.get("history") or "[]")[-(NODE_HISTORY - 1):] + [entry]
+    return {"state": target, "stateSince": now.isoformat(), "history": json.dumps(history)}
+
+
+def take_fields(row: Entity, job_key: str, assignment_id: str, slots: int, now: datetime) -> Entity:
+    """The merge that gives a node (idle, or running under gpu-slots packing) to a job."""
+    jobs = node_jobs(row)
+    jobs[job_key] = {"assignmentId": assignment_id, "slots": slots}
+    fields: Entity = {"jobs": json.dumps(jobs), "usedSlots": sum(int(j["slots"]) for j in jobs.values())}
+    if not row.get("jobKey"):
+        fields.update(jobKey=job_key, assignmentId=assignment_id)
+    if row["state"] != "running":
+        fields.update(_moved(row, "running", f"assigned job {job_key}", now))
+    return fields
+
+
+def free_fields(row: Entity, job_key: str, assignment_id: str, now: datetime) -> Entity | None:
+    """The merge that takes a job off a node (None: the node does not hold that assignment). The
+    node goes back to idle when nothing is left on it, unless it is leaving, unusable or lost."""
+    jobs = node_jobs(row)
+    if jobs.get(job_key, {}).get("assignmentId") != assignment_id:
+        return None
+    del jobs[job_key]
+    first = next(iter(jobs.items()), None)
+    fields: Entity = {"jobs": json.dumps(jobs) if jobs else "",
+                      "usedSlots": sum(int(j["slots"]) for j in jobs.values()),
+                      "jobKey": first[0] if first else "", "assignmentId": first[1]["assignmentId"] if first else ""}
+    if not jobs and row["state"] == "running":
+        fields.update(_moved(row, "idle", f"job {job_key} ended", now), idleSince=now.isoformat())
+    return fields
+
+
+def _node_rows(client: TableClient, cluster_key: str, node_ids: list[str]) -> list[Entity]:
+    rows = []
+    for node_id in node_ids:
+        try:
+            rows.append(client.get_entity(cluster_key, sched_store.node_row(node_id)))
+        except ResourceNotFoundError:
+            continue  # the node row was removed (node lost and deleted): nothing to free
+    return rows
+
+
+def release(settings: Settings, cluster_key: str, job_key: str, assignment_id: str, now: datetime) -> bool:
+    """Free the assignment's nodes and delete its asg row, in one transaction. Idempotent: False
+    when the asg row is gone or belongs to another assignment. Kicks the cluster after a release."""
+    client = sched(settings)
+    for _ in range(ATTEMPTS):
+        asg = get(settings, cluster_key, job_key)
+        if asg is None or asg.assignment_id != assignment_id:
+            return False
+        ops: list[tuple[str, Entity, dict[str, Any]]] = []
+        for row in _node_rows(client, cluster_key, asg.node_ids):
+            fields = free_fields(row, job_key, assignment_id, now)
+            if fields is not None:
+                ops.append(("update", {"PartitionKey": cluster_key, "RowKey": row["RowKey"], **fields},
+                            {"mode": UpdateMode.MERGE, ETAG_KW: row.metadata["etag"],
+                             "match_condition": MatchConditions.IfNotModified}))
+        ops.append(("delete", {"PartitionKey": cluster_key, "RowKey": sched_store.assignment_row(job_key)},
+                    {ETAG_KW: asg.etag, "match_condition": MatchConditions.IfNotModified}))
+        try:
+            client.submit_transaction(ops)
+        except TableTransactionError:
+            continue
+        sched_store.kick(settings.storage_connection_string, cluster_key)
+        return True
+    raise ConcurrentUpdates(f"assignment of {job_key} in {cluster_key} kept changing")
+
+
+# --- dispatch ---------------------------------------------------------------------------------
+
+def holds(doc: Doc | None, asg: AsgRow) -> bool:
+    """Does the job (still) own this assignment?"""
+    if doc is None:
+        return False
+    internal = doc.data.get("internal") or {}
+    return internal.get("phase") in HOLDING_PHASES and internal.get("assignmentId") == asg.assignment_id
+
+
+def dispatch(settings: Settings, asg: AsgRow, now: datetime) -> bool:
+    """After a commit: move the job queued -> assigned (fenced by attempt), send each node its
+    Assignment, mark the row dispatched. A job that vanished or moved on releases the nodes.
+    Returns True when the assignments were sent."""
+    ref = JobRef.from_key(asg.job_key)
+    nodes = [n.__dict__ for n in asg.nodes]
+    doc = job_state.transition(
+        settings, ref, JobPhase.ASSIGNED, "a scheduling pass committed nodes for it", now,
+        mutate=lambda i: i.update(assignmentId=asg.assignment_id, nodes=nodes, clusterKey=asg.cluster_key),
+        allowed_from={JobPhase.QUEUED}, guard=lambda i: int(i.get("attempt") or 1) == asg.attempt)
+    if doc is None:
+        doc = job_state.get(settings, ref)
+        if not holds(doc, asg):
+            release(settings, asg.cluster_key, asg.job_key, asg.assignment_id, now)
+            return False
+    assert doc is not None
+    send_assignments(settings, asg, doc)
+    for _ in range(ATTEMPTS):
+        if update(settings, asg, {"dispatched": True, "dispatchedAt": now.isoformat()}):
+            return True
+        current = get(settings, asg.cluster_key, asg.job_key)
+        if current is None or current.assignment_id != asg.assignment_id or current.dispatched:
+            return True
+        asg = current
+    raise ConcurrentUpdates(f"assignment of {asg.job_key} kept changing")
+
+
+def send_assignments(settings: Settings, asg: AsgRow, doc: Doc) -> None:
+    conn = settings.storage_connection_string
+    ref = JobRef.from_key(asg.job_key)
+    props = doc.data.get("properties") or {}
+    cluster = ClusterRef.from_key(asg.cluster_key)
+    cluster_doc = ResourceStore(conn, storage.T_CLUSTERS).get(cluster.workspace.child_pk, cluster.name.lower())
+    prefix = storage.output_prefix(ref.experiment.workspace.workspace, ref.experiment.name, ref.name,
+                                   props.get("jobOutputDirectoryPathSegment") or "")
+    for index, node in enumerate(asg.nodes):
+        message = Assignment(assignment_id=asg.assignment_id, job_key=asg.job_key, job_arm_id=doc.data.get("id", ""),
+                             attempt=asg.attempt, task_index=index, nodes=asg.nodes, job=props,
+                             cluster=(cluster_doc.data.get("properties") or {}) if cluster_doc else {},
+                             output_container=storage.C_OUTPUTS, output_prefix=prefix)
+        storage.ensure_queue(conn, storage.node_queue_name(node.node_id)).send_message(message.to_json())
+
+
+def send_stop(settings: Settings, node_ids: list[str], assignment_id: str, reason: str) -> None:
+    conn = settings.storage_connection_string
+    for node_id in node_ids:
+        storage.ensure_queue(conn, storage.node_queue_name(node_id)).send_message(
+            StopTask(assignment_id=assignment_id, reason=reason).to_json())

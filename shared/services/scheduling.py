@@ -1,0 +1,275 @@
+"""Scheduling passes: read a cluster's sched partition, decide (shared.decisions.scheduler), commit.
+
+A pass commits each batch of its decision as ONE entity-group transaction: for every placement,
+the chosen node rows (If-Match: idle -> running, jobKey, assignmentId), the delete of the job's
+pending row (If-Match) and the create of its `asg|` row. So no node is over-committed and no job
+is assigned twice however many passes run at once: a conflict (412/409) rolls the whole batch
+back; the pass drops its decision, re-reads and decides again. After a commit, `dispatch` moves
+each job to assigned and sends the nodes their Assignments.
+
+The safety pass (timer) repairs what a crash between those steps leaves behind: asg rows never
+dispatched, asg rows whose job no longer holds them, queued jobs missing from the pending index,
+pending rows of jobs that are no longer queued; and it kicks every cluster with pending work.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError
+from azure.data.tables import TableTransactionError, UpdateMode
+
+from shared.adapters import sched_store, storage
+from shared.adapters.resource_store import ResourceStore
+from shared.config import Settings
+from shared.decisions.scheduler import (
+    PACKINGS,
+    WHOLE_NODE,
+    NodeView,
+    PendingJob,
+    Placement,
+    SchedulingRequest,
+    Waiting,
+    schedule,
+)
+from shared.domain.keys import ClusterRef, JobRef
+from shared.domain.messages import NodeAddress
+from shared.domain.states import JobPhase
+from shared.services import assignments, job_state
+
+MAX_OPS = 100  # entity-group transaction limit (Azurite drops the connection beyond it)
+MAX_CONFLICTS = 25
+REDISPATCH_AFTER = timedelta(seconds=5)
+
+Entity = dict[str, Any]
+
+
+@dataclass
+class PassResult:
+    cluster_key: str
+    assigned: list[Placement] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
+    conflicts: int = 0
+    released: list[str] = field(default_factory=list)  # committed, but the job had moved on
+    gave_up: bool = False  # conflicts kept coming; a kick was queued to finish later
+
+
+@dataclass
+class Snapshot:
+    nodes: dict[str, Entity]
+    pending: dict[str, Entity]  # job key -> pending row (jobs without an asg row)
+    asgs: dict[str, Entity]  # job key -> asg row
+
+
+def read_snapshot(settings: Settings, cluster_key: str) -> Snapshot:
+    snap = Snapshot({}, {}, {})
+    for row in sched_store.partition(settings.storage_connection_string, cluster_key):
+        rk: str = row["RowKey"]
+        if rk.startswith(sched_store.NODE):
+            snap.nodes[rk[len(sched_store.NODE):]] = row
+        elif rk.startswith(sched_store.ASSIGNMENT):
+            snap.asgs[row["jobKey"]] = row
+        elif rk.startswith(sched_store.PENDING):
+            snap.pending[row["jobKey"]] = row
+    for key in snap.asgs:
+        snap.pending.pop(key, None)
+    return snap
+
+
+def cluster_packing(settings: Settings, cluster_key: str) -> str:
+    ref = ClusterRef.from_key(cluster_key)
+    doc = ResourceStore(settings.storage_connection_string, storage.T_CLUSTERS).get(ref.workspace.child_pk,
+                                                                                    ref.name.lower())
+    packing = ((doc.data.get("internal") or {}).get("packing") if doc else None) or WHOLE_NODE
+    return packing if packing in PACKINGS else WHOLE_NODE
+
+
+def _node_view(node_id: str, row: Entity) -> NodeView:
+    jobs = assignments.node_jobs(row)
+    gpus, cores = int(row.get("gpus") or 0), int(row.get("cores") or 0)
+    return NodeView(node_id=node_id, state=row.get("state", ""), slots=gpus or cores or 1,
+                    used_slots=sum(int(j.get("slots") or 1) for j in jobs.values()), jobs=tuple(jobs))
+
+
+def _pending_job(row: Entity) -> PendingJob:
+    return PendingJob(job_key=row["jobKey"], priority=row.get("priority") or "normal",
+                      submitted_at=datetime.fromisoformat(row["submittedAt"]),
+                      node_count=int(row.get("nodeCount") or 1), attempt=int(row.get("attempt") or 1),
+                      slots=int(row.get("slots") or 1))
+
+
+def request_for(snap: Snapshot, packing: str, now: datetime, new_id: Callable[[], str]) -> SchedulingRequest:
+    pending = [_pending_job(r) for r in snap.pending.values()]
+    # A gang larger than one transaction can hold cannot be committed atomically.
+    pending = [p for p in pending if p.node_count + 2 <= MAX_OPS]
+    return SchedulingRequest(nodes=[_node_view(i, r) for i, r in snap.nodes.items()], pending=pending, now=now,
+                             new_ids=[new_id() for _ in pending], packing=packing)
+
+
+def _batch(placements: list[Placement]) -> list[Placement]:
+    """The longest prefix of placements whose operations fit one transaction."""
+    nodes: set[str] = set()
+    batch: list[Placement] = []
+    for p in placements:
+        ops = len(nodes | set(p.node_ids)) + 2 * (len(batch) + 1)
+        if ops > MAX_OPS:
+            break
+        nodes |= set(p.node_ids)
+        batch.append(p)
+    return batch
+
+
+def commit_operations(snap: Snapshot, cluster_key: str, batch: list[Placement],
+                      now: datetime) -> tuple[list[tuple[str, Entity, dict[str, Any]]], list[Entity]]:
+    """The transaction of a batch, and the asg rows it creates."""
+    merged: dict[str, Entity] = {}  # node id -> the node row as it will be (packing may reuse a node)
+    changes: dict[str, Entity] = {}
+    asg_rows: list[Entity] = []
+    ops: list[tuple[str, Entity, dict[str, Any]]] = []
+    for p in batch:
+        for node_id in p.node_ids:
+            row = merged.get(node_id, snap.nodes[node_id])
+            fields = assignments.take_fields(row, p.job_key, p.assignment_id, p.slots, now)
+            merged[node_id] = {**row, **fields}
+            changes[node_id] = {**changes.get(node_id, {}), **fields}
+        pend = snap.pending[p.job_key]
+        ops.append(("delete", {"PartitionKey": cluster_key, "RowKey": pend["RowKey"]},
+                    {"etag": pend.metadata["etag"], "match_condition": MatchConditions.IfNotModified}))
+        gang = [NodeAddress(n, str(snap.nodes[n].get("address") or "")) for n in p.node_ids]
+        asg_rows.append(assignments.new_entity(cluster_key, p.job_key, p.assignment_id, gang, p.attempt, p.slots, now))
+        ops.append(("create", asg_rows[-1], {}))
+    for node_id, fields in changes.items():
+        ops.insert(0, ("update", {"PartitionKey": cluster_key, "RowKey": snap.nodes[node_id]["RowKey"], **fields},
+                       {"mode": UpdateMode.MERGE, "etag": snap.nodes[node_id].metadata["etag"],
+                        "match_condition": MatchConditions.IfNotModified}))
+    return ops, asg_rows
+
+
+def run_pass(settings: Settings, cluster_key: str, now: datetime,
+             new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> PassResult:
+    """Assign what can be assigned now, batch by batch, until the decision is empty."""
+    result = PassResult(cluster_key)
+    client = assignments.sched(settings)
+    packing = cluster_packing(settings, cluster_key)
+    while True:
+        snap = read_snapshot(settings, cluster_key)
+        reply = schedule(request_for(snap, packing, now, new_id))
+        result.waiting = reply.waiting
+        if not reply.assignments:
+            return result
+        batch = _batch(reply.assignments)
+        ops, asg_rows = commit_operations(snap, cluster_key, batch, now)
+        try:
+            client.submit_transaction(ops)
+        except TableTransactionError:
+            result.conflicts += 1
+            if result.conflicts >= MAX_CONFLICTS:
+                # Others keep changing the partition; a queued kick finishes the work later.
+                sched_store.kick(settings.storage_connection_string, cluster_key)
+                result.gave_up = True
+                return result
+            continue
+        for placement, entity in zip(batch, asg_rows, strict=True):
+            created = client.get_entity(cluster_key, entity["RowKey"])
+            if assignments.dispatch(settings, assignments.parse(created), now):
+                result.assigned.append(placement)
+            else:
+                result.released.append(placement.job_key)
+
+
+# --- safety pass ------------------------------------------------------------------------------
+
+@dataclass
+class SafetyResult:
+    clusters: list[str] = field(default_factory=list)
+    redispatched: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    readded: list[str] = field(default_factory=list)
+    dropped_pending: list[str] = field(default_factory=list)
+    kicked: list[str] = field(default_factory=list)
+
+
+def safety_pass(settings: Settings, now: datetime) -> SafetyResult:
+    """Repair every cluster that has a sched partition or queued jobs (idempotent; any tick may be
+    missed, doubled or late)."""
+    conn = settings.storage_connection_string
+    queued: dict[str, list[Any]] = {}
+    for doc in job_state.jobs(settings).scan():
+        internal = doc.data.get("internal") or {}
+        if internal.get("phase") == JobPhase.QUEUED and internal.get("clusterKey"):
+            queued.setdefault(internal["clusterKey"], []).append(doc)
+    keys = {e["PartitionKey"] for e in storage.table(conn, storage.T_SCHED).list_entities(
+        select=["PartitionKey", "RowKey"])}
+    result = SafetyResult(clusters=sorted(keys | set(queued)))
+    for cluster_key in result.clusters:
+        _repair_cluster(settings, cluster_key, queued.get(cluster_key, []), now, result)
+    return result
+
+
+def _repair_cluster(settings: Settings, cluster_key: str, queued_docs: list[Any], now: datetime,
+                    result: SafetyResult) -> None:
+    conn = settings.storage_connection_string
+    snap = read_snapshot(settings, cluster_key)
+    for job_key, entity in snap.asgs.items():
+        asg = assignments.parse(entity)
+        doc = job_state.get(settings, JobRef.from_key(job_key))
+        internal = (doc.data.get("internal") or {}) if doc else {}
+        in_dispatch = (doc is not None and internal.get("phase") == JobPhase.QUEUED
+                       and int(internal.get("attempt") or 1) == asg.attempt)
+        if not assignments.holds(doc, asg) and not in_dispatch:
+            if assignments.release(settings, cluster_key, job_key, asg.assignment_id, now):
+                result.released.append(job_key)
+        elif not asg.dispatched and now - asg.created_at >= REDISPATCH_AFTER:
+            assignments.dispatch(settings, asg, now)
+            result.redispatched.append(job_key)
+    for job_key, row in list(snap.pending.items()):
+        doc = job_state.get(settings, JobRef.from_key(job_key))
+        if doc is None or (doc.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
+            _drop_pending(settings, row)
+            result.dropped_pending.append(job_key)
+            del snap.pending[job_key]
+    for doc in queued_docs:
+        job_key = JobRef.from_key(f"{doc.pk}|{doc.rk}").key
+        if job_key in snap.pending or job_key in snap.asgs:
+            continue
+        fresh = job_state.get(settings, JobRef.from_key(job_key))  # read again: the scan may be old
+        if fresh is None or (fresh.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
+            continue
+        if assignments.get(settings, cluster_key, job_key) is not None:
+            continue
+        add_pending_for(settings, cluster_key, job_key, fresh.data)
+        snap.pending[job_key] = {}
+        result.readded.append(job_key)
+    if snap.pending:
+        sched_store.kick(conn, cluster_key)
+        result.kicked.append(cluster_key)
+
+
+def add_pending_for(settings: Settings, cluster_key: str, job_key: str, data: dict[str, Any]) -> None:
+    """Put a job (back) in the pending index with its original submit time, so it keeps its place."""
+    props = data.get("properties") or {}
+    internal = data.get("internal") or {}
+    sched_store.add_pending(settings.storage_connection_string, cluster_key, job_key,
+                            str(props.get("schedulingPriority") or "normal").lower(),
+                            datetime.fromisoformat(internal["submittedAt"]), int(props.get("nodeCount") or 1),
+                            attempt=int(internal.get("attempt") or 1))
+
+
+def pending_row_key(data: dict[str, Any], job_key: str) -> str:
+    props = data.get("properties") or {}
+    return sched_store.pending_row(str(props.get("schedulingPriority") or "normal").lower(),
+                                   datetime.fromisoformat((data.get("internal") or {})["submittedAt"]), job_key)
+
+
+def _drop_pending(settings: Settings, row: Entity) -> None:
+    try:
+        assignments.sched(settings).delete_entity(row["PartitionKey"], row["RowKey"], etag=row.metadata["etag"],
+                                                  match_condition=MatchConditions.IfNotModified)
+    except HttpResponseError as e:
+        if e.status_code not in (404, 412):
+            raise
