@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -138,7 +139,7 @@ def _wait_https(endpoint: Endpoint, host: subprocess.Popen[bytes], state_dir: Pa
         if host.poll() is not None:
             raise RuntimeError(f"the trigger host exited with {host.returncode}\n{_log_tail(state_dir)}")
         try:
-            httpx.get(endpoint.url + "/", verify=endpoint.ca_file, timeout=2)
+            httpx.get(endpoint.url + "/", verify=ssl.create_default_context(cafile=endpoint.ca_file), timeout=2)
             return
         except httpx.HTTPError:
             if time.monotonic() > deadline:
