@@ -68,3 +68,18 @@ def api_endpoint(storage_conn: str, tmp_path_factory: pytest.TempPathFactory) ->
            "subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "demo"}
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """The whole local stack (its own Azurite, the trigger host running function_app.py as a process)
+    in a temp state directory, on free ports. Yields the endpoint file's contents (url, token, ca_file,
+    subscription_id, resource_group, storage_connection_string, pids, ports)."""
+    from shared.localstack.stack import start_stack, stop_stack
+
+    state = tmp_path_factory.mktemp("stack")
+    endpoint = start_stack(state, fixed_ports=False)
+    try:
+        yield {**endpoint.to_dict(), "state_dir": str(state)}
+    finally:
+        stop_stack(state)

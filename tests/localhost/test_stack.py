@@ -1,0 +1,52 @@
+"""The one-command local stack: start_stack writes the endpoint file, serves the project's
+function_app.py over https with an API token, and stop_stack leaves no process behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import stat
+from pathlib import Path
+
+import httpx
+import psutil
+
+from shared.localstack.stack import read_endpoint, stack_status, start_stack, stop_stack
+
+
+def test_stack_up_serves_the_api_with_a_token_and_down_leaves_no_process(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    endpoint = start_stack(state, fixed_ports=False)
+    try:
+        data = json.loads((state / "local" / "endpoint.json").read_text())
+        for key in ("url", "token", "ca_file", "subscription_id", "resource_group", "storage_connection_string",
+                    "pids"):
+            assert data[key], key
+        assert data["subscription_id"] == "00000000-0000-0000-0000-000000000000"
+        assert data["resource_group"] == "demo"
+        assert stat.S_IMODE((state / "local" / "endpoint.json").stat().st_mode) == 0o600
+        stored = (state / "local" / "token.sha256").read_text().strip()
+        assert stored == hashlib.sha256(endpoint.token.encode()).hexdigest() != endpoint.token
+
+        tls = ssl.create_default_context(cafile=endpoint.ca_file)
+        assert httpx.get(f"{endpoint.url}/healthz", verify=tls).status_code == 200
+        workspaces = (f"{endpoint.url}/subscriptions/{endpoint.subscription_id}/resourceGroups/"
+                      f"{endpoint.resource_group}/providers/Microsoft.BatchAI/workspaces?api-version=2018-05-01")
+        denied = httpx.get(workspaces, verify=tls)
+        assert denied.status_code == 401, denied.text
+        allowed = httpx.get(workspaces, verify=tls, headers={"Authorization": f"Bearer {endpoint.token}"})
+        assert allowed.status_code == 200, allowed.text
+
+        again = start_stack(state, fixed_ports=False)  # already up: the same stack
+        assert again.pids == endpoint.pids and again.token == endpoint.token
+        assert stack_status(state)["running"]
+        host = psutil.Process(endpoint.pids["host"])
+        family = [endpoint.pids["azurite"], host.pid, *(c.pid for c in host.children(recursive=True))]
+    finally:
+        stop_stack(state)
+    assert not [pid for pid in family if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    after = read_endpoint(state)
+    assert after is not None and after.pids == {} and after.token == endpoint.token
+    assert not stack_status(state)["running"]
