@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,7 +34,8 @@ def client(api_endpoint: dict[str, str]) -> Iterator[BatchAI]:
 
 @pytest.fixture(scope="session")
 def http(api_endpoint: dict[str, str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_endpoint["url"], verify=api_endpoint["ca_file"], timeout=30,
+    verify = ssl.create_default_context(cafile=api_endpoint["ca_file"])
+    with httpx.Client(base_url=api_endpoint["url"], verify=verify, timeout=30,
                       headers={"Authorization": f"Bearer {api_endpoint['token']}"}) as c:
         yield c
 
