@@ -19,7 +19,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.containerinstance import models as am
 
 from shared.adapters.azure_clients import AzureClients
-from shared.adapters.compute.capabilities import ComputeRejected, ContainerTask, FileShareMount, TaskStatus
+from shared.adapters.compute.capabilities import ComputeRejected, ContainerTask, FileShareMount, TaskStatus, text
 from shared.adapters.compute.port import ClusterSpec, Instance
 from shared.adapters.compute.vm_sizes import is_gpu_size, size_info
 from shared.config import AzureComputeSettings
@@ -72,7 +72,7 @@ class AciProvider:
 
     def delete_cluster(self, cluster_key: str) -> None:
         for group in self._groups(cluster_key):
-            if str(group.provisioning_state or "").lower() != "deleting":
+            if text(group.provisioning_state) != "deleting":
                 self._delete(group.name)
 
     def clusters(self) -> set[str]:
@@ -190,21 +190,21 @@ def _share(name: str, ref: Mapping[str, Any], root: str) -> FileShareMount:
 
 
 def _status(group: am.ContainerGroup) -> TaskStatus:
-    if str(group.provisioning_state or "").lower() == "failed":
+    if text(group.provisioning_state) == "failed":
         events = (group.instance_view.events if group.instance_view else None) or []
         return TaskStatus("failed", None, "; ".join(e.message or "" for e in events) or "provisioning failed")
     view = group.containers[0].instance_view if group.containers else None
     current = view.current_state if view else None
-    if current is not None and str(current.state).lower() == "terminated":
+    if current is not None and text(current.state) == "terminated":
         code = current.exit_code
         return TaskStatus("succeeded" if code == 0 else "failed", code, current.detail_status or "")
-    if current is not None and str(current.state).lower() == "running":
+    if current is not None and text(current.state) == "running":
         return TaskStatus("running")
     return TaskStatus("pending")
 
 
 def _instance(group: am.ContainerGroup) -> Instance:
-    provisioning = str(group.provisioning_state or "").lower()
+    provisioning = text(group.provisioning_state)
     if provisioning == "deleting":
         return Instance(group.name, "deleting")
     status = _status(group)

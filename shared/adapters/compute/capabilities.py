@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+
+
+def text(value: Any) -> str:
+    """An SDK field that may be a str-valued Enum (network's ProvisioningState) as lower-case text."""
+    if isinstance(value, Enum):
+        value = value.value
+    return str(value or "").lower()
 
 
 class ComputeRejected(Exception):

@@ -24,7 +24,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.compute import models as cm
 
 from shared.adapters.azure_clients import AzureClients
-from shared.adapters.compute.capabilities import ComputeRejected
+from shared.adapters.compute.capabilities import ComputeRejected, text
 from shared.adapters.compute.cloud_init import AgentConfig, render_cloud_init
 from shared.adapters.compute.port import ClusterSpec, Instance
 from shared.adapters.compute.vm_sizes import is_gpu_size
@@ -45,8 +45,8 @@ def _hash(cluster_key: str) -> str:
     return hashlib.sha256(cluster_key.encode()).hexdigest()[:8]
 
 
-def _slug(text: str, size: int) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:size] or "x"
+def _slug(value: str, size: int) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")[:size] or "x"
 
 
 def scale_set_name(cluster_key: str) -> str:
@@ -105,13 +105,13 @@ class VmssProvider:
                 self._compute.virtual_machine_scale_sets.begin_create_or_update(
                     self._rg, name, self.scale_set_model(spec, target), polling=False)
                 return
-            if str(current.properties.provisioning_state or "").lower() in BUSY_STATES:
+            if text(current.properties.provisioning_state) in BUSY_STATES:
                 return  # an operation runs: observe it next tick, start nothing
             if remove:
                 vms = self._vms(name, expand=False)
                 ids = sorted((vm.instance_id for vm in vms
                               if (vm.properties.os_profile.computer_name in remove)
-                              and str(vm.properties.provisioning_state).lower() != "deleting"), key=int)
+                              and text(vm.properties.provisioning_state) != "deleting"), key=int)
                 if ids:
                     self._compute.virtual_machine_scale_sets.begin_delete_instances(
                         self._rg, name, cm.VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=ids),
@@ -135,7 +135,7 @@ class VmssProvider:
     def delete_cluster(self, cluster_key: str) -> None:
         name = scale_set_name(cluster_key)
         current = self._get(name)
-        if current is None or str(current.properties.provisioning_state).lower() == "deleting":
+        if current is None or text(current.properties.provisioning_state) == "deleting":
             return
         self._compute.virtual_machine_scale_sets.begin_delete(self._rg, name, polling=False)
 
@@ -258,7 +258,7 @@ def image_reference(spec: ClusterSpec) -> cm.ImageReference:
 
 def _instance(vm: cm.VirtualMachineScaleSetVM, address: str) -> Instance:
     props = vm.properties
-    state = str(props.provisioning_state or "").lower()
+    state = text(props.provisioning_state)
     codes = [s.code or "" for s in ((props.instance_view.statuses or []) if props.instance_view else [])]
     power = next((c.split("/", 1)[1] for c in codes if c.startswith("PowerState/")), "")
     node_id = props.os_profile.computer_name

@@ -319,4 +319,5 @@ def delete_disk(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
         return Reply(204)
     if res.get("managedBy"):
         raise ArmError(409, "OperationNotAllowed", f"Disk {m['name']} is attached to VM {res['managedBy']}.")
+    res["properties"]["provisioningState"] = "Deleting"
     return Reply(202, None, arm.begin(NS, rid, res["location"], lambda: arm.resources.pop(rid.lower(), None)))

@@ -59,6 +59,7 @@ def delete_nic(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     vm = res["properties"].get("virtualMachine")
     if vm:
         raise ArmError(400, "NicInUse", f"Network Interface {rid} is used by existing resource {vm['id']}.")
+    res["properties"]["provisioningState"] = "Deleting"
     return Reply(202, None, arm.begin(NS, rid, res["location"], lambda: arm.resources.pop(rid.lower(), None)))
 
 
