@@ -163,9 +163,7 @@ def _drop_gone(settings: Settings, key: str, view: NodeView, now: datetime) -> N
             return nodes.moved(row, "lost", "its instance is gone", now)
 
         row = nodes.mutate_node(settings, key, view.node_id, change)
-        if row is not None and row.get("jobKey"):
-            nodes.requeue(settings, row["jobKey"], row.get("assignmentId", ""),
-                          f"node {view.node_id} lost: its instance is gone", count_retry=True)
+        nodes.requeue_all(settings, row, f"node {view.node_id} lost: its instance is gone", count_retry=True)
     nodes.delete_node(settings, key, view.node_id)
 
 
@@ -186,13 +184,12 @@ def _drain(settings: Settings, key: str, drain: Drain, now: datetime) -> bool:
         return True  # an instance with no row yet: nothing to mark
     if row["state"] != "leaving":
         return False
+    why = f"node {drain.node_id} removed by a cluster scale-down (nodeDeallocationOption {drain.action})"
     if drain.action == autoscaler.REQUEUE:
-        nodes.requeue(settings, drain.job_key, drain.assignment_id,
-                      f"node {drain.node_id} removed by a cluster scale-down (nodeDeallocationOption requeue)",
-                      count_retry=False)
+        nodes.requeue_all(settings, row, why, count_retry=False)
     elif drain.action == autoscaler.TERMINATE:
-        nodes.terminate(settings, drain.job_key,
-                        f"node {drain.node_id} removed by a cluster scale-down (nodeDeallocationOption terminate)")
+        for job_key in nodes.held_jobs(row):
+            nodes.terminate(settings, job_key, why)
     return True
 
 

@@ -172,6 +172,21 @@ def instance_exists(settings: Settings, spec: ClusterSpec, node_id: str) -> bool
 
 # --- jobs held by nodes (their state belongs to the job services) ------------------------------
 
+def held_jobs(row: Entity | None) -> dict[str, str]:
+    """{job key: assignment id} of the jobs a node row holds (`jobs` JSON under GPU-slot packing,
+    else jobKey/assignmentId)."""
+    if row is None:
+        return {}
+    if row.get("jobs"):
+        return {k: v.get("assignmentId") or "" for k, v in json.loads(row["jobs"]).items()}
+    return {row["jobKey"]: row.get("assignmentId") or ""} if row.get("jobKey") else {}
+
+
+def requeue_all(settings: Settings, row: Entity | None, reason: str, count_retry: bool) -> None:
+    for job_key, assignment_id in held_jobs(row).items():
+        requeue(settings, job_key, assignment_id, reason, count_retry)
+
+
 def requeue(settings: Settings, job_key: str, assignment_id: str, reason: str, count_retry: bool) -> None:
     if not job_key:
         return
@@ -204,9 +219,9 @@ def handle_node_event(settings: Settings, event: NodeEvent, now: datetime) -> No
         return  # late or duplicate: the row has moved on
     if row is None and (doc is None or not instance_exists(settings, spec, node_id)):
         return  # not (or no longer) an instance of a live cluster: the reconciler cleans up
-    if step.release_job and event.kind == node_plan.UNUSABLE and row is not None and row.get("jobKey"):
-        requeue(settings, row["jobKey"], row.get("assignmentId", ""),
-                f"node {node_id} became unusable: {(event.error or {}).get('message', '')}", count_retry=True)
+    if step.release_job and event.kind == node_plan.UNUSABLE:
+        requeue_all(settings, row, f"node {node_id} became unusable: {(event.error or {}).get('message', '')}",
+                    count_retry=True)
 
     def change(current: Entity | None) -> Entity | None:
         s = node_plan.event_step(event.kind, current["state"] if current else None)
@@ -224,8 +239,7 @@ def handle_node_event(settings: Settings, event: NodeEvent, now: datetime) -> No
     if step.kick:
         sched_store.kick(settings.storage_connection_string, key)
     if event.kind == node_plan.PREEMPTED:
-        requeue(settings, written.get("jobKey", ""), written.get("assignmentId", ""),
-                f"node {node_id} was preempted (low-priority eviction)", count_retry=False)
+        requeue_all(settings, written, f"node {node_id} was preempted (low-priority eviction)", count_retry=False)
         remove_instances(settings, spec, [node_id])
 
 

@@ -93,8 +93,7 @@ def _lose(settings: Settings, key: str, lost: node_plan.Lost, now: datetime, spe
     row = nodes.mutate_node(settings, key, node_id, change)
     if row is None or row["state"] != "lost":
         return
-    if row.get("jobKey"):
-        nodes.requeue(settings, row["jobKey"], row.get("assignmentId", ""), reason, count_retry=True)
+    nodes.requeue_all(settings, row, reason, count_retry=True)
     nodes.remove_instances(settings, spec, [node_id])
     nodes.delete_node(settings, key, node_id)
     storage.table(settings.storage_connection_string, storage.T_HEARTBEATS).delete_entity(key, node_id)

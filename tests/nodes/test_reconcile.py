@@ -186,3 +186,41 @@ def test_unusable_node_keeps_its_error(settings: Settings, provider: LocalProvid
     # A manual cluster keeps it (and its error) in place: steady at its target.
     result = reconcile_cluster(settings, ref, T0 + timedelta(hours=1), provider)
     assert result.removed == [] and result.allocation_state == "steady"
+
+
+def test_agent_that_dies_at_start_is_unusable_not_restarted(settings: Settings):
+    import sys
+
+    crashing = LocalProvider(settings.state_dir, settings.storage_connection_string,
+                             command=lambda k, n, w: [sys.executable, "-c", "raise SystemExit(3)"])
+    ref = cluster_ref("crash1")
+    put_cluster(settings.storage_connection_string, ref, {"manual": {"targetNodeCount": 1}})
+    (node_id,) = reconcile_cluster(settings, ref, T0, crashing).adopted
+    wait_until(lambda: [i.state for i in crashing.list_instances(ref.key)] == ["failed"])
+    result = reconcile_cluster(settings, ref, T0 + timedelta(seconds=2), crashing)
+    assert result.adopted == [] and result.removed == []
+    row = rows(settings, ref.key)[node_id]
+    assert row["state"] == "unusable"
+    error = json.loads(row["error"])
+    assert error["code"] == "NodeStartFailed" and "code 3" in error["message"]
+    # No crash loop: later ticks keep the unusable node (manual target met) and start nothing.
+    assert reconcile_cluster(settings, ref, T0 + timedelta(seconds=4), crashing).adopted == []
+    assert len(crashing.list_instances(ref.key)) == 1
+    # Lowering the target removes it.
+    put_cluster(settings.storage_connection_string, ref, {"manual": {"targetNodeCount": 0}})
+    assert reconcile_cluster(settings, ref, T0 + timedelta(seconds=6), crashing).removed == [node_id]
+    reconcile_cluster(settings, ref, T0 + timedelta(seconds=8), crashing)
+    assert rows(settings, ref.key) == {}
+
+
+def test_node_stuck_starting_becomes_unusable(settings: Settings, provider: LocalProvider):
+    from shared.services.reaper import reap_cluster
+
+    ref = cluster_ref("stuck1")
+    put_cluster(settings.storage_connection_string, ref, {"manual": {"targetNodeCount": 1}})
+    (node_id,) = reconcile_cluster(settings, ref, T0, provider).adopted
+    quick = dataclasses.replace(settings, node_start_timeout_s=60.0)
+    assert reap_cluster(quick, ref.key, T0 + timedelta(seconds=59)).stuck == []
+    assert reap_cluster(quick, ref.key, T0 + timedelta(seconds=61)).stuck == [node_id]
+    row = rows(settings, ref.key)[node_id]
+    assert row["state"] == "unusable" and json.loads(row["error"])["code"] == "NodeStartTimeout"
