@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -16,7 +17,15 @@ OUTPUT_FORMATS = ("table", "json")
 
 Column = tuple[str, Callable[[Any], Any]]
 
-console = Console(highlight=False, soft_wrap=True)
+PIPE_WIDTH = 250  # tables written to a pipe or file keep each row on one line
+
+
+def out() -> Console:
+    """stdout as it is now (tests swap sys.stdout); tables sent to a pipe keep each row on one line."""
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True,
+                   width=None if sys.stdout.isatty() else PIPE_WIDTH)
+
+
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -49,7 +58,7 @@ def show_list(items: Iterable[Model], columns: Sequence[Column], output: str, ti
         table.add_column(header)
     for model in rows:
         table.add_row(*(cell(get(model)) for _, get in columns))
-    console.print(table)
+    out().print(table)
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -79,7 +88,7 @@ def show_one(model: Model, output: str) -> None:
     table.add_column("value")
     for key, value in flatten(body):
         table.add_row(key.removeprefix("properties."), cell(value))
-    console.print(table)
+    out().print(table)
 
 
 def message(text: str) -> None:

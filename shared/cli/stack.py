@@ -10,7 +10,7 @@ import typer
 
 from shared.cli.common import session
 from shared.cli.context import CliError, as_mapping
-from shared.cli.output import console, message
+from shared.cli.output import message, out
 
 app = typer.Typer(help="The local stack: Azurite, the local trigger host and local nodes.", no_args_is_help=True)
 
@@ -20,8 +20,8 @@ SHOWN = ("url", "subscription_id", "resource_group", "ca_file")
 def describe(endpoint: dict[str, Any], endpoint_file: Path) -> None:
     for key in SHOWN:
         if endpoint.get(key):
-            console.print(f"{key:16} {endpoint[key]}")
-    console.print(f"{'endpoint file':16} {endpoint_file}")
+            out().print(f"{key:16} {endpoint[key]}")
+    out().print(f"{'endpoint file':16} {endpoint_file}")
 
 
 def answers(endpoint: dict[str, Any]) -> str | None:
@@ -74,4 +74,4 @@ def status(ctx: typer.Context, state_dir: StateDirOpt = None) -> None:
     problem = answers(endpoint)
     if problem:
         raise CliError(f"local stack is not answering at {endpoint.get('url')}: {problem}")
-    console.print(f"{'api':16} up")
+    out().print(f"{'api':16} up")
