@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import azure.functions as func
 import pytest
 
 from functions import clusters
-from shared.adapters import storage
-from shared.adapters.compute.local import stop_all
+from shared.adapters import sched_store, storage
+from shared.adapters.compute.local import LocalProvider, stop_all
 from shared.adapters.resource_store import ResourceStore
+from shared.localstack.azurite import start_azurite
 from tests.nodes.helpers import cluster_ref, put_cluster
 
 
@@ -23,19 +26,35 @@ def test_blueprint_registers_both_timers():
     assert set(clusters.SCHEDULES) == {"BATCHAI_RECONCILE_SCHEDULE", "BATCHAI_REAPER_SCHEDULE"}
 
 
-def test_timers_run_against_storage(storage_conn: str, tmp_path, monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture()
+def private_storage(tmp_path) -> Iterator[str]:
+    """An Azurite of its own: the timers act on every cluster they find, so they must not see the
+    clusters of other tests in the session's storage."""
+    server = start_azurite(tmp_path / "azurite", log=tmp_path / "azurite.log")
+    try:
+        storage.ensure_all(server.connection_string)
+        yield server.connection_string
+    finally:
+        server.stop()
+
+
+def test_timers_run_against_storage(private_storage: str, tmp_path, monkeypatch: pytest.MonkeyPatch):
     state = tmp_path / "state"
+    monkeypatch.setenv("BATCHAI_STORAGE_CONNECTION_STRING", private_storage)
     monkeypatch.setenv("BATCHAI_STATE_DIR", str(state))
     monkeypatch.setenv("BATCHAI_PROVIDER", "local")
     ref = cluster_ref("timer1")
-    put_cluster(storage_conn, ref, {"autoScale": {"minimumNodeCount": 0, "maximumNodeCount": 2}})
+    put_cluster(private_storage, ref, {"autoScale": {"minimumNodeCount": 1, "maximumNodeCount": 2}})
     app = func.FunctionApp()
     app.register_functions(clusters.bp)
     try:
         for f in app.get_functions():
             f.get_user_function()(None)
+        rows = [r for r in sched_store.partition(private_storage, ref.key) if r["RowKey"].startswith("node|")]
+        assert [r["state"] for r in rows] == ["starting"]  # the minimum: one real node agent started
+        assert len(LocalProvider(state, private_storage).list_instances(ref.key)) == 1
     finally:
-        stop_all(state, grace_s=3.0)  # agents of other tests' clusters in this Azurite, if any
-    doc = ResourceStore(storage_conn, storage.T_CLUSTERS).get(ref.workspace.child_pk, ref.name.lower())
-    assert doc.data["internal"]["allocationState"] == "steady"
+        assert stop_all(state, grace_s=5.0) == 1
+    doc = ResourceStore(private_storage, storage.T_CLUSTERS).get(ref.workspace.child_pk, ref.name.lower())
+    assert doc.data["internal"]["allocationState"] == "resizing"
     assert doc.data["internal"]["scaleInitialized"] is True
