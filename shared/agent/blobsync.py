@@ -19,7 +19,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 
 from shared.adapters import storage
-from shared.agent.retry import with_retries
+from shared.agent.retry import NO_SDK_RETRY, with_retries
 from shared.agent.runtime import TaskStartError
 
 
@@ -55,7 +55,7 @@ def upload_tree(container: ContainerClient, local_dir: Path, prefix: str,
 
         def put(path: Path = path, name: str = name) -> None:
             with open(path, "rb") as data:
-                container.upload_blob(name, data, overwrite=True)
+                container.upload_blob(name, data, overwrite=True, **NO_SDK_RETRY)
         with_retries(put, f"uploading {name}", give_up)
         count += 1
     return count
@@ -87,7 +87,7 @@ class BlobMount:
         """Bring the directory up to date with the container; the number of files fetched."""
         self.local_dir.mkdir(parents=True, exist_ok=True)
         manifest = self._manifest()
-        blobs = with_retries(lambda: list(self.container.list_blobs()), "listing a mounted container",
+        blobs = with_retries(lambda: list(self.container.list_blobs(**NO_SDK_RETRY)), "listing a mounted container",
                              self.give_up)
         fetched = 0
         for blob in blobs:
@@ -99,7 +99,7 @@ class BlobMount:
 
             def fetch(name: str = blob.name, path: Path = path) -> None:
                 with open(path, "wb") as out:
-                    self.container.download_blob(name).readinto(out)
+                    self.container.download_blob(name, **NO_SDK_RETRY).readinto(out)
             with_retries(fetch, f"downloading {blob.name}", self.give_up)
             manifest[blob.name] = {"etag": blob.etag, "stamp": _stamp(path)}
             fetched += 1
@@ -120,7 +120,7 @@ class BlobMount:
 
             def put(name: str = name, path: Path = path) -> str:
                 with open(path, "rb") as data:
-                    return str(self.container.upload_blob(name, data, overwrite=True)["etag"])
+                    return str(self.container.upload_blob(name, data, overwrite=True, **NO_SDK_RETRY)["etag"])
             etag = with_retries(put, f"uploading {name} to a mounted container", self.give_up)
             manifest[name] = {"etag": etag, "stamp": _stamp(path)}
             uploaded += 1

@@ -21,6 +21,10 @@ T = TypeVar("T")
 
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
+#: Per-call option for the storage SDK: no retries inside the SDK (its storage default waits 15 s,
+#: then 18 s, ...); the agent's own loops retry, on their own schedule, and keep their state.
+NO_SDK_RETRY: dict[str, int] = {"retry_total": 0}
+
 
 class GaveUp(Exception):
     """The caller asked to stop retrying (the agent is shutting down) before the call succeeded."""

@@ -13,10 +13,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from shared.agent.retry import Backoff, GaveUp, is_transient
+from shared.agent.retry import NO_SDK_RETRY, Backoff, GaveUp, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ class LogStreamer:
         blob = self.container.get_blob_client(stream.blob)
         if not stream.created:
             with contextlib.suppress(ResourceExistsError):
-                self.container.create_container()
-            blob.create_append_blob()  # a new run of a task starts its log afresh
+                self.container.create_container(**NO_SDK_RETRY)
+            blob.create_append_blob(**NO_SDK_RETRY)  # a new run of a task starts its log afresh
             stream.created = True
         size = stream.path.stat().st_size if stream.path.exists() else 0
         while stream.uploaded < size:
@@ -62,12 +62,17 @@ class LogStreamer:
                 f.seek(stream.uploaded)
                 chunk = f.read(min(MAX_BLOCK, size - stream.uploaded))
             try:
-                blob.append_block(chunk, appendpos_condition=stream.uploaded)
+                blob.append_block(chunk, appendpos_condition=stream.uploaded, **NO_SDK_RETRY)
+            except ResourceNotFoundError:
+                # The blob is gone (deleted, or storage lost it): start it again from the file's beginning.
+                blob.create_append_blob(**NO_SDK_RETRY)
+                stream.uploaded = 0
+                continue
             except HttpResponseError as error:
                 if error.error_code != "AppendPositionConditionNotMet":
                     raise
                 # An earlier append succeeded but its answer was lost: continue from what the blob holds.
-                stream.uploaded = blob.get_blob_properties().size
+                stream.uploaded = blob.get_blob_properties(**NO_SDK_RETRY).size
                 continue
             stream.uploaded += len(chunk)
 

@@ -39,17 +39,11 @@ def runtime_for(job: dict[str, Any]) -> TaskRuntime:
     if not job.get("containerSettings"):
         return ProcessRuntime()
     try:
-        from shared.agent import containers  # type: ignore[attr-defined]
-    except ImportError as error:
+        from shared.agent import containers
+    except ImportError as error:  # e.g. the `docker` package is not installed on this node
         raise TaskStartError("ContainerRuntimeUnavailable",
                              f"the job asks for a container but this node has no container runtime: {error}") from error
-    try:
-        runtime: TaskRuntime = containers.ContainerRuntime()
-    except TaskStartError:
-        raise
-    except Exception as error:
-        raise TaskStartError("ContainerRuntimeUnavailable", f"the container engine is unreachable: {error}") from error
-    return runtime
+    return containers.DockerRuntime()  # an unreachable engine fails the task at start, never runs it on the host
 
 
 def _binds(dirs: TaskDirs) -> list[str]:
@@ -158,7 +152,9 @@ class TaskRunner:
                 name: str) -> TaskLaunch:
         return TaskLaunch(command=command, env=env, cwd=str(dirs.wd), stdout_path=str(stdout),
                           stderr_path=str(stderr), container=self.a.job.get("containerSettings"),
-                          binds=_binds(dirs), host_network=True, gpus=self.node.gpus, name=name)
+                          binds=_binds(dirs), host_network=True, gpus=self.node.gpus, name=name,
+                          labels={"batchai.assignment": self.a.assignment_id,
+                                  "batchai.node": self.node.channel.node_id})
 
     def _execute(self, runtime: TaskRuntime, plan: TaskPlan, dirs: TaskDirs, env: dict[str, str], container: Any,
                  supervisor: Supervisor, outcome: Outcome) -> None:

@@ -20,7 +20,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueMessage
 
 from shared.adapters import storage
-from shared.agent.retry import with_retries
+from shared.agent.retry import NO_SDK_RETRY, with_retries
 from shared.domain.messages import NodeEvent
 
 
@@ -48,19 +48,19 @@ class AgentChannel:
         def create() -> None:
             for name in (self.queue_name, storage.Q_EVENTS):
                 with contextlib.suppress(ResourceExistsError):
-                    storage.queue(self.conn, name).create_queue()
+                    storage.queue(self.conn, name).create_queue(**NO_SDK_RETRY)
         with_retries(create, "creating the node queue", self.give_up)
 
     def receive(self, max_messages: int = 8) -> list[QueueMessage]:
         """One poll of the node queue (raises transient errors: the loop backs off and polls again)."""
         pages: Iterator[QueueMessage] = storage.queue(self.conn, self.queue_name).receive_messages(
-            max_messages=max_messages, visibility_timeout=self.visibility_timeout_s)
+            max_messages=max_messages, visibility_timeout=self.visibility_timeout_s, **NO_SDK_RETRY)
         return list(pages)[:max_messages]
 
     def delete(self, message: QueueMessage) -> None:
         def call() -> None:
             with contextlib.suppress(ResourceNotFoundError):  # already deleted: the same outcome
-                storage.queue(self.conn, self.queue_name).delete_message(message)
+                storage.queue(self.conn, self.queue_name).delete_message(message, **NO_SDK_RETRY)
         with_retries(call, "deleting a node message", self.give_up)
 
     def reject(self, message: QueueMessage, reason: str) -> None:
@@ -70,15 +70,15 @@ class AgentChannel:
         def call() -> None:
             poison = storage.queue(self.conn, self.poison_queue_name)
             with contextlib.suppress(ResourceExistsError):
-                poison.create_queue()
-            poison.send_message(body)
+                poison.create_queue(**NO_SDK_RETRY)
+            poison.send_message(body, **NO_SDK_RETRY)
         with_retries(call, "rejecting a node message", self.give_up)
         self.delete(message)
 
     def send(self, kind: str, **fields: Any) -> NodeEvent:
         event = NodeEvent(kind=kind, cluster_key=self.cluster_key, node_id=self.node_id, at=utc_now(), **fields)
         text = event.to_json()
-        with_retries(lambda: storage.queue(self.conn, storage.Q_EVENTS).send_message(text),
+        with_retries(lambda: storage.queue(self.conn, storage.Q_EVENTS).send_message(text, **NO_SDK_RETRY),
                      f"sending {kind}", self.give_up)
         return event
 
@@ -86,11 +86,11 @@ class AgentChannel:
         """One heartbeat (no retry here: the next beat is the retry)."""
         storage.table(self.conn, storage.T_HEARTBEATS).upsert_entity({
             "PartitionKey": self.cluster_key, "RowKey": self.node_id, "at": utc_now(),
-            "assignmentId": ",".join(assignment_ids), "pid": os.getpid()})
+            "assignmentId": ",".join(assignment_ids), "pid": os.getpid()}, **NO_SDK_RETRY)
 
     def delete_queues(self) -> None:
         def call() -> None:
             for name in (self.queue_name, self.poison_queue_name):
                 with contextlib.suppress(ResourceNotFoundError):
-                    storage.queue(self.conn, name).delete_queue()
+                    storage.queue(self.conn, name).delete_queue(**NO_SDK_RETRY)
         with_retries(call, "deleting the node queue", self.give_up)

@@ -132,20 +132,21 @@ def start_agent(storage_conn: str, tmp_path: Path) -> Iterator[Callable[..., Age
     started: list[AgentProc] = []
     state_dir = tmp_path / "state"
 
-    def start(heartbeat_s: float = 1.0, env: dict[str, str] | None = None) -> AgentProc:
+    def start(heartbeat_s: float = 1.0, env: dict[str, str] | None = None, conn: str | None = None) -> AgentProc:
+        conn = conn or storage_conn
         node_id = f"n{uuid.uuid4().hex[:10]}"
         cluster_key = f"{SUB}|{RG}|{WS}|c{uuid.uuid4().hex[:6]}"
         workdir = tmp_path / node_id
         workdir.mkdir(parents=True)
         log = tmp_path / f"{node_id}.log"
-        full_env = {**os.environ, "BATCHAI_STORAGE_CONNECTION_STRING": storage_conn,
+        full_env = {**os.environ, "BATCHAI_STORAGE_CONNECTION_STRING": conn,
                     "BATCHAI_STATE_DIR": str(state_dir), "PYTHONPATH": str(REPO), **(env or {})}
         with open(log, "ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "shared.agent", "--cluster-key", cluster_key, "--node-id", node_id,
                  "--workdir", str(workdir), "--heartbeat-s", str(heartbeat_s)],
                 cwd=REPO, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        agent = AgentProc(storage_conn, cluster_key, node_id, workdir, state_dir, process, log)
+        agent = AgentProc(conn, cluster_key, node_id, workdir, state_dir, process, log)
         started.append(agent)
         return agent
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from shared.adapters import storage
 from shared.domain.messages import StopTask
@@ -44,22 +45,22 @@ def test_custom_job_sees_its_environment_and_uploads_outputs(start_agent: Callab
     exited = events.wait(agent.node_id, "task-exited", a.assignment_id, timeout=30)
     assert exited["exit_code"] == 0 and "error" not in exited, exited
     stdout = blob_text(agent.conn, f"{a.output_prefix}/stdouterr/stdout.txt") or ""
-    for var in ("AZ_BATCHAI_MOUNT_ROOT", "AZ_BATCHAI_JOB_MOUNT_ROOT", "AZ_BATCHAI_OUTPUT_MODEL", "AZ_BATCHAI_INPUT_DATA",
-                "AZ_BATCHAI_JOB_TEMP", "AZ_BATCHAI_SHARED_JOB_TEMP", "AZ_BATCHAI_STDOUTERR_DIR",
-                "AZ_BATCHAI_TASK_INDEX", "AZ_BATCHAI_NUM_GPUS"):
+    for var in ("AZ_BATCHAI_MOUNT_ROOT", "AZ_BATCHAI_JOB_MOUNT_ROOT", "AZ_BATCHAI_OUTPUT_MODEL",
+                "AZ_BATCHAI_INPUT_DATA", "AZ_BATCHAI_JOB_TEMP", "AZ_BATCHAI_SHARED_JOB_TEMP",
+                "AZ_BATCHAI_STDOUTERR_DIR", "AZ_BATCHAI_TASK_INDEX", "AZ_BATCHAI_NUM_GPUS"):
         assert f"\n{var}=" in stdout, var
     assert "MY_SETTING=plain-value" in stdout and "MY_SECRET=s3cr3t-value" in stdout
     assert "BATCHAI_STORAGE_CONNECTION_STRING" not in stdout  # the agent's storage key never reaches a job
     env = dict(re.findall(r"^(AZ_BATCHAI_\w+)=(.*)$", stdout, re.M))
     segment = job["jobOutputDirectoryPathSegment"]
-    expected_out = (f"{agent.mount_root}/out/{'00000000-0000-0000-0000-000000000000'}/demo/workspaces/ws/experiments/exp"
-                    f"/jobs/{a.job_arm_id.rsplit('/', 1)[1]}/{segment}/outputs")
+    expected_out = (f"{agent.mount_root}/out/00000000-0000-0000-0000-000000000000/demo/workspaces/ws"
+                    f"/experiments/exp/jobs/{a.job_arm_id.rsplit('/', 1)[1]}/{segment}/outputs")
     assert env["AZ_BATCHAI_OUTPUT_MODEL"] == expected_out
     assert env["AZ_BATCHAI_INPUT_DATA"] == env["AZ_BATCHAI_JOB_MOUNT_ROOT"] + "/data"
     assert env["AZ_BATCHAI_TASK_INDEX"] == "0" and env["AZ_BATCHAI_NUM_GPUS"] == "0"
     assert env["AZ_BATCHAI_STDOUTERR_DIR"].startswith(f"{agent.mount_root}/logs/")
     assert (blob_text(agent.conn, f"{a.output_prefix}/outputs/MODEL/m.txt") or "").strip() == "trained"
-    assert "AZ_BATCHAI_TASK_INDEX=0" in (open(env["AZ_BATCHAI_STDOUTERR_DIR"] + "/stdout.txt").read())
+    assert "AZ_BATCHAI_TASK_INDEX=0" in Path(env["AZ_BATCHAI_STDOUTERR_DIR"], "stdout.txt").read_text()
     assert "s3cr3t-value" not in agent.log_text()
 
 
@@ -179,5 +180,6 @@ def test_a_container_job_never_runs_on_the_host(start_agent: Callable[..., Agent
     a = assignment(agent, job)
     agent.send(a)
     exited = events.wait(agent.node_id, "task-exited", a.assignment_id, timeout=60)
-    assert exited.get("error"), exited
+    assert exited["error"]["code"] == "ContainerEngineUnavailable", exited
+    assert "unix:///nonexistent/docker.sock" in exited["error"]["message"]
     assert not (agent.mount_root / "ran-on-host").exists()
