@@ -2,8 +2,9 @@
 
 import azure.functions as func
 
-from functions import clusters
+from functions import clusters, scheduling
 from functions.http_api import api
 
 app = func.AsgiFunctionApp(app=api, http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(clusters.bp)
+app.register_functions(scheduling.bp)

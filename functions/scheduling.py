@@ -1,0 +1,46 @@
+"""Scheduling triggers: schedule kicks, node events and the scheduling safety timer.
+
+Triggers only: parse the message, call one service. Errors propagate so the host retries the
+message (and moves it to the poison queue after maxDequeueCount).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+from shared.adapters import storage
+from shared.config import Settings
+from shared.domain.messages import NodeEvent
+from shared.services import scheduling, task_events
+
+bp = func.Blueprint()
+
+
+@bp.function_name("schedule_kick")
+@bp.queue_trigger(arg_name="msg", queue_name=storage.Q_KICKS, connection="AzureWebJobsStorage")
+def schedule_kick(msg: func.QueueMessage) -> None:
+    cluster_key = json.loads(msg.get_body().decode("utf-8"))["cluster"]
+    scheduling.run_pass(Settings.from_env(), cluster_key, datetime.now(UTC))
+
+
+@bp.function_name("node_events")
+@bp.queue_trigger(arg_name="msg", queue_name=storage.Q_EVENTS, connection="AzureWebJobsStorage")
+def node_events(msg: func.QueueMessage) -> None:
+    event = NodeEvent.from_dict(json.loads(msg.get_body().decode("utf-8")))
+    settings, now = Settings.from_env(), datetime.now(UTC)
+    if event.kind.startswith("task-"):
+        task_events.handle_task_event(settings, event, now)
+        return
+    from shared.services import nodes  # imported here: node lifecycle lives in its own service
+
+    nodes.handle_node_event(settings, event, now)
+
+
+@bp.function_name("scheduling_safety_pass")
+@bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_SAFETY_SCHEDULE%", run_on_startup=False,
+                  use_monitor=False)
+def scheduling_safety_pass(timer: func.TimerRequest) -> None:
+    scheduling.safety_pass(Settings.from_env(), datetime.now(UTC))
