@@ -2,6 +2,8 @@
 
 Triggers only: parse the message, call one service. Errors propagate so the host retries the
 message (and moves it to the poison queue after maxDequeueCount).
+
+- BATCHAI_SAFETY_SCHEDULE: Azure "0 */1 * * * *" (every minute); local "*/5 * * * * *".
 """
 
 from __future__ import annotations

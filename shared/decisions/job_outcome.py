@@ -51,10 +51,8 @@ class Outcome:
 
 def stop_error(stop_reason: str, detail: str = "") -> dict[str, Any]:
     """The executionInfo error of a job failed by a stop (terminate, delete, wall clock)."""
-    message = FAILING_MESSAGES.get(stop_reason, "The job was stopped.")
-    return {"code": FAILING_STOPS.get(stop_reason, "JobTerminated"),
-            "message": f"{message} {detail}".strip() if detail and detail != stop_reason else message,
-            "details": []}
+    message = detail if detail and detail != stop_reason else FAILING_MESSAGES.get(stop_reason, "The job was stopped.")
+    return {"code": FAILING_STOPS.get(stop_reason, "JobTerminated"), "message": message, "details": []}
 
 
 def decide(results: Mapping[int, TaskResult], latest: int, required: Collection[int],
