@@ -103,9 +103,9 @@ def operation_url(request: Request, subscription: str, op_id: str, location: str
 
 
 def accepted(request: Request, result: Accepted, subscription: str, conf: Settings) -> Response:
-    """200 when the operation finished, else 202 with the Location to poll."""
+    """200 when the operation finished (204: there was nothing to delete), else 202 with the Location to poll."""
     if result.op_id is None:
-        return Response(status_code=200)
+        return Response(status_code=200 if result.existed else 204)
     return Response(status_code=202, headers={
         "Location": operation_url(request, subscription, result.op_id, conf.default_location),
         "Retry-After": RETRY_AFTER_S})

@@ -34,8 +34,10 @@ class Page:
 
 @dataclass
 class Accepted:
-    """An operation that finished (`op_id` None) or goes on asynchronously under `op_id`."""
+    """An operation that finished (`op_id` None) or goes on asynchronously under `op_id`;
+    `existed` False when a delete found nothing to delete."""
     op_id: str | None
+    existed: bool = True
 
 
 def utcnow() -> datetime:

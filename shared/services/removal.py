@@ -172,33 +172,40 @@ def poll(settings: Settings, op_id: str) -> operation_store.Operation:
     return op
 
 
-def _precheck(settings: Settings, table: str, pk: str, rk: str, if_match: str | None) -> None:
-    if if_match is not None:
-        check_if_match(store(settings, table).get(pk, rk), if_match)
+def _precheck(settings: Settings, table: str, pk: str, rk: str, if_match: str | None) -> bool:
+    """Whether the resource exists (412 when If-Match does not match it)."""
+    doc = store(settings, table).get(pk, rk)
+    check_if_match(doc, if_match)
+    return doc is not None
 
 
 def delete_workspace(settings: Settings, ref: WorkspaceRef, if_match: str | None = None) -> Accepted:
-    _precheck(settings, storage.T_WORKSPACES, ref.pk, ref.workspace.lower(), if_match)
+    if not _precheck(settings, storage.T_WORKSPACES, ref.pk, ref.workspace.lower(), if_match):
+        return Accepted(None, existed=False)
     return delete(settings, "delete-workspace", {"workspace": ref.child_pk})
 
 
 def delete_experiment(settings: Settings, ref: ExperimentRef, if_match: str | None = None) -> Accepted:
-    _precheck(settings, storage.T_EXPERIMENTS, ref.workspace.child_pk, ref.name.lower(), if_match)
+    if not _precheck(settings, storage.T_EXPERIMENTS, ref.workspace.child_pk, ref.name.lower(), if_match):
+        return Accepted(None, existed=False)
     return delete(settings, "delete-experiment", {"workspace": ref.workspace.child_pk, "experiment": ref.name})
 
 
 def delete_job(settings: Settings, ref: JobRef, if_match: str | None = None) -> Accepted:
-    _precheck(settings, storage.T_JOBS, ref.experiment.job_pk, ref.name.lower(), if_match)
+    if not _precheck(settings, storage.T_JOBS, ref.experiment.job_pk, ref.name.lower(), if_match):
+        return Accepted(None, existed=False)
     return delete(settings, "delete-job", {"job": ref.key})
 
 
 def delete_cluster(settings: Settings, ref: ClusterRef, if_match: str | None = None) -> Accepted:
-    _precheck(settings, storage.T_CLUSTERS, ref.workspace.child_pk, ref.name.lower(), if_match)
+    if not _precheck(settings, storage.T_CLUSTERS, ref.workspace.child_pk, ref.name.lower(), if_match):
+        return Accepted(None, existed=False)
     remove_cluster(settings, ref)
     return Accepted(None)
 
 
 def delete_fileserver(settings: Settings, ws: WorkspaceRef, name: str, if_match: str | None = None) -> Accepted:
-    _precheck(settings, storage.T_FILESERVERS, ws.child_pk, name.lower(), if_match)
+    if not _precheck(settings, storage.T_FILESERVERS, ws.child_pk, name.lower(), if_match):
+        return Accepted(None, existed=False)
     remove_fileserver(settings, ws, name)
     return Accepted(None)

@@ -3,12 +3,14 @@ semantics, If-Match, and validation errors that name their field. Never a 500 fo
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
+from shared.adapters import sched_store
 from tests.api.conftest import API, unique
 
 CLUSTER = {"properties": {"vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
@@ -110,6 +112,11 @@ def test_create_is_idempotent_and_create_only(http: httpx.Client, ws: str) -> No
     again = http.put(f"{ws}/experiments/e/jobs/j?{API}", json=job(ws))
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json()
+    parts = ws.split("/")
+    cluster_key = "|".join([parts[2], parts[4], parts[8], "c"]).lower()
+    pending = [r for r in sched_store.partition(os.environ["BATCHAI_STORAGE_CONNECTION_STRING"], cluster_key)
+               if r["RowKey"].startswith(sched_store.PENDING)]
+    assert [r["jobKey"] for r in pending] == ["|".join([parts[2], parts[4], parts[8], "e", "j"]).lower()]
     err = error(http.put(f"{ws}/experiments/e/jobs/j?{API}", json=job(ws, nodeCount=2)), 409, "Conflict")
     assert "already exists" in err["message"]
     assert http.put(f"{ws}/clusters/c?{API}", json=CLUSTER).status_code == 200
