@@ -186,7 +186,7 @@ def cluster_create(body: Any) -> dict[str, Any]:
     props.setdefault("vmPriority", "dedicated")
     if not props["vmSize"].strip():
         raise invalid("properties.vmSize", "must not be empty.")
-    scale = props.get("scaleSettings") or {"manual": {"targetNodeCount": 0}}
+    scale = props.get("scaleSettings", {"manual": {"targetNodeCount": 0}})
     props["scaleSettings"] = _scale_settings(scale, "properties.scaleSettings")
     vm = props.setdefault("virtualMachineConfiguration", {})
     vm.setdefault("imageReference", dict(DEFAULT_IMAGE))
