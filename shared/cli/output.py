@@ -17,7 +17,7 @@ OUTPUT_FORMATS = ("table", "json")
 
 Column = tuple[str, Callable[[Any], Any]]
 
-PIPE_WIDTH = 250  # tables written to a pipe or file keep each row on one line
+PIPE_WIDTH = 4096  # tables written to a pipe or file keep each row on one line
 
 
 def out() -> Console:
@@ -55,7 +55,7 @@ def show_list(items: Iterable[Model], columns: Sequence[Column], output: str, ti
         return
     table = Table(title=title, show_lines=False)
     for header, _ in columns:
-        table.add_column(header)
+        table.add_column(header, overflow="fold")  # never cut a value (URLs, ids) short
     for model in rows:
         table.add_row(*(cell(get(model)) for _, get in columns))
     out().print(table)
@@ -83,12 +83,10 @@ def show_one(model: Model, output: str) -> None:
     if output == "json":
         print_json(body)
         return
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    for key, value in flatten(body):
-        table.add_row(key.removeprefix("properties."), cell(value))
-    out().print(table)
+    pairs = [(key.removeprefix("properties."), cell(value)) for key, value in flatten(body)]
+    width = max((len(key) for key, _ in pairs), default=0)
+    for key, value in pairs:
+        typer.echo(f"{key:<{width}}  {value}")
 
 
 def message(text: str) -> None:
