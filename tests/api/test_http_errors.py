@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from shared.adapters import sched_store
+from shared.adapters import sched_store, storage
+from shared.adapters.resource_store import ResourceStore
 from tests.api.conftest import API, unique
 
 CLUSTER = {"properties": {"vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
@@ -149,3 +150,12 @@ def test_if_match(http: httpx.Client, ws: str) -> None:
     ws_etag = http.get(f"{ws}?{API}").headers["ETag"]
     assert http.patch(f"{ws}?{API}", json={"tags": {"a": "1"}}, headers={"If-Match": ws_etag}).status_code == 200
     error(http.patch(f"{ws}?{API}", json={"tags": {"a": "2"}}, headers={"If-Match": ws_etag}), 412)
+
+
+def test_unexpected_failure_is_an_arm_500(http: httpx.Client, ws: str, storage_conn: str) -> None:
+    parts = ws.split("/")
+    pk = "|".join([parts[2], parts[4], parts[8], "e"]).lower()
+    store = ResourceStore(storage_conn, storage.T_JOBS)
+    store.insert(pk, "broken", {"id": "x", "name": "broken", "properties": {}, "internal": {"phase": "bogus"}})
+    error(http.get(f"{ws}/experiments/e/jobs/broken?{API}"), 500, "InternalServerError")
+    store.delete(pk, "broken")
