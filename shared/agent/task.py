@@ -28,7 +28,7 @@ from shared.agent.runtime import TaskLaunch, TaskRuntime, TaskStartError
 from shared.agent.streaming import LogStreamer
 from shared.agent.supervise import StopRequest, Supervisor, TaskControl, wall_clock_limit_s
 from shared.agent.transport import AgentChannel
-from shared.decisions.toolkits import TaskPlan, plan_task
+from shared.decisions.toolkits import PlanError, TaskPlan, gang_port, plan_task
 from shared.domain.messages import Assignment
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,9 @@ class TaskRunner:
         container = storage.container(node.conn, a.output_container)
         try:
             try:
-                plan = plan_task(a.job, a.task_index, a.nodes)
+                plan = plan_task(a.job, a.task_index, a.nodes, port=gang_port(a.assignment_id))
+            except PlanError as error:
+                raise TaskStartError(error.code, error.message) from error
             except (NotImplementedError, ValueError, KeyError) as error:
                 raise TaskStartError("ToolkitNotSupported", str(error)) from error
             dirs = task_dirs(node.layout, a)

@@ -94,12 +94,14 @@ def job_props(command: str, **extra: Any) -> dict[str, Any]:
 
 def assignment(agent: AgentProc, job: dict[str, Any], name: str | None = None, task_index: int = 0,
                cluster: dict[str, Any] | None = None) -> Assignment:
+    """Task `task_index` of a gang whose node of that rank is `agent` (the other ranks are placeholders)."""
+    gang = [NodeAddress(f"peer{i}", "127.0.0.2") for i in range(task_index)] + [NodeAddress(agent.node_id, "127.0.0.1")]
     name = name or f"job{uuid.uuid4().hex[:8]}"
     return Assignment(
         assignment_id=uuid.uuid4().hex, job_key=f"{SUB}|{RG}|{WS}|{EXP}|{name}",
         job_arm_id=(f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
                     f"/experiments/{EXP}/jobs/{name}"),
-        attempt=1, task_index=task_index, nodes=[NodeAddress(agent.node_id, "127.0.0.1")], job=job,
+        attempt=1, task_index=task_index, nodes=gang, job=job,
         cluster=cluster or {}, output_container=storage.C_OUTPUTS,
         output_prefix=storage.output_prefix(WS, EXP, name, job["jobOutputDirectoryPathSegment"]))
 

@@ -183,3 +183,32 @@ def test_a_container_job_never_runs_on_the_host(start_agent: Callable[..., Agent
     assert exited["error"]["code"] == "ContainerEngineUnavailable", exited
     assert "unix:///nonexistent/docker.sock" in exited["error"]["message"]
     assert not (agent.mount_root / "ran-on-host").exists()
+
+
+def test_a_task_with_nothing_to_run_serves_until_stopped(start_agent: Callable[..., AgentProc],
+                                                         events: Events) -> None:
+    agent = start_agent()
+    a = assignment(agent, job_props("echo only-the-master-runs-this"), task_index=1)  # custom toolkit: task 0 runs
+    agent.send(a)
+    events.wait(agent.node_id, "task-started", a.assignment_id)
+    agent.send(StopTask(a.assignment_id, "finished", grace_seconds=1.0))
+    exited = events.wait(agent.node_id, "task-exited", a.assignment_id)
+    assert exited["exit_code"] == 0 and exited["stop_reason"] == "finished"
+    assert "only-the-master" not in (blob_text(agent.conn, f"{a.output_prefix}/stdouterr/stdout-1.txt") or "")
+
+
+def test_an_unreadable_message_goes_to_the_node_poison_queue(start_agent: Callable[..., AgentProc],
+                                                             events: Events) -> None:
+    agent = start_agent()
+    events.wait(agent.node_id, "node-registered")
+    storage.queue(agent.conn, storage.node_queue_name(agent.node_id)).send_message('{"kind": "dance"}')
+    poison = storage.queue(agent.conn, storage.node_queue_name(agent.node_id) + "-poison")
+
+    def rejected() -> list[str]:
+        try:
+            return [m.content for m in poison.peek_messages(max_messages=5)]
+        except Exception:
+            return []
+    assert "dance" in wait_until(rejected, 20, what="the rejected message")[0]
+    wait_until(agent.queue_empty, 10, what="the node queue to be empty")
+    assert agent.process.poll() is None
