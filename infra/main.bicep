@@ -1,0 +1,136 @@
+// batchai in one resource group: the Function App (Flex Consumption, Python 3.11) and its storage,
+// identities with least-privilege role assignments, Key Vault, monitoring, and the nodes' network.
+// Compute (scale sets, container groups, file server VMs) is created at run time in the compute
+// resource group, which may be this one.
+targetScope = 'resourceGroup'
+
+@description('Short lowercase prefix for resource names (3-11 characters).')
+@minLength(3)
+@maxLength(11)
+param prefix string = 'batchai'
+
+@description('Azure region of every resource.')
+param location string = resourceGroup().location
+
+@description('Resource group where the service creates scale sets, container groups and file server VMs.')
+param computeResourceGroupName string = resourceGroup().name
+
+@description('Address space of the nodes network.')
+param vnetAddressPrefix string = '10.40.0.0/16'
+
+@description('Subnet of nodes and file servers.')
+param nodesSubnetPrefix string = '10.40.0.0/20'
+
+@description('Subnet of the Function App (VNet integration; delegated to Microsoft.App/environments).')
+param appSubnetPrefix string = '10.40.16.0/24'
+
+@description('SSH public key put on nodes whose cluster gives none (empty: clusters must give one).')
+param nodeSshPublicKey string = ''
+
+@description('pip requirement or wheel URL the nodes install the agent from.')
+param agentPackage string = 'batchai'
+
+@description('Allow the service to create Azure Container Instances groups (aci clusters).')
+param enableContainerInstances bool = true
+
+var suffix = uniqueString(resourceGroup().id, prefix)
+var tags = { application: 'batchai' }
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: { name: '${prefix}-${suffix}', location: location, tags: tags }
+}
+
+module network 'modules/network.bicep' = {
+  name: 'network'
+  params: {
+    name: '${prefix}-${suffix}'
+    location: location
+    tags: tags
+    addressPrefix: vnetAddressPrefix
+    nodesSubnetPrefix: nodesSubnetPrefix
+    appSubnetPrefix: appSubnetPrefix
+  }
+}
+
+module identities 'modules/identities.bicep' = {
+  name: 'identities'
+  params: { prefix: prefix, suffix: suffix, location: location, tags: tags }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: take('${prefix}${suffix}', 24)
+    location: location
+    tags: tags
+    subnetIds: [network.outputs.nodesSubnetId, network.outputs.appSubnetId]
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    principalIds: [identities.outputs.servicePrincipalId, identities.outputs.nodesPrincipalId]
+  }
+}
+
+module vault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  params: {
+    name: take('kv-${prefix}-${suffix}', 24)
+    location: location
+    tags: tags
+    readerPrincipalId: identities.outputs.servicePrincipalId
+    storageAccountName: storage.outputs.name
+    subnetIds: [network.outputs.appSubnetId]
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module computeAccess 'modules/compute-access.bicep' = {
+  name: 'compute-access'
+  scope: resourceGroup(computeResourceGroupName)
+  params: {
+    servicePrincipalId: identities.outputs.servicePrincipalId
+    enableContainerInstances: enableContainerInstances
+  }
+}
+
+module nodesIdentityAccess 'modules/identity-operator.bicep' = {
+  name: 'nodes-identity-operator'
+  params: {
+    identityName: identities.outputs.nodesName
+    servicePrincipalId: identities.outputs.servicePrincipalId
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    name: '${prefix}-${suffix}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    serviceIdentityId: identities.outputs.serviceId
+    serviceClientId: identities.outputs.serviceClientId
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    storageConnectionSecretUri: vault.outputs.storageConnectionSecretUri
+    subnetId: network.outputs.appSubnetId
+    appSettings: {
+      BATCHAI_PROVIDER: 'vmss'
+      BATCHAI_LOCATION: location
+      BATCHAI_AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
+      BATCHAI_COMPUTE_RESOURCE_GROUP: computeResourceGroupName
+      BATCHAI_COMPUTE_LOCATION: location
+      BATCHAI_SUBNET_ID: network.outputs.nodesSubnetId
+      BATCHAI_IDENTITY_RESOURCE_ID: identities.outputs.nodesId
+      BATCHAI_IDENTITY_CLIENT_ID: identities.outputs.nodesClientId
+      BATCHAI_SSH_PUBLIC_KEY: nodeSshPublicKey
+      BATCHAI_AGENT_PACKAGE: agentPackage
+      BATCHAI_STORAGE_ACCOUNT: storage.outputs.name
+    }
+  }
+}
+
+output functionAppName string = functionApp.outputs.name
+output apiUrl string = 'https://${functionApp.outputs.defaultHostName}'
+output storageAccountName string = storage.outputs.name
+output keyVaultName string = vault.outputs.name
+output nodesSubnetId string = network.outputs.nodesSubnetId
