@@ -15,4 +15,12 @@ def provider_for(settings: Settings, spec: ClusterSpec | None = None) -> Compute
         from shared.adapters.compute.local import LocalProvider
 
         return LocalProvider(settings.state_dir, settings.storage_connection_string)
+    if settings.provider == "vmss":
+        from shared.adapters.compute.vmss import VmssProvider
+
+        return VmssProvider.from_settings(settings.azure)
+    if settings.provider == "aci":
+        from shared.adapters.compute.aci import AciProvider
+
+        return AciProvider.from_settings(settings.azure)
     raise ValueError(f"unknown compute provider {settings.provider!r} (BATCHAI_PROVIDER)")
