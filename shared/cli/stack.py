@@ -63,14 +63,17 @@ def down(ctx: typer.Context, state_dir: StateDirOpt = None) -> None:
 
 @app.command("status")
 def status(ctx: typer.Context, state_dir: StateDirOpt = None) -> None:
-    """Show the local stack's endpoint and whether its API answers; exit 1 when it is not up."""
-    from shared.localstack.stack import read_endpoint
+    """Show the local stack's endpoint, its processes and whether its API answers; exit 1 when it is not up."""
+    from shared.localstack.stack import stack_status
 
     directory = _state_dir(ctx, state_dir)
-    endpoint = as_mapping(read_endpoint(directory))
-    if not endpoint:
-        raise CliError(f"local stack is not running (no endpoint under {directory})")
+    state = stack_status(directory)
+    endpoint = as_mapping(state.get("endpoint"))
+    if not state.get("running") or not endpoint:
+        raise CliError(f"local stack is not running (state in {directory}); start it with `batchai stack up`")
     describe(endpoint, directory / "local" / "endpoint.json")
+    for name, pid in (state.get("processes") or {}).items():
+        out().print(f"{name:16} pid {pid}")
     problem = answers(endpoint)
     if problem:
         raise CliError(f"local stack is not answering at {endpoint.get('url')}: {problem}")
