@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install up down demo test lint bench
 
-$(STAMP): requirements.txt package-lock.json pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt package-lock.json pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	npm ci --no-audit --no-fund --silent
 	touch $(STAMP)
