@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -166,15 +167,19 @@ class ContainerTask:
         return None
 
     def wait(self, timeout: float | None = None) -> int | None:
-        if self._exit_code is not None:
-            return self._exit_code
-        try:
-            result = self.container.wait(timeout=None if timeout is None else max(1, math.ceil(timeout)))
-        except (requests.ConnectionError, requests.ReadTimeout):
-            return self.poll()  # the wait timed out (requests reports it as either)
-        except NotFound:
-            return self._finish(None)
-        return self._finish(int(result.get("StatusCode", -1)))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            try:
+                result = self.container.wait(timeout=None if remaining is None else max(1, math.ceil(remaining)))
+            except (requests.ConnectionError, requests.ReadTimeout):
+                continue  # the wait timed out (requests reports it as either): poll again
+            except NotFound:
+                return self._finish(None)
+            return self._finish(int(result.get("StatusCode", -1)))
+        return code
 
     def stop(self, grace_seconds: float) -> None:
         if self._exit_code is not None:

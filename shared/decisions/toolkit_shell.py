@@ -17,6 +17,8 @@ HOST_FILE_NAME = "mpi-hostfile"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables every MPI rank needs besides the AZ_BATCHAI_* ones, forwarded when set.
 _MPI_FORWARDED = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH")
+# How long a process that is no longer needed (a parameter server) has to end after TERM.
+STOP_GRACE_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -85,16 +87,20 @@ def exports(env: dict[str, str]) -> str:
     return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
 
 
-def run_processes(processes: Sequence[ShellProcess]) -> str:
+def run_processes(processes: Sequence[ShellProcess], kill_after: int = STOP_GRACE_SECONDS) -> str:
     """Start every process in the background, wait for the required ones, then stop the rest.
 
     Exits with the first non-zero exit code of a required process (0 when all succeed). A TERM or
     INT to the shell (the agent stopping the task; `docker stop` to PID 1) is passed to every process.
+    The trap is set only once every process has started: a child forked while it is set could lose
+    a TERM that reaches it before it drops the inherited trap. A process that outlives TERM by
+    `kill_after` seconds is killed.
     """
-    lines = ["pids=''", "trap 'kill $pids 2>/dev/null; exit 143' TERM INT"]
+    lines = ["pids=''"]
     for i, p in enumerate(processes):
         prefix = f"{exports(p.exports)}; " if p.exports else ""
         lines.append(f'({prefix}exec {p.command}) & p{i}=$!; pids="$pids $p{i}"')
+    lines.append("trap 'kill $pids 2>/dev/null; exit 143' TERM INT")
     lines.append("rc=0")
     # a node of optional processes only (parameter servers) runs until the agent stops it
     waited = [p.required for p in processes] if any(p.required for p in processes) else [True] * len(processes)
@@ -103,6 +109,9 @@ def run_processes(processes: Sequence[ShellProcess]) -> str:
             lines.append(f'wait "$p{i}"; s=$?; [ "$rc" -ne 0 ] || rc=$s')
     for i in range(len(processes)):
         if not waited[i]:
-            lines.append(f'kill "$p{i}" 2>/dev/null; wait "$p{i}" 2>/dev/null')
+            lines.append(
+                f'kill "$p{i}" 2>/dev/null; (sleep {kill_after}; kill -9 "$p{i}" 2>/dev/null) & t=$!;'
+                f' wait "$p{i}" 2>/dev/null; kill -9 "$t" 2>/dev/null'
+            )
     lines.append('exit "$rc"')
     return "\n".join(lines)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -18,6 +18,7 @@ from shared.agent.containers import PODMAN_SOCKET
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/busybox:test"
+TEST_LABEL = "batchai.test"  # on every container these tests start: removed at the end of the session
 
 
 def _skip_loudly(reason: str) -> None:
@@ -34,7 +35,7 @@ def _engine_answers(base_url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def podman_url() -> str:
+def podman_url() -> Iterator[str]:
     """The Docker-API URL of a running podman with localhost/busybox:test built; skips where podman cannot run."""
     info = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=120) if _has_podman() else None
     if info is None or info.returncode != 0:
@@ -52,7 +53,10 @@ def podman_url() -> str:
         timeout=300,
     )
     assert build.returncode == 0, build.stderr
-    return PODMAN_SOCKET
+    yield PODMAN_SOCKET
+    client = docker.DockerClient(base_url=PODMAN_SOCKET)
+    for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=true"}):
+        container.remove(force=True)
 
 
 def _has_podman() -> bool:

@@ -13,7 +13,7 @@ import pytest
 from shared.agent.containers import LABEL_TASK, DockerRuntime
 from shared.agent.runtime import TaskLaunch, TaskStartError
 from shared.decisions.toolkit_shell import ShellProcess, run_processes
-from tests.containers.conftest import IMAGE, wait_until
+from tests.containers.conftest import IMAGE, TEST_LABEL, wait_until
 
 pytestmark = pytest.mark.podman
 
@@ -29,6 +29,7 @@ def launch(tmp_path: Path, command: str, **kw) -> TaskLaunch:
         "container": {"imageSourceRegistry": {"image": IMAGE}},
         "binds": [str(work)],
         "name": f"test-{uuid.uuid4().hex[:12]}",
+        "labels": {TEST_LABEL: "true"},
     }
     return TaskLaunch(command=command, **{**defaults, **kw})
 
