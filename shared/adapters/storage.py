@@ -14,6 +14,8 @@ from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from shared.adapters import queue_signals
+
 # Tables (the truth).
 T_WORKSPACES = "workspaces"
 T_EXPERIMENTS = "experiments"
@@ -23,8 +25,11 @@ T_JOBS = "jobs"
 T_SCHED = "sched"  # one partition per cluster: nodes, pending index, assignments
 T_HEARTBEATS = "heartbeats"
 T_OPERATIONS = "operations"
+T_SCORING_RUNS = "scoringruns"  # batch-scoring runs: "{sub}|{rg}|{ws}" / run id (+ an index of active runs)
+T_SUBMISSIONS = "submissions"  # accepted queue submissions awaiting a reply when their job ends
+T_REJECTED = "rejectedsubmissions"  # queue submissions refused, with the reason: "{sub}|{rg}" / time-message id
 TABLES = (T_WORKSPACES, T_EXPERIMENTS, T_CLUSTERS, T_FILESERVERS, T_JOBS, T_SCHED, T_HEARTBEATS,
-          T_OPERATIONS)
+          T_OPERATIONS, T_SCORING_RUNS, T_SUBMISSIONS, T_REJECTED)
 
 # Queues (work and events). Messages are base64 text, as host.json's messageEncoding says.
 Q_KICKS = "schedule-kicks"  # {"cluster": cluster_key}: run a scheduling pass
@@ -36,6 +41,7 @@ NODE_QUEUE_PREFIX = "node-"  # one assignment queue per node: node-<node id>
 # Blob containers.
 C_OUTPUTS = "batchai-outputs"  # stdouterr and output directories with no mount
 C_TRIGGERS = "batchai-triggers"  # batch-scoring manifests
+SCORING_WORK_PREFIX = "bsr-"  # one work container per scoring job: bsr-<run hash>-<chunk>-<attempt>
 CONTAINERS = (C_OUTPUTS, C_TRIGGERS)
 
 
@@ -69,6 +75,7 @@ def queue(conn: str, name: str) -> QueueClient:
         conn, name,
         message_encode_policy=TextBase64EncodePolicy(),
         message_decode_policy=TextBase64DecodePolicy(),
+        raw_response_hook=queue_signals.response_hook(name),  # wakes listeners of this process
     )
 
 
@@ -101,8 +108,8 @@ def ensure_all(conn: str) -> None:
 def output_prefix(workspace: str, experiment: str, job: str, segment: str) -> str:
     """Where a job's stdouterr and output directories live in C_OUTPUTS when no mount holds them:
     ``{prefix}/stdouterr/stdout.txt`` (task 0; task i>0 writes ``stdout-{i}.txt``), likewise stderr,
-    ``{prefix}/outputs/{OUTPUT ID}/...`` for each output directory, ``{prefix}/prep/...`` for job
-    preparation output."""
+    ``{prefix}/outputs/{OUTPUT ID}/...`` for each output directory, and job preparation output
+    beside the task's in ``{prefix}/stdouterr/stdout-job_prep.txt`` (``-{i}`` for task i>0)."""
     return f"{workspace.lower()}/{experiment.lower()}/{job.lower()}/{segment}"
 
 

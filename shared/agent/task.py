@@ -168,7 +168,7 @@ class TaskRunner:
             files = {k: dirs.stdouterr / f"{k}-job_prep{suffix}.txt" for k in ("stdout", "stderr")}
             code, stop = self._run_streamed(runtime, supervisor, container, self._launch(
                 prep, dirs, env, files["stdout"], files["stderr"], f"{a.job_key}-{a.task_index}-prep"),
-                [(files[k], f"{prefix}/prep/{stream_name(k, a.task_index)}") for k in files])
+                [(files[k], f"{prefix}/stdouterr/{files[k].name}") for k in files])
             if stop is not None:
                 outcome.exit_code, outcome.stop_reason, outcome.error = code, stop.reason, stop.error
                 return

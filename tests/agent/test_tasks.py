@@ -93,7 +93,7 @@ def test_job_preparation_failure_is_reported_with_its_output(start_agent: Callab
     exited = events.wait(agent.node_id, "task-exited", a.assignment_id)
     assert exited["error"]["code"] == "JobPreparationFailed"
     assert "2" in exited["error"]["message"] and "prep-broke" in exited["error"]["message"]
-    assert "prep-broke" in (blob_text(agent.conn, f"{a.output_prefix}/prep/stderr.txt") or "")
+    assert "prep-broke" in (blob_text(agent.conn, f"{a.output_prefix}/stdouterr/stderr-job_prep.txt") or "")
     assert "main-ran" not in (blob_text(agent.conn, f"{a.output_prefix}/stdouterr/stdout.txt") or "")
 
 
