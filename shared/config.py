@@ -34,6 +34,7 @@ class Settings:
     heartbeat_timeout_s: float = 120.0  # a node silent this long is lost (local stack: 15)
     node_start_timeout_s: float = 1800.0  # starting/preparing longer than this: unusable
     on_azure: bool = False  # the node agent runs on an Azure VM (Scheduled Events via IMDS)
+    agent_poll_max_s: float = 1.0  # longest wait between polls of a node's queue (local stack: 0.1)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -51,6 +52,7 @@ class Settings:
             heartbeat_timeout_s=float(env.get("BATCHAI_HEARTBEAT_TIMEOUT_S", "120")),
             node_start_timeout_s=float(env.get("BATCHAI_NODE_START_TIMEOUT_S", "1800")),
             on_azure=env.get("BATCHAI_ON_AZURE", "").lower() in ("1", "true", "yes"),
+            agent_poll_max_s=float(env.get("BATCHAI_AGENT_POLL_MAX_S", "1.0")),
         )
 
 
@@ -96,6 +98,15 @@ class QuotaSettings:
     clusters: int = 20  # BATCHAI_QUOTA_CLUSTERS
     dedicated_cores: int = 600  # BATCHAI_QUOTA_DEDICATED_CORES
     lowpriority_cores: int = 150  # BATCHAI_QUOTA_LOWPRIORITY_CORES
+    # Per VM family limits ("standardNCFamily=24,standardNDSFamily=0"); a family not named gets the
+    # regional limit. BATCHAI_QUOTA_DEDICATED_FAMILY_CORES, BATCHAI_QUOTA_LOWPRIORITY_FAMILY_CORES.
+    dedicated_family_cores: dict[str, int] = field(default_factory=dict)
+    lowpriority_family_cores: dict[str, int] = field(default_factory=dict)
+
+    def family_limit(self, family: str, priority: str) -> int:
+        if priority == "lowpriority":
+            return self.lowpriority_family_cores.get(family, self.lowpriority_cores)
+        return self.dedicated_family_cores.get(family, self.dedicated_cores)
 
     @classmethod
     def from_env(cls) -> QuotaSettings:
@@ -104,4 +115,17 @@ class QuotaSettings:
             clusters=int(env.get("BATCHAI_QUOTA_CLUSTERS", "20")),
             dedicated_cores=int(env.get("BATCHAI_QUOTA_DEDICATED_CORES", "600")),
             lowpriority_cores=int(env.get("BATCHAI_QUOTA_LOWPRIORITY_CORES", "150")),
+            dedicated_family_cores=_limits(env.get("BATCHAI_QUOTA_DEDICATED_FAMILY_CORES", "")),
+            lowpriority_family_cores=_limits(env.get("BATCHAI_QUOTA_LOWPRIORITY_FAMILY_CORES", "")),
         )
+
+
+def _limits(text: str) -> dict[str, int]:
+    """"family=N,family=N" -> {family: N}; raises ValueError on a malformed entry."""
+    limits = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"not a family=limit entry: {part!r}")
+        limits[name.strip()] = int(value)
+    return limits

@@ -1,7 +1,10 @@
-"""What the Azure providers need to know about VM sizes: GPU families, and cores/memory by size.
+"""What the service needs to know about VM sizes: GPU families, cores/memory by size, and the
+quota family a size counts against (Standard_D1_v2 -> standardDv2Family).
 
 The table covers the sizes Batch AI users picked most; an unknown size falls back to its vCPU
-count when the name carries one (Standard_D8s_v3 -> 8) and 4 GiB per core.
+count when the name carries one (Standard_D8s_v3 -> 8) and 4 GiB per core. Quota families follow
+Azure's names: the series letters, `S` for premium-storage sizes, then the version
+(Standard_NC6s_v3 -> standardNCSv3Family, Standard_ND6s -> standardNDSFamily).
 """
 
 from __future__ import annotations
@@ -47,3 +50,33 @@ def size_info(vm_size: str) -> SizeInfo:
     match = re.match(r"(?:standard_|basic_)?[a-z]+?(\d+)", key)
     cores = int(match.group(1)) if match else 1
     return SizeInfo(cores, 4.0 * cores)
+
+
+#: The families Batch AI's usages always listed, with the names its usages used for them.
+LISTED_FAMILIES: dict[str, str] = {
+    "standardDFamily": "Standard D Family", "standardDv2Family": "Standard Dv2 Family",
+    "standardNCFamily": "Standard NC Family", "standardNCSv2Family": "Standard NCv2 Family",
+    "standardNCSv3Family": "Standard NCv3 Family", "standardNDSFamily": "Standard ND Family",
+    "standardNVFamily": "Standard NV Family",
+}
+
+_SIZE_NAME = re.compile(r"(?:standard_|basic_)?([a-z]+?)(\d+)([a-z]*)(?:_(.*))?$")
+
+
+def family(vm_size: str) -> str:
+    """The quota family of a size (Azure's `standard<Series>[S][vN]Family` names)."""
+    match = _SIZE_NAME.match(normalize(vm_size))
+    if not match:
+        return "standardOtherFamily"
+    series, _, modifiers, rest = match.groups()
+    version = next((p for p in (rest or "").split("_") if re.fullmatch(r"v\d+", p)), "")
+    premium = "S" if "s" in modifiers else ""
+    return f"standard{series.upper()}{premium}{version}Family"
+
+
+def family_display(family_id: str) -> str:
+    """The human name of a family: "Standard Dv2 Family" (Batch AI's own names where it had one)."""
+    if family_id in LISTED_FAMILIES:
+        return LISTED_FAMILIES[family_id]
+    core = family_id.removeprefix("standard").removesuffix("Family")
+    return f"Standard {core} Family"
