@@ -2,9 +2,10 @@
 
 import azure.functions as func
 
-from functions import clusters, scheduling
+from functions import clusters, scheduling, triggers
 from functions.http_api import api
 
 app = func.AsgiFunctionApp(app=api, http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(clusters.bp)
 app.register_functions(scheduling.bp)
+app.register_functions(triggers.bp)

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from functions.api import clusters, experiments, jobs, provider, workspaces
+from functions.api import clusters, experiments, jobs, provider, scoring, workspaces
 from functions.api.common import MAX_BODY_BYTES, settings, too_large
 from shared.adapters import auth
 from shared.domain.contract import API_VERSION
@@ -83,5 +83,5 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-for module in (provider, workspaces, experiments, clusters, jobs):
+for module in (provider, workspaces, experiments, clusters, jobs, scoring):
     api.include_router(module.router)

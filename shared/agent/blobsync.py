@@ -120,7 +120,8 @@ class BlobMount:
 
             def put(name: str = name, path: Path = path) -> str:
                 with open(path, "rb") as data:
-                    return str(self.container.upload_blob(name, data, overwrite=True, **NO_SDK_RETRY)["etag"])
+                    blob = self.container.get_blob_client(name)  # ContainerClient.upload_blob returns no etag
+                    return str(blob.upload_blob(data, overwrite=True, **NO_SDK_RETRY)["etag"])
             etag = with_retries(put, f"uploading {name} to a mounted container", self.give_up)
             manifest[name] = {"etag": etag, "stamp": _stamp(path)}
             uploaded += 1

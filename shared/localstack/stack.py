@@ -45,6 +45,7 @@ LOCAL_SETTINGS: dict[str, str] = {
     "BATCHAI_RECONCILE_SCHEDULE": "*/2 * * * * *",  # cluster reconciler and autoscaler (Azure: every minute)
     "BATCHAI_REAPER_SCHEDULE": "*/2 * * * * *",  # lost nodes, wall-clock limits (Azure: every minute)
     "BATCHAI_SAFETY_SCHEDULE": "*/5 * * * * *",  # scheduling safety pass
+    "BATCHAI_SCORING_SCHEDULE": "*/2 * * * * *",  # scoring runs and submission replies (Azure: every 10 s)
 }
 
 DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "https": 7071}

@@ -1,0 +1,64 @@
+"""Event triggers beyond HTTP: batch-scoring manifests (blob trigger), job submissions from other
+systems (queue trigger), and the timers that advance scoring runs and publish submission replies.
+
+Triggers only: parse the input, call one service. Transient errors propagate so that the host
+retries (blob: 5 tries then webjobs-blobtrigger-poison; queue: maxDequeueCount then the poison
+queue); refusals are recorded by the services and complete normally.
+
+- BATCHAI_SCORING_SCHEDULE: Azure "*/10 * * * * *" (every 10 s); local "*/2 * * * * *".
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+from shared.adapters import storage
+from shared.config import Settings
+from shared.services import scoring, submissions
+
+SCHEDULES: dict[str, dict[str, str]] = {
+    "BATCHAI_SCORING_SCHEDULE": {"azure": "*/10 * * * * *", "local": "*/2 * * * * *"},
+}
+
+bp = func.Blueprint()
+
+
+def _etag(blob: func.InputStream) -> str:
+    props = {k.lower(): v for k, v in (getattr(blob, "blob_properties", None) or {}).items()}
+    etag = props.get("etag") or props.get("versionid")
+    if not etag:
+        raise ValueError(f"the blob trigger gave no ETag for {blob.name}")
+    return str(etag)
+
+
+@bp.function_name("scoring_manifest")
+@bp.blob_trigger(arg_name="blob", path=storage.C_TRIGGERS + "/{workspace}/{name}.json",
+                 connection="AzureWebJobsStorage")
+def scoring_manifest(blob: func.InputStream) -> None:
+    name = (blob.name or "").removeprefix(storage.C_TRIGGERS + "/")
+    scoring.start_from_blob(Settings.from_env(), name, _etag(blob), blob.read(), datetime.now(UTC))
+
+
+@bp.function_name("job_submission")
+@bp.queue_trigger(arg_name="msg", queue_name=storage.Q_SUBMISSIONS, connection="AzureWebJobsStorage")
+def job_submission(msg: func.QueueMessage) -> None:
+    now = datetime.now(UTC)
+    delivery = submissions.Delivery(body=msg.get_body().decode("utf-8", errors="replace"), message_id=msg.id or "",
+                                    inserted=msg.insertion_time or now, dequeue_count=msg.dequeue_count or 1)
+    submissions.handle(Settings.from_env(), delivery, now)
+
+
+@bp.function_name("scoring_runs_tick")
+@bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_SCORING_SCHEDULE%", run_on_startup=False,
+                  use_monitor=False)
+def scoring_runs_tick(timer: func.TimerRequest) -> None:
+    scoring.reconcile_all(Settings.from_env(), datetime.now(UTC))
+
+
+@bp.function_name("submission_replies_tick")
+@bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_SCORING_SCHEDULE%", run_on_startup=False,
+                  use_monitor=False)
+def submission_replies_tick(timer: func.TimerRequest) -> None:
+    submissions.reconcile_replies(Settings.from_env(), datetime.now(UTC))

@@ -1,0 +1,398 @@
+"""Batch-scoring runs: started by a manifest blob, advanced by reconcile ticks. The only writer of
+run documents (table `scoringruns`: "{sub}|{rg}|{ws}" / run id) and of their active-run index
+(partition `ACTIVE`, one row per run that is not finished).
+
+Each tick loads a run, acts on the difference between its chunks and their jobs (create the jobs
+of unsubmitted chunks, settle the ones whose job ended, retry failed items within bounds), then
+saves the run with its ETag; on a conflict it re-reads and does it again. Every side effect is
+idempotent (jobs are created by derived name with the API's create-or-match, blobs are
+overwritten), so a doubled, late or repeated tick is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.adapters import scoring_blobs, storage
+from shared.adapters.resource_store import Doc, ResourceStore, StaleEtag
+from shared.config import Settings
+from shared.decisions import scoring as decide
+from shared.domain import resources, states
+from shared.domain import scoring as sc
+from shared.domain.errors import ApiError, not_found
+from shared.domain.keys import JobRef, WorkspaceRef
+from shared.services import jobs
+from shared.services.api_common import Page, Rendered, deleting, page_of, store, table_token
+
+ACTIVE = "~active"
+SAS_LIFETIME = timedelta(days=7)
+SAVE_ATTEMPTS = 10
+DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"  # the local stack's
+DEFAULT_RESOURCE_GROUP = "demo"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    workspace: WorkspaceRef
+    name: str
+
+    @property
+    def arm_id(self) -> str:
+        return f"{self.workspace.arm_id}/batchScoringRuns/{self.name}"
+
+    @property
+    def index_row(self) -> str:
+        return f"{self.workspace.child_pk}|{self.name.lower()}"
+
+    @classmethod
+    def from_index_row(cls, row: str) -> RunRef:
+        sub, rg, ws, name = row.split("|")
+        return cls(WorkspaceRef(sub, rg, ws), name)
+
+
+def defaults() -> tuple[str, str]:
+    """The subscription and resource group of a manifest that names none."""
+    return (os.environ.get("BATCHAI_DEFAULT_SUBSCRIPTION", DEFAULT_SUBSCRIPTION),
+            os.environ.get("BATCHAI_DEFAULT_RESOURCE_GROUP", DEFAULT_RESOURCE_GROUP))
+
+
+def _runs(settings: Settings) -> ResourceStore:
+    return store(settings, storage.T_SCORING_RUNS)
+
+
+def _new_run(ref: RunRef, path: sc.ManifestPath, etag: str, manifest: sc.Manifest | None, now: datetime,
+             error: str | None) -> dict[str, Any]:
+    t = resources.iso(now)
+    props: dict[str, Any] = {
+        "state": sc.RunState.PREPARING.value, "stateTransitionTime": t, "creationTime": t,
+        "manifest": {"container": storage.C_TRIGGERS, "blob": path.blob, "etag": etag},
+        "progress": decide.progress([]), "errors": []}
+    internal: dict[str, Any] = {"history": [], "chunks": [], "manifest": manifest.to_dict() if manifest else None}
+    if manifest is not None:
+        props.update(cluster={"id": manifest.cluster_arm_id}, experiment=manifest.experiment,
+                     input={"container": manifest.input_container, "prefix": manifest.input_prefix},
+                     output={"container": manifest.output_container, "prefix": manifest.output_prefix},
+                     itemsPerJob=manifest.items_per_job, errorThreshold=manifest.threshold.to_dict(),
+                     maxRetries=manifest.max_retries, hasFinalJob=manifest.final_job is not None)
+    doc = {"id": ref.arm_id, "name": ref.name, "type": sc.T_RUN, "properties": props, "internal": internal}
+    if error is not None:
+        _move(doc, sc.RunState.FAILED, error, now, code="InvalidManifest")
+    return doc
+
+
+def _move(data: dict[str, Any], target: sc.RunState, reason: str, now: datetime, code: str | None = None) -> None:
+    props = data["properties"]
+    data["internal"]["history"].append(sc.run_transition(props["state"], target, reason, now))
+    props["state"] = target.value
+    props["stateTransitionTime"] = resources.iso(now)
+    props["stateReason"] = reason
+    if target in sc.RUN_TERMINAL:
+        props["endTime"] = resources.iso(now)
+    if code is not None:
+        props["errors"].append({"code": code, "message": reason})
+
+
+def start_from_blob(settings: Settings, blob_name: str, etag: str, raw: bytes, now: datetime) -> RunRef:
+    """The run of one manifest blob version, recorded once (insert-if-absent) and advanced once.
+    A manifest that cannot run is recorded as a failed run with the reason."""
+    conn = settings.storage_connection_string
+    path = sc.ManifestPath.parse(blob_name)
+    name = sc.run_id(blob_name, etag)
+    sub, rg = defaults()
+    account, key = scoring_blobs.account(conn)
+    manifest: sc.Manifest | None = None
+    error: str | None = None
+    try:
+        manifest = sc.parse_manifest(raw, path, sub, rg, account, key)
+    except sc.ManifestError as e:
+        error = str(e)
+    ws = manifest.workspace if manifest else WorkspaceRef(sub, rg, path.workspace or "-")
+    ref = RunRef(ws, name)
+    if manifest is not None:
+        wdoc = store(settings, storage.T_WORKSPACES).get(ws.pk, ws.workspace.lower())
+        if wdoc is None or deleting(wdoc):
+            error = f"The workspace '{ws.workspace}' was not found in resource group '{ws.resource_group}'."
+    runs = _runs(settings)
+    if runs.get(ws.child_pk, name) is None:
+        if error is None:
+            runs.client.upsert_entity({"PartitionKey": ACTIVE, "RowKey": ref.index_row})
+        with contextlib.suppress(StaleEtag):  # another delivery of the same version recorded it first
+            runs.insert(ws.child_pk, name, _new_run(ref, path, etag, manifest, now, error))
+    advance(settings, ref, now)
+    return ref
+
+
+def reconcile_all(settings: Settings, now: datetime) -> int:
+    """Advance every active run; the number of runs looked at. One run's transient error does not
+    stop the others: the first error is raised after all were tried."""
+    runs = _runs(settings)
+    rows = [e["RowKey"] for e in runs.client.query_entities("PartitionKey eq @pk", parameters={"pk": ACTIVE})]
+    first: Exception | None = None
+    for row in rows:
+        try:
+            advance(settings, RunRef.from_index_row(row), now)
+        except Exception as e:  # raised below, after the other runs had their turn
+            first = first or e
+    if first is not None:
+        raise first
+    return len(rows)
+
+
+def advance(settings: Settings, ref: RunRef, now: datetime) -> str | None:
+    """One reconcile step of a run; its state afterwards (None: no such run)."""
+    runs = _runs(settings)
+    for _ in range(SAVE_ATTEMPTS):
+        doc = runs.get(ref.workspace.child_pk, ref.name.lower())
+        if doc is None:
+            runs.delete(ACTIVE, ref.index_row)
+            return None
+        data = copy.deepcopy(doc.data)
+        state = sc.RunState(data["properties"]["state"])
+        if state in sc.RUN_TERMINAL:
+            runs.delete(ACTIVE, ref.index_row)
+            return state.value
+        _Step(settings, ref, data, now).run()
+        if data == doc.data:
+            return state.value
+        try:
+            runs.replace(doc, data)
+        except StaleEtag:
+            continue
+        if sc.RunState(data["properties"]["state"]) in sc.RUN_TERMINAL:
+            runs.delete(ACTIVE, ref.index_row)
+        return str(data["properties"]["state"])
+    raise StaleEtag(f"scoring run {ref.name} kept changing")
+
+
+class _Step:
+    """Load-decide-apply for one run document (mutated in place)."""
+
+    def __init__(self, settings: Settings, ref: RunRef, data: dict[str, Any], now: datetime) -> None:
+        self.settings = settings
+        self.conn = settings.storage_connection_string
+        self.ref = ref
+        self.data = data
+        self.now = now
+        self.manifest = sc.Manifest.from_dict(data["internal"]["manifest"])
+        self.account, self.key = scoring_blobs.account(self.conn)
+
+    @property
+    def chunks(self) -> list[dict[str, Any]]:
+        return self.data["internal"]["chunks"]
+
+    def run(self) -> None:
+        state = sc.RunState(self.data["properties"]["state"])
+        if state == sc.RunState.PREPARING:
+            self._prepare()
+            state = sc.RunState(self.data["properties"]["state"])
+        if state == sc.RunState.SCORING:
+            self._score()
+        elif state == sc.RunState.FINALIZING:
+            self._finalize()
+
+    def _fail(self, reason: str, code: str) -> None:
+        _move(self.data, sc.RunState.FAILED, reason, self.now, code=code)
+
+    def _prepare(self) -> None:
+        m = self.manifest
+        names = scoring_blobs.list_inputs(self.conn, m.input_container, m.input_prefix, sc.MAX_ITEMS)
+        where = f"'{m.input_container}/{m.input_prefix}'"
+        if names is None:
+            return self._fail(f"The input container '{m.input_container}' does not exist.", "NoInputs")
+        if not names:
+            return self._fail(f"There are no input blobs under {where}.", "NoInputs")
+        if len(names) > sc.MAX_ITEMS:
+            return self._fail(f"More than {sc.MAX_ITEMS} input blobs under {where}; split the run.", "TooManyInputs")
+        self.data["internal"]["chunks"] = decide.new_chunks(names, m.items_per_job)
+        _move(self.data, sc.RunState.SCORING, f"{len(names)} items in {len(self.chunks)} jobs", self.now)
+        self._record_progress()
+
+    # Scoring jobs -------------------------------------------------------------------------------
+
+    def _job_ref(self, name: str) -> JobRef:
+        return self.manifest.workspace.experiment(self.manifest.experiment).job(name)
+
+    def _job_doc(self, name: str) -> Doc | None:
+        ref = self._job_ref(name)
+        return store(self.settings, storage.T_JOBS).get(ref.experiment.job_pk, name.lower())
+
+    def _create_job(self, name: str, container: str, template: dict[str, Any], items_doc: dict[str, Any]) -> None:
+        scoring_blobs.write_items(self.conn, container, items_doc, sc.ITEMS_FILE)
+        props = sc.job_properties(self.manifest, template, container, self.account, self.key)
+        jobs.create(self.settings, self._job_ref(name), {"properties": props})
+
+    def _submit(self, chunk: dict[str, Any]) -> None:
+        run, m = self.ref.name, self.manifest
+        name = sc.chunk_job_name(run, chunk["index"], chunk["attempt"])
+        expires = self.now + SAS_LIFETIME
+        items = [{"name": item, "url": scoring_blobs.read_url(self.conn, m.input_container, item, expires)}
+                 for item in chunk["todo"]]
+        self._create_job(name, sc.work_container(run, chunk["index"], chunk["attempt"]), m.job_template,
+                         {"kind": "chunk", "run": run, "job": name, "chunk": chunk["index"],
+                          "attempt": chunk["attempt"], "items": items, "resultsFile": sc.RESULTS_FILE,
+                          "outputDir": sc.OUTPUTS_DIR})
+        chunk["submitted"] = True
+
+    def _copy_outputs(self, container: str) -> dict[str, str]:
+        """Copy the job's outputs/ to the output container; relative path -> destination blob name."""
+        m = self.manifest
+        prefix = f"{sc.OUTPUTS_DIR}/"
+        names = scoring_blobs.list_names(self.conn, container, prefix)
+        mapping = {n[len(prefix):]: f"{m.output_prefix}{n[len(prefix):]}" for n in names}
+        scoring_blobs.copy_blobs(self.conn, container, [(prefix + rel, dest) for rel, dest in mapping.items()],
+                                 m.output_container, self.now + timedelta(hours=1))
+        return mapping
+
+    def _attempt_end(self, job: Doc | None, container: str) -> tuple[decide.AttemptEnd, dict[str, str]]:
+        """How the job's attempt ended, and its outputs copied (relative path -> destination blob)."""
+        if job is None:
+            return decide.AttemptEnd(False, "the job was deleted before it ended", None), {}
+        internal = job.data["internal"]
+        ok = internal.get("phase") == states.JobPhase.SUCCEEDED
+        rendered = resources.render_job(job.data)["properties"].get("executionInfo") or {}
+        error = None
+        if not ok:
+            errors = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in rendered.get("errors") or [])
+            error = f"job {job.data['name']} failed (exit code {rendered.get('exitCode')})" + \
+                (f": {errors}" if errors else "")
+        results = sc.parse_results(scoring_blobs.read_blob(self.conn, container, sc.RESULTS_FILE))
+        mapping = self._copy_outputs(container)
+        outputs = {item: [mapping.get(rel, f"{self.manifest.output_prefix}{rel}") for rel in r.outputs]
+                   for item, r in (results or {}).items()}
+        return decide.AttemptEnd(ok, error, results, outputs), mapping
+
+    def _score(self) -> None:
+        for i, chunk in enumerate(self.chunks):
+            if chunk["done"]:
+                continue
+            if not chunk["submitted"]:
+                try:
+                    self._submit(chunk)
+                except ApiError as e:
+                    if e.status >= 500:
+                        raise
+                    return self._end_failed(f"The job template was refused for job "
+                                            f"{sc.chunk_job_name(self.ref.name, chunk['index'], chunk['attempt'])}: "
+                                            f"{e.message}", "JobRejected")
+                continue
+            name = sc.chunk_job_name(self.ref.name, chunk["index"], chunk["attempt"])
+            job = self._job_doc(name)
+            if job is not None and states.JobPhase(job.data["internal"].get("phase")) not in states.JOB_TERMINAL:
+                continue
+            end, _ = self._attempt_end(job, sc.work_container(self.ref.name, chunk["index"], chunk["attempt"]))
+            self.chunks[i] = decide.settle_attempt(chunk, end, self.manifest.max_retries)
+            if not self.chunks[i]["done"]:
+                self._submit(self.chunks[i])
+        self._record_progress()
+        verdict = decide.scoring_verdict(self.chunks, self.manifest.threshold)
+        if verdict.kind == "fail":
+            return self._end_failed(verdict.reason, "ErrorThresholdExceeded")
+        if verdict.kind == "scored":
+            if self.manifest.final_job is None:
+                _move(self.data, sc.RunState.SUCCEEDED, verdict.reason, self.now)
+                self._write_summary()
+                return self._cleanup()
+            self._write_summary()
+            try:
+                self._submit_final()
+            except ApiError as e:
+                if e.status >= 500:
+                    raise
+                self._fail(f"The final job was refused: {e.message}", "JobRejected")
+                return self._write_summary()
+            _move(self.data, sc.RunState.FINALIZING, verdict.reason + " Running the final job.", self.now)
+
+    def _end_failed(self, reason: str, code: str) -> None:
+        """Stop the jobs still running, write the summary, fail the run."""
+        for chunk in self.chunks:
+            if chunk["submitted"] and not chunk["done"]:
+                name = sc.chunk_job_name(self.ref.name, chunk["index"], chunk["attempt"])
+                job = self._job_doc(name)
+                if job is not None and states.JobPhase(job.data["internal"]["phase"]) not in states.JOB_TERMINAL:
+                    jobs.terminate(self.settings, self._job_ref(name))
+        self._record_progress()
+        self._fail(reason, code)
+        self._write_summary(reason)
+
+    def _record_progress(self) -> None:
+        running = sum(1 for c in self.chunks if c["submitted"] and not c["done"])
+        self.data["properties"]["progress"] = decide.progress(self.chunks, running)
+
+    # Summary and final job ------------------------------------------------------------------------
+
+    def _summary(self, reason: str | None = None) -> dict[str, Any]:
+        props = self.data["properties"]
+        return {"run": self.ref.arm_id, "name": self.ref.name, "manifest": props["manifest"],
+                "state": props["state"], "reason": reason or props.get("stateReason"),
+                "progress": props["progress"], "output": props.get("output"),
+                "finalJob": props.get("finalJob"), "items": decide.summary(self.chunks)}
+
+    def _write_summary(self, reason: str | None = None) -> None:
+        m = self.manifest
+        blob = sc.summary_blob(m, self.ref.name)
+        scoring_blobs.write_json(self.conn, m.output_container, blob, self._summary(reason))
+        self.data["properties"]["summary"] = {"container": m.output_container, "blob": blob}
+
+    def _submit_final(self) -> None:
+        run, m = self.ref.name, self.manifest
+        name = sc.final_job_name(run)
+        expires = self.now + SAS_LIFETIME
+        rows = decide.summary(self.chunks)
+        for row in rows:
+            row["outputs"] = [{"name": o, "url": scoring_blobs.read_url(self.conn, m.output_container, o, expires)}
+                              for o in row.get("outputs") or []]
+        assert m.final_job is not None
+        self._create_job(name, sc.work_container(run, None), m.final_job,
+                         {"kind": "final", "run": run, "job": name, "items": rows, "resultsFile": sc.RESULTS_FILE,
+                          "outputDir": sc.OUTPUTS_DIR})
+        self.data["properties"]["finalJob"] = {"name": name, "state": "queued"}
+
+    def _finalize(self) -> None:
+        name = sc.final_job_name(self.ref.name)
+        job = self._job_doc(name)
+        if job is not None and states.JobPhase(job.data["internal"].get("phase")) not in states.JOB_TERMINAL:
+            self.data["properties"]["finalJob"]["state"] = resources.render_job(job.data)["properties"][
+                "executionState"]
+            return
+        end, outputs = self._attempt_end(job, sc.work_container(self.ref.name, None))
+        self.data["properties"]["finalJob"] = {"name": name, "state": "succeeded" if end.job_succeeded else "failed",
+                                               "outputs": sorted(outputs.values())}
+        if end.job_succeeded:
+            _move(self.data, sc.RunState.SUCCEEDED, "Scoring and the final job succeeded.", self.now)
+            self._write_summary()
+            self._cleanup()
+        else:
+            reason = f"The final job failed: {end.job_error}"
+            self._fail(reason, "FinalJobFailed")
+            self._write_summary(reason)
+
+    def _cleanup(self) -> None:
+        """The work containers of a run that succeeded (a failed run keeps them for inspection)."""
+        for chunk in self.chunks:
+            for attempt in range(1, chunk["attempt"] + 1):
+                scoring_blobs.delete_container(self.conn, sc.work_container(self.ref.name, chunk["index"], attempt))
+        if self.manifest.final_job is not None:
+            scoring_blobs.delete_container(self.conn, sc.work_container(self.ref.name, None))
+
+
+# Reading runs (the API) -----------------------------------------------------------------------------
+
+def render(doc: Doc) -> dict[str, Any]:
+    return resources.redact({k: v for k, v in doc.data.items() if k != "internal"})
+
+
+def get(settings: Settings, ref: RunRef) -> Rendered:
+    doc = _runs(settings).get(ref.workspace.child_pk, ref.name.lower())
+    if doc is None:
+        raise not_found("batch scoring run", ref.name)
+    return Rendered(render(doc), doc.etag)
+
+
+def list_by_workspace(settings: Settings, ws: WorkspaceRef, size: int, token: str | None) -> Page:
+    docs, nxt = _runs(settings).page(ws.child_pk, size, table_token(token))
+    return page_of(docs, nxt, render)

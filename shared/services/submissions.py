@@ -1,0 +1,218 @@
+"""Job submissions from other systems (queue `job-submissions`): create the job as the API would,
+record refusals, and publish outcomes to the submitter's reply queue.
+
+Owns the tables `rejectedsubmissions` (one row per refused message: "{sub}|{rg}" / "{inserted}-{message
+id}") and `submissions` (one row per accepted submission that asked for replies, until its job's
+end was published: job partition / job name).
+
+A message is JSON: a JobCreateParameters body (``properties``) plus ``workspace``, ``experiment``,
+``jobName`` (or ``name``), optional ``subscriptionId``, ``resourceGroup``, ``replyTo`` (a queue in
+the service's storage account) and ``correlationId``. The job is created by `jobs.create`, so the
+same validation applies and a redelivered message finds the job it created (create-or-match by name).
+Refusals (the caller's fault: bad JSON, unknown workspace, invalid job) are permanent: recorded and
+the message completes. Anything else raises, and the queue retries it (poison after 5 tries).
+Replies are at-least-once: a crash between sending and recording may send one twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from shared.adapters import storage
+from shared.adapters.resource_store import encode_token
+from shared.config import Settings
+from shared.domain import resources, states, validation
+from shared.domain.errors import ApiError
+from shared.domain.keys import PROVIDER, JobRef, WorkspaceRef
+from shared.services import jobs
+from shared.services.api_common import Page, store, table_token
+from shared.services.scoring import defaults
+
+QUEUE_NAME_RE = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+MAX_RECORDED_BODY = 30_000
+T_REJECTED_TYPE = f"{PROVIDER}/rejectedSubmissions"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery of a queue message, as the trigger saw it."""
+    body: str
+    message_id: str
+    inserted: datetime
+    dequeue_count: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    accepted: bool
+    job: JobRef | None = None
+    reason: str | None = None
+
+
+class Refused(Exception):
+    def __init__(self, code: str, message: str, target: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.target = code, message, target
+
+
+def _field(d: dict[str, Any], *names: str) -> str:
+    for name in names:
+        value = d.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    raise Refused("MissingField", f"The message has no '{names[0]}'.", names[0])
+
+
+def _job_ref(d: dict[str, Any]) -> JobRef:
+    sub, rg = defaults()
+    ws = WorkspaceRef(str(d.get("subscriptionId") or sub), str(d.get("resourceGroup") or rg), _field(d, "workspace"))
+    ref = ws.experiment(_field(d, "experiment")).job(_field(d, "jobName", "name"))
+    try:
+        validation.check_name("resourceGroup", ws.resource_group)
+        validation.check_name("workspace", ws.workspace)
+        validation.check_name("experiment", ref.experiment.name)
+        validation.check_name("jobName", ref.name)
+    except ApiError as e:
+        raise Refused(e.code, e.message, e.target) from e
+    return ref
+
+
+def _reply_to(d: dict[str, Any]) -> str | None:
+    value = d.get("replyTo")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not QUEUE_NAME_RE.match(value):
+        raise Refused("InvalidReplyQueue", f"'replyTo' is not a valid queue name: {value!r}.", "replyTo")
+    return value
+
+
+def send_reply(settings: Settings, queue: str, reply: dict[str, Any]) -> None:
+    storage.ensure_queue(settings.storage_connection_string, queue).send_message(json.dumps(reply))
+
+
+def _job_info(ref: JobRef) -> dict[str, str]:
+    ws = ref.experiment.workspace
+    return {"id": ref.arm_id, "workspace": ws.workspace, "experiment": ref.experiment.name, "name": ref.name}
+
+
+def handle(settings: Settings, delivery: Delivery, now: datetime) -> Outcome:
+    """Create the submitted job, or record why not. Raises only on transient failures."""
+    d: dict[str, Any] = {}
+    reply_to: str | None = None
+    ref: JobRef | None = None
+    try:
+        try:
+            parsed = json.loads(delivery.body)
+        except ValueError as e:
+            raise Refused("InvalidJson", f"The message is not valid JSON: {e}.") from e
+        if not isinstance(parsed, dict):
+            raise Refused("InvalidJson", "The message must be a JSON object.")
+        d = parsed
+        reply_to = _reply_to(d)
+        ref = _job_ref(d)
+        body = {"properties": d.get("properties")} if "properties" in d else d.get("job")
+        try:
+            jobs.create(settings, ref, body)
+        except ApiError as e:
+            if e.status >= 500:
+                raise
+            raise Refused(e.code, e.message, e.target) from e
+    except Refused as r:
+        _record_rejection(settings, delivery, d, ref, r, now)
+        if reply_to:
+            send_reply(settings, reply_to, {"outcome": "rejected", "correlationId": d.get("correlationId"),
+                                            "job": _job_info(ref) if ref else None,
+                                            "reason": {"code": r.code, "message": r.message},
+                                            "at": resources.iso(now)})
+        return Outcome(False, ref, r.message)
+    if reply_to:
+        _accepted(settings, ref, reply_to, d.get("correlationId"), now)
+    return Outcome(True, ref)
+
+
+def _record_rejection(settings: Settings, delivery: Delivery, d: dict[str, Any], ref: JobRef | None, r: Refused,
+                      now: datetime) -> None:
+    sub, rg = defaults()
+    ws = ref.experiment.workspace if ref else WorkspaceRef(str(d.get("subscriptionId") or sub),
+                                                           str(d.get("resourceGroup") or rg), "-")
+    row = f"{delivery.inserted.strftime('%Y%m%dT%H%M%S%fZ')}-{delivery.message_id}"
+    storage.table(settings.storage_connection_string, storage.T_REJECTED).upsert_entity({
+        "PartitionKey": ws.pk, "RowKey": row, "code": r.code, "message": r.message, "target": r.target or "",
+        "messageId": delivery.message_id, "insertionTime": resources.iso(delivery.inserted),
+        "dequeueCount": delivery.dequeue_count, "recordedAt": resources.iso(now),
+        "workspace": str(d.get("workspace") or ""), "experiment": str(d.get("experiment") or ""),
+        "jobName": str(d.get("jobName") or d.get("name") or ""), "correlationId": str(d.get("correlationId") or ""),
+        "replyTo": str(d.get("replyTo") or ""), "body": delivery.body[:MAX_RECORDED_BODY]})
+
+
+def _accepted(settings: Settings, ref: JobRef, reply_to: str, correlation: Any, now: datetime) -> None:
+    """Remember the submission for its finished reply, and send the accepted reply once it is remembered."""
+    table = storage.table(settings.storage_connection_string, storage.T_SUBMISSIONS)
+    pk, rk = ref.experiment.job_pk, ref.name.lower()
+    with contextlib.suppress(ResourceExistsError):
+        table.create_entity({"PartitionKey": pk, "RowKey": rk, "replyTo": reply_to,
+                             "correlationId": json.dumps(correlation), "acceptedSent": False})
+    row = table.get_entity(pk, rk)
+    if row.get("acceptedSent"):
+        return
+    send_reply(settings, reply_to, {"outcome": "accepted", "correlationId": correlation, "job": _job_info(ref),
+                                    "at": resources.iso(now)})
+    row["acceptedSent"] = True
+    table.update_entity(row, mode=UpdateMode.MERGE, etag=row.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified)
+
+
+def reconcile_replies(settings: Settings, now: datetime) -> int:
+    """Publish the finished reply of every remembered submission whose job ended; the number sent."""
+    table = storage.table(settings.storage_connection_string, storage.T_SUBMISSIONS)
+    sent = 0
+    for row in list(table.list_entities()):
+        ref = JobRef.from_key(f"{row['PartitionKey']}|{row['RowKey']}")
+        doc = store(settings, storage.T_JOBS).get(ref.experiment.job_pk, ref.name.lower())
+        reply: dict[str, Any] = {"outcome": "finished", "correlationId": json.loads(row["correlationId"]),
+                                 "job": _job_info(ref), "at": resources.iso(now)}
+        if doc is None:
+            reply["executionState"] = "deleted"
+        elif states.JobPhase(doc.data["internal"].get("phase")) in states.JOB_TERMINAL:
+            props = resources.render_job(doc.data)["properties"]
+            info = props.get("executionInfo") or {}
+            reply.update(executionState=props["executionState"], exitCode=info.get("exitCode"),
+                         errors=info.get("errors") or [])
+        else:
+            continue
+        if not row.get("acceptedSent"):
+            continue  # the accepted reply goes first (the message handler is still on it)
+        send_reply(settings, row["replyTo"], reply)
+        with contextlib.suppress(ResourceNotFoundError):
+            table.delete_entity(row["PartitionKey"], row["RowKey"], etag=row.metadata["etag"],
+                                match_condition=MatchConditions.IfNotModified)
+        sent += 1
+    return sent
+
+
+def _render_rejection(e: Any) -> dict[str, Any]:
+    sub, rg = e["PartitionKey"].split("|")
+    props = {k: e.get(k) for k in ("code", "message", "target", "messageId", "insertionTime", "dequeueCount",
+                                   "recordedAt", "workspace", "experiment", "jobName", "correlationId", "replyTo",
+                                   "body")}
+    return {"id": f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{PROVIDER}/rejectedSubmissions/{e['RowKey']}",
+            "name": e["RowKey"], "type": T_REJECTED_TYPE, "properties": props}
+
+
+def list_rejected(settings: Settings, subscription: str, resource_group: str, size: int,
+                  token: str | None) -> Page:
+    pk = WorkspaceRef(subscription, resource_group, "-").pk
+    pages = storage.table(settings.storage_connection_string, storage.T_REJECTED).query_entities(
+        "PartitionKey eq @pk", parameters={"pk": pk}, results_per_page=size).by_page(
+        continuation_token=table_token(token))
+    items = [_render_rejection(e) for e in next(pages)]
+    return Page(items, encode_token(pages.continuation_token))
