@@ -125,6 +125,11 @@ module functionApp 'modules/functionapp.bicep' = {
       BATCHAI_SSH_PUBLIC_KEY: nodeSshPublicKey
       BATCHAI_AGENT_PACKAGE: agentPackage
       BATCHAI_STORAGE_ACCOUNT: storage.outputs.name
+      // Timer schedules (six-field NCRONTAB) the functions resolve from app settings.
+      BATCHAI_RECONCILE_SCHEDULE: '0 */1 * * * *'
+      BATCHAI_REAPER_SCHEDULE: '30 */1 * * * *'
+      BATCHAI_SAFETY_SCHEDULE: '0 */1 * * * *'
+      BATCHAI_SCORING_SCHEDULE: '*/10 * * * * *'
     }
   }
 }
