@@ -20,6 +20,7 @@ import azure.functions as func
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
+from shared.adapters import queue_signals
 from shared.localhost.hostjson import resolve_settings
 
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
@@ -147,3 +148,4 @@ def send_text(conn: str, queue_name: str, text: str, encoding: str) -> None:
         with contextlib.suppress(ResourceExistsError):
             client.create_queue()
         client.send_message(encode_message(text, encoding))
+    queue_signals.message_sent(queue_name)

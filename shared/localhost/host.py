@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import uvicorn
 
+from shared.adapters import queue_signals
 from shared.localhost.bindings import FunctionSpec, connection_string
 from shared.localhost.blobs import DEFAULT_SCAN_INTERVAL_S, BlobScanner
 from shared.localhost.hostjson import HostConfig
@@ -144,6 +145,8 @@ class Host:
                 await asyncio.sleep(0.02)
             log.info("HTTPS on https://%s:%d (%d HTTP functions)", self.options.bind, self.port, len(self.http))
         runners = self.runners(invoker)
+        observer = _queue_observer([r for _, r in runners if isinstance(r, QueueListener)])
+        queue_signals.subscribe(observer)
         tasks = [asyncio.create_task(_supervise(name, r.run, stop)) for name, r in runners]
         log.info("Host '%s' started: %d functions", self.host_id, len(self.http) + len(self.specs))
         if on_ready:
@@ -151,6 +154,7 @@ class Host:
         await stop.wait()
         log.info("Stopping: no new work; waiting up to %.0f s for running functions", self.options.shutdown_grace_s)
         await asyncio.wait(tasks, timeout=self.options.shutdown_grace_s)
+        queue_signals.unsubscribe(observer)
         for _, r in runners:
             drain = getattr(r, "drain", None)
             if drain:
@@ -167,6 +171,18 @@ class Host:
         if getattr(self.app, "startup_task_done", False):
             await self.app.middleware.notify_shutdown()
             self.app.startup_task_done = False
+
+
+def _queue_observer(listeners: list[QueueListener]) -> Callable[[str], None]:
+    """Wake the listeners of a queue this process just wrote to."""
+    by_queue: dict[str, list[QueueListener]] = {}
+    for listener in listeners:
+        by_queue.setdefault(listener.queue_name, []).append(listener)
+
+    def observe(queue_name: str) -> None:
+        for listener in by_queue.get(queue_name.lower(), ()):
+            listener.notify()
+    return observe
 
 
 def _type(fn: Any) -> str:

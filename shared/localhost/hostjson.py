@@ -1,5 +1,7 @@
 """host.json for the local trigger host: the queue extension's options and the HTTP route prefix,
-with the Functions host's defaults, and `%NAME%` app-setting resolution in binding properties."""
+with the Functions host's defaults, `%NAME%` app-setting resolution in binding properties, and
+app settings that override host.json values as on the Functions host
+(`AzureFunctionsJobHost__extensions__queues__maxPollingInterval=00:00:00.2`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d+))?$")
 _SETTING = re.compile(r"%([^%]+)%")
+OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
 
 
 def parse_timespan(value: str | int | float) -> float:
@@ -37,6 +40,25 @@ def resolve_settings(value: str, env: dict[str, str] | None = None) -> str:
         return source[name]
 
     return _SETTING.sub(lookup, value)
+
+
+def with_overrides(data: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """host.json with the `AzureFunctionsJobHost__a__b` app settings applied (keys match without case)."""
+    source = os.environ if env is None else env
+    out: dict[str, Any] = json.loads(json.dumps(data))
+    for name, value in sorted(source.items()):
+        if not name.lower().startswith(OVERRIDE_PREFIX.lower()):
+            continue
+        path = [p for p in name[len(OVERRIDE_PREFIX):].split("__") if p]
+        node = out
+        for part in path[:-1]:
+            key = next((k for k in node if k.lower() == part.lower()), part)
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        if path:
+            node[next((k for k in node if k.lower() == path[-1].lower()), path[-1])] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -75,7 +97,7 @@ class HostConfig:
 
     @classmethod
     def load(cls, path: Path | None, cores: int | None = None) -> HostConfig:
-        data: dict[str, Any] = json.loads(path.read_text()) if path and path.exists() else {}
+        data = with_overrides(json.loads(path.read_text()) if path and path.exists() else {})
         ext = data.get("extensions") or {}
         timeout = data.get("functionTimeout")
         return cls(

@@ -1,5 +1,7 @@
 """Queue triggers on the local trigger host, with the storage extension's semantics: polling that
 backs off from 100 ms (doubling, x0.8..1.2 jitter) to maxPollingInterval and resets on a message;
+a poll at once when this host itself put a message on the queue (`notify`, as the Functions host's
+shared queue watcher does);
 batchSize and newBatchThreshold; messages held with a renewed visibility lease while the function
 runs; deleted on success; released after host.json's visibilityTimeout on failure; moved to
 `<queue>-poison` with their original content after maxDequeueCount attempts."""
@@ -60,11 +62,29 @@ class QueueListener:
         self._conn = spec.connection
         self._client: QueueClient = raw_queue(self._conn, self.queue_name)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    def notify(self) -> None:
+        """A message was just put on this queue by this process: poll now (any thread)."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
+
+    async def _sleep(self, stop: asyncio.Event, delay: float) -> None:
+        """Wait `delay`, or less when stopped or notified."""
+        assert self._wake is not None
+        waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
+        _, pending = await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        for w in pending:
+            w.cancel()
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = MIN_POLL_S
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         log.info("Listening to queue '%s' for '%s'", self.queue_name, self.spec.name)
         while not stop.is_set():
+            self._wake.clear()
             if len(self._in_flight) > self.options.new_batch_threshold:
                 await self._wait_any(stop)
                 continue
@@ -80,9 +100,9 @@ class QueueListener:
                     self._in_flight.add(task)
                     task.add_done_callback(self._in_flight.discard)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = next_delay(delay, self.options.max_polling_interval_s, self.rng)
+            await self._sleep(stop, delay)
+            if not self._wake.is_set():
+                delay = next_delay(delay, self.options.max_polling_interval_s, self.rng)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for running invocations after `stop`; unfinished messages reappear after their lease."""
