@@ -46,6 +46,10 @@ LOCAL_SETTINGS: dict[str, str] = {
     "BATCHAI_REAPER_SCHEDULE": "*/2 * * * * *",  # lost nodes, wall-clock limits (Azure: every minute)
     "BATCHAI_SAFETY_SCHEDULE": "*/5 * * * * *",  # scheduling safety pass
     "BATCHAI_SCORING_SCHEDULE": "*/2 * * * * *",  # scoring runs and submission replies (Azure: every 10 s)
+    # Queue polling: the trigger host's longest wait between polls of an empty queue (host.json,
+    # Azure: 2 s) and the node agents' (Azure: 1 s). Every process polls Azurite on this machine.
+    "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.2",
+    "BATCHAI_AGENT_POLL_MAX_S": "0.1",
 }
 
 DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "https": 7071}
