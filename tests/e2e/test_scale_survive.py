@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from azure.mgmt.batchai import BatchAI, models
 
@@ -37,10 +38,10 @@ def s(stack: Stack) -> Stack:
 
 
 def runs_script(runs: Path, finish_from_run: int) -> str:
-    """A job command that records each run in `runs`; run number `finish_from_run` (0-based) and
-    later exit 0 at once, earlier runs wait (at most 2 min) for `runs/stop` and then exit 0."""
+    """A job command that records each run (its pid in `runs/run<n>`); run number `finish_from_run`
+    (0-based) and later exit 0 at once, earlier runs wait (at most 2 min) for `runs/stop`, then exit 0."""
     runs.mkdir(parents=True, exist_ok=True)
-    return (f'd="{runs}"; n=$(ls "$d" | grep -c "^run"); touch "$d/run$n"; echo "run $n"; '
+    return (f'd="{runs}"; n=$(ls "$d" | grep -c "^run"); echo $$ > "$d/run$n"; echo "run $n"; '
             f'if [ "$n" -ge {finish_from_run} ]; then exit 0; fi; '
             f'for i in $(seq 600); do [ -e "$d/stop" ] && exit 0; sleep 0.2; done; exit 9')
 
@@ -79,6 +80,13 @@ def cluster_nodes(s: Stack, ws: str, cluster: str) -> set[str]:
 def agent_pid(s: Stack, node_id: str) -> int:
     record = json.loads((Path(s.endpoint["state_dir"]) / "nodes" / node_id / "instance.json").read_text())
     return int(record["pid"])
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def errors_of(j: models.Job) -> list[models.BatchAIError]:
@@ -182,7 +190,9 @@ def test_killed_agent_job_is_requeued_and_succeeds_on_another_node(s: Stack, tmp
         lost = [e for e in errors_of(j) if e.code == "NodeLost"]
         assert len(lost) == 1 and first[0] in lost[0].message, [(e.code, e.message) for e in errors_of(j)]
         assert sorted(p.name for p in runs.iterdir()) == ["run0", "run1"]
-        assert first[0] not in cluster_nodes(s, WS, "kill")  # the lost node is gone
+        assert first[0] not in cluster_nodes(s, WS, "kill")  # the lost node is gone, with its processes
+        orphan = int((runs / "run0").read_text())
+        wait_until(lambda: process_gone(orphan), 30, what="the task the killed agent left to be ended")
         wait_until(lambda: s.client.clusters.get(s.rg, WS, "kill").node_state_counts.idle_node_count == 2, 60,
                    what="the killed node to be replaced")
     finally:

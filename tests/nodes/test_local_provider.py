@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,27 @@ def test_delete_cluster_and_stop_all(provider: LocalProvider):
     assert len(live(provider, "s|rg|ws|prov7")) == 1
     assert stop_all(provider.state_dir, grace_s=2.0) == 1
     assert provider.list_instances("s|rg|ws|prov7") == []
+
+
+def test_removing_a_dead_node_ends_the_processes_it_left(provider: LocalProvider, tmp_path: Path):
+    key = "s|rg|ws|prov6"
+    provider.reconcile(spec(key), 1)
+    (node_id,) = live(provider, key)
+    workdir = provider.state_dir / "nodes" / node_id
+    loop = ["sleep", "120"]
+    task = subprocess.Popen(loop, start_new_session=True, env={
+        **os.environ, "AZ_BATCHAI_JOB_MOUNT_ROOT": str(workdir / "jobs" / "a1" / "mounts")})
+    other = subprocess.Popen(loop, start_new_session=True, env={  # another node's task: same prefix, not it
+        **os.environ, "AZ_BATCHAI_MOUNT_ROOT": f"{workdir}0/mounts"})
+    try:
+        pid = json.loads((workdir / "instance.json").read_text())["pid"]
+        os.kill(pid, signal.SIGKILL)  # the agent dies; its task (own session) lives on
+        wait_until(lambda: [i.state for i in provider.list_instances(key)] == ["failed"])
+        assert task.poll() is None
+        provider.reconcile(spec(key), 0, remove=[node_id])
+        assert task.wait(timeout=10) == -signal.SIGKILL
+        assert other.poll() is None
+    finally:
+        for proc in (task, other):
+            proc.kill()
+            proc.wait()

@@ -8,7 +8,9 @@ record is the provider's observation of what it started, not a coordination mech
 Agents are children of the calling process (the trigger host) in its session and process group,
 so stopping the stack's process group stops them too; `stop_all` stops them explicitly. Removal
 never blocks: it sends `Leave` on the node's queue, then a background timer sends SIGTERM and,
-after the grace, SIGKILL; later observations finish what a dead host left half done.
+after the grace, SIGKILL; later observations finish what a dead host left half done. Once the
+agent is gone, the processes it left (tasks run in their own sessions) are killed, as a deleted
+VM's would be.
 Low-priority clusters behave as dedicated ones here; `preempt` simulates an eviction notice.
 """
 
@@ -181,9 +183,10 @@ class LocalProvider:
         return Instance(node_id, "failed", "127.0.0.1", detail + f" (log: {self._dir(node_id) / 'agent.log'})")
 
     def _finish(self, node_id: str, record: dict[str, Any]) -> None:
-        """The process is gone: retire its record and its queue."""
+        """The process is gone: end what it left running, retire its record and its queue."""
         _children.pop(record["pid"], None)
         workdir = self._dir(node_id)
+        kill_leftovers(workdir)
         with contextlib.suppress(FileNotFoundError):
             os.replace(workdir / RECORD, workdir / REMOVED)
         with contextlib.suppress(ResourceNotFoundError):
@@ -207,6 +210,22 @@ def stop_all(state_dir: Path, grace_s: float = 10.0) -> int:
         with contextlib.suppress(FileNotFoundError):
             os.replace(workdir / RECORD, workdir / REMOVED)
     return len(records)
+
+
+def kill_leftovers(workdir: Path) -> list[int]:
+    """SIGKILL the processes a node left behind (tasks of an agent that died, daemons of its setup
+    task): those whose $AZ_BATCHAI_MOUNT_ROOT or $AZ_BATCHAI_JOB_MOUNT_ROOT lies in the node's
+    directory. A deleted VM takes its processes with it; a deleted local instance does the same."""
+    roots = {str(workdir) + os.sep, str(workdir.resolve()) + os.sep}
+    killed = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            env = proc.environ()
+            if any(env.get(name, "").startswith(tuple(roots))
+                   for name in ("AZ_BATCHAI_MOUNT_ROOT", "AZ_BATCHAI_JOB_MOUNT_ROOT")):
+                proc.kill()
+                killed.append(proc.pid)
+    return killed
 
 
 def _stop_later(record: dict[str, Any], leave_wait_s: float, grace_s: float) -> None:
