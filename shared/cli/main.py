@@ -12,7 +12,7 @@ import typer
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from typer.core import TyperGroup
 
-from shared.cli import clusters, experiments, jobs, nodes, stack, workspaces
+from shared.cli import clusters, experiments, jobs, nodes, scoring, stack, workspaces
 from shared.cli.context import ENDPOINT_ENV, STATE_DIR_ENV, CliError, Session
 from shared.cli.output import err_console
 
@@ -55,6 +55,7 @@ app.add_typer(clusters.app, name="cluster")
 app.add_typer(experiments.app, name="experiment")
 app.add_typer(jobs.app, name="job")
 app.add_typer(nodes.app, name="node")
+app.add_typer(scoring.app, name="scoring")
 
 
 @app.callback()

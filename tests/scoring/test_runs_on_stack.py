@@ -4,6 +4,7 @@ outputs, summary, final job; redelivery; error thresholds; bad manifests through
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -126,3 +127,27 @@ def test_bad_manifests_are_failed_runs_readable_through_the_api(scoring_stack: S
     assert unauth.status_code == 401
     bad_version = s.api(f"{s.ws_path(WS)}/batchScoringRuns", **{"api-version": "2099-01-01"})
     assert bad_version.status_code == 400
+
+
+def test_cli_lists_and_shows_runs_with_progress(scoring_stack: ScoringStack, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from shared.cli.main import app
+
+    s = scoring_stack
+    s.upload_inputs("inputs-cli", {f"in/c-{i}.txt": f"c {i}" for i in range(4)})
+    run = s.upload_manifest(WS, "cli", manifest("inputs-cli", "outputs-cli", itemsPerJob=2))
+    endpoint = tmp_path / "endpoint.json"
+    endpoint.write_text(json.dumps(s.endpoint))
+    runner = CliRunner()
+    shown = runner.invoke(app, ["--endpoint", str(endpoint), "scoring", "show", WS, run, "--watch",
+                                "--interval", "0.3"])
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"^state\s+succeeded$", shown.output, re.M), shown.output
+    assert "4/4 items ok, 0 failed; 2/2 jobs done" in shown.output
+    assert "items" in shown.output and "jobs" in shown.output  # the progress bars
+    listed = runner.invoke(app, ["--endpoint", str(endpoint), "scoring", "list", WS, "-o", "json"])
+    assert listed.exit_code == 0, listed.output
+    assert run in [r["name"] for r in json.loads(listed.output)]
+    missing = runner.invoke(app, ["--endpoint", str(endpoint), "scoring", "show", WS, "nosuchrun"])
+    assert missing.exit_code == 1 and "ResourceNotFound" in missing.output
