@@ -10,6 +10,7 @@ import pytest
 
 from shared.adapters import storage
 from shared.domain import scoring as sc
+from tests.e2e.conftest import wait_until
 from tests.scoring.conftest import EXP, WS, ScoringStack, manifest, template
 
 pytestmark = pytest.mark.slow
@@ -137,6 +138,7 @@ def test_cli_lists_and_shows_runs_with_progress(scoring_stack: ScoringStack, tmp
     s = scoring_stack
     s.upload_inputs("inputs-cli", {f"in/c-{i}.txt": f"c {i}" for i in range(4)})
     run = s.upload_manifest(WS, "cli", manifest("inputs-cli", "outputs-cli", itemsPerJob=2))
+    wait_until(lambda: s.run(WS, run), 30, what="the run to be recorded")
     endpoint = tmp_path / "endpoint.json"
     endpoint.write_text(json.dumps(s.endpoint))
     runner = CliRunner()
