@@ -32,6 +32,7 @@ from shared.services.api_common import Page, Rendered, deleting, page_of, store,
 ACTIVE = "~active"
 SAS_LIFETIME = timedelta(days=7)
 SAVE_ATTEMPTS = 10
+MAX_NAME_CHARS = 150_000  # item names appear about three times in a run document (< 900,000 characters)
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"  # the local stack's
 DEFAULT_RESOURCE_GROUP = "demo"
 
@@ -208,6 +209,9 @@ class _Step:
             return self._fail(f"There are no input blobs under {where}.", "NoInputs")
         if len(names) > sc.MAX_ITEMS:
             return self._fail(f"More than {sc.MAX_ITEMS} input blobs under {where}; split the run.", "TooManyInputs")
+        if sum(len(n) for n in names) > MAX_NAME_CHARS:
+            return self._fail(f"The input blob names under {where} are too long to track in one run "
+                              f"(over {MAX_NAME_CHARS} characters in all); split the run.", "TooManyInputs")
         self.data["internal"]["chunks"] = decide.new_chunks(names, m.items_per_job)
         _move(self.data, sc.RunState.SCORING, f"{len(names)} items in {len(self.chunks)} jobs", self.now)
         self._record_progress()
