@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from examples.digits.train import load_model  # noqa: E402
 from examples.scoring import score  # noqa: E402
+from examples.scoring.model import load  # noqa: E402
 from examples.scoring.workflow import MODEL_CONTAINER, Workflow  # noqa: E402
 from shared.adapters import output_blobs  # noqa: E402
 from shared.cli.context import as_mapping  # noqa: E402
@@ -39,7 +39,7 @@ def direct(flow: Workflow, names: list[str], work_ms: float, state: Path) -> flo
     conn = flow.endpoint["storage_connection_string"]
     expires = datetime.now(UTC) + timedelta(hours=2)
     started = time.perf_counter()
-    params = load_model(model)
+    params = load(model)
     for name in names:
         url = output_blobs.read_url(conn, "bench-in", name, expires)
         score.score_item(params, score.fetch(url), work_ms)

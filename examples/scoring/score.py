@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 
-from examples.digits.train import forward, load_model  # noqa: E402
 from examples.scoring.digits_images import from_pgm  # noqa: E402
+from examples.scoring.model import load, probabilities  # noqa: E402
 
 
 def extra_work(params: dict[str, np.ndarray], pixels: np.ndarray, work_ms: float) -> None:
@@ -33,12 +33,12 @@ def extra_work(params: dict[str, np.ndarray], pixels: np.ndarray, work_ms: float
     deadline = time.perf_counter() + work_ms / 1000.0
     batch = np.repeat(pixels[None, :], 64, axis=0)
     while time.perf_counter() < deadline:
-        forward(params, batch)
+        probabilities(params, batch)
 
 
 def score_item(params: dict[str, np.ndarray], data: bytes, work_ms: float = 0.0) -> tuple[int, float]:
     pixels = from_pgm(data)
-    probs = forward(params, pixels[None, :])[1][0]
+    probs = probabilities(params, pixels[None, :])[0]
     extra_work(params, pixels, work_ms)
     return int(probs.argmax()), float(probs.max())
 
@@ -54,7 +54,7 @@ def main() -> int:
     args = parser.parse_args()
     items_file = Path(os.environ["AZ_BATCHAI_INPUT_ITEMS"])
     spec = json.loads(items_file.read_text())
-    params = load_model(Path(os.environ["AZ_BATCHAI_INPUT_MODEL"]) / "model.npz")
+    params = load(Path(os.environ["AZ_BATCHAI_INPUT_MODEL"]) / "model.npz")
     rel = f"predictions/{spec['job']}.csv"
     lines, results = ["name,predicted,confidence"], []
     for item in spec["items"]:
