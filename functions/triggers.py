@@ -10,6 +10,7 @@ queue); refusals are recorded by the services and complete normally.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import azure.functions as func
@@ -25,12 +26,11 @@ SCHEDULES: dict[str, dict[str, str]] = {
 bp = func.Blueprint()
 
 
-def _etag(blob: func.InputStream) -> str:
+def _version(blob: func.InputStream, data: bytes) -> str:
+    """The blob version: its ETag (or version id); a content digest if the host passed neither."""
     props = {k.lower(): v for k, v in (getattr(blob, "blob_properties", None) or {}).items()}
-    etag = props.get("etag") or props.get("versionid")
-    if not etag:
-        raise ValueError(f"the blob trigger gave no ETag for {blob.name}")
-    return str(etag)
+    version = props.get("etag") or props.get("versionid")
+    return str(version) if version else "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @bp.function_name("scoring_manifest")
@@ -38,7 +38,8 @@ def _etag(blob: func.InputStream) -> str:
                  connection="AzureWebJobsStorage")
 def scoring_manifest(blob: func.InputStream) -> None:
     name = (blob.name or "").removeprefix(storage.C_TRIGGERS + "/")
-    scoring.start_from_blob(Settings.from_env(), name, _etag(blob), blob.read(), datetime.now(UTC))
+    data = blob.read()
+    scoring.start_from_blob(Settings.from_env(), name, _version(blob, data), data, datetime.now(UTC))
 
 
 @bp.function_name("job_submission")
