@@ -21,11 +21,15 @@ from shared.services import scheduling, task_events
 bp = func.Blueprint()
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 @bp.function_name("schedule_kick")
 @bp.queue_trigger(arg_name="msg", queue_name=storage.Q_KICKS, connection="AzureWebJobsStorage")
 def schedule_kick(msg: func.QueueMessage) -> None:
     cluster_key = json.loads(msg.get_body().decode("utf-8"))["cluster"]
-    scheduling.run_pass(Settings.from_env(), cluster_key, datetime.now(UTC))
+    scheduling.run_pass_coalesced(Settings.from_env(), cluster_key, _utcnow)
 
 
 @bp.function_name("node_events")
@@ -34,7 +38,7 @@ def node_events(msg: func.QueueMessage) -> None:
     event = NodeEvent.from_dict(json.loads(msg.get_body().decode("utf-8")))
     settings, now = Settings.from_env(), datetime.now(UTC)
     if event.kind.startswith("task-"):
-        task_events.handle_task_event(settings, event, now)
+        task_events.handle_task_event(settings, event, now, clock=_utcnow)
         return
     from shared.services import nodes  # imported here: node lifecycle lives in its own service
 

@@ -60,12 +60,13 @@ def sched(settings: Settings) -> TableClient:
     return storage.table(settings.storage_connection_string, storage.T_SCHED)
 
 
-def parse(entity: Entity) -> AsgRow:
+def parse(entity: Entity, etag: str | None = None) -> AsgRow:
+    """An asg row as read (its ETag in `metadata`), or as just written (`etag` from the write)."""
     return AsgRow(cluster_key=entity["PartitionKey"], job_key=entity["jobKey"], assignment_id=entity["assignmentId"],
                   nodes=[NodeAddress(**n) for n in json.loads(entity.get("nodes") or "[]")],
                   attempt=int(entity.get("attempt") or 1), slots=int(entity.get("slots") or 1),
                   tasks=json.loads(entity.get("tasks") or "{}"), dispatched=bool(entity.get("dispatched")),
-                  created_at=datetime.fromisoformat(entity["createdAt"]), etag=entity.metadata["etag"])
+                  created_at=datetime.fromisoformat(entity["createdAt"]), etag=etag or entity.metadata["etag"])
 
 
 def get(settings: Settings, cluster_key: str, job_key: str) -> AsgRow | None:
@@ -186,9 +187,10 @@ def holds(doc: Doc | None, asg: AsgRow) -> bool:
     return internal.get("phase") in HOLDING_PHASES and internal.get("assignmentId") == asg.assignment_id
 
 
-def dispatch(settings: Settings, asg: AsgRow, now: datetime) -> bool:
+def dispatch(settings: Settings, asg: AsgRow, now: datetime, cluster_doc: Doc | None = None) -> bool:
     """After a commit: move the job queued -> assigned (fenced by attempt), send each node its
     Assignment, mark the row dispatched. A job that vanished or moved on releases the nodes.
+    `cluster_doc`: the cluster's document when the caller has just read it (else it is read here).
     Returns True when the assignments were sent."""
     ref = JobRef.from_key(asg.job_key)
     nodes = [n.__dict__ for n in asg.nodes]
@@ -202,7 +204,7 @@ def dispatch(settings: Settings, asg: AsgRow, now: datetime) -> bool:
             release(settings, asg.cluster_key, asg.job_key, asg.assignment_id, now)
             return False
     assert doc is not None
-    send_assignments(settings, asg, doc)
+    send_assignments(settings, asg, doc, cluster_doc)
     for _ in range(ATTEMPTS):
         if update(settings, asg, {"dispatched": True, "dispatchedAt": now.isoformat()}):
             return True
@@ -213,12 +215,13 @@ def dispatch(settings: Settings, asg: AsgRow, now: datetime) -> bool:
     raise ConcurrentUpdates(f"assignment of {asg.job_key} kept changing")
 
 
-def send_assignments(settings: Settings, asg: AsgRow, doc: Doc) -> None:
+def send_assignments(settings: Settings, asg: AsgRow, doc: Doc, cluster_doc: Doc | None = None) -> None:
     conn = settings.storage_connection_string
     ref = JobRef.from_key(asg.job_key)
     props = doc.data.get("properties") or {}
-    cluster = ClusterRef.from_key(asg.cluster_key)
-    cluster_doc = ResourceStore(conn, storage.T_CLUSTERS).get(cluster.workspace.child_pk, cluster.name.lower())
+    if cluster_doc is None:
+        cluster = ClusterRef.from_key(asg.cluster_key)
+        cluster_doc = ResourceStore(conn, storage.T_CLUSTERS).get(cluster.workspace.child_pk, cluster.name.lower())
     prefix = storage.output_prefix(ref.experiment.workspace.workspace, ref.experiment.name, ref.name,
                                    props.get("jobOutputDirectoryPathSegment") or "")
     for index, node in enumerate(asg.nodes):
@@ -226,11 +229,19 @@ def send_assignments(settings: Settings, asg: AsgRow, doc: Doc) -> None:
                              attempt=asg.attempt, task_index=index, nodes=asg.nodes, job=props,
                              cluster=(cluster_doc.data.get("properties") or {}) if cluster_doc else {},
                              output_container=storage.C_OUTPUTS, output_prefix=prefix)
-        storage.ensure_queue(conn, storage.node_queue_name(node.node_id)).send_message(message.to_json())
+        send_to_node(conn, node.node_id, message.to_json())
+
+
+def send_to_node(conn: str, node_id: str, text: str) -> None:
+    """Put a message on a node's queue, creating the queue only when it does not exist yet."""
+    client = storage.queue(conn, storage.node_queue_name(node_id))
+    try:
+        client.send_message(text)
+    except ResourceNotFoundError:
+        storage.ensure_queue(conn, storage.node_queue_name(node_id)).send_message(text)
 
 
 def send_stop(settings: Settings, node_ids: list[str], assignment_id: str, reason: str) -> None:
     conn = settings.storage_connection_string
     for node_id in node_ids:
-        storage.ensure_queue(conn, storage.node_queue_name(node_id)).send_message(
-            StopTask(assignment_id=assignment_id, reason=reason).to_json())
+        send_to_node(conn, node_id, StopTask(assignment_id=assignment_id, reason=reason).to_json())

@@ -14,8 +14,10 @@ pending rows of jobs that are no longer queued; and it kicks every cluster with 
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +27,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.adapters import sched_store, storage
-from shared.adapters.resource_store import ResourceStore
+from shared.adapters.resource_store import Doc, ResourceStore
 from shared.config import Settings
 from shared.decisions.scheduler import (
     PACKINGS,
@@ -45,6 +47,8 @@ from shared.services import assignments, job_state
 MAX_OPS = 100  # entity-group transaction limit (Azurite drops the connection beyond it)
 MAX_CONFLICTS = 25
 REDISPATCH_AFTER = timedelta(seconds=5)
+
+_readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pass-read")
 
 Entity = dict[str, Any]
 
@@ -81,12 +85,19 @@ def read_snapshot(settings: Settings, cluster_key: str) -> Snapshot:
     return snap
 
 
-def cluster_packing(settings: Settings, cluster_key: str) -> str:
+def read_cluster(settings: Settings, cluster_key: str) -> Doc | None:
     ref = ClusterRef.from_key(cluster_key)
-    doc = ResourceStore(settings.storage_connection_string, storage.T_CLUSTERS).get(ref.workspace.child_pk,
-                                                                                    ref.name.lower())
+    return ResourceStore(settings.storage_connection_string, storage.T_CLUSTERS).get(ref.workspace.child_pk,
+                                                                                     ref.name.lower())
+
+
+def packing_of(doc: Doc | None) -> str:
     packing = ((doc.data.get("internal") or {}).get("packing") if doc else None) or WHOLE_NODE
     return packing if packing in PACKINGS else WHOLE_NODE
+
+
+def cluster_packing(settings: Settings, cluster_key: str) -> str:
+    return packing_of(read_cluster(settings, cluster_key))
 
 
 def _node_view(node_id: str, row: Entity) -> NodeView:
@@ -155,9 +166,11 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
     """Assign what can be assigned now, batch by batch, until the decision is empty."""
     result = PassResult(cluster_key)
     client = assignments.sched(settings)
-    packing = cluster_packing(settings, cluster_key)
+    cluster_read = _readers.submit(read_cluster, settings, cluster_key)  # read beside the first snapshot
+    snap = read_snapshot(settings, cluster_key)
+    cluster_doc = cluster_read.result()
+    packing = packing_of(cluster_doc)
     while True:
-        snap = read_snapshot(settings, cluster_key)
         reply = schedule(request_for(snap, packing, now, new_id))
         result.waiting = reply.waiting
         if not reply.assignments:
@@ -165,7 +178,7 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
         batch = _batch(reply.assignments)
         ops, asg_rows = commit_operations(snap, cluster_key, batch, now)
         try:
-            client.submit_transaction(ops)
+            written = client.submit_transaction(ops)
         except TableTransactionError:
             result.conflicts += 1
             if result.conflicts >= MAX_CONFLICTS:
@@ -173,13 +186,61 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
                 sched_store.kick(settings.storage_connection_string, cluster_key)
                 result.gave_up = True
                 return result
+            snap = read_snapshot(settings, cluster_key)
             continue
+        etags = {op[1]["RowKey"]: (meta or {}).get("etag") for op, meta in zip(ops, written, strict=False)}
         for placement, entity in zip(batch, asg_rows, strict=True):
-            created = client.get_entity(cluster_key, entity["RowKey"])
-            if assignments.dispatch(settings, assignments.parse(created), now):
+            etag = etags.get(entity["RowKey"])
+            asg = (assignments.parse(entity, etag) if etag
+                   else assignments.parse(client.get_entity(cluster_key, entity["RowKey"])))
+            if assignments.dispatch(settings, asg, now, cluster_doc):
                 result.assigned.append(placement)
             else:
                 result.released.append(placement.job_key)
+        snap = read_snapshot(settings, cluster_key)
+
+
+# --- one pass at a time per cluster in this process --------------------------------------------
+
+@dataclass
+class _Flight:
+    again: bool = False  # a request joined the running pass: run once more
+
+
+_flights: dict[str, _Flight] = {}  # cluster key -> the pass this process is running for it
+_flights_lock = threading.Lock()
+
+
+def run_pass_coalesced(settings: Settings, cluster_key: str, clock: Callable[[], datetime]) -> PassResult | None:
+    """Run a pass of the cluster, or join the one this process is already running for it.
+
+    A request that arrives while a pass of the same cluster runs here returns None at once and makes
+    that pass run once more when it ends, with a fresh snapshot that sees whatever the request was
+    about; many kicks thus cost one or two passes instead of racing for the same rows. Nothing is
+    lost when the process dies: the running pass's own trigger message is still held and comes
+    back. When the running pass fails after a request joined it, a kick is queued for the joined
+    request before the error propagates."""
+    with _flights_lock:
+        flight = _flights.get(cluster_key)
+        if flight is not None:
+            flight.again = True
+            return None
+        flight = _flights[cluster_key] = _Flight()
+    rerun = False  # this iteration serves requests that joined
+    try:
+        while True:
+            result = run_pass(settings, cluster_key, clock())
+            with _flights_lock:
+                if not flight.again:
+                    del _flights[cluster_key]
+                    return result
+                flight.again, rerun = False, True
+    except BaseException:
+        with _flights_lock:
+            del _flights[cluster_key]
+        if flight.again or rerun:
+            sched_store.kick(settings.storage_connection_string, cluster_key)
+        raise
 
 
 # --- safety pass ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ twice. A job that ends or is requeued frees its nodes and deletes its asg row in
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,19 +24,28 @@ from shared.domain.messages import NodeAddress, NodeEvent
 from shared.domain.states import JOB_TERMINAL, JobPhase
 from shared.services import assignments, job_state
 from shared.services.assignments import AsgRow, ConcurrentUpdates
-from shared.services.scheduling import add_pending_for
+from shared.services.scheduling import add_pending_for, run_pass_coalesced
 
 TASK_STARTED, TASK_EXITED = "task-started", "task-exited"
 STALE, STARTED, RECORDED = "stale", "started", "recorded"
 
 
-def handle_task_event(settings: Settings, event: NodeEvent, now: datetime) -> str:
+def handle_task_event(settings: Settings, event: NodeEvent, now: datetime,
+                      clock: Callable[[], datetime] | None = None) -> str:
     """Apply a task-started or task-exited event. Returns what it did: stale, started, recorded
-    (waiting for other tasks), succeeded, failed or requeue."""
+    (waiting for other tasks), succeeded, failed or requeue.
+
+    With a `clock`, a task-exited event is followed by a scheduling pass of the cluster in the same
+    invocation, so the nodes the job freed take their next job without waiting for the kick that
+    the release queued (that kick still comes, and joins or repeats this pass). The pass also runs
+    for a redelivered, stale event: a release whose pass was lost with its process is covered."""
     if event.kind == TASK_STARTED:
         return _started(settings, event, now)
     if event.kind == TASK_EXITED:
-        return _exited(settings, event, now)
+        outcome = _exited(settings, event, now)
+        if clock is not None and event.cluster_key:
+            run_pass_coalesced(settings, event.cluster_key, clock)
+        return outcome
     raise ValueError(f"not a task event: {event.kind!r}")
 
 
