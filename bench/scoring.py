@@ -6,7 +6,10 @@ For each itemsPerJob value it prints:
 - parallel efficiency = direct time / (2 x run time);
 - per-job overhead = (2 x run time - direct time) / jobs: node time per job not spent scoring
   (dispatch, process start and imports, item list and model mount, uploads, settling), and its
-  in-job part: median job wall time (executionInfo start..end) minus that job's share of the direct time.
+  in-job part: median job wall time (executionInfo start..end) minus that job's share of the direct time;
+- where the run's time goes: upload -> run recorded (blob scan), recorded -> first job started
+  (listing, item lists, job creation, dispatch), first start -> last job end, last end -> run ended
+  (the reconcile tick, output copies, summary).
 The scoring code is examples/scoring/score.py: download the item by its SAS URL, classify it with
 the digits model, plus `--work-ms` of extra model compute per item (default 20 ms, a stand-in for a
 heavier model; 0 measures the bare pipeline). The final job is left out of the runs.
@@ -70,6 +73,7 @@ def main() -> int:
             manifest = flow.manifest("bench-in", "img/", "bench-out", f"k{per_job}/", per_job, args.work_ms,
                                      final=False)
             started = time.perf_counter()
+            uploaded = datetime.now(UTC)
             run = flow.start(f"k{per_job}", manifest)
             body = flow.wait(run, timeout_s=1800)
             elapsed = time.perf_counter() - started
@@ -84,6 +88,14 @@ def main() -> int:
             overhead = (2 * elapsed - base) / len(jobs)
             print(f"{per_job:>11} {len(jobs):>5} {elapsed:>7.2f} {base / (2 * elapsed):>10.3f} {overhead:>14.2f} "
                   f"{in_job:>8.2f}", flush=True)
+            props = body["properties"]
+            created, ended = (datetime.fromisoformat(props[k].replace("Z", "+00:00"))
+                              for k in ("creationTime", "endTime"))
+            first = min(j.execution_info.start_time for j in jobs)
+            last = max(j.execution_info.end_time for j in jobs)
+            phases = [("recorded", created - uploaded), ("to first start", first - created),
+                      ("jobs running", last - first), ("to run end", ended - last)]
+            print("            " + ", ".join(f"{k} {v.total_seconds():.2f} s" for k, v in phases), flush=True)
     finally:
         stop_stack(state)
     return 0
