@@ -12,6 +12,7 @@ The row layout is owned here; what the fields mean is owned by the services that
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -65,3 +66,22 @@ def partition(conn: str, cluster_key: str) -> list[dict[str, Any]]:
     """Every row of the cluster's partition, with their ETags in `metadata`."""
     client = storage.table(conn, storage.T_SCHED)
     return list(client.query_entities("PartitionKey eq @pk", parameters={"pk": cluster_key}))
+
+
+def rows_before_pending(conn: str, cluster_key: str) -> list[dict[str, Any]]:
+    """The partition's rows that sort before the pending index (``asg|`` and ``node|`` rows)."""
+    client = storage.table(conn, storage.T_SCHED)
+    return list(client.query_entities("PartitionKey eq @pk and RowKey lt @pend",
+                                      parameters={"pk": cluster_key, "pend": PENDING}))
+
+
+def pending_pages(conn: str, cluster_key: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
+    """The pending index in scheduling order (the row keys sort by rank, then submit time), a page
+    at a time: a reader that has seen enough stops early."""
+    client = storage.table(conn, storage.T_SCHED)
+    end = PENDING[:-1] + chr(ord(PENDING[-1]) + 1)
+    pages = client.query_entities("PartitionKey eq @pk and RowKey ge @pend and RowKey lt @end",
+                                  parameters={"pk": cluster_key, "pend": PENDING, "end": end},
+                                  results_per_page=page_size).by_page()
+    for page in pages:
+        yield list(page)

@@ -166,3 +166,24 @@ def _reserve(nodes: list[_Node], job: PendingJob, need: int, packing: str) -> Wa
     for node in held:
         node.reserved = True
     return Waiting(job.job_key, "no-free-nodes", tuple(n.view.node_id for n in held))
+
+
+def saturated(request: SchedulingRequest, reply: SchedulingReply) -> bool:
+    """After `reply`, can no further pending job be placed? True when every node that could take a
+    job now is taken by the reply or held for a waiting job. Jobs ranked after `request.pending`
+    then only wait, so a caller that read just the first pending jobs (in `_order`'s order) has
+    the same placements as with all of them."""
+    taken: dict[str, int] = {}
+    for placement in reply.assignments:
+        for node_id in placement.node_ids:
+            taken[node_id] = taken.get(node_id, 0) + placement.slots
+    reserved = {node_id for w in reply.waiting for node_id in w.reserved}
+    for view in request.nodes:
+        if view.state not in CAPACITY_STATES or view.node_id in reserved:
+            continue
+        node = _Node(view, max(view.slots - view.used_slots - taken.get(view.node_id, 0), 0))
+        if request.packing == WHOLE_NODE and view.node_id in taken:
+            continue
+        if _schedulable_now(node, 1, request.packing):
+            return False
+    return True

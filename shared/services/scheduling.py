@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,8 +35,10 @@ from shared.decisions.scheduler import (
     NodeView,
     PendingJob,
     Placement,
+    SchedulingReply,
     SchedulingRequest,
     Waiting,
+    saturated,
     schedule,
 )
 from shared.domain.keys import ClusterRef, JobRef
@@ -47,6 +49,8 @@ from shared.services import assignments, job_state
 MAX_OPS = 100  # entity-group transaction limit (Azurite drops the connection beyond it)
 MAX_CONFLICTS = 25
 REDISPATCH_AFTER = timedelta(seconds=5)
+
+PENDING_PAGE = 32  # pending rows a pass reads first; more only when the decision could use them
 
 _readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pass-read")
 
@@ -68,6 +72,17 @@ class Snapshot:
     nodes: dict[str, Entity]
     pending: dict[str, Entity]  # job key -> pending row (jobs without an asg row)
     asgs: dict[str, Entity]  # job key -> asg row
+    more: Iterator[list[Entity]] | None = None  # further pending pages, when only the first were read
+
+    def add_pending(self, rows: list[Entity]) -> None:
+        for row in rows:
+            if row["jobKey"] not in self.asgs:
+                self.pending[row["jobKey"]] = row
+
+    def read_rest(self) -> None:
+        for page in self.more or ():
+            self.add_pending(page)
+        self.more = None
 
 
 def read_snapshot(settings: Settings, cluster_key: str) -> Snapshot:
@@ -83,6 +98,36 @@ def read_snapshot(settings: Settings, cluster_key: str) -> Snapshot:
     for key in snap.asgs:
         snap.pending.pop(key, None)
     return snap
+
+
+def read_pass_snapshot(settings: Settings, cluster_key: str) -> Snapshot:
+    """Nodes, assignments and the first page of the pending index, read side by side; the rest of
+    the index stays in `more` until the decision shows it is needed (`scheduler.saturated`)."""
+    conn = settings.storage_connection_string
+    pages = sched_store.pending_pages(conn, cluster_key, PENDING_PAGE)
+    first_page = _readers.submit(next, pages, [])
+    snap = Snapshot({}, {}, {})
+    for row in sched_store.rows_before_pending(conn, cluster_key):
+        rk: str = row["RowKey"]
+        if rk.startswith(sched_store.NODE):
+            snap.nodes[rk[len(sched_store.NODE):]] = row
+        elif rk.startswith(sched_store.ASSIGNMENT):
+            snap.asgs[row["jobKey"]] = row
+    first = first_page.result()
+    snap.add_pending(first)
+    snap.more = pages if len(first) >= PENDING_PAGE else None
+    return snap
+
+
+def _decide(snap: Snapshot, packing: str, now: datetime, new_id: Callable[[], str]) -> SchedulingReply:
+    """The decision on what the snapshot holds, reading further pending pages until it is the
+    decision on the whole index."""
+    while True:
+        request = request_for(snap, packing, now, new_id)
+        reply = schedule(request)
+        if snap.more is None or saturated(request, reply):
+            return reply
+        snap.read_rest()
 
 
 def read_cluster(settings: Settings, cluster_key: str) -> Doc | None:
@@ -167,12 +212,12 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
     result = PassResult(cluster_key)
     client = assignments.sched(settings)
     cluster_read = _readers.submit(read_cluster, settings, cluster_key)  # read beside the first snapshot
-    snap = read_snapshot(settings, cluster_key)
+    snap = read_pass_snapshot(settings, cluster_key)
     cluster_doc = cluster_read.result()
     packing = packing_of(cluster_doc)
     while True:
-        reply = schedule(request_for(snap, packing, now, new_id))
-        result.waiting = reply.waiting
+        reply = _decide(snap, packing, now, new_id)
+        result.waiting = reply.waiting  # of the jobs the pass read
         if not reply.assignments:
             return result
         batch = _batch(reply.assignments)
@@ -186,7 +231,7 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
                 sched_store.kick(settings.storage_connection_string, cluster_key)
                 result.gave_up = True
                 return result
-            snap = read_snapshot(settings, cluster_key)
+            snap = read_pass_snapshot(settings, cluster_key)
             continue
         etags = {op[1]["RowKey"]: (meta or {}).get("etag") for op, meta in zip(ops, written, strict=False)}
         for placement, entity in zip(batch, asg_rows, strict=True):
@@ -197,7 +242,7 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
                 result.assigned.append(placement)
             else:
                 result.released.append(placement.job_key)
-        snap = read_snapshot(settings, cluster_key)
+        snap = read_pass_snapshot(settings, cluster_key)
 
 
 # --- one pass at a time per cluster in this process --------------------------------------------
