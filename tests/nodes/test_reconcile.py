@@ -81,6 +81,7 @@ def test_manual_cluster_up_then_down(settings: Settings, provider: LocalProvider
     assert [m.kind for m in setup] == ["setup"]
     assert setup[0].cluster["nodeSetup"]["setupTask"]["commandLine"] == "echo hi"
 
+    storage.queue(settings.storage_connection_string, storage.Q_KICKS).clear_messages()  # other tests' kicks
     handle_node_event(settings, event("node-ready", ref.key, first), T0)
     handle_node_event(settings, event("node-ready", ref.key, first), T0 + timedelta(seconds=5))  # duplicate
     row = rows(settings, ref.key)[first]
