@@ -13,6 +13,8 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.mgmt.batchai import BatchAI
 
+from tests.polling import wait_until  # noqa: F401 - shared by this package's tests
+
 API = "api-version=2018-05-01"
 
 
@@ -55,13 +57,3 @@ def ws_path(api_endpoint: dict[str, str]) -> Callable[[str], str]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(interval)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from shared.adapters.compute.port import ClusterSpec
 from shared.config import AzureComputeSettings
+from tests.polling import wait_until  # noqa: F401 - shared by this package's tests
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
 
@@ -39,13 +38,3 @@ def azure_settings(**overrides: str) -> AzureComputeSettings:
     }
     values.update(overrides)
     return AzureComputeSettings(**values)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        time.sleep(interval)

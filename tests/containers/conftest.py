@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
 from shared.agent.containers import PODMAN_SOCKET
+from tests.polling import wait_until  # noqa: F401 - shared by this package's tests
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/busybox:test"
@@ -61,11 +61,3 @@ def podman_url() -> Iterator[str]:
 
 def _has_podman() -> bool:
     return subprocess.run(["sh", "-c", "command -v podman"], capture_output=True).returncode == 0
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)

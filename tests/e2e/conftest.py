@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 from azure.core.credentials import AccessToken
 from azure.mgmt.batchai import BatchAI, models
 
-T = TypeVar("T")
+from tests.polling import wait_until  # noqa: F401 - shared by this package's tests
 
 
 class StaticToken:
@@ -20,17 +19,6 @@ class StaticToken:
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         return AccessToken(self.token, int(time.time()) + 3600)
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.2, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Stack:

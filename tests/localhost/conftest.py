@@ -9,31 +9,19 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
 from shared.localstack.azurite import free_port
+from tests.polling import wait_until  # noqa: F401 - shared by this package's tests
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_JSON = Path(__file__).with_name("host.json")
-T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str = "condition", interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 class SampleHost:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from shared.adapters import storage
 from shared.adapters.resource_store import Doc, ResourceStore
 from shared.domain.keys import ClusterRef, WorkspaceRef
+from tests.polling import wait_until  # noqa: F401 - shared by this package's tests
 
 # A process that stands in for a node agent: lives until SIGTERM, notes SIGUSR1 in its workdir.
 STAND_IN = """
@@ -26,17 +25,6 @@ while True:
 
 def stand_in(cluster_key: str, node_id: str, workdir: Path) -> list[str]:
     return [sys.executable, "-c", STAND_IN, str(workdir)]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def put_cluster(conn: str, ref: ClusterRef, scale: dict[str, Any], **props: Any) -> Doc:

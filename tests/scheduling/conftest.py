@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -22,19 +20,9 @@ from shared.config import Settings
 from shared.domain.keys import JobRef, WorkspaceRef
 from shared.domain.messages import NodeEvent, parse_node_message
 from shared.services import assignments, job_state
+from tests.polling import wait_until  # noqa: F401 - shared by this package's tests
 
-T = TypeVar("T")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class World:

@@ -1,0 +1,22 @@
+"""Waiting for state in tests: poll a predicate until it holds or a deadline passes (never a bare sleep)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition",
+               interval: float = 0.05) -> T:
+    """The predicate's first truthy value; AssertionError when the deadline passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
