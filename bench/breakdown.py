@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from shared.adapters import storage
 from shared.adapters.resource_store import ResourceStore
 
@@ -94,3 +96,35 @@ def summary(title: str, values: dict[str, list[float]]) -> list[str]:
             lines.append(f"  {name:<24} n={len(ms):<5} p50 {pct(ms, 0.5):7.0f} ms  p90 {pct(ms, 0.9):7.0f} ms  "
                          f"total {sum(ms) / 1000:7.1f} s")
     return lines
+
+
+def stack_processes(pids: dict[str, int]) -> dict[str, psutil.Process]:
+    """The stack's processes by role: azurite, host, and the host's node agents."""
+    out: dict[str, psutil.Process] = {}
+    for role in ("azurite", "host"):
+        if pids.get(role):
+            out[role] = psutil.Process(pids[role])
+    if "host" in out:
+        agents = [c for c in out["host"].children(recursive=True) if "shared.agent" in " ".join(c.cmdline())]
+        for i, agent in enumerate(sorted(agents, key=lambda c: c.pid)):
+            out[f"agent{i + 1}"] = agent
+    return out
+
+
+def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    """CPU time (user + system) each process has used so far (task processes excluded)."""
+    out = {}
+    for role, proc in procs.items():
+        try:
+            t = proc.cpu_times()
+            out[role] = t.user + t.system
+        except psutil.Error:
+            out[role] = float("nan")
+    return out
+
+
+def cpu_lines(before: dict[str, float], after: dict[str, float], jobs: int) -> list[str]:
+    used = {role: after[role] - before.get(role, 0.0) for role in after}
+    total = sum(used.values())
+    parts = ", ".join(f"{role} {ms * 1000 / jobs:.0f}" for role, ms in used.items())
+    return [f"stack CPU per job under load: {total * 1000 / jobs:.0f} ms ({parts})"]

@@ -70,6 +70,9 @@ METHOD = """how it was measured:
     node agent's stamp on task-started); end = executionInfo.endTime (stamped by the service when it
     handles task-exited); throughput = N / (last end - first submit);
   - the stage breakdown reads each job's internal history; function durations come from host.log;
+    stack CPU per job is the CPU time Azurite, the host and the agents used during the load phase
+    (the bench client's own CPU excluded), divided by N: a figure the machine's other load does
+    not inflate the way it inflates latencies;
   - all processes share this machine ({cores} cores) with whatever else runs on it."""
 
 
@@ -105,6 +108,8 @@ def run(args: argparse.Namespace, state: Path) -> None:
         return name, at
 
     # Under load: all N at once from 8 client threads.
+    procs = breakdown.stack_processes(endpoint.pids)
+    cpu_before = breakdown.cpu_seconds(procs)
     load_since = datetime.now()
     names = [f"load-{i:04d}" for i in range(args.jobs)]
     with ThreadPoolExecutor(8) as pool:
@@ -115,6 +120,7 @@ def run(args: argparse.Namespace, state: Path) -> None:
     makespan = (max(ends.values()) - min(submitted.values())).total_seconds()
     load_lat = [(starts[n] - submitted[n]).total_seconds() * 1000 for n in names]
     failed = [n for n in names if done[n].execution_state != "succeeded"]
+    cpu_after = breakdown.cpu_seconds(procs)
 
     # Idle: one at a time, each after the previous ended.
     idle_since = datetime.now()
@@ -131,6 +137,8 @@ def run(args: argparse.Namespace, state: Path) -> None:
     print(f"submit->start under load: p50 {pct(load_lat, 0.5):.0f} ms, p99 {pct(load_lat, 0.99):.0f} ms")
     print(f"submit->start idle (n={args.idle_samples}): p50 {pct(idle_lat, 0.5):.0f} ms, "
           f"p99 {pct(idle_lat, 0.99):.0f} ms, mean {statistics.mean(idle_lat):.0f} ms")
+    print("\n".join(breakdown.cpu_lines(cpu_before, cpu_after, args.jobs)))
+    print(f"machine load average during the run: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     if args.breakdown:
         conn = ep["storage_connection_string"]
         records = breakdown.job_records(conn, set(names) | set(idle_submitted))

@@ -35,6 +35,7 @@ class Settings:
     node_start_timeout_s: float = 1800.0  # starting/preparing longer than this: unusable
     on_azure: bool = False  # the node agent runs on an Azure VM (Scheduled Events via IMDS)
     agent_poll_max_s: float = 1.0  # longest wait between polls of a node's queue (local stack: 0.1)
+    agent_poll_min_s: float = 0.1  # first wait after a message or a task's end (local stack: 0.02)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -53,6 +54,7 @@ class Settings:
             node_start_timeout_s=float(env.get("BATCHAI_NODE_START_TIMEOUT_S", "1800")),
             on_azure=env.get("BATCHAI_ON_AZURE", "").lower() in ("1", "true", "yes"),
             agent_poll_max_s=float(env.get("BATCHAI_AGENT_POLL_MAX_S", "1.0")),
+            agent_poll_min_s=float(env.get("BATCHAI_AGENT_POLL_MIN_S", "0.1")),
         )
 
 

@@ -7,7 +7,9 @@ Clients are cached per connection string; creation of tables/queues/containers i
 from __future__ import annotations
 
 import contextlib
+import re
 from functools import lru_cache
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
@@ -49,19 +51,34 @@ def node_queue_name(node_id: str) -> str:
     return f"{NODE_QUEUE_PREFIX}{node_id}".lower()
 
 
+_LOOPBACK = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])[:/]", re.I)
+
+
+@lru_cache(maxsize=16)
+def client_options(conn: str) -> dict[str, Any]:
+    """SDK client options for a connection. Storage on this machine over plain http (Azurite) is
+    reached without the environment's proxy, netrc and CA bundle settings, which `requests` would
+    otherwise look up on disk for every call."""
+    parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+    endpoints = [v for k, v in parts.items() if k.endswith("Endpoint")]
+    local = parts.get("UseDevelopmentStorage", "").lower() == "true" or (
+        bool(endpoints) and all(_LOOPBACK.match(e) for e in endpoints))
+    return {"use_env_settings": False} if local else {}
+
+
 @lru_cache(maxsize=8)
 def table_service(conn: str) -> TableServiceClient:
-    return TableServiceClient.from_connection_string(conn)
+    return TableServiceClient.from_connection_string(conn, **client_options(conn))
 
 
 @lru_cache(maxsize=8)
 def queue_service(conn: str) -> QueueServiceClient:
-    return QueueServiceClient.from_connection_string(conn)
+    return QueueServiceClient.from_connection_string(conn, **client_options(conn))
 
 
 @lru_cache(maxsize=8)
 def blob_service(conn: str) -> BlobServiceClient:
-    return BlobServiceClient.from_connection_string(conn)
+    return BlobServiceClient.from_connection_string(conn, **client_options(conn))
 
 
 @lru_cache(maxsize=256)
@@ -76,6 +93,7 @@ def queue(conn: str, name: str) -> QueueClient:
         message_encode_policy=TextBase64EncodePolicy(),
         message_decode_policy=TextBase64DecodePolicy(),
         raw_response_hook=queue_signals.response_hook(name),  # wakes listeners of this process
+        **client_options(conn),
     )
 
 

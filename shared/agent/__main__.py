@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         conn=settings.storage_connection_string, cluster_key=args.cluster_key, node_id=args.node_id,
         workdir=args.workdir.resolve(), state_dir=settings.state_dir, address=args.address,
         heartbeat_s=args.heartbeat_s, on_azure=settings.on_azure,
-        poll_max_s=settings.agent_poll_max_s))
+        poll_max_s=settings.agent_poll_max_s, poll_min_s=min(settings.agent_poll_min_s, settings.agent_poll_max_s)))
     agent.install_signals()
     return agent.run()
 

@@ -58,6 +58,7 @@ class AgentOptions:
     heartbeat_s: float = 2.0
     on_azure: bool = False
     poll_max_s: float = 1.0
+    poll_min_s: float = 0.1  # the first waits after activity (a message, a task's end), doubling up to poll_max_s
 
 
 class Agent:
@@ -65,6 +66,7 @@ class Agent:
         self.options = options
         self.layout = NodeLayout(options.workdir, options.state_dir)
         self.stopping = threading.Event()  # the main loop ends
+        self._active = threading.Event()  # a task ended or the agent stops: poll soon
         self.give_up = threading.Event()  # exit now, even without reporting
         self.preempted = threading.Event()
         self.exit_reason = "agent-stopped"
@@ -89,6 +91,7 @@ class Agent:
             if self.stopping.is_set():
                 self.give_up.set()
             self.stopping.set()
+            self._active.set()
         signal.signal(signal.SIGTERM, on_term)
 
     def run(self) -> int:
@@ -107,9 +110,12 @@ class Agent:
         return self._shutdown()
 
     def _loop(self) -> None:
-        delay = 0.1
+        delay = self.options.poll_min_s
         backoff = Backoff(initial=0.5, cap=15.0)
         while not self.stopping.is_set():
+            if self._active.is_set():  # a task just ended: its node's next assignment is likely near
+                self._active.clear()
+                delay = self.options.poll_min_s
             try:
                 messages = self.channel.receive()
             except Exception as error:
@@ -121,10 +127,10 @@ class Agent:
                 continue
             backoff.reset()
             if not messages:
-                self.stopping.wait(delay)
+                self._active.wait(delay)
                 delay = min(self.options.poll_max_s, delay * 2)
                 continue
-            delay = 0.1
+            delay = self.options.poll_min_s
             for message in messages:
                 self._handle(message)
                 if self.stopping.is_set():
@@ -147,6 +153,7 @@ class Agent:
             elif isinstance(parsed, Leave):
                 self.exit_reason, self.leaving = "node-removed", True
                 self.stopping.set()
+                self._active.set()
         except Exception as error:
             if (message.dequeue_count or 0) >= MAX_DEQUEUE:
                 log.error("giving up on a %s message after %s attempts: %s", parsed.kind, message.dequeue_count, error)
@@ -198,6 +205,7 @@ class Agent:
         self.ledger.finish(assignment_id)
         with self._tasks_lock:
             self.tasks.pop(assignment_id, None)
+        self._active.set()
 
     def _stop(self, stop: StopTask) -> None:
         with self._tasks_lock:

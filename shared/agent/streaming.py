@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from shared.agent.retry import NO_SDK_RETRY, Backoff, GaveUp, is_transient
 log = logging.getLogger(__name__)
 
 MAX_BLOCK = 4 * 1024 * 1024  # an append block holds at most 4 MiB
+
+_creators = ThreadPoolExecutor(max_workers=4, thread_name_prefix="log-create")
 
 
 @dataclass
@@ -49,13 +52,22 @@ class LogStreamer:
         self._thread.start()
         return self
 
+    def _create(self, stream: Stream) -> None:
+        """Start the stream's blob afresh (a new run of a task starts its log anew); the container is
+        created only when it is missing."""
+        blob = self.container.get_blob_client(stream.blob)
+        try:
+            blob.create_append_blob(**NO_SDK_RETRY)
+        except ResourceNotFoundError:
+            with contextlib.suppress(ResourceExistsError):
+                self.container.create_container(**NO_SDK_RETRY)
+            blob.create_append_blob(**NO_SDK_RETRY)
+        stream.created = True
+
     def _flush_stream(self, stream: Stream) -> None:
         blob = self.container.get_blob_client(stream.blob)
         if not stream.created:
-            with contextlib.suppress(ResourceExistsError):
-                self.container.create_container(**NO_SDK_RETRY)
-            blob.create_append_blob(**NO_SDK_RETRY)  # a new run of a task starts its log afresh
-            stream.created = True
+            self._create(stream)
         size = stream.path.stat().st_size if stream.path.exists() else 0
         while stream.uploaded < size:
             with open(stream.path, "rb") as f:
@@ -78,6 +90,9 @@ class LogStreamer:
 
     def flush(self) -> None:
         with self._lock:
+            new = [stream for stream in self.streams if not stream.created]
+            if len(new) > 1:  # stdout and stderr blobs are created side by side
+                list(_creators.map(self._create, new))
             for stream in self.streams:
                 self._flush_stream(stream)
 

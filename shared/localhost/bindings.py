@@ -20,7 +20,7 @@ import azure.functions as func
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
-from shared.adapters import queue_signals
+from shared.adapters import queue_signals, storage
 from shared.localhost.hostjson import resolve_settings
 
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
@@ -136,7 +136,7 @@ def encode_message(text: str, encoding: str) -> str:
 @lru_cache(maxsize=256)
 def raw_queue(conn: str, name: str) -> QueueClient:
     """A queue client that sends and receives message text as is (the host does the encoding)."""
-    return QueueClient.from_connection_string(conn, name)
+    return QueueClient.from_connection_string(conn, name, **storage.client_options(conn))
 
 
 def send_text(conn: str, queue_name: str, text: str, encoding: str) -> None:

@@ -50,6 +50,7 @@ LOCAL_SETTINGS: dict[str, str] = {
     # Azure: 2 s) and the node agents' (Azure: 1 s). Every process polls Azurite on this machine.
     "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.2",
     "BATCHAI_AGENT_POLL_MAX_S": "0.1",
+    "BATCHAI_AGENT_POLL_MIN_S": "0.02",  # after a message or a task's end (Azure: 0.1 s)
 }
 
 DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "https": 7071}

@@ -84,15 +84,17 @@ def new_entity(cluster_key: str, job_key: str, assignment_id: str, nodes: list[N
 
 
 def update(settings: Settings, asg: AsgRow, fields: Entity) -> bool:
-    """Merge fields into the asg row read earlier (If-Match). False when it changed since."""
+    """Merge fields into the asg row read earlier (If-Match). False when it changed since; on
+    success `asg.etag` is the row's new ETag."""
     entity = {"PartitionKey": asg.cluster_key, "RowKey": sched_store.assignment_row(asg.job_key), **fields}
     try:
-        sched(settings).update_entity(entity, mode=UpdateMode.MERGE, etag=asg.etag,
-                                      match_condition=MatchConditions.IfNotModified)
+        written = sched(settings).update_entity(entity, mode=UpdateMode.MERGE, etag=asg.etag,
+                                                match_condition=MatchConditions.IfNotModified)
     except HttpResponseError as e:
         if e.status_code in (404, 412):
             return False
         raise
+    asg.etag = (written or {}).get("etag") or asg.etag
     return True
 
 
@@ -151,12 +153,15 @@ def _node_rows(client: TableClient, cluster_key: str, node_ids: list[str]) -> li
     return rows
 
 
-def release(settings: Settings, cluster_key: str, job_key: str, assignment_id: str, now: datetime) -> bool:
+def release(settings: Settings, cluster_key: str, job_key: str, assignment_id: str, now: datetime,
+            known: AsgRow | None = None, kick: bool = True) -> bool:
     """Free the assignment's nodes and delete its asg row, in one transaction. Idempotent: False
-    when the asg row is gone or belongs to another assignment. Kicks the cluster after a release."""
+    when the asg row is gone or belongs to another assignment. Kicks the cluster after a release,
+    unless the caller runs a pass itself (`kick=False`: a redelivery of its trigger must then run
+    that pass again). `known`: the asg row as the caller last wrote it (its ETag saves a read)."""
     client = sched(settings)
     for _ in range(ATTEMPTS):
-        asg = get(settings, cluster_key, job_key)
+        asg, known = (known, None) if known is not None else (get(settings, cluster_key, job_key), None)
         if asg is None or asg.assignment_id != assignment_id:
             return False
         ops: list[tuple[str, Entity, dict[str, Any]]] = []
@@ -172,7 +177,8 @@ def release(settings: Settings, cluster_key: str, job_key: str, assignment_id: s
             client.submit_transaction(ops)
         except TableTransactionError:
             continue
-        sched_store.kick(settings.storage_connection_string, cluster_key)
+        if kick:
+            sched_store.kick(settings.storage_connection_string, cluster_key)
         return True
     raise ConcurrentUpdates(f"assignment of {job_key} in {cluster_key} kept changing")
 

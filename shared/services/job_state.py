@@ -42,16 +42,18 @@ def phase(doc: Doc) -> str:
 def transition(settings: Settings, job_ref: JobRef, target: Target, reason: str, now: datetime,
                mutate: Callable[[Internal], None] | None = None, expect_assignment: str | None = None,
                allowed_from: Collection[str] | None = None,
-               guard: Callable[[Internal], bool] | None = None) -> Doc | None:
+               guard: Callable[[Internal], bool] | None = None, read: Doc | None = None) -> Doc | None:
     """Move a job to `target` (a phase, or a function of the current `internal` giving one).
 
     Returns the written document, or None when the job vanished, its `internal.assignmentId` is
     not `expect_assignment`, its phase is not in `allowed_from`, or `guard(internal)` is false.
-    Raises `states.IllegalTransition` for a move the state machine refuses.
+    Raises `states.IllegalTransition` for a move the state machine refuses. `read`: the document
+    as the caller just read it, tried first (its ETag guards the write; a conflict re-reads).
     """
     store = jobs(settings)
     for _ in range(MAX_CONFLICTS):
-        doc = store.get(job_ref.experiment.job_pk, job_ref.name.lower())
+        doc, read = (read, None) if read is not None else (store.get(job_ref.experiment.job_pk,
+                                                                     job_ref.name.lower()), None)
         if doc is None:
             return None
         data = copy.deepcopy(doc.data)

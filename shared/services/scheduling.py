@@ -333,8 +333,11 @@ def _repair_cluster(settings: Settings, cluster_key: str, queued_docs: list[Any]
         elif not asg.dispatched and now - asg.created_at >= REDISPATCH_AFTER:
             assignments.dispatch(settings, asg, now)
             result.redispatched.append(job_key)
+    queued_keys = {JobRef.from_key(f"{doc.pk}|{doc.rk}").key for doc in queued_docs}
     for job_key, row in list(snap.pending.items()):
-        doc = job_state.get(settings, JobRef.from_key(job_key))
+        if job_key in queued_keys:
+            continue  # queued in the scan, which came before the snapshot: its pending row stands
+        doc = job_state.get(settings, JobRef.from_key(job_key))  # read again: the scan may be old
         if doc is None or (doc.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
             _drop_pending(settings, row)
             result.dropped_pending.append(job_key)

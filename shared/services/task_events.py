@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.adapters import sched_store
+from shared.adapters.resource_store import Doc
 from shared.config import Settings
 from shared.decisions import job_outcome
 from shared.decisions.toolkits import plan_task
@@ -42,8 +43,9 @@ def handle_task_event(settings: Settings, event: NodeEvent, now: datetime,
     if event.kind == TASK_STARTED:
         return _started(settings, event, now)
     if event.kind == TASK_EXITED:
-        outcome = _exited(settings, event, now)
-        if clock is not None and event.cluster_key:
+        inline = clock is not None and bool(event.cluster_key)
+        outcome = _exited(settings, event, now, kick=not inline)
+        if clock is not None and inline:
             run_pass_coalesced(settings, event.cluster_key, clock)
         return outcome
     raise ValueError(f"not a task event: {event.kind!r}")
@@ -114,7 +116,7 @@ def required_tasks(props: dict[str, Any], nodes: list[NodeAddress]) -> set[int]:
     return required
 
 
-def _exited(settings: Settings, event: NodeEvent, now: datetime) -> str:
+def _exited(settings: Settings, event: NodeEvent, now: datetime, kick: bool = True) -> str:
     asg = _record(settings, event, now)
     if asg is None:
         return STALE
@@ -140,12 +142,14 @@ def _exited(settings: Settings, event: NodeEvent, now: datetime) -> str:
     if outcome.kind == job_outcome.REQUEUE:
         requeue_job(settings, asg.job_key, asg.assignment_id, outcome.reason, outcome.count_retry, now=now)
         return outcome.kind
-    finish(settings, asg, outcome, now)
+    finish(settings, asg, outcome, now, read=doc, kick=kick)
     return outcome.kind
 
 
-def finish(settings: Settings, asg: AsgRow, outcome: job_outcome.Outcome, now: datetime) -> None:
-    """End the job (once), stop the tasks still running, free the nodes."""
+def finish(settings: Settings, asg: AsgRow, outcome: job_outcome.Outcome, now: datetime,
+           read: Doc | None = None, kick: bool = True) -> None:
+    """End the job (once), stop the tasks still running, free the nodes. `read`: the job document
+    as just read; `kick=False` when the caller runs the cluster's pass itself."""
     target = JobPhase.SUCCEEDED if outcome.kind == job_outcome.SUCCEEDED else JobPhase.FAILED
 
     def end(internal: dict[str, Any]) -> None:
@@ -153,10 +157,10 @@ def finish(settings: Settings, asg: AsgRow, outcome: job_outcome.Outcome, now: d
         job_state.set_end(internal, now, outcome.exit_code, outcome.errors)
 
     job_state.transition(settings, JobRef.from_key(asg.job_key), target, outcome.reason, now, mutate=end,
-                         expect_assignment=asg.assignment_id, allowed_from=assignments.HOLDING_PHASES)
+                         expect_assignment=asg.assignment_id, allowed_from=assignments.HOLDING_PHASES, read=read)
     if outcome.stop_others:
         _stop_rest(settings, asg, outcome.stop_others)
-    assignments.release(settings, asg.cluster_key, asg.job_key, asg.assignment_id, now)
+    assignments.release(settings, asg.cluster_key, asg.job_key, asg.assignment_id, now, known=asg, kick=kick)
 
 
 def _stop_rest(settings: Settings, asg: AsgRow, reason: str) -> None:

@@ -18,20 +18,26 @@ from tests.scheduling.conftest import T0, World, wait_until
 T1 = T0 + timedelta(seconds=10)
 
 
-@pytest.fixture(autouse=True)
-def _own_kicks_removed(world: World) -> Iterator[None]:
-    """The kicks these tests cause are taken off the shared queue afterwards (others peek it)."""
-    yield
+def _take_kicks(world: World) -> int:
+    """Take this world's kicks off the shared queue (others peek it); how many there were."""
     kicks = storage.queue(world.conn, storage.Q_KICKS)
-    others = []
+    others, own = [], 0
     while batch := list(kicks.receive_messages(max_messages=32, visibility_timeout=30)):
         for message in batch:
             if json.loads(message.content) == {"cluster": world.key}:
                 kicks.delete_message(message)
+                own += 1
             else:
                 others.append(message)
     for message in others:  # visible again at once, as they were
         kicks.update_message(message, visibility_timeout=0)
+    return own
+
+
+@pytest.fixture(autouse=True)
+def _own_kicks_removed(world: World) -> Iterator[None]:
+    yield
+    _take_kicks(world)
 
 
 def _gated_clock(gate: threading.Event, calls: list[datetime], then: Callable[[int], datetime]
@@ -121,7 +127,10 @@ def test_task_end_runs_a_pass_in_the_same_invocation(world: World, with_clock: b
 
     event = world.event("task-exited", n1, first, assignment.assignment_id, exit_code=0, at=T1)
     clock = (lambda: T1) if with_clock else None
+    _take_kicks(world)
     assert task_events.handle_task_event(world.settings, event, T1, clock=clock) == "succeeded"
+    # The release kicks the cluster only when no pass follows in the same invocation.
+    assert _take_kicks(world) == (0 if with_clock else 1)
 
     if with_clock:  # the freed node took the next job at once
         (nxt,) = world.messages(n1)
