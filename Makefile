@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): requirements.txt requirements-dev.txt package-lock.json pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements-dev.txt
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -qq -r requirements-dev.txt
+	$(BIN)/pip install -qq --no-deps -e .
 	npm ci --no-audit --no-fund --silent
 	touch $(STAMP)
 
