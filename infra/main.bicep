@@ -128,6 +128,7 @@ module functionApp 'modules/functionapp.bicep' = {
       // Timer schedules (six-field NCRONTAB) the functions resolve from app settings.
       BATCHAI_RECONCILE_SCHEDULE: '0 */1 * * * *'
       BATCHAI_REAPER_SCHEDULE: '30 */1 * * * *'
+      BATCHAI_ACI_SCHEDULE: '*/15 * * * * *'
       BATCHAI_SAFETY_SCHEDULE: '0 */1 * * * *'
       BATCHAI_SCORING_SCHEDULE: '*/10 * * * * *'
     }

@@ -75,6 +75,10 @@ class AzureComputeSettings:
     agent_package: str = "batchai"  # BATCHAI_AGENT_PACKAGE: pip requirement or wheel URL of the node agent
     storage_account: str = ""  # BATCHAI_STORAGE_ACCOUNT: the service's account name, reached by identity
     arm_endpoint: str = "https://management.azure.com"  # BATCHAI_ARM_ENDPOINT
+    # BATCHAI_ARM_CA_FILE: a CA bundle to trust for ARM (a private endpoint or a test double); unset: system CAs
+    arm_ca_file: str = ""
+    # BATCHAI_ARM_TOKEN: a fixed bearer token, honoured only with a non-public BATCHAI_ARM_ENDPOINT
+    arm_token: str = ""
 
     @classmethod
     def from_env(cls) -> AzureComputeSettings:
@@ -90,6 +94,8 @@ class AzureComputeSettings:
             agent_package=env.get("BATCHAI_AGENT_PACKAGE", "batchai"),
             storage_account=env.get("BATCHAI_STORAGE_ACCOUNT", ""),
             arm_endpoint=env.get("BATCHAI_ARM_ENDPOINT", "https://management.azure.com"),
+            arm_ca_file=env.get("BATCHAI_ARM_CA_FILE", ""),
+            arm_token=env.get("BATCHAI_ARM_TOKEN", ""),
         )
 
 

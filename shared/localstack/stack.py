@@ -44,6 +44,7 @@ LOCAL_SETTINGS: dict[str, str] = {
     "BATCHAI_HEARTBEAT_TIMEOUT_S": "15",  # a silent local node is lost after 15 s (Azure: 120)
     "BATCHAI_RECONCILE_SCHEDULE": "*/2 * * * * *",  # cluster reconciler and autoscaler (Azure: every minute)
     "BATCHAI_REAPER_SCHEDULE": "*/2 * * * * *",  # lost nodes, wall-clock limits (Azure: every minute)
+    "BATCHAI_ACI_SCHEDULE": "*/2 * * * * *",  # jobs of container-instance clusters (Azure: every 15 s)
     "BATCHAI_SAFETY_SCHEDULE": "*/5 * * * * *",  # scheduling safety pass
     "BATCHAI_SCORING_SCHEDULE": "*/2 * * * * *",  # scoring runs and submission replies (Azure: every 10 s)
     # Queue polling: the trigger host's longest wait between polls of an empty queue (host.json,

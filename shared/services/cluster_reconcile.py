@@ -8,6 +8,11 @@ Apply order keeps the scheduler away from nodes on their way out: a row is marke
 lost) with its ETag first, then its job is requeued or terminated through the job services, then
 the instance is removed; rows are deleted once their instance is gone. Provider calls start work
 and return; nothing here waits for a node.
+
+Providers with `ScaleInProtection` (vmss) get busy nodes protected and idle ones released; the
+row's `scaleInProtected` records what was set, so only a change between idle and running costs a
+call. Providers that run each job as its own container group (`TaskRunner`, aci) have no nodes to
+drive: their jobs are `aci_jobs`'s.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from shared.adapters import sched_store, storage
 from shared.adapters.compute import provider_for
+from shared.adapters.compute.capabilities import ScaleInProtection, TaskRunner
 from shared.adapters.compute.port import ComputeProvider
 from shared.adapters.resource_store import Doc, ResourceStore, StaleEtag
 from shared.config import Settings
@@ -40,6 +46,7 @@ class ReconcileResult:
     adopted: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # rows of vanished instances
     allocation_state: str = autoscaler.STEADY
+    protected: dict[str, bool] = field(default_factory=dict)  # node id -> scale-in protection set this tick
 
 
 def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: datetime,
@@ -50,6 +57,9 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
         return remove_cluster(settings, key, provider)
     spec = nodes.cluster_spec(key, doc)
     provider = provider or provider_for(settings, spec)
+    if isinstance(provider, TaskRunner):
+        provider.reconcile(spec, 0)  # no standing nodes: each job is a container group (`aci_jobs`)
+        return ReconcileResult(key)
     rows = sched_store.partition(settings.storage_connection_string, key)
     node_rows = nodes.node_rows(rows)
     pending = [int(r.get("nodeCount") or 1) for r in rows if r["RowKey"].startswith(sched_store.PENDING)]
@@ -75,6 +85,8 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
             remove.discard(drain.node_id)  # it changed meanwhile (e.g. got a job): decide again next tick
     result.removed = sorted(remove)
     provider.reconcile(spec, decision.provider_target, remove=result.removed)
+    if isinstance(provider, ScaleInProtection):
+        result.protected = _protect_busy(settings, key, provider, node_rows, remove)
     result.adopted = _adopt(settings, key, provider, now)
     _write_allocation(settings, doc, decision.allocation_state, now)
     return result
@@ -191,6 +203,29 @@ def _drain(settings: Settings, key: str, drain: Drain, now: datetime) -> bool:
         for job_key in nodes.held_jobs(row):
             nodes.terminate(settings, job_key, why)
     return True
+
+
+def _protect_busy(settings: Settings, key: str, provider: ScaleInProtection, node_rows: list[dict[str, Any]],
+                  removing: set[str]) -> dict[str, bool]:
+    """Keep scale-in protection in step with each node's busy-ness. A row's `scaleInProtected`
+    records what was last set, so only nodes that changed between idle and running cost a call."""
+    changed: dict[str, bool] = {}
+    for row in node_rows:
+        node_id = nodes.node_id_of(row)
+        busy = row["state"] == "running"
+        if node_id in removing or row["state"] not in ("idle", "running") \
+                or bool(row.get("scaleInProtected")) == busy:
+            continue
+        provider.protect(key, [node_id], busy=busy)
+
+        def change(current: dict[str, Any] | None, b: bool = busy) -> dict[str, Any] | None:
+            if current is None or bool(current.get("scaleInProtected")) == b:
+                return None
+            return {"scaleInProtected": b}
+
+        nodes.mutate_node(settings, key, node_id, change)
+        changed[node_id] = busy
+    return changed
 
 
 def _adopt(settings: Settings, key: str, provider: ComputeProvider, now: datetime) -> list[str]:

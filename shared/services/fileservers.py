@@ -4,10 +4,13 @@ Locally a file server is a directory, `local_paths.fileserver_dir(state_dir, id)
 (``<state dir>/fileservers/<sub>/<rg>/<ws>/<name>``), created here and shared by the local nodes
 that mount it; it is stored as provisioned (`succeeded`) at once, with mountSettings as an NFS
 server VM would report them: mountPoint ``/mnt/data`` (the export on the server) and loopback
-addresses. Provisioning real file server VMs is the vmss provider's concern.
+addresses. With provider vmss the document is stored `creating` with no mountSettings, and
+`fileserver_reconcile` provisions its VM on the reconciler's timer and records the outcome.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from shared.adapters import local_paths, storage
 from shared.config import Settings
@@ -31,13 +34,24 @@ LOCAL_MOUNT = {"mountPoint": "/mnt/data", "fileServerPublicIP": "127.0.0.1", "fi
 def create(settings: Settings, ws: WorkspaceRef, name: str, body: object, if_match: str | None = None) -> Rendered:
     props = validation.fileserver_create(body)
     live_workspace(settings, ws)
+    on_azure = settings.provider == "vmss"
     doc, _ = create_or_match(
         store(settings, storage.T_FILESERVERS), ws.child_pk, name.lower(),
-        lambda: resources.new_fileserver(ws, name, props, utcnow(), dict(LOCAL_MOUNT)),
+        lambda: _new(ws, name, props, on_azure),
         lambda stored: resources.same_spec("fileserver", stored["properties"], props), "file server", name,
         if_match)
+    if on_azure:
+        return Rendered(resources.render_fileserver(doc.data), doc.etag)
     local_paths.fileserver_dir(settings.state_dir, doc.data["id"]).mkdir(parents=True, exist_ok=True)
     return Rendered(resources.render_fileserver(doc.data), doc.etag)
+
+
+def _new(ws: WorkspaceRef, name: str, props: dict[str, Any], on_azure: bool) -> dict[str, Any]:
+    if not on_azure:
+        return resources.new_fileserver(ws, name, props, utcnow(), dict(LOCAL_MOUNT))
+    data = resources.new_fileserver(ws, name, props, utcnow(), {})
+    data["properties"]["provisioningState"] = "creating"
+    return data
 
 
 def get(settings: Settings, ws: WorkspaceRef, name: str) -> Rendered:

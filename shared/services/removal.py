@@ -96,6 +96,11 @@ def remove_cluster(settings: Settings, ref: ClusterRef) -> bool:
 def remove_fileserver(settings: Settings, ws: WorkspaceRef, name: str) -> bool:
     table = store(settings, storage.T_FILESERVERS)
     doc = table.get(ws.child_pk, name.lower())
+    if doc is not None and settings.provider == "vmss":
+        from shared.services.fileserver_reconcile import mark_deleting
+
+        mark_deleting(settings, ws.child_pk, name.lower(), utcnow())  # its VM goes on the next tick
+        return True
     if doc is not None:
         shutil.rmtree(local_paths.fileserver_dir(settings.state_dir, doc.data["id"]), ignore_errors=True)
         table.delete(ws.child_pk, name.lower())

@@ -15,15 +15,17 @@ from shared.localstack.azurite import start_azurite
 from tests.nodes.helpers import cluster_ref, put_cluster
 
 
-def test_blueprint_registers_both_timers():
+def test_blueprint_registers_the_cluster_timers():
     app = func.FunctionApp()
     app.register_functions(clusters.bp)
     found = {f.get_function_name(): f.get_trigger().get_dict_repr() for f in app.get_functions()}
-    assert set(found) == {"cluster_reconcile", "node_reaper"}
+    assert set(found) == {"cluster_reconcile", "node_reaper", "fileserver_reconcile", "aci_jobs_tick"}
     assert found["cluster_reconcile"]["type"] == "timerTrigger"
     assert found["cluster_reconcile"]["schedule"] == "%BATCHAI_RECONCILE_SCHEDULE%"
     assert found["node_reaper"]["schedule"] == "%BATCHAI_REAPER_SCHEDULE%"
-    assert set(clusters.SCHEDULES) == {"BATCHAI_RECONCILE_SCHEDULE", "BATCHAI_REAPER_SCHEDULE"}
+    assert found["fileserver_reconcile"]["schedule"] == "%BATCHAI_RECONCILE_SCHEDULE%"
+    assert found["aci_jobs_tick"]["schedule"] == "%BATCHAI_ACI_SCHEDULE%"
+    assert set(clusters.SCHEDULES) == {"BATCHAI_RECONCILE_SCHEDULE", "BATCHAI_REAPER_SCHEDULE", "BATCHAI_ACI_SCHEDULE"}
 
 
 @pytest.fixture()

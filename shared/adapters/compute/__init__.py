@@ -1,12 +1,18 @@
 """Compute providers (local processes, VM scale sets, container instances) behind one port.
 
-`provider_for` is the one place that picks the provider for a cluster from the settings.
+`provider_for` is the one place that picks the provider for a cluster from the settings;
+`file_servers_for` builds the file server VMs of the Azure settings.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared.adapters.compute.port import ClusterSpec, ComputeProvider
 from shared.config import Settings
+
+if TYPE_CHECKING:
+    from shared.adapters.compute.fileserver_vm import FileServerVms
 
 
 def provider_for(settings: Settings, spec: ClusterSpec | None = None) -> ComputeProvider:
@@ -24,3 +30,11 @@ def provider_for(settings: Settings, spec: ClusterSpec | None = None) -> Compute
 
         return AciProvider.from_settings(settings.azure)
     raise ValueError(f"unknown compute provider {settings.provider!r} (BATCHAI_PROVIDER)")
+
+
+def file_servers_for(settings: Settings) -> FileServerVms:
+    """The file server VMs of the Azure compute settings (provider vmss)."""
+    from shared.adapters.azure_clients import AzureClients
+    from shared.adapters.compute.fileserver_vm import FileServerVms
+
+    return FileServerVms(AzureClients.from_settings(settings.azure), settings.azure)
