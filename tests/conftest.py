@@ -68,6 +68,10 @@ def api_endpoint(storage_conn: str, tmp_path_factory: pytest.TempPathFactory) ->
            "subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "demo"}
     server.should_exit = True
     thread.join(timeout=10)
+    import function_app
+    # The API has no shutdown handlers; clearing the flag keeps AsgiFunctionApp.__del__ from starting an
+    # event loop while the interpreter exits.
+    function_app.app.startup_task_done = False
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +28,8 @@ def describe(endpoint: dict[str, Any], endpoint_file: Path) -> None:
 def answers(endpoint: dict[str, Any]) -> str | None:
     """None when the API answers at its url; else why not."""
     try:
-        httpx.get(f"{endpoint['url'].rstrip('/')}/healthz", verify=endpoint.get("ca_file") or True, timeout=5)
+        tls = ssl.create_default_context(cafile=endpoint.get("ca_file"))
+        httpx.get(f"{endpoint['url'].rstrip('/')}/healthz", verify=tls, timeout=5)
     except httpx.HTTPError as e:
         return f"{type(e).__name__}: {e}"
     return None
