@@ -10,6 +10,7 @@ import pytest
 
 from shared.adapters import storage
 from shared.localstack.azurite import Azurite, start_azurite
+from tests.polling import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -59,11 +60,7 @@ def api_endpoint(storage_conn: str, tmp_path_factory: pytest.TempPathFactory) ->
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    import time
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "API server did not start"
-        time.sleep(0.02)
+    wait_until(lambda: server.started, 20, "the API server to start", interval=0.02)
     yield {"url": f"https://127.0.0.1:{port}", "token": token, "ca_file": str(tls.ca_file),
            "subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "demo"}
     server.should_exit = True
