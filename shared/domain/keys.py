@@ -105,3 +105,24 @@ class JobRef:
     def from_key(cls, key: str) -> JobRef:
         sub, rg, ws, exp, name = key.split(SEP)
         return cls(ExperimentRef(WorkspaceRef(sub, rg, ws), exp), name)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A batch-scoring run: a sub-resource of its workspace (beyond the 2018-05-01 shapes)."""
+
+    workspace: WorkspaceRef
+    name: str
+
+    @property
+    def arm_id(self) -> str:
+        return f"{self.workspace.arm_id}/batchScoringRuns/{self.name}"
+
+    @property
+    def index_row(self) -> str:
+        return f"{self.workspace.child_pk}{SEP}{self.name.lower()}"
+
+    @classmethod
+    def from_index_row(cls, row: str) -> RunRef:
+        sub, rg, ws, name = row.split(SEP)
+        return cls(WorkspaceRef(sub, rg, ws), name)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +24,7 @@ from shared.decisions import scoring as decide
 from shared.domain import resources, states
 from shared.domain import scoring as sc
 from shared.domain.errors import ApiError, not_found
-from shared.domain.keys import JobRef, WorkspaceRef
+from shared.domain.keys import JobRef, RunRef, WorkspaceRef
 from shared.services import jobs
 from shared.services.api_common import Page, Rendered, deleting, page_of, store, table_token
 
@@ -35,25 +34,6 @@ SAVE_ATTEMPTS = 10
 MAX_NAME_CHARS = 150_000  # item names appear about three times in a run document (< 900,000 characters)
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"  # the local stack's
 DEFAULT_RESOURCE_GROUP = "demo"
-
-
-@dataclass(frozen=True)
-class RunRef:
-    workspace: WorkspaceRef
-    name: str
-
-    @property
-    def arm_id(self) -> str:
-        return f"{self.workspace.arm_id}/batchScoringRuns/{self.name}"
-
-    @property
-    def index_row(self) -> str:
-        return f"{self.workspace.child_pk}|{self.name.lower()}"
-
-    @classmethod
-    def from_index_row(cls, row: str) -> RunRef:
-        sub, rg, ws, name = row.split("|")
-        return cls(WorkspaceRef(sub, rg, ws), name)
 
 
 def defaults() -> tuple[str, str]:
