@@ -291,14 +291,19 @@ def job_fits_cluster(node_count: int, cluster_props: dict[str, Any]) -> None:
                       f"{auto['maximumNodeCount']}.")
 
 
-def max_results(value: str | None) -> int:
+def int_parameter(name: str, value: str | None, default: int, low: int, high: int) -> int:
+    """A query parameter that must be an integer in [low, high]; `default` when absent."""
     if value is None or value == "":
-        return 1000
+        return default
     try:
         n = int(value)
     except ValueError:
-        n = 0
-    if not 1 <= n <= 1000:
-        raise bad_request(f"The parameter 'maxresults' must be an integer from 1 to 1000, got '{value}'.",
-                          "maxresults", code="InvalidParameter")
+        n = low - 1
+    if not low <= n <= high:
+        raise bad_request(f"The parameter '{name}' must be an integer from {low} to {high}, got '{value}'.",
+                          name, code="InvalidParameter")
     return n
+
+
+def max_results(value: str | None) -> int:
+    return int_parameter("maxresults", value, 1000, 1, 1000)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from shared.adapters import output_blobs, storage
 from shared.config import Settings
-from shared.domain import resources
+from shared.domain import resources, validation
 from shared.domain.errors import bad_request
 from shared.domain.keys import JobRef
 from shared.domain.validation import STDOUTERR
@@ -21,16 +21,7 @@ from shared.services.jobs import get_doc
 
 
 def _expiry(value: str | None) -> int:
-    if value in (None, ""):
-        return 60
-    try:
-        minutes = int(value)
-    except ValueError:
-        minutes = 0
-    if not 5 <= minutes <= 600:
-        raise bad_request(f"The parameter 'linkexpiryinminutes' must be an integer from 5 to 600, got '{value}'.",
-                          "linkexpiryinminutes", code="InvalidParameter")
-    return minutes
+    return validation.int_parameter("linkexpiryinminutes", value, 60, 5, 600)
 
 
 def _directory(value: str | None) -> str:
