@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,19 @@ class Settings:
     on_azure: bool = False  # the node agent runs on an Azure VM (Scheduled Events via IMDS)
     agent_poll_max_s: float = 1.0  # longest wait between polls of a node's queue (local stack: 0.1)
     agent_poll_min_s: float = 0.1  # first wait after a message or a task's end (local stack: 0.02)
+    # The account users' data and ingress live in (job submissions queue, scoring triggers
+    # container); the service's own account when unset. BATCHAI_DATA_CONNECTION_STRING.
+    data_connection_string: str = ""
+    # Bearer tokens (people, and nodes' managed identities) are signed by this issuer (its
+    # discovery document lives at {issuer}/.well-known/openid-configuration). BATCHAI_TOKEN_ISSUER.
+    token_issuer: str = ""
+    # A CA bundle to trust when fetching the issuer's discovery document and keys (the local
+    # stack's CA); unset: the system CAs. BATCHAI_TOKEN_ISSUER_CA_FILE.
+    token_issuer_ca_file: str = ""
+
+    @property
+    def data_connection(self) -> str:
+        return self.data_connection_string or self.storage_connection_string
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -55,6 +69,9 @@ class Settings:
             on_azure=env.get("BATCHAI_ON_AZURE", "").lower() in ("1", "true", "yes"),
             agent_poll_max_s=float(env.get("BATCHAI_AGENT_POLL_MAX_S", "1.0")),
             agent_poll_min_s=float(env.get("BATCHAI_AGENT_POLL_MIN_S", "0.1")),
+            data_connection_string=env.get("BATCHAI_DATA_CONNECTION_STRING", ""),
+            token_issuer=env.get("BATCHAI_TOKEN_ISSUER", ""),
+            token_issuer_ca_file=env.get("BATCHAI_TOKEN_ISSUER_CA_FILE", ""),
         )
 
 
@@ -79,6 +96,14 @@ class AzureComputeSettings:
     arm_ca_file: str = ""
     # BATCHAI_ARM_TOKEN: a fixed bearer token, honoured only with a non-public BATCHAI_ARM_ENDPOINT
     arm_token: str = ""
+    # What machines are told in their custom data (none of it secret):
+    node_service_url: str = ""  # BATCHAI_NODE_SERVICE_URL: the API nodes call for their credentials
+    node_ca_file: str = ""  # BATCHAI_NODE_CA_FILE: a CA (PEM) nodes must trust for that URL; unset: public CAs
+    node_token_audience: str = "api://batchai-nodes"  # BATCHAI_NODE_TOKEN_AUDIENCE: resource of their IMDS token
+    imds_url: str = "http://169.254.169.254"  # BATCHAI_IMDS_URL: the instance metadata service nodes ask
+    # BATCHAI_NODE_STORAGE_ENDPOINTS: JSON {"blob"|"queue"|"table": template with {account}}: how nodes
+    # reach a storage account by name (Azure: https://{account}.blob.core.windows.net, ...)
+    node_storage_endpoints: dict[str, str] = field(default_factory=lambda: dict(PUBLIC_STORAGE_ENDPOINTS))
 
     @classmethod
     def from_env(cls) -> AzureComputeSettings:
@@ -96,6 +121,11 @@ class AzureComputeSettings:
             arm_endpoint=env.get("BATCHAI_ARM_ENDPOINT", "https://management.azure.com"),
             arm_ca_file=env.get("BATCHAI_ARM_CA_FILE", ""),
             arm_token=env.get("BATCHAI_ARM_TOKEN", ""),
+            node_service_url=env.get("BATCHAI_NODE_SERVICE_URL", ""),
+            node_ca_file=env.get("BATCHAI_NODE_CA_FILE", ""),
+            node_token_audience=env.get("BATCHAI_NODE_TOKEN_AUDIENCE", "api://batchai-nodes"),
+            imds_url=env.get("BATCHAI_IMDS_URL", "http://169.254.169.254"),
+            node_storage_endpoints=_endpoints(env.get("BATCHAI_NODE_STORAGE_ENDPOINTS", "")),
         )
 
 
@@ -126,6 +156,20 @@ class QuotaSettings:
             dedicated_family_cores=_limits(env.get("BATCHAI_QUOTA_DEDICATED_FAMILY_CORES", "")),
             lowpriority_family_cores=_limits(env.get("BATCHAI_QUOTA_LOWPRIORITY_FAMILY_CORES", "")),
         )
+
+
+PUBLIC_STORAGE_ENDPOINTS = {kind: f"https://{{account}}.{kind}.core.windows.net" for kind in ("blob", "queue", "table")}
+
+
+def _endpoints(text: str) -> dict[str, str]:
+    """The JSON of BATCHAI_NODE_STORAGE_ENDPOINTS over the public defaults; ValueError when malformed."""
+    if not text.strip():
+        return dict(PUBLIC_STORAGE_ENDPOINTS)
+    given = json.loads(text)
+    if not isinstance(given, dict) or not all(k in PUBLIC_STORAGE_ENDPOINTS and "{account}" in str(v)
+                                              for k, v in given.items()):
+        raise ValueError("BATCHAI_NODE_STORAGE_ENDPOINTS: a JSON object of blob/queue/table templates with {account}")
+    return {**PUBLIC_STORAGE_ENDPOINTS, **{k: str(v) for k, v in given.items()}}
 
 
 def _limits(text: str) -> dict[str, int]:
