@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
+from shared.emulator.imds import Imds
 from shared.emulator.issuer import Issuer, IssuerServer
 from shared.localstack.tls import TlsFiles, ensure_tls
 
@@ -48,3 +52,18 @@ class Vm:
     scale_set: str = ""
     identities: tuple[Identity, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def running_imds(issuer: Issuer, vms: Mapping[str, Vm], clock: Callable[[], float] = time.time) -> Iterator[Imds]:
+    """IMDS on 127.0.0.1 answering the VM whose private IP is the caller's address (127.0.0.1 in tests)."""
+    imds = Imds(issuer, vms.get, "127.0.0.1", clock=clock).start()
+    try:
+        yield imds
+    finally:
+        imds.stop()
+
+
+def imds_client(imds: Imds) -> httpx.Client:
+    """A client that talks to IMDS directly (no proxy from the environment), with the Metadata header."""
+    return httpx.Client(base_url=imds.url, headers={"Metadata": "true"}, trust_env=False, timeout=10)
