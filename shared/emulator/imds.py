@@ -42,6 +42,7 @@ INSTANCE_VERSIONS = ("2019-06-04", "2020-06-01", "2020-09-01", "2020-12-01", "20
 IDENTITY_VERSIONS = ("2018-02-01", "2019-08-01")
 SCHEDULED_EVENTS_VERSIONS = ("2019-01-01", "2019-08-01", "2020-07-01")
 TOKEN_LIFETIME_S = 3600
+SHUTDOWN_POLL_S = 0.1  # how soon stop() returns
 EVENT_DESCRIPTIONS = {
     "Preempt": "Virtual machine is being evicted.",
     "Terminate": "Virtual machine is being deleted.",
@@ -151,7 +152,7 @@ class Imds:
         self._server = ThreadingHTTPServer((self.host, self.port), _Bound)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, name="imds", daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_S,), name="imds", daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -38,6 +38,7 @@ from jwt.algorithms import RSAAlgorithm
 from shared.localstack.tls import TlsFiles
 
 KEY_FILE = "issuer-key.pem"
+SHUTDOWN_POLL_S = 0.1  # how soon stop() returns
 
 
 def _b64url_uint(value: int) -> str:
@@ -183,7 +184,8 @@ class IssuerServer:
         self.port = self._server.server_address[1]
         if not self.issuer.url:
             self.issuer.url = f"{self.url}/{self.issuer.tenant_id}/v2.0"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="issuer", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_S,), name="issuer",
+                                        daemon=True)
         self._thread.start()
         return self
 
