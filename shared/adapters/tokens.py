@@ -57,7 +57,6 @@ class TokenValidator:
     def __init__(self, policy: TokenPolicy, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
         self._monotonic = monotonic
-        self._context = ssl.create_default_context(cafile=policy.ca_file or None)
         self._lock = threading.Lock()
         self._client: PyJWKClient | None = None
         self._keys: dict[str, PyJWK] = {}
@@ -124,7 +123,8 @@ class TokenValidator:
             self._fetched_at = now
         try:
             if self._client is None:
-                self._client = PyJWKClient(self._jwks_uri(), cache_jwk_set=False, ssl_context=self._context,
+                context = self._ssl_context()
+                self._client = PyJWKClient(self._jwks_uri(context), cache_jwk_set=False, ssl_context=context,
                                            timeout=HTTP_TIMEOUT_S)
             keys = self._client.get_signing_keys(refresh=True)
         except jwt.PyJWKClientConnectionError as err:
@@ -134,10 +134,18 @@ class TokenValidator:
         self._keys = {k.key_id: k for k in keys if k.key_id and k.algorithm_name == ALGORITHM}
         self._fetched_at = now
 
-    def _jwks_uri(self) -> str:
+    def _ssl_context(self) -> ssl.SSLContext:
+        # Made on first use, not at construction: the local stack may write its CA file after the
+        # validator exists.
+        try:
+            return ssl.create_default_context(cafile=self.policy.ca_file or None)
+        except OSError as err:
+            raise IssuerUnreachable(f"the CA file {self.policy.ca_file!r} cannot be read: {err}") from err
+
+    def _jwks_uri(self, context: ssl.SSLContext) -> str:
         url = self.policy.issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
-            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S, context=self._context) as response:
+            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S, context=context) as response:
                 document = json.load(response)
         except (OSError, ValueError) as err:
             raise IssuerUnreachable(f"the issuer's discovery document could not be fetched: {err}") from err

@@ -195,3 +195,15 @@ def test_validator_is_one_per_issuer_audiences_and_ca(stack: tuple[IssuerServer,
     assert validator(server.issuer.url, [AUDIENCE], str(tls.ca_file)) is not first
     assert first.policy == TokenPolicy(server.issuer.url, frozenset({AUDIENCE, "api://other"}), str(tls.ca_file))
     assert first.validate(server.issuer.sign({"aud": AUDIENCE, "sub": "s"}))["sub"] == "s"
+
+
+def test_a_validator_made_before_the_ca_file_exists_works_once_it_does(
+        stack: tuple[IssuerServer, TlsFiles], tmp_path: Path) -> None:
+    server, tls = stack
+    later = tmp_path / "ca.pem"
+    early = TokenValidator(TokenPolicy(server.issuer.url, frozenset({AUDIENCE}), str(later)))
+    token = server.issuer.sign({"aud": AUDIENCE, "sub": "s"})
+    with pytest.raises(IssuerUnreachable, match="CA file"):
+        early.validate(token)
+    later.write_bytes(tls.ca_file.read_bytes())
+    assert early.validate(token)["sub"] == "s"
