@@ -220,11 +220,10 @@ class Imds:
             return _bad_request('The body must be {"StartRequests": [{"EventId": ...}]}.')
         key = vm.resource_id.lower()
         with self._lock:
-            events = [self._events.get(i) for i in ids]
-            if any(e is None or e.vm_key != key for e in events):
+            events = [e for i in ids if (e := self._events.get(i)) is not None and e.vm_key == key]
+            if len(events) != len(ids):
                 return _bad_request("Unknown EventId.")
             for event in events:
-                assert event is not None
                 event.acknowledged = True
                 if event.document["EventStatus"] == "Scheduled":
                     self._start(event)
