@@ -7,6 +7,7 @@ import ssl
 import stat
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,12 @@ def test_the_key_is_created_once_private_and_reloaded(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "issuer").iterdir()) == [KEY_FILE]  # no temporary left behind
     other = Issuer.load_or_create(tmp_path / "elsewhere", "https://127.0.0.1:1/t/v2.0", TENANT)
     assert other.kid != first.kid
+
+
+def test_concurrent_first_callers_agree_on_one_key(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        kids = set(pool.map(lambda _: Issuer.load_or_create(tmp_path, "", TENANT).kid, range(6)))
+    assert kids == {Issuer.load_or_create(tmp_path, "", TENANT).kid}
 
 
 def test_the_key_id_is_the_rfc7638_thumbprint() -> None:
