@@ -1,4 +1,4 @@
-"""Microsoft.Compute in the ARM fake: VM scale sets and their VMs, virtual machines, managed disks.
+"""Microsoft.Compute in the ARM emulator: VM scale sets and their VMs, virtual machines, managed disks.
 
 Scale set instances follow Azure's uniform model: instance ids count up from 0, the computer
 name is the prefix plus the instance id in base 36 on 6 characters, a capacity increase adds
@@ -13,7 +13,7 @@ import re
 import uuid
 from typing import Any
 
-from tests.azure.armfake.server import COMPUTE_VERSIONS, DISK_VERSIONS, ArmError, ArmFake, Reply, Request
+from shared.emulator.arm.server import COMPUTE_VERSIONS, DISK_VERSIONS, ArmEmulator, ArmError, Reply, Request
 
 RG = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute"
 VMSS = RG + r"/virtualMachineScaleSets/(?P<name>[^/]+)"
@@ -29,7 +29,7 @@ def base36(n: int, width: int = 6) -> str:
     return out.rjust(width, "0")
 
 
-def register(arm: ArmFake) -> None:
+def register(arm: ArmEmulator) -> None:
     v = COMPUTE_VERSIONS
     arm.route("GET", RG + r"/virtualMachineScaleSets", list_vmss, v)
     arm.route("PUT", VMSS, put_vmss, v)
@@ -59,10 +59,10 @@ def _body(request: Request) -> dict[str, Any]:
 
 
 # -- scale sets -------------------------------------------------------------------------------
-def put_vmss(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def put_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid, body = _rid(request), _body(request)
     if rid.lower() in arm.resources:
-        raise ArmError(409, "OperationNotAllowed", "this fake supports creating scale sets only, not replacing them")
+        raise ArmError(409, "OperationNotAllowed", "replacing an existing scale set is not emulated")
     profile = (body.get("properties") or {}).get("virtualMachineProfile") or {}
     if not body.get("location") or not (body.get("sku") or {}).get("name"):
         raise ArmError(400, "InvalidParameter", "location and sku.name are required")
@@ -81,13 +81,13 @@ def put_vmss(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(201, _public(res), headers)
 
 
-def get_vmss(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def get_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = _rid(request)
     arm.observe(rid)
     return Reply(200, _public(arm.get(rid)))
 
 
-def list_vmss(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def list_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     prefix = _rid(request).lower() + "/"
     found = [rid for rid, res in arm.resources.items()
              if rid.startswith(prefix) and res["type"] == "Microsoft.Compute/virtualMachineScaleSets"]
@@ -96,7 +96,7 @@ def list_vmss(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(200, {"value": [_public(arm.resources[rid]) for rid in found if rid in arm.resources]})
 
 
-def patch_vmss(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def patch_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid, body = _rid(request), _body(request)
     res = arm.get(rid)
     if res["properties"]["provisioningState"] == "Deleting":
@@ -110,7 +110,7 @@ def patch_vmss(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(200, _public(res), headers)
 
 
-def delete_vmss(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def delete_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = _rid(request)
     res = arm.resources.get(rid.lower())
     if res is None:
@@ -122,7 +122,7 @@ def delete_vmss(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(202, None, headers)
 
 
-def delete_instances(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def delete_instances(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = _rid(request).rsplit("/", 1)[0]
     res = arm.get(rid)
     ids = [str(i) for i in (_body(request).get("instanceIds") or [])]
@@ -140,7 +140,7 @@ def delete_instances(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(202, None, arm.begin(NS, f"{rid}/virtualMachines/{ids[0]}", res["location"], done))
 
 
-def _scale_to(arm: ArmFake, res: dict[str, Any], capacity: int) -> None:
+def _scale_to(arm: ArmEmulator, res: dict[str, Any], capacity: int) -> None:
     live = {k: vm for k, vm in res["_instances"].items() if vm["properties"]["provisioningState"] != "Deleting"}
     while len(live) < capacity:
         vm = _new_instance(arm, res)
@@ -152,7 +152,7 @@ def _scale_to(arm: ArmFake, res: dict[str, Any], capacity: int) -> None:
         vm["properties"]["provisioningState"] = "Deleting"
 
 
-def _new_instance(arm: ArmFake, res: dict[str, Any]) -> dict[str, Any]:
+def _new_instance(arm: ArmEmulator, res: dict[str, Any]) -> dict[str, Any]:
     iid = str(res["_next"])
     res["_next"] += 1
     os_profile = res["properties"]["virtualMachineProfile"]["osProfile"]
@@ -174,7 +174,7 @@ def _new_instance(arm: ArmFake, res: dict[str, Any]) -> dict[str, Any]:
     return vm
 
 
-def _settle_vmss(arm: ArmFake, res: dict[str, Any]) -> None:
+def _settle_vmss(arm: ArmEmulator, res: dict[str, Any]) -> None:
     for iid, vm in list(res["_instances"].items()):
         if vm["properties"]["provisioningState"] == "Deleting":
             del res["_instances"][iid]
@@ -202,7 +202,7 @@ def _vm_view(vm: dict[str, Any], expand: bool) -> dict[str, Any]:
     return out
 
 
-def list_vmss_vms(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def list_vmss_vms(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = _rid(request).rsplit("/", 1)[0]
     arm.observe(rid)
     res = arm.get(rid)
@@ -211,7 +211,7 @@ def list_vmss_vms(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(200, {"value": [_vm_view(vm, expand) for vm in vms]})
 
 
-def _instance(arm: ArmFake, m: re.Match[str], request: Request) -> dict[str, Any]:
+def _instance(arm: ArmEmulator, m: re.Match[str], request: Request) -> dict[str, Any]:
     rid = _rid(request).rsplit("/", 2)[0]
     vm = arm.get(rid)["_instances"].get(m["iid"])
     if vm is None:
@@ -219,12 +219,12 @@ def _instance(arm: ArmFake, m: re.Match[str], request: Request) -> dict[str, Any
     return vm
 
 
-def get_vmss_vm(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def get_vmss_vm(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     arm.observe(_rid(request))
     return Reply(200, _vm_view(_instance(arm, m, request), request.query.get("$expand") == "instanceView"))
 
 
-def put_vmss_vm(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def put_vmss_vm(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     vm = _instance(arm, m, request)
     policy = (_body(request).get("properties") or {}).get("protectionPolicy")
     if policy is not None:
@@ -233,7 +233,7 @@ def put_vmss_vm(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
 
 
 # -- single VMs and disks (file servers) --------------------------------------------------------
-def put_vm(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def put_vm(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid, body = _rid(request), _body(request)
     props = body.get("properties") or {}
     for nic in (props.get("networkProfile") or {}).get("networkInterfaces") or []:
@@ -263,13 +263,13 @@ def put_vm(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(201, _public(res), arm.begin(NS, rid, res["location"], done))
 
 
-def get_vm(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def get_vm(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = _rid(request)
     arm.observe(rid)
     return Reply(200, _public(arm.get(rid)))
 
 
-def delete_vm(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def delete_vm(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = _rid(request)
     res = arm.resources.get(rid.lower())
     if res is None:
@@ -290,7 +290,7 @@ def delete_vm(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(202, None, arm.begin(NS, rid, res["location"], done))
 
 
-def put_disk(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def put_disk(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid, body = _rid(request), _body(request)
     props = body.get("properties") or {}
     if (props.get("creationData") or {}).get("createOption") != "Empty" or not props.get("diskSizeGB"):
@@ -306,13 +306,13 @@ def put_disk(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(202, None, arm.begin(NS, rid, res["location"], done))
 
 
-def get_disk(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def get_disk(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = _rid(request)
     arm.observe(rid)
     return Reply(200, _public(arm.get(rid)))
 
 
-def delete_disk(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def delete_disk(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = _rid(request)
     res = arm.resources.get(rid.lower())
     if res is None:

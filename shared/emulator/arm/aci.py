@@ -1,4 +1,4 @@
-"""Microsoft.ContainerInstance in the ARM fake: container groups that run once, and their logs.
+"""Microsoft.ContainerInstance in the ARM emulator: container groups that run once, and their logs.
 
 A group is provisioned (Pending -> Succeeded), its containers run (Running), then terminate with
 the exit code and logs a test set in `arm.aci_outcomes[group name]` (default: 0 and a line naming
@@ -12,7 +12,7 @@ import re
 import shlex
 from typing import Any
 
-from tests.azure.armfake.server import ACI_VERSIONS, ArmError, ArmFake, Operation, Reply, Request
+from shared.emulator.arm.server import ACI_VERSIONS, ArmEmulator, ArmError, Operation, Reply, Request
 
 GROUPS = (r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerInstance"
           r"/containerGroups")
@@ -21,7 +21,7 @@ NS = "Microsoft.ContainerInstance"
 STAMP = "2026-01-01T00:00:00Z"
 
 
-def register(arm: ArmFake) -> None:
+def register(arm: ArmEmulator) -> None:
     arm.route("GET", GROUPS, list_groups, ACI_VERSIONS)
     arm.route("PUT", GROUP, put_group, ACI_VERSIONS)
     arm.route("GET", GROUP, get_group, ACI_VERSIONS)
@@ -29,7 +29,7 @@ def register(arm: ArmFake) -> None:
     arm.route("GET", GROUP + r"/containers/(?P<container>[^/]+)/logs", get_logs, ACI_VERSIONS)
 
 
-def put_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def put_group(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = request.path.rstrip("/")
     body = request.body if isinstance(request.body, dict) else {}
     props = body.get("properties") or {}
@@ -47,7 +47,7 @@ def put_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
             if mount["name"] not in names:
                 raise ArmError(400, "VolumeMountNotFound", f"volume {mount['name']} is not defined")
     if rid.lower() in arm.resources:
-        raise ArmError(409, "ContainerGroupExists", "this fake does not update container groups")
+        raise ArmError(409, "ContainerGroupExists", "this emulator does not update container groups")
     res = copy.deepcopy(body)
     res.update(id=rid, name=m["name"], type="Microsoft.ContainerInstance/containerGroups")
     res["properties"]["provisioningState"] = "Pending"
@@ -66,7 +66,7 @@ def put_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(201, _public(res), arm.begin(NS, rid, res["location"], provisioned))
 
 
-def _terminate(arm: ArmFake, res: dict[str, Any]) -> None:
+def _terminate(arm: ArmEmulator, res: dict[str, Any]) -> None:
     exit_code, _ = _outcome(arm, res)
     for container in res["properties"]["containers"]:
         container["properties"]["instanceView"]["currentState"] = {
@@ -75,7 +75,7 @@ def _terminate(arm: ArmFake, res: dict[str, Any]) -> None:
     res["properties"]["instanceView"]["state"] = "Succeeded" if exit_code == 0 else "Failed"
 
 
-def _outcome(arm: ArmFake, res: dict[str, Any]) -> tuple[int, str]:
+def _outcome(arm: ArmEmulator, res: dict[str, Any]) -> tuple[int, str]:
     command = res["properties"]["containers"][0]["properties"].get("command") or []
     default = (0, f"ran: {shlex.join(command)}\n")
     return arm.aci_outcomes.get(res["name"].lower(), default)
@@ -94,7 +94,7 @@ def _public(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def list_groups(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def list_groups(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     prefix = request.path.rstrip("/").lower() + "/"
     found = [rid for rid in arm.resources if rid.startswith(prefix)]
     for rid in found:
@@ -102,13 +102,13 @@ def list_groups(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(200, {"value": [_public(arm.resources[rid]) for rid in found if rid in arm.resources]})
 
 
-def get_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def get_group(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = request.path.rstrip("/")
     arm.observe(rid)
     return Reply(200, _public(arm.get(rid)))
 
 
-def delete_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def delete_group(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = request.path.rstrip("/")
     res = arm.resources.get(rid.lower())
     if res is None:
@@ -119,7 +119,7 @@ def delete_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(202, None, arm.begin(NS, rid, res["location"], lambda: arm.resources.pop(rid.lower(), None)))
 
 
-def get_logs(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def get_logs(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     group_id = request.path.rstrip("/").rsplit("/containers/", 1)[0]
     res = arm.get(group_id)
     if m["container"] not in {c["name"] for c in res["properties"]["containers"]}:

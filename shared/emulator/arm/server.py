@@ -1,4 +1,4 @@
-"""A wire-level fake of the Azure Resource Manager REST API, served over https on 127.0.0.1.
+"""A wire-level emulator of the Azure Resource Manager REST API, served over https on 127.0.0.1.
 
 It answers the requests the real SDK clients send (azure-mgmt-compute, -network,
 -containerinstance) with ARM's shapes: long-running operations answer 201/202 with
@@ -7,7 +7,7 @@ It answers the requests the real SDK clients send (azure-mgmt-compute, -network,
 status) for tests to assert on. `throttle(n)` makes the next n requests answer 429 with
 `Retry-After: 1`. Bearer tokens are accepted blindly (but must be present).
 
-Time does not pass in the fake: an operation advances when it is observed (a GET of its
+Time does not pass in the emulator: an operation advances when it is observed (a GET of its
 status URL, of its resource, or of a list holding the resource). With `lro_steps = 1` the first
 observation reports InProgress and the next one Succeeded.
 """
@@ -26,16 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from azure.core.credentials import AccessToken
-
 from shared.localstack.tls import ensure_tls
-
-
-class StaticCredential:
-    """A TokenCredential that hands out a fixed bearer token (the fake accepts any)."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("fake-arm-token", 4_102_444_800)
 
 
 @dataclass
@@ -80,7 +71,7 @@ class Operation:
         return self.status
 
 
-# The api-versions the fake serves (what the installed SDKs send), per resource provider.
+# The api-versions the emulator serves (what the installed SDKs send), per resource provider.
 COMPUTE_VERSIONS = frozenset({"2026-04-01"})
 DISK_VERSIONS = frozenset({"2026-03-02"})
 NETWORK_VERSIONS = frozenset({"2026-03-01"})
@@ -89,11 +80,11 @@ ACI_VERSIONS = frozenset({"2023-05-01"})
 API_VERSIONS = {"microsoft.compute": "2026-04-01", "microsoft.network": "2026-03-01",
                 "microsoft.containerinstance": "2023-05-01"}
 
-Handler = Callable[["ArmFake", Request, re.Match[str]], Reply]
+Handler = Callable[["ArmEmulator", Request, re.Match[str]], Reply]
 
 
-class ArmFake:
-    """The fake ARM endpoint and its state. Route modules register handlers on it."""
+class ArmEmulator:
+    """The emulated ARM endpoint and its state. Route modules register handlers on it."""
 
     def __init__(self, directory: Path, subscription_id: str = "00000000-0000-0000-0000-000000000001") -> None:
         self.subscription_id = subscription_id
@@ -109,7 +100,7 @@ class ArmFake:
         self._next_ip = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        from tests.azure.armfake import aci, compute, network
+        from shared.emulator.arm import aci, compute, network
 
         for module in (compute, network, aci):
             module.register(self)
@@ -118,11 +109,11 @@ class ArmFake:
         self.route("GET", location + r"/operationResults/(?P<op>[^/]+)", _operation_result)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> ArmFake:
-        fake = self
+    def start(self) -> ArmEmulator:
+        emulator = self
 
         class _Handler(_HttpHandler):
-            arm = fake
+            arm = emulator
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -238,14 +229,14 @@ class ArmFake:
         return Reply(404, {"error": {"code": "NotFound", "message": f"no route {request.method} {request.path}"}})
 
 
-def _operation_status(arm: ArmFake, request: Request, match: re.Match[str]) -> Reply:
+def _operation_status(arm: ArmEmulator, request: Request, match: re.Match[str]) -> Reply:
     op = arm.operations.get(match["op"])
     if op is None:
         raise ArmError(404, "OperationNotFound", match["op"])
     return Reply(200, {"name": op.id, "status": op.observe()})
 
 
-def _operation_result(arm: ArmFake, request: Request, match: re.Match[str]) -> Reply:
+def _operation_result(arm: ArmEmulator, request: Request, match: re.Match[str]) -> Reply:
     op = arm.operations.get(match["op"])
     if op is None:
         raise ArmError(404, "OperationNotFound", match["op"])
@@ -256,7 +247,7 @@ def _operation_result(arm: ArmFake, request: Request, match: re.Match[str]) -> R
 
 
 class _HttpHandler(BaseHTTPRequestHandler):
-    arm: ArmFake
+    arm: ArmEmulator
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
