@@ -1,6 +1,17 @@
 """The local ARM compute emulator: Microsoft.Compute, Microsoft.Network and Microsoft.ContainerInstance
-as the real SDK clients speak them, over https."""
+as the real SDK clients speak them, over https, with pluggable backends for what VMs and container
+groups really do."""
 
-from shared.emulator.arm.server import ArmEmulator, Reply, Request
+from shared.emulator.arm.backend import Identity, InstanceBackend, RecordsOnly, VmRecord
+from shared.emulator.arm.containers import (
+    ContainerGroup,
+    ContainerGroupBackend,
+    ContainerState,
+    ScriptedContainerGroups,
+)
+from shared.emulator.arm.server import ArmEmulator
+from shared.emulator.arm.sizes import SizeCatalogue, VmSize
+from shared.emulator.arm.wire import Reply, Request
 
-__all__ = ["ArmEmulator", "Reply", "Request"]
+__all__ = ["ArmEmulator", "ContainerGroup", "ContainerGroupBackend", "ContainerState", "Identity", "InstanceBackend",
+           "RecordsOnly", "Reply", "Request", "ScriptedContainerGroups", "SizeCatalogue", "VmRecord", "VmSize"]

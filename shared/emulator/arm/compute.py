@@ -1,9 +1,16 @@
-"""Microsoft.Compute in the ARM emulator: VM scale sets and their VMs, virtual machines, managed disks.
+"""Microsoft.Compute scale sets in the ARM emulator: VM scale sets, their VMs, Spot eviction.
 
 Scale set instances follow Azure's uniform model: instance ids count up from 0, the computer
 name is the prefix plus the instance id in base 36 on 6 characters, a capacity increase adds
 instances (Creating until the operation completes), a decrease removes the highest unprotected
 instance ids, deleteInstances removes exactly the named ones and lowers the capacity.
+
+Each added instance is handed to the instance backend (`create`, with the scale set's custom
+data decoded; GET never returns customData), each removed one when its removal completes
+(`delete`). A backend that cannot create an instance leaves it Failed, with the reason in its
+instance view, as Azure reports a VM that failed to provision. The power state in an instance
+view is the backend's. `simulateEviction` evicts a Spot instance through the backend, which
+calls back to delete it (eviction policy Delete: the capacity drops by one).
 """
 
 from __future__ import annotations
@@ -11,12 +18,18 @@ from __future__ import annotations
 import copy
 import re
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.emulator.arm.server import COMPUTE_VERSIONS, DISK_VERSIONS, ArmEmulator, ArmError, Reply, Request
+from shared.emulator.arm import records
+from shared.emulator.arm.backend import POWER_STATES
+from shared.emulator.arm.wire import COMPUTE_VERSIONS, ArmError, Reply, Request
+
+if TYPE_CHECKING:
+    from shared.emulator.arm.server import ArmEmulator
 
 RG = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute"
 VMSS = RG + r"/virtualMachineScaleSets/(?P<name>[^/]+)"
+VMSS_VM = VMSS + r"/virtualMachines/(?P<iid>[^/]+)"
 NS = "Microsoft.Compute"
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -38,29 +51,29 @@ def register(arm: ArmEmulator) -> None:
     arm.route("DELETE", VMSS, delete_vmss, v)
     arm.route("POST", VMSS + r"/delete", delete_instances, v)
     arm.route("GET", VMSS + r"/virtualMachines", list_vmss_vms, v)
-    arm.route("GET", VMSS + r"/virtualMachines/(?P<iid>[^/]+)", get_vmss_vm, v)
-    arm.route("PUT", VMSS + r"/virtualMachines/(?P<iid>[^/]+)", put_vmss_vm, v)
-    arm.route("PUT", RG + r"/virtualMachines/(?P<name>[^/]+)", put_vm, v)
-    arm.route("GET", RG + r"/virtualMachines/(?P<name>[^/]+)", get_vm, v)
-    arm.route("DELETE", RG + r"/virtualMachines/(?P<name>[^/]+)", delete_vm, v)
-    arm.route("PUT", RG + r"/disks/(?P<name>[^/]+)", put_disk, DISK_VERSIONS)
-    arm.route("GET", RG + r"/disks/(?P<name>[^/]+)", get_disk, DISK_VERSIONS)
-    arm.route("DELETE", RG + r"/disks/(?P<name>[^/]+)", delete_disk, DISK_VERSIONS)
+    arm.route("GET", VMSS_VM, get_vmss_vm, v)
+    arm.route("PUT", VMSS_VM, put_vmss_vm, v)
+    arm.route("POST", VMSS_VM + r"/simulateEviction", simulate_eviction, v)
 
 
-def _rid(request: Request) -> str:
+def rid_of(request: Request) -> str:
     return request.path.rstrip("/")
 
 
-def _body(request: Request) -> dict[str, Any]:
+def body_of(request: Request) -> dict[str, Any]:
     if not isinstance(request.body, dict):
         raise ArmError(400, "InvalidRequestContent", "the request body must be a JSON object")
     return request.body
 
 
+def _vmss_id(m: re.Match[str]) -> str:
+    return f"/subscriptions/{m['sub']}/resourceGroups/{m['rg']}/providers/Microsoft.Compute/" \
+           f"virtualMachineScaleSets/{m['name']}"
+
+
 # -- scale sets -------------------------------------------------------------------------------
 def put_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid, body = _rid(request), _body(request)
+    rid, body = rid_of(request), body_of(request)
     if rid.lower() in arm.resources:
         raise ArmError(409, "OperationNotAllowed", "replacing an existing scale set is not emulated")
     profile = (body.get("properties") or {}).get("virtualMachineProfile") or {}
@@ -68,8 +81,11 @@ def put_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
         raise ArmError(400, "InvalidParameter", "location and sku.name are required")
     if not (profile.get("osProfile") or {}).get("computerNamePrefix"):
         raise ArmError(400, "InvalidParameter", "osProfile.computerNamePrefix is required")
+    arm.check_size(body["sku"]["name"], body["location"])
     res = copy.deepcopy(body)
-    res.update(id=rid, name=m["name"], type="Microsoft.Compute/virtualMachineScaleSets")
+    res.update(id=rid, name=m["name"], type=records.VMSS_TYPE)
+    records.assign_identity(arm, res, body.get("identity"))
+    res["_custom_data"] = records.custom_data(profile["osProfile"])
     res["properties"]["provisioningState"] = "Creating"
     res["properties"]["uniqueId"] = str(uuid.uuid4())
     res["properties"]["virtualMachineProfile"]["osProfile"].pop("customData", None)  # never returned by GET
@@ -78,54 +94,62 @@ def put_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     arm.resources[rid.lower()] = res
     _scale_to(arm, res, int(body["sku"].get("capacity", 0)))
     headers = arm.begin(NS, rid, res["location"], lambda: _settle_vmss(arm, res))
-    return Reply(201, _public(res), headers)
+    return Reply(201, public(res), headers)
 
 
 def get_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid = _rid(request)
+    rid = rid_of(request)
     arm.observe(rid)
-    return Reply(200, _public(arm.get(rid)))
+    return Reply(200, public(arm.get(rid)))
 
 
 def list_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    prefix = _rid(request).lower() + "/"
-    found = [rid for rid, res in arm.resources.items()
-             if rid.startswith(prefix) and res["type"] == "Microsoft.Compute/virtualMachineScaleSets"]
+    prefix = rid_of(request).lower() + "/"
+    found = [rid for rid, res in arm.resources.items() if rid.startswith(prefix) and res["type"] == records.VMSS_TYPE]
     for rid in found:
         arm.observe(rid)
-    return Reply(200, {"value": [_public(arm.resources[rid]) for rid in found if rid in arm.resources]})
+    return Reply(200, {"value": [public(arm.resources[rid]) for rid in found if rid in arm.resources]})
 
 
 def patch_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid, body = _rid(request), _body(request)
+    rid, body = rid_of(request), body_of(request)
     res = arm.get(rid)
     if res["properties"]["provisioningState"] == "Deleting":
         raise ArmError(409, "OperationNotAllowed", "the scale set is being deleted")
+    size = (body.get("sku") or {}).get("name")
+    if size:
+        arm.check_size(size, res["location"])
+        res["sku"]["name"] = size  # the model: instances added from now on get it
     capacity = (body.get("sku") or {}).get("capacity")
     if capacity is not None:
         res["sku"]["capacity"] = int(capacity)
         _scale_to(arm, res, int(capacity))
     res["properties"]["provisioningState"] = "Updating"
     headers = arm.begin(NS, rid, res["location"], lambda: _settle_vmss(arm, res))
-    return Reply(200, _public(res), headers)
+    return Reply(200, public(res), headers)
 
 
 def delete_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid = _rid(request)
+    rid = rid_of(request)
     res = arm.resources.get(rid.lower())
     if res is None:
         return Reply(204)
     res["properties"]["provisioningState"] = "Deleting"
     for vm in res["_instances"].values():
         vm["properties"]["provisioningState"] = "Deleting"
-    headers = arm.begin(NS, rid, res["location"], lambda: arm.resources.pop(rid.lower(), None))
-    return Reply(202, None, headers)
+
+    def done() -> None:
+        for iid in sorted(res["_instances"], key=int):
+            _remove(arm, res, iid)
+        arm.resources.pop(rid.lower(), None)
+
+    return Reply(202, None, arm.begin(NS, rid, res["location"], done))
 
 
 def delete_instances(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid = _rid(request).rsplit("/", 1)[0]
+    rid = rid_of(request).rsplit("/", 1)[0]
     res = arm.get(rid)
-    ids = [str(i) for i in (_body(request).get("instanceIds") or [])]
+    ids = [str(i) for i in (body_of(request).get("instanceIds") or [])]
     unknown = [i for i in ids if i not in res["_instances"]]
     if not ids or unknown:
         raise ArmError(400, "InvalidParameter", f"instanceIds not in the scale set: {unknown or ids}")
@@ -135,7 +159,7 @@ def delete_instances(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Re
 
     def done() -> None:
         for iid in ids:
-            res["_instances"].pop(iid, None)
+            _remove(arm, res, iid)
 
     return Reply(202, None, arm.begin(NS, f"{rid}/virtualMachines/{ids[0]}", res["location"], done))
 
@@ -171,153 +195,118 @@ def _new_instance(arm: ArmEmulator, res: dict[str, Any]) -> dict[str, Any]:
         "_ip": arm.allocate_ip(),
     }
     res["_instances"][iid] = vm
+    try:
+        arm.backend.create(records.scale_set_vm(arm, res, vm), res["_custom_data"])
+    except Exception as err:  # the VM failed to provision: Azure records it on the instance
+        vm["properties"]["provisioningState"] = "Failed"
+        vm["_error"] = f"{type(err).__name__}: {err}"
     return vm
+
+
+def _remove(arm: ArmEmulator, res: dict[str, Any], iid: str) -> None:
+    """The instance's removal completes: the backend removes its machine first (a failure raises: retried)."""
+    vm = res["_instances"].get(iid)
+    if vm is not None:
+        arm.backend.delete(records.scale_set_vm(arm, res, vm))
+        del res["_instances"][iid]
 
 
 def _settle_vmss(arm: ArmEmulator, res: dict[str, Any]) -> None:
     for iid, vm in list(res["_instances"].items()):
         if vm["properties"]["provisioningState"] == "Deleting":
-            del res["_instances"][iid]
-        else:
+            _remove(arm, res, iid)
+        elif vm["properties"]["provisioningState"] != "Failed":
             vm["properties"]["provisioningState"] = "Succeeded"
     res["properties"]["provisioningState"] = "Succeeded"
 
 
-def _public(res: dict[str, Any]) -> dict[str, Any]:
+def public(res: dict[str, Any]) -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in res.items() if not k.startswith("_")}
 
 
-def _vm_view(vm: dict[str, Any], expand: bool) -> dict[str, Any]:
-    out = _public(vm)
+# -- scale set VMs ----------------------------------------------------------------------------------
+def instance_view(arm: ArmEmulator, res: dict[str, Any], vm: dict[str, Any]) -> dict[str, Any]:
+    state = vm["properties"]["provisioningState"]
+    power = "deallocated" if vm.get("_deallocated") else arm.backend.power_state(records.scale_set_vm(arm, res, vm))
+    return {"computerName": vm["properties"]["osProfile"]["computerName"],
+            "statuses": statuses(state, vm.get("_error", ""), power)}
+
+
+def statuses(provisioning: str, error: str, power: str) -> list[dict[str, str]]:
+    """A VM's instance view statuses: its provisioning state (with the error when it failed) and power state."""
+    if provisioning == "Failed":
+        first = {"code": "ProvisioningState/failed/InternalOperationError", "level": "Error",
+                 "displayStatus": "Provisioning failed", "message": error}
+    else:
+        first = {"code": f"ProvisioningState/{provisioning.lower()}", "level": "Info",
+                 "displayStatus": f"Provisioning {provisioning.lower()}"}
+    if power not in (*POWER_STATES, "deallocated"):
+        raise ValueError(f"the instance backend reported power state {power!r}")
+    if provisioning == "Creating" and power == "running":
+        power = "starting"  # a VM still provisioning is starting, whatever its guest does
+    return [first, {"code": f"PowerState/{power}", "level": "Info", "displayStatus": f"VM {power}"}]
+
+
+def _vm_view(arm: ArmEmulator, res: dict[str, Any], vm: dict[str, Any], expand: bool) -> dict[str, Any]:
+    out = public(vm)
     if expand:
-        state = vm["properties"]["provisioningState"]
-        statuses = [{"code": f"ProvisioningState/{state.lower()}", "level": "Info",
-                     "displayStatus": f"Provisioning {state.lower()}"}]
-        if state == "Succeeded":
-            statuses.append({"code": "PowerState/running", "level": "Info", "displayStatus": "VM running"})
-        elif state == "Creating":
-            statuses.append({"code": "PowerState/starting", "level": "Info", "displayStatus": "VM starting"})
-        out["properties"]["instanceView"] = {"computerName": vm["properties"]["osProfile"]["computerName"],
-                                             "statuses": statuses}
+        out["properties"]["instanceView"] = instance_view(arm, res, vm)
     return out
 
 
 def list_vmss_vms(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid = _rid(request).rsplit("/", 1)[0]
+    rid = rid_of(request).rsplit("/", 1)[0]
     arm.observe(rid)
     res = arm.get(rid)
     expand = request.query.get("$expand", "").lower() == "instanceview"
     vms = sorted(res["_instances"].values(), key=lambda vm: int(vm["instanceId"]))
-    return Reply(200, {"value": [_vm_view(vm, expand) for vm in vms]})
+    return Reply(200, {"value": [_vm_view(arm, res, vm, expand) for vm in vms]})
 
 
-def _instance(arm: ArmEmulator, m: re.Match[str], request: Request) -> dict[str, Any]:
-    rid = _rid(request).rsplit("/", 2)[0]
-    vm = arm.get(rid)["_instances"].get(m["iid"])
+def _instance(arm: ArmEmulator, m: re.Match[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    res = arm.get(_vmss_id(m))
+    vm = res["_instances"].get(m["iid"])
     if vm is None:
         raise ArmError(404, "NotFound", f"instance {m['iid']} not found")
-    return vm
+    return res, vm
 
 
 def get_vmss_vm(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    arm.observe(_rid(request))
-    return Reply(200, _vm_view(_instance(arm, m, request), request.query.get("$expand") == "instanceView"))
+    arm.observe(rid_of(request))
+    res, vm = _instance(arm, m)
+    return Reply(200, _vm_view(arm, res, vm, request.query.get("$expand", "").lower() == "instanceview"))
 
 
 def put_vmss_vm(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    vm = _instance(arm, m, request)
-    policy = (_body(request).get("properties") or {}).get("protectionPolicy")
+    res, vm = _instance(arm, m)
+    policy = (body_of(request).get("properties") or {}).get("protectionPolicy")
     if policy is not None:
         vm["properties"]["protectionPolicy"].update(policy)
-    return Reply(200, _vm_view(vm, False))
+    return Reply(200, _vm_view(arm, res, vm, False))
 
 
-# -- single VMs and disks (file servers) --------------------------------------------------------
-def put_vm(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid, body = _rid(request), _body(request)
-    props = body.get("properties") or {}
-    for nic in (props.get("networkProfile") or {}).get("networkInterfaces") or []:
-        nic_res = arm.get(nic["id"])
-        if nic_res["properties"].get("virtualMachine"):
-            raise ArmError(400, "NicInUse", f"network interface {nic['id']} is attached to another VM")
-    for disk in (props.get("storageProfile") or {}).get("dataDisks") or []:
-        disk_res = arm.get(disk["managedDisk"]["id"])
-        if disk.get("createOption") != "Attach" or disk_res.get("managedBy"):
-            raise ArmError(409, "OperationNotAllowed", f"disk {disk['managedDisk']['id']} cannot be attached")
-    res = copy.deepcopy(body)
-    res.update(id=rid, name=m["name"], type="Microsoft.Compute/virtualMachines")
-    res["properties"]["provisioningState"] = "Creating"
-    res["properties"]["vmId"] = str(uuid.uuid4())
-    res["properties"].get("osProfile", {}).pop("customData", None)
-    arm.resources[rid.lower()] = res
-    for nic in props["networkProfile"]["networkInterfaces"]:
-        arm.get(nic["id"])["properties"]["virtualMachine"] = {"id": rid}
-    for disk in props["storageProfile"].get("dataDisks") or []:
-        disk_res = arm.get(disk["managedDisk"]["id"])
-        disk_res["managedBy"] = rid
-        disk_res["properties"]["diskState"] = "Attached"
+def simulate_eviction(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
+    res, vm = _instance(arm, m)
+    profile = res["properties"]["virtualMachineProfile"]
+    if not records.spot(profile.get("priority")):
+        raise ArmError(409, "OperationNotAllowed", f"Operation 'simulateEviction' is not allowed on VM "
+                                                   f"'{vm['name']}' since it is not a Spot VM.")
+    if vm["properties"]["provisioningState"] == "Deleting" or vm.get("_deallocated"):
+        raise ArmError(409, "OperationNotAllowed", f"Operation 'simulateEviction' is not allowed on VM "
+                                                   f"'{vm['name']}' since it is being deleted or deallocated.")
+    rid, iid = _vmss_id(m).lower(), m["iid"]
 
-    def done() -> None:
-        res["properties"]["provisioningState"] = "Succeeded"
+    def evicted() -> None:
+        with arm.lock:
+            current = arm.resources.get(rid)
+            if current is None or iid not in current["_instances"]:
+                return  # gone already
+            if (profile.get("evictionPolicy") or "Deallocate").lower() == "delete":
+                _remove(arm, current, iid)
+                current["sku"]["capacity"] = max(0, int(current["sku"]["capacity"]) - 1)
+            else:  # Deallocate: the VM stays, stopped and without a machine
+                arm.backend.delete(records.scale_set_vm(arm, current, current["_instances"][iid]))
+                current["_instances"][iid]["_deallocated"] = True
 
-    return Reply(201, _public(res), arm.begin(NS, rid, res["location"], done))
-
-
-def get_vm(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid = _rid(request)
-    arm.observe(rid)
-    return Reply(200, _public(arm.get(rid)))
-
-
-def delete_vm(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid = _rid(request)
-    res = arm.resources.get(rid.lower())
-    if res is None:
-        return Reply(204)
-    res["properties"]["provisioningState"] = "Deleting"
-
-    def done() -> None:
-        props = arm.resources.pop(rid.lower())["properties"]
-        for nic in props["networkProfile"]["networkInterfaces"]:
-            if nic["id"].lower() in arm.resources:
-                arm.resources[nic["id"].lower()]["properties"].pop("virtualMachine", None)
-        for disk in props["storageProfile"].get("dataDisks") or []:
-            disk_res = arm.resources.get(disk["managedDisk"]["id"].lower())
-            if disk_res is not None:
-                disk_res.pop("managedBy", None)
-                disk_res["properties"]["diskState"] = "Unattached"
-
-    return Reply(202, None, arm.begin(NS, rid, res["location"], done))
-
-
-def put_disk(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid, body = _rid(request), _body(request)
-    props = body.get("properties") or {}
-    if (props.get("creationData") or {}).get("createOption") != "Empty" or not props.get("diskSizeGB"):
-        raise ArmError(400, "InvalidParameter", "an empty disk needs creationData.createOption Empty and diskSizeGB")
-    res = copy.deepcopy(body)
-    res.update(id=rid, name=m["name"], type="Microsoft.Compute/disks")
-    res["properties"].update(provisioningState="Updating", diskState="Unattached")
-    arm.resources[rid.lower()] = res
-
-    def done() -> None:
-        res["properties"]["provisioningState"] = "Succeeded"
-
-    return Reply(202, None, arm.begin(NS, rid, res["location"], done))
-
-
-def get_disk(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid = _rid(request)
-    arm.observe(rid)
-    return Reply(200, _public(arm.get(rid)))
-
-
-def delete_disk(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
-    rid = _rid(request)
-    res = arm.resources.get(rid.lower())
-    if res is None:
-        return Reply(204)
-    if res.get("managedBy"):
-        raise ArmError(409, "OperationNotAllowed", f"Disk {m['name']} is attached to VM {res['managedBy']}.")
-    res["properties"]["provisioningState"] = "Deleting"
-    return Reply(202, None, arm.begin(NS, rid, res["location"], lambda: arm.resources.pop(rid.lower(), None)))
+    arm.backend.evict(records.scale_set_vm(arm, res, vm), evicted)
+    return Reply(204)

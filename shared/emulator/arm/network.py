@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.emulator.arm.server import NETWORK_VERSIONS, VMSS_NIC_VERSIONS, ArmEmulator, ArmError, Reply, Request
+from shared.emulator.arm.wire import NETWORK_VERSIONS, VMSS_NIC_VERSIONS, ArmError, Reply, Request
+
+if TYPE_CHECKING:
+    from shared.emulator.arm.server import ArmEmulator
 
 RG = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers"
 NS = "Microsoft.Network"
