@@ -9,9 +9,10 @@ from shared.emulator.arm.containers import (
     ContainerState,
     ScriptedContainerGroups,
 )
+from shared.emulator.arm.podman_groups import PodmanContainerGroups
 from shared.emulator.arm.server import ArmEmulator
 from shared.emulator.arm.sizes import SizeCatalogue, VmSize
 from shared.emulator.arm.wire import Reply, Request
 
 __all__ = ["ArmEmulator", "ContainerGroup", "ContainerGroupBackend", "ContainerState", "Identity", "InstanceBackend",
-           "RecordsOnly", "Reply", "Request", "ScriptedContainerGroups", "SizeCatalogue", "VmRecord", "VmSize"]
+           "PodmanContainerGroups", "RecordsOnly", "Reply", "Request", "ScriptedContainerGroups", "SizeCatalogue", "VmRecord", "VmSize"]

@@ -4,8 +4,10 @@ evicted and removed.
 
 The emulator calls the backend while it holds its lock, in the order ARM causes the effects:
 `create` when an instance is added (Creating), `delete` when its deletion completes, `power_state`
-whenever a client reads an instance view, `evict` when a Spot instance is evicted. `RecordsOnly`
-(the default) boots nothing: every VM runs as soon as it exists.
+whenever a client reads an instance view, `evict` when a Spot instance is evicted. So a backend
+call must not wait for another thread that calls into the emulator (`evict` hands the removal
+back as a callable to call later, from any thread). `RecordsOnly` (the default) boots nothing:
+every VM runs as soon as it exists.
 """
 
 from __future__ import annotations
