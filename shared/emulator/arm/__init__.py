@@ -15,4 +15,5 @@ from shared.emulator.arm.sizes import SizeCatalogue, VmSize
 from shared.emulator.arm.wire import Reply, Request
 
 __all__ = ["ArmEmulator", "ContainerGroup", "ContainerGroupBackend", "ContainerState", "Identity", "InstanceBackend",
-           "PodmanContainerGroups", "RecordsOnly", "Reply", "Request", "ScriptedContainerGroups", "SizeCatalogue", "VmRecord", "VmSize"]
+           "PodmanContainerGroups", "RecordsOnly", "Reply", "Request", "ScriptedContainerGroups", "SizeCatalogue",
+           "VmRecord", "VmSize"]
