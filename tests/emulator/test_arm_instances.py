@@ -180,6 +180,36 @@ def test_a_spot_instance_is_evicted_through_the_backend(arm: ArmEmulator, client
     assert len(backend.deleted) == 1 and len(provider.list_instances(spec.cluster_key)) == 1
 
 
+def test_an_eviction_during_a_scale_in_lowers_the_capacity_once(arm: ArmEmulator, clients: AzureClients,
+                                                                provider: VmssProvider,
+                                                                backend: RecordingBackend) -> None:
+    spec = cluster_spec("STANDARD_NC6", "lowpriority")
+    name = scale_set_name(spec.cluster_key)
+    provider.reconcile(spec, 2)
+    nodes = [i.node_id for i in wait_until(lambda: settled(provider, spec.cluster_key, 2))]
+    clients.compute.virtual_machine_scale_set_vms.simulate_eviction(RG, name, "1")
+    provider.reconcile(spec, 1, remove=[nodes[1]])  # the service removes the node during the notice
+    backend.evictions[0][1]()
+    assert [i.node_id for i in wait_until(lambda: settled(provider, spec.cluster_key, 1))] == [nodes[0]]
+    assert clients.compute.virtual_machine_scale_sets.get(RG, name).sku.capacity == 1
+    assert [vm.computer_name for vm in backend.deleted] == [nodes[1]]
+
+
+def test_eviction_policy_deallocate_keeps_a_stopped_vm(arm: ArmEmulator, clients: AzureClients,
+                                                       provider: VmssProvider, backend: RecordingBackend) -> None:
+    spec = cluster_spec("STANDARD_NC6", "lowpriority")
+    model = provider.scale_set_model(spec, 1)
+    model.properties.virtual_machine_profile.eviction_policy = "Deallocate"
+    name = scale_set_name(spec.cluster_key)
+    clients.compute.virtual_machine_scale_sets.begin_create_or_update(RG, name, model).result()
+    clients.compute.virtual_machine_scale_set_vms.simulate_eviction(RG, name, "0")
+    backend.evictions[0][1]()
+    [instance] = provider.list_instances(spec.cluster_key)
+    assert (instance.state, instance.detail) == ("failed", "VM is deallocated")
+    assert [vm.computer_name for vm in backend.deleted] == [instance.node_id]  # no machine behind it any more
+    assert clients.compute.virtual_machine_scale_sets.get(RG, name).sku.capacity == 1
+
+
 def test_a_regular_instance_cannot_be_evicted(arm: ArmEmulator, clients: AzureClients, provider: VmssProvider,
                                               backend: RecordingBackend) -> None:
     spec = cluster_spec("STANDARD_D2S_V3", "dedicated", name="cpu")

@@ -294,19 +294,21 @@ def simulate_eviction(arm: ArmEmulator, request: Request, m: re.Match[str]) -> R
     if vm["properties"]["provisioningState"] == "Deleting" or vm.get("_deallocated"):
         raise ArmError(409, "OperationNotAllowed", f"Operation 'simulateEviction' is not allowed on VM "
                                                    f"'{vm['name']}' since it is being deleted or deallocated.")
-    rid, iid = _vmss_id(m).lower(), m["iid"]
+    rid, iid, vm_id = _vmss_id(m).lower(), m["iid"], vm["properties"]["vmId"]
 
     def evicted() -> None:
         with arm.lock:
             current = arm.resources.get(rid)
-            if current is None or iid not in current["_instances"]:
+            target = current["_instances"].get(iid) if current is not None else None
+            if current is None or target is None or target["properties"]["vmId"] != vm_id:
                 return  # gone already
             if (profile.get("evictionPolicy") or "Deallocate").lower() == "delete":
+                if target["properties"]["provisioningState"] != "Deleting":  # else its capacity is gone already
+                    current["sku"]["capacity"] = max(0, int(current["sku"]["capacity"]) - 1)
                 _remove(arm, current, iid)
-                current["sku"]["capacity"] = max(0, int(current["sku"]["capacity"]) - 1)
             else:  # Deallocate: the VM stays, stopped and without a machine
-                arm.backend.delete(records.scale_set_vm(arm, current, current["_instances"][iid]))
-                current["_instances"][iid]["_deallocated"] = True
+                arm.backend.delete(records.scale_set_vm(arm, current, target))
+                target["_deallocated"] = True
 
     arm.backend.evict(records.scale_set_vm(arm, res, vm), evicted)
     return Reply(204)
