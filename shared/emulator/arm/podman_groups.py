@@ -85,6 +85,8 @@ class PodmanContainerGroups:
             return ContainerState("Waiting", detail_status="Created")
         if status in RUNNING:
             return ContainerState("Running", start_time=started)
+        # podman stamps StartedAt once runc's start returns: a quick container can finish "before" it started
+        finished = max(finished, started)
         code = int(state.get("ExitCode", -1))
         return ContainerState("Terminated", code, started, finished, "Completed" if code == 0 else "Error")
 
