@@ -54,16 +54,17 @@ def system_mirid(name: str) -> str:
 def test_a_user_assigned_identity_reports_its_principal_and_client_ids(arm: ArmEmulator,
                                                                        clients: AzureClients) -> None:
     spec = cluster_spec(name="user")
-    VmssProvider(clients, azure_settings()).reconcile(spec, 2)  # the provider's own model: UserAssigned
+    VmssProvider(clients, azure_settings()).reconcile(spec, 2)  # the provider's own model: both kinds
     got = clients.compute.virtual_machine_scale_sets.get(RG, scale_set_name(spec.cluster_key)).identity
-    assert got.type == "UserAssigned" and got.principal_id is None and got.tenant_id is None
+    assert got.type == "SystemAssigned, UserAssigned" and got.principal_id and got.tenant_id
     assigned = got.user_assigned_identities[USER_ID]
     expected = arm.user_identity(USER_ID)
     assert (assigned.principal_id, assigned.client_id) == (expected.principal_id, expected.client_id)
     assert expected == Identity("user", USER_ID, str(uuid.uuid5(uuid.NAMESPACE_URL, USER_ID.lower())),
                                 expected.client_id, TENANT)
     uuid.UUID(expected.client_id)
-    assert [vm.identities for vm in arm.vm_records()] == [(expected,), (expected,)]
+    assert [vm.identities[1:] for vm in arm.vm_records()] == [(expected,), (expected,)]
+    assert [vm.identities[0].kind for vm in arm.vm_records()] == ["system", "system"]
 
 
 def test_a_system_assigned_identity_belongs_to_its_scale_set(arm: ArmEmulator, clients: AzureClients) -> None:

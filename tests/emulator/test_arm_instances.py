@@ -90,7 +90,8 @@ def test_each_instance_is_created_with_the_custom_data_the_provider_rendered(
         arm: ArmEmulator, provider: VmssProvider, backend: RecordingBackend) -> None:
     spec = cluster_spec("STANDARD_NC6", "lowpriority")
     provider.reconcile(spec, 2)
-    expected = base64.b64decode(provider.scale_set_model(spec, 2).virtual_machine_profile.os_profile.custom_data)
+    sent = arm.requests("PUT", "virtualMachineScaleSets")[0].body  # byte for byte what the provider sent to ARM
+    expected = base64.b64decode(sent["properties"]["virtualMachineProfile"]["osProfile"]["customData"])
     assert len(backend.created) == 2  # the instances were added (Creating): the backend boots them now
     assert [data for _, data in backend.created] == [expected, expected]
     first, second = (vm for vm, _ in backend.created)
