@@ -28,6 +28,7 @@ MIRROR = os.environ.get("BATCHAI_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 LOCK_FILE = Path(tempfile.gettempdir()) / "batchai-machine-image.lock"
 BUILD_DIR = Path("/var/tmp")  # debootstrap needs device nodes and exec: not a noexec tmpfs
 DEBOOTSTRAP_TIMEOUT_S = 1800
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 _builds = 0  # images built by this process
 
@@ -90,11 +91,13 @@ def _exists(ref: str) -> bool:
 
 
 def _debootstrap(root: Path, include: list[str], log: Path) -> None:
+    if shutil.which("debootstrap", path=SYSTEM_PATH) is None:
+        raise RuntimeError("building the machine image needs debootstrap: apt-get install debootstrap")
     with open(log, "wb") as out:
         result = subprocess.run(
             ["debootstrap", f"--variant={VARIANT}", f"--include={','.join(include)}", SUITE, str(root), MIRROR],
             stdout=out, stderr=subprocess.STDOUT, timeout=DEBOOTSTRAP_TIMEOUT_S,
-            env=dict(os.environ, PATH="/usr/sbin:/usr/bin:/sbin:/bin", LANG="C.UTF-8"))
+            env=dict(os.environ, PATH=SYSTEM_PATH, LANG="C.UTF-8"))
     if result.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"debootstrap {SUITE} exited with {result.returncode}:\n{tail}")

@@ -31,10 +31,8 @@ class PodmanError(RuntimeError):
         self.returncode = result.returncode
 
 
-def run(argv: Sequence[str], check: bool = True, timeout: float = 120,
-        input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                            input=input.decode() if input is not None else None)
+def run(argv: Sequence[str], check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise PodmanError(argv, result)
     return result
