@@ -32,7 +32,8 @@ class Endpoint:
     resource_group: str = DEFAULT_RESOURCE_GROUP
     pids: dict[str, int] = field(default_factory=dict)  # host, azurite; empty when the stack is down
     started: dict[str, float] = field(default_factory=dict)  # process create times, to never signal a reused pid
-    ports: dict[str, int] = field(default_factory=dict)  # https, blob, queue, table
+    ports: dict[str, int] = field(default_factory=dict)  # https, blob, queue, table (+ issuer, arm, imds)
+    topology: str = "processes"  # "processes" | "machines"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

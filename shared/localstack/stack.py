@@ -23,7 +23,9 @@ import httpx
 import psutil
 
 from shared.adapters import storage
+from shared.emulator.network import ensure_network, remove_network
 from shared.localhost.hostjson import HostConfig
+from shared.localstack import cloud_topology, wheelhouse
 from shared.localstack.azurite import ROOT, free_port, start_azurite, stop_pid
 from shared.localstack.endpoint import (
     DEFAULT_RESOURCE_GROUP,
@@ -54,9 +56,12 @@ LOCAL_SETTINGS: dict[str, str] = {
     "BATCHAI_AGENT_POLL_MIN_S": "0.02",  # after a message or a task's end (Azure: 0.1 s)
 }
 
+PROCESSES, MACHINES = "processes", "machines"
 DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "https": 7071}
+MACHINE_PORTS = {**DEFAULT_PORTS, "issuer": 7072, "arm": 7073, "imds": 7074}
 HOST_STOP_GRACE_S = 15.0  # the host waits up to 10 s for running functions
 AZURITE_STOP_GRACE_S = 15.0  # Azurite saves its data on SIGTERM once its connections are idle (~10 s)
+EMULATOR_STOP_GRACE_S = 60.0  # it removes the stack's machines first
 _children: dict[int, subprocess.Popen[bytes]] = {}  # processes this Python process started, reaped on stop
 
 
@@ -70,9 +75,9 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def _choose_ports(previous: Endpoint | None, fixed: bool) -> dict[str, int]:
+def _choose_ports(previous: Endpoint | None, fixed: bool, defaults: dict[str, int]) -> dict[str, int]:
     chosen: dict[str, int] = {}
-    for name, default in DEFAULT_PORTS.items():
+    for name, default in defaults.items():
         wanted = [(previous.ports.get(name) if previous else None), default] if fixed else []
         port = next((p for p in wanted if p and p not in chosen.values() and _port_free(p)), None)
         while port is None or port in chosen.values():
@@ -103,11 +108,15 @@ def read_endpoint(state_dir: Path | str) -> Endpoint | None:
     return read_endpoint_file(Path(state_dir).resolve())
 
 
+def _roles(endpoint: Endpoint) -> tuple[str, ...]:
+    return ("host", "azurite", "emulator") if endpoint.topology == MACHINES else ("host", "azurite")
+
+
 def stack_status(state_dir: Path | str) -> dict[str, Any]:
     endpoint = read_endpoint(state_dir)
     if endpoint is None:
         return {"running": False, "processes": {}}
-    procs = {name: bool(_alive(endpoint, name)) for name in ("host", "azurite")}
+    procs = {name: bool(_alive(endpoint, name)) for name in _roles(endpoint)}
     return {"running": all(procs.values()), "processes": {n: endpoint.pids.get(n) if up else None
                                                           for n, up in procs.items()}, "endpoint": endpoint}
 
@@ -118,12 +127,12 @@ def _host_env(state_dir: Path, conn: str, digest: str, settings: dict[str, str] 
             "BATCHAI_API_TOKEN_SHA256": digest, "BATCHAI_STATE_DIR": str(state_dir)}
 
 
-def _start_host(state_dir: Path, port: int, env: dict[str, str], app: str) -> subprocess.Popen[bytes]:
+def _start_host(state_dir: Path, port: int, env: dict[str, str], app: str, bind: str) -> subprocess.Popen[bytes]:
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "host.stderr.log", "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.localhost", "--app", app, "--port", str(port),
+            [sys.executable, "-m", "shared.localhost", "--app", app, "--port", str(port), "--bind", bind,
              "--state-dir", str(state_dir), "--no-stderr-log"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)  # its own process group: `down` stops the host and its node agents
@@ -156,42 +165,62 @@ def _wait_https(endpoint: Endpoint, host: subprocess.Popen[bytes], state_dir: Pa
 
 
 def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, fixed_ports: bool = True,
-                app: str = "function_app", timeout_s: float = 90.0) -> Endpoint:
+                app: str = "function_app", timeout_s: float = 90.0, topology: str = PROCESSES) -> Endpoint:
     """Start the stack under `state_dir` (or return the running one) and write its endpoint file.
 
     fixed_ports: use the previous or default ports (10000-10002, 7071) where free; False picks free ones.
+    topology: PROCESSES (nodes are agent processes here) or MACHINES (see `cloud_topology`).
     """
     state_dir = Path(state_dir).resolve()
     previous = read_endpoint_file(state_dir)
-    if previous and _alive(previous, "host") and _alive(previous, "azurite"):
+    if previous and previous.topology == topology and all(_alive(previous, n) for n in _roles(previous)):
         return previous
     if previous and previous.pids:
-        _stop_processes(previous)  # half of an earlier stack: start afresh
-    ports = _choose_ports(previous, fixed_ports)
+        _stop_processes(previous)  # half of an earlier stack (or the other topology): start afresh
+    ports = _choose_ports(previous if previous and previous.topology == topology else None, fixed_ports,
+                          MACHINE_PORTS if topology == MACHINES else DEFAULT_PORTS)
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    subscription = previous.subscription_id if previous else DEFAULT_SUBSCRIPTION
+    plan = cloud_topology.prepare(state_dir) if topology == MACHINES else None
+    bind = plan.network.gateway if plan else "127.0.0.1"
     azurite = start_azurite(state_dir / "azurite", ports["blob"], ports["queue"], ports["table"],
-                            log=state_dir / "logs" / "azurite.log")
+                            log=state_dir / "logs" / "azurite.log", host=bind, accounts=plan.accounts if plan else None)
     _children[azurite.process.pid] = azurite.process
     host: subprocess.Popen[bytes] | None = None
+    cloud: subprocess.Popen[bytes] | None = None
     try:
         conn = azurite.connection_string
         storage.ensure_all(conn)
         token, digest = ensure_token(state_dir, previous.token if previous else None)
-        tls = ensure_tls(state_dir / "tls")
-        host = _start_host(state_dir, ports["https"], _host_env(state_dir, conn, digest, settings), app)
+        tls = ensure_tls(state_dir / "tls", ips=[bind] if plan else ())
+        env = _host_env(state_dir, conn, digest, settings)
+        pids = {"azurite": azurite.process.pid}
+        data_conn = conn
+        if plan is not None:
+            data_conn = azurite.account_connection_string(cloud_topology.DATA_ACCOUNT)
+            storage.ensure_all(data_conn)
+            wheelhouse.publish(conn, wheelhouse.build_wheelhouse(cloud_topology.NODE_EXTRAS))
+            cloud, ready = cloud_topology.start_emulator(state_dir, plan, subscription, ports)
+            _children[cloud.pid] = cloud
+            pids["emulator"] = cloud.pid
+            env = {**env, **cloud_topology.host_settings(plan, azurite, ready, tls, ports["https"], subscription),
+                   **(settings or {})}
+        host = _start_host(state_dir, ports["https"], env, app, bind)
+        pids["host"] = host.pid
         prefix = HostConfig.load(ROOT / "host.json").route_prefix.strip("/")
-        pids = {"host": host.pid, "azurite": azurite.process.pid}
         endpoint = Endpoint(
-            url=f"https://127.0.0.1:{ports['https']}" + (f"/{prefix}" if prefix else ""), token=token,
-            ca_file=str(tls.ca_file), storage_connection_string=conn,
-            subscription_id=previous.subscription_id if previous else DEFAULT_SUBSCRIPTION,
+            url=f"https://{bind}:{ports['https']}" + (f"/{prefix}" if prefix else ""), token=token,
+            ca_file=str(tls.ca_file), storage_connection_string=data_conn, subscription_id=subscription,
             resource_group=previous.resource_group if previous else DEFAULT_RESOURCE_GROUP,
-            pids=pids, started={n: psutil.Process(p).create_time() for n, p in pids.items()}, ports=ports)
+            pids=pids, started={n: psutil.Process(p).create_time() for n, p in pids.items()}, ports=ports,
+            topology=topology)
         write_endpoint_file(state_dir, endpoint)
         _wait_https(endpoint, host, state_dir, timeout_s)
     except BaseException:
         if host is not None:
             _stop_host(host.pid, None)
+        if cloud is not None:
+            _stop_emulator(cloud.pid, None)
         _stop_azurite(azurite.process.pid, None)
         raise
     return endpoint
@@ -243,9 +272,21 @@ def _reap(pid: int) -> None:
         child.wait(timeout=10)
 
 
+def _stop_emulator(pid: int, started: float | None) -> None:
+    """SIGTERM: the local cloud removes the stack's machines before it exits."""
+    proc = _process(pid, started)
+    if proc is not None:
+        proc.terminate()
+        _, alive = psutil.wait_procs([proc], timeout=EMULATOR_STOP_GRACE_S)
+        _signal_all(alive, signal.SIGKILL)
+    _reap(pid)
+
+
 def _stop_processes(endpoint: Endpoint) -> None:
     if endpoint.pids.get("host"):
         _stop_host(endpoint.pids["host"], endpoint.started.get("host"))
+    if endpoint.pids.get("emulator"):
+        _stop_emulator(endpoint.pids["emulator"], endpoint.started.get("emulator"))
     if endpoint.pids.get("azurite"):
         _stop_azurite(endpoint.pids["azurite"], endpoint.started.get("azurite"))
 
@@ -257,5 +298,7 @@ def stop_stack(state_dir: Path | str) -> None:
     if endpoint is None:
         return
     _stop_processes(endpoint)
+    if endpoint.topology == MACHINES:
+        remove_network(ensure_network(cloud_topology.stack_id_of(state_dir)))
     endpoint.pids, endpoint.started = {}, {}
     write_endpoint_file(state_dir, endpoint)
