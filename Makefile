@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down demo test lint bench
+.PHONY: install up up-cloud down demo test lint bench
 
 $(STAMP): requirements.txt requirements-dev.txt package-lock.json pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(STAMP)
 
 up: install
 	$(BIN)/batchai stack up
+
+up-cloud: install
+	$(BIN)/batchai stack up --topology machines
 
 down: install
 	$(BIN)/batchai stack down

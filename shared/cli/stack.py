@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from shared.cli.output import message, out
 
 app = typer.Typer(help="The local stack: Azurite, the local trigger host and local nodes.", no_args_is_help=True)
 
-SHOWN = ("url", "subscription_id", "resource_group", "ca_file")
+SHOWN = ("url", "topology", "subscription_id", "resource_group", "ca_file")
 
 
 def describe(endpoint: dict[str, Any], endpoint_file: Path) -> None:
@@ -42,13 +43,22 @@ def _state_dir(ctx: typer.Context, state_dir: Path | None) -> Path:
     return (state_dir or session(ctx).stack_state_dir).resolve()
 
 
+class Topology(StrEnum):
+    processes = "processes"
+    machines = "machines"
+
+
 @app.command("up")
-def up(ctx: typer.Context, state_dir: StateDirOpt = None) -> None:
+def up(ctx: typer.Context, state_dir: StateDirOpt = None,
+       topology: Annotated[Topology, typer.Option(
+           help="processes: every node an agent process here; machines: nodes are machines booted by cloud-init "
+                "from the scale-set provider's custom data, on a local ARM emulator (needs podman)")]
+       = Topology.processes) -> None:
     """Start the local stack in the background (or report the one that runs) and write its endpoint file."""
     from shared.localstack.stack import start_stack
 
     directory = _state_dir(ctx, state_dir)
-    endpoint = as_mapping(start_stack(directory))
+    endpoint = as_mapping(start_stack(directory, topology=topology.value))
     message(f"local stack up (state in {directory}); stop it with `batchai stack down`")
     describe(endpoint, directory / "local" / "endpoint.json")
 
