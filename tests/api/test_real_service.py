@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.batchai import BatchAI, models
 
 from tests.api.conftest import API, unique
@@ -51,3 +53,32 @@ def test_resource_types_are_the_arm_type_paths(http: httpx.Client, client: Batch
     assert {w.type for w in client.workspaces.list_by_resource_group(rg)} == {"Microsoft.BatchAI/workspaces"}
     job = client.jobs.get(rg, ws, "e", "j")
     assert isinstance(job, models.Job) and job.type == "Microsoft.BatchAI/workspaces/experiments/jobs"
+
+
+def test_each_resource_has_its_own_not_found_code(http: httpx.Client, client: BatchAI, rg: str,
+                                                  ws_path: Callable[[str], str]) -> None:
+    base = make_workspace(http, ws_path)
+    ws = base.rsplit("/", 1)[-1]
+    missing = {
+        ws_path("nows"): ("WorkspaceNotFound", "The specified workspace nows is not found"),
+        f"{base}/clusters/noc": ("ClusterNotFound", "The specified cluster noc is not found"),
+        f"{base}/fileServers/nofs": ("FileServerNotFound", "The specified file server nofs is not found"),
+        f"{base}/experiments/noe": ("ExperimentNotFound", "The specified experiment noe is not found"),
+        f"{base}/experiments/e/jobs/noj": ("JobNotFound", "The specified job noj is not found"),
+    }
+    for url, (code, message) in missing.items():
+        r = http.get(f"{url}?{API}")
+        assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["message"]) == (404, code, message)
+    sub = base.split("/")[2]
+    op = http.get(f"/subscriptions/{sub}/providers/Microsoft.BatchAI/locations/eastus/operationresults/nope?{API}")
+    assert (op.status_code, op.json()["error"]["code"]) == (404, "OperationNotFound")
+    submit = http.put(f"{base}/experiments/noe/jobs/j?{API}", json=job_body(base))
+    assert (submit.status_code, submit.json()["error"]["code"]) == (404, "ExperimentNotFound")
+
+    for call, code in [(lambda: client.workspaces.get(rg, "nows"), "WorkspaceNotFound"),
+                       (lambda: client.clusters.get(rg, ws, "noc"), "ClusterNotFound"),
+                       (lambda: client.experiments.get(rg, ws, "noe"), "ExperimentNotFound"),
+                       (lambda: client.jobs.get(rg, ws, "e", "noj"), "JobNotFound")]:
+        with pytest.raises(ResourceNotFoundError) as e:
+            call()
+        assert e.value.error.code == code
