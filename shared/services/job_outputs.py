@@ -1,8 +1,9 @@
 """listOutputFiles: a job's stdout/stderr and output directories in blob storage, one level at a time.
 
 `stdouterr` lists ``{output prefix}/stdouterr/``; an output directory id of the job lists
-``{output prefix}/outputs/{ID}/`` (see `storage.output_prefix`). `directory` walks down (names
-are relative to the output directory, so a directory's name is what `directory` takes next).
+``{output prefix}/outputs/{ID}/`` (see `storage.output_prefix`). `directory` walks down. Names are
+relative to the listed directory, as the real service answered (`directory=afs` listed `job_afs.txt`,
+not `afs/job_afs.txt`): clients look a file up by its name in the listing of its directory.
 Every file carries a read-only SAS URL expiring after `linkexpiryinminutes` (5..600, default 60).
 """
 
@@ -57,7 +58,7 @@ def list_output_files(settings: Settings, ref: JobRef, output_id: str | None, di
     expires = now + timedelta(minutes=minutes)
     items = []
     for e in entries:
-        name = e.name[len(base):]
+        name = e.name[len(prefix):]
         if e.is_dir:
             items.append({"name": name, "fileType": "directory"})
             continue

@@ -10,6 +10,8 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.batchai import BatchAI, models
 
+from shared.adapters import storage
+from shared.config import Settings
 from tests.api.conftest import API, unique
 
 CLUSTER = {"properties": {"vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
@@ -82,3 +84,26 @@ def test_each_resource_has_its_own_not_found_code(http: httpx.Client, client: Ba
         with pytest.raises(ResourceNotFoundError) as e:
             call()
         assert e.value.error.code == code
+
+
+def test_output_file_names_are_relative_to_the_listed_directory(http: httpx.Client, client: BatchAI, rg: str,
+                                                                ws_path: Callable[[str], str]) -> None:
+    base = make_workspace(http, ws_path)
+    ws = base.rsplit("/", 1)[-1]
+    body = job_body(base)
+    body["properties"]["outputDirectories"] = [{"id": "OUT", "pathPrefix": "/tmp/out"}]
+    job = http.put(f"{base}/experiments/e/jobs/without?{API}", json=body).json()
+    prefix = storage.output_prefix(ws, "e", "without", job["properties"]["jobOutputDirectoryPathSegment"])
+    container = storage.container(Settings.from_env().storage_connection_string, storage.C_OUTPUTS)
+    for name, data in {"top.txt": b"t", "sub/nested.txt": b"n", "sub/deeper/x.txt": b"x"}.items():
+        container.upload_blob(f"{prefix}/outputs/OUT/{name}", data, overwrite=True)
+
+    def listing(directory: str) -> dict[str, models.File]:
+        options = models.JobsListOutputFilesOptions(outputdirectoryid="OUT", directory=directory)
+        return {f.name: f for f in client.jobs.list_output_files(rg, ws, "e", "without", options)}
+
+    assert {n: f.file_type for n, f in listing(".").items()} == {"top.txt": "file", "sub": "directory"}
+    sub = listing("sub")
+    assert {n: f.file_type for n, f in sub.items()} == {"nested.txt": "file", "deeper": "directory"}
+    assert httpx.get(sub["nested.txt"].download_url).content == b"n"
+    assert list(listing("sub/deeper")) == ["x.txt"]
