@@ -111,7 +111,7 @@ def test_every_put_and_patch_example(http: httpx.Client, api_endpoint: dict[str,
     assert body["properties"]["cluster"]["id"] == f"{base}/clusters/demo_cluster"
     assert body["properties"]["toolType"] == "custom" and body["properties"]["executionState"] == "queued"
 
-    assert http.delete(f"{base}?{API}").status_code == 200
+    assert http.delete(f"{base}?{API}").status_code == 202
     assert http.get(f"{base}?{API}").status_code == 404
 
 

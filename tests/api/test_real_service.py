@@ -8,11 +8,14 @@ from collections.abc import Callable
 import httpx
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
+from azure.core.polling import LROPoller
+from azure.core.rest import HttpRequest
+from azure.mgmt.core.polling.arm_polling import ARMPolling
 from azure.mgmt.batchai import BatchAI, models
 
 from shared.adapters import storage
 from shared.config import Settings
-from tests.api.conftest import API, unique
+from tests.api.conftest import API, unique, wait_until
 
 CLUSTER = {"properties": {"vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
                           "scaleSettings": {"manual": {"targetNodeCount": 0}}}}
@@ -107,3 +110,58 @@ def test_output_file_names_are_relative_to_the_listed_directory(http: httpx.Clie
     assert {n: f.file_type for n, f in sub.items()} == {"nested.txt": "file", "deeper": "directory"}
     assert httpx.get(sub["nested.txt"].download_url).content == b"n"
     assert list(listing("sub/deeper")) == ["x.txt"]
+
+
+def finished_operation(http: httpx.Client, deleted: httpx.Response) -> dict:
+    """The operation a DELETE answered with, once it ended (its Azure-AsyncOperation status document)."""
+    assert deleted.status_code == 202, deleted.text
+    status_url, location = deleted.headers["Azure-AsyncOperation"], deleted.headers["Location"]
+    assert "/operationresults/" in status_url and "/operationstatuses/" in location and deleted.headers["Retry-After"]
+
+    def ended() -> dict | None:
+        r = http.get(status_url)
+        assert r.status_code == 200  # the status document answers 200 while it runs too
+        return r.json() if r.json()["status"] != "InProgress" else None
+
+    body = wait_until(ended, 30, "the delete operation to end")
+    assert http.get(location).status_code == 200
+    assert body["name"] == status_url.split("?")[0].rsplit("/", 1)[-1] and body["id"] == status_url.split("?")[0]
+    assert body["startTime"] and body["endTime"]
+    return body
+
+
+def test_deletes_answer_202_with_an_operation(http: httpx.Client, ws_path: Callable[[str], str]) -> None:
+    base = make_workspace(http, ws_path)
+    sub, rg, ws = base.split("/")[2], base.split("/")[4], base.rsplit("/", 1)[-1]
+    cases = [
+        ("/experiments/e/jobs/j", "JobNotFound", f"{sub}${rg}${ws}$e$j"),
+        ("/experiments/e", "ExperimentNotFound", f"{sub}${rg}${ws}$e"),
+        ("/clusters/c", "ClusterNotFound", f"{sub}${rg}${ws}$c"),
+        ("/fileServers/fs", "FileServerNotFound", f"{sub}${rg}${ws}$fs"),
+        ("", "WorkspaceNotFound", f"{sub}${rg}${ws}"),
+    ]
+    for path, code, resource_id in cases:
+        url = f"{base}{path}?{API}"
+        op = finished_operation(http, http.delete(url))
+        assert op["status"] == "Succeeded" and op["properties"] == {"resourceId": resource_id}, path
+        gone = http.get(url)
+        assert (gone.status_code, gone.json()["error"]["code"]) == (404, code)
+        assert http.delete(url).status_code == 204  # nothing left to delete
+
+
+def test_sdk_deletes_wait_for_their_operations(http: httpx.Client, client: BatchAI, rg: str,
+                                               ws_path: Callable[[str], str]) -> None:
+    base = make_workspace(http, ws_path)
+    ws = base.rsplit("/", 1)[-1]
+    client.jobs.begin_delete(rg, ws, "e", "j").result(timeout=30)
+    client.experiments.begin_delete(rg, ws, "e").result(timeout=30)
+    client.clusters.begin_delete(rg, ws, "c").result(timeout=30)
+    # azure-mgmt-batchai 7.0.0 lacks file server delete: the same ARM long-running protocol, driven by azure-core.
+    url = client._client.format_url(f"{base}/fileServers/fs?{API}")
+    response = client._client.send_request(HttpRequest("DELETE", url), _return_pipeline_response=True)
+    LROPoller(client._client, response, lambda _: None, ARMPolling(0.2)).result(timeout=30)
+    client.workspaces.begin_delete(rg, ws).result(timeout=30)
+    for path, code in [("/experiments/e/jobs/j", "JobNotFound"), ("/experiments/e", "ExperimentNotFound"),
+                       ("/clusters/c", "ClusterNotFound"), ("/fileServers/fs", "FileServerNotFound"),
+                       ("", "WorkspaceNotFound")]:
+        assert http.get(f"{base}{path}?{API}").json()["error"]["code"] == code
