@@ -10,8 +10,8 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.core.polling import LROPoller
 from azure.core.rest import HttpRequest
-from azure.mgmt.core.polling.arm_polling import ARMPolling
 from azure.mgmt.batchai import BatchAI, models
+from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from shared.adapters import storage
 from shared.config import Settings
