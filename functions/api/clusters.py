@@ -1,4 +1,5 @@
-"""Clusters and file servers routes: create, update, delete, get, list, listRemoteLoginInformation."""
+"""Clusters and file servers routes: create, update, delete, get, list, listRemoteLoginInformation, and
+listNodeSetupFiles (the setup task's output of each node: an addition beyond 2018-05-01)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from functions.api.common import (
     workspace_ref,
 )
 from shared.domain import validation
-from shared.services import clusters, fileservers, removal
+from shared.services import clusters, fileservers, job_outputs, removal
+from shared.services.api_common import utcnow
 
 router = APIRouter()
 CLUSTER = WS + "/clusters/{clusterName}"
@@ -67,6 +69,20 @@ def cluster_remote_login(request: Request, subscriptionId: str, resourceGroupNam
                          clusterName: str) -> dict[str, Any]:
     ref = cluster_ref(subscriptionId, resourceGroupName, workspaceName, clusterName)
     return page(request, clusters.remote_login(settings(), ref))
+
+
+@router.post(f"{CLUSTER}/listNodeSetupFiles")
+@router.get(f"{CLUSTER}/listNodeSetupFiles")  # nextLink pages are fetched with GET
+def cluster_setup_files(request: Request, subscriptionId: str, resourceGroupName: str, workspaceName: str,
+                        clusterName: str) -> dict[str, Any]:
+    """The node setup task's output: a directory per node (its stdout.txt and stderr.txt), one level at a
+    time (`directory`: a node id, or a path under it), each file with a read-only download URL that expires
+    after `linkexpiryinminutes` (5..600, default 60). Answers as listOutputFiles does."""
+    ref = cluster_ref(subscriptionId, resourceGroupName, workspaceName, clusterName)
+    q = request.query_params
+    return page(request, job_outputs.list_setup_files(settings(), ref, q.get("directory"),
+                                                      q.get("linkexpiryinminutes"), max_results(request),
+                                                      skiptoken(request), utcnow()))
 
 
 @router.get(f"{WS}/fileServers")

@@ -97,17 +97,23 @@ def page(request: Request, result: Page) -> dict[str, Any]:
     return body
 
 
-def operation_url(request: Request, subscription: str, op_id: str, location: str) -> str:
-    path = f"/subscriptions/{subscription}/providers/{PROVIDER}/locations/{location}/operationresults/{op_id}"
+def operation_url(request: Request, subscription: str, op_id: str, location: str,
+                  kind: str = "operationresults") -> str:
+    """Where an operation is polled: `operationresults` (Azure-AsyncOperation: a status body) or
+    `operationstatuses` (Location: 202 until it ends), as the real service answered."""
+    path = f"/subscriptions/{subscription}/providers/{PROVIDER}/locations/{location}/{kind}/{op_id}"
     return str(request.url.replace(path=path, query=f"api-version={API_VERSION}"))
 
 
 def accepted(request: Request, result: Accepted, subscription: str, conf: Settings) -> Response:
-    """200 when the operation finished (204: there was nothing to delete), else 202 with the Location to poll."""
+    """202 with the operation to poll (Azure-AsyncOperation and Location); 200 when the request finished with no
+    operation; 204 when there was nothing to delete."""
     if result.op_id is None:
         return Response(status_code=200 if result.existed else 204)
+    where = conf.default_location
     return Response(status_code=202, headers={
-        "Location": operation_url(request, subscription, result.op_id, conf.default_location),
+        "Azure-AsyncOperation": operation_url(request, subscription, result.op_id, where),
+        "Location": operation_url(request, subscription, result.op_id, where, "operationstatuses"),
         "Retry-After": RETRY_AFTER_S})
 
 

@@ -1,8 +1,9 @@
 """Long-running API operations (asynchronous deletes and terminations) in table `operations`.
 
 One row per operation: PartitionKey "op", RowKey the operation id; `kind`, `target` (the
-resource's key fields as JSON), `status` (InProgress | Succeeded | Failed), `error`, times. The
-row is the recorded intent that the operation-result endpoint re-evaluates on every poll.
+resource's key fields as JSON), `resourceId` (the resource's names joined by '$', as Batch AI
+reported it), `status` (InProgress | Succeeded | Failed), `error`, `createdAt`, `finishedAt`. The
+row is the recorded intent that the operation-result endpoints re-evaluate on every poll.
 """
 
 from __future__ import annotations
@@ -28,12 +29,19 @@ class Operation:
     status: str
     error: dict[str, Any] | None
     etag: str
+    resource_id: str = ""
+    created_at: str = ""
+    finished_at: str = ""
 
 
-def create(conn: str, op_id: str, kind: str, target: dict[str, Any], at: str) -> None:
-    storage.table(conn, storage.T_OPERATIONS).create_entity({
-        "PartitionKey": PK, "RowKey": op_id, "kind": kind, "target": json.dumps(target),
-        "status": "InProgress", "createdAt": at})
+def create(conn: str, op_id: str, kind: str, target: dict[str, Any], at: str, resource_id: str = "",
+           finished: bool = False) -> None:
+    """Record an operation: InProgress, or Succeeded at once when `finished` (nothing was left to wait for)."""
+    entity = {"PartitionKey": PK, "RowKey": op_id, "kind": kind, "target": json.dumps(target),
+              "resourceId": resource_id, "status": "Succeeded" if finished else "InProgress", "createdAt": at}
+    if finished:
+        entity["finishedAt"] = at
+    storage.table(conn, storage.T_OPERATIONS).create_entity(entity)
 
 
 def get(conn: str, op_id: str) -> Operation | None:
@@ -42,7 +50,8 @@ def get(conn: str, op_id: str) -> Operation | None:
     except ResourceNotFoundError:
         return None
     return Operation(op_id, e["kind"], json.loads(e["target"]), e["status"],
-                     json.loads(e["error"]) if e.get("error") else None, e.metadata["etag"])
+                     json.loads(e["error"]) if e.get("error") else None, e.metadata["etag"],
+                     e.get("resourceId") or "", e.get("createdAt") or "", e.get("finishedAt") or "")
 
 
 def finish(conn: str, op: Operation, status: str, at: str, error: dict[str, Any] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -41,3 +42,25 @@ StorageKeyOpt = Annotated[str | None, typer.Option(
 def storage_account(ctx: typer.Context, name: str | None, key: str | None) -> StorageAccount:
     fallback = storage_account_from_connection_string(session(ctx).endpoint.get("storage_connection_string"))
     return StorageAccount(name or fallback.name, key or (fallback.key if not name or name == fallback.name else None))
+
+
+def pick(what: str, positional: str | None, option: str | None, flag: str) -> str:
+    """A name given as a positional argument or as its `az batchai` option (`flag`), not both differently."""
+    if positional and option and positional != option:
+        raise CliError(f"{what} given twice: {positional!r} and {flag} {option!r}", exit_code=2)
+    value = option or positional
+    if not value:
+        raise CliError(f"missing {what}: pass {flag} (or it as an argument)", exit_code=2)
+    return value
+
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt for confirmation.")]
+NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Do not wait for the operation to finish.")]
+
+
+def confirm(yes: bool, question: str) -> None:
+    """Ask before a destructive command on a terminal (as `az` does) unless --yes; scripts are not asked."""
+    if yes or not sys.stdin.isatty():
+        return
+    if not typer.confirm(question, default=False):
+        raise CliError("not confirmed: nothing was done", exit_code=1)

@@ -14,7 +14,7 @@ import httpx
 import typer
 from azure.mgmt.batchai import BatchAI, models
 
-from shared.cli.common import GroupOpt, OutputOpt, output_format, session
+from shared.cli.common import GroupOpt, OutputOpt, output_format, pick, session
 from shared.cli.context import CliError
 from shared.cli.output import message, show_list
 
@@ -22,12 +22,22 @@ app = typer.Typer(help="A job's output files: stdout/stderr and its output direc
 
 ENDED = ("succeeded", "failed")
 
-WorkspaceArg = Annotated[str, typer.Argument(help="Workspace name.")]
-ExperimentArg = Annotated[str, typer.Argument(help="Experiment name.")]
-JobArg = Annotated[str, typer.Argument(help="Job name.")]
+WorkspaceArg = Annotated[str | None, typer.Argument(help="Workspace name (or -w).", show_default=False)]
+ExperimentArg = Annotated[str | None, typer.Argument(help="Experiment name (or -e).", show_default=False)]
+JobArg = Annotated[str | None, typer.Argument(help="Job name (or -j).", show_default=False)]
+WorkspaceOpt = Annotated[str | None, typer.Option("--workspace", "-w", help="Workspace name.")]
+ExperimentOpt = Annotated[str | None, typer.Option("--experiment", "-e", help="Experiment name.")]
+JobOpt = Annotated[str | None, typer.Option("--job", "-j", help="Job name.")]
 DirectoryIdOpt = Annotated[str, typer.Option("--output-directory-id", "-d",
                                              help="stdouterr, or the id of one of the job's output directories.")]
-PathOpt = Annotated[str, typer.Option("--path", help="A directory inside the output directory.")]
+PathOpt = Annotated[str, typer.Option("--path", "-p", help="A directory inside the output directory.")]
+
+
+def names(workspace: str | None, workspace_opt: str | None, experiment: str | None, experiment_opt: str | None,
+          job: str | None, job_opt: str | None) -> tuple[str, str, str]:
+    return (pick("the workspace", workspace, workspace_opt, "--workspace/-w"),
+            pick("the experiment", experiment, experiment_opt, "--experiment/-e"),
+            pick("the job", job, job_opt, "--job/-j"))
 
 COLUMNS = [
     ("Name", lambda f: f.name),
@@ -46,13 +56,15 @@ def list_files(client: BatchAI, group: str, workspace: str, experiment: str, job
 
 
 @app.command("list")
-def list_(ctx: typer.Context, workspace: WorkspaceArg, experiment: ExperimentArg, job: JobArg,
+def list_(ctx: typer.Context, workspace: WorkspaceArg = None, experiment: ExperimentArg = None, job: JobArg = None,
+          workspace_opt: WorkspaceOpt = None, experiment_opt: ExperimentOpt = None, job_opt: JobOpt = None,
           directory_id: DirectoryIdOpt = "stdouterr", path: PathOpt = ".",
           expiry: Annotated[int, typer.Option("--expiry", min=5, max=600,
                                               help="Minutes the download URLs stay valid.")] = 60,
           group: GroupOpt = None, output: OutputOpt = None) -> None:
-    """List a job's output files with their download URLs."""
+    """List a job's output files with their download URLs (names relative to --path)."""
     s = session(ctx)
+    workspace, experiment, job = names(workspace, workspace_opt, experiment, experiment_opt, job, job_opt)
     files = list_files(s.client, s.resource_group(group), workspace, experiment, job, directory_id, path, expiry)
     show_list(files, COLUMNS, output_format(ctx, output), title=f"{job}: {directory_id}/{path.strip('./')}")
 
@@ -77,14 +89,17 @@ class RangeReader:
 
 
 @app.command("stream")
-def stream(ctx: typer.Context, workspace: WorkspaceArg, experiment: ExperimentArg, job: JobArg,
-           file_name: Annotated[str, typer.Option("--file-name", "-f", help="The file to follow.")] = "stdout.txt",
+def stream(ctx: typer.Context, workspace: WorkspaceArg = None, experiment: ExperimentArg = None, job: JobArg = None,
+           workspace_opt: WorkspaceOpt = None, experiment_opt: ExperimentOpt = None, job_opt: JobOpt = None,
+           file_name: Annotated[str, typer.Option(
+               "--file-name", "-f", help="The file to follow, by its name in --path.")] = "stdout.txt",
            directory_id: DirectoryIdOpt = "stdouterr", path: PathOpt = ".",
            interval: Annotated[float, typer.Option(help="Seconds between reads.")] = 1.0,
            group: GroupOpt = None) -> None:
     """Print a job's output file as it grows (tail -f), until the job ends."""
     s = session(ctx)
     rg = s.resource_group(group)
+    workspace, experiment, job = names(workspace, workspace_opt, experiment, experiment_opt, job, job_opt)
     seen = False
     with httpx.Client(timeout=30) as http:  # download URLs are storage SAS URLs: the system CAs apply
         reader = RangeReader(http)

@@ -1,18 +1,22 @@
 """The `batchai` command line: the root command, its global options, and how failures are reported.
 
-Every resource command goes through the official azure-mgmt-batchai SDK. Service errors print their ARM
-error code and message and exit 1; usage errors exit 2; no traceback for either.
+The groups, verbs and flags of `az batchai` (azure-cli 2.0.67): workspace, cluster (with node and file),
+experiment, job (with file and node), file-server, list-usages; names may also be given as positional
+arguments. Beyond it: stack (the local stack), node (local nodes: preempt), scoring. Every resource
+command goes through the official azure-mgmt-batchai SDK. Service errors print their ARM error code and
+message and exit 1; usage errors exit 2; no traceback for either.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from typer.core import TyperGroup
 
-from shared.cli import clusters, experiments, jobs, nodes, scoring, stack, workspaces
+from shared.cli import clusters, experiments, fileservers, jobs, nodes, scoring, stack, usages, workspaces
 from shared.cli.context import ENDPOINT_ENV, STATE_DIR_ENV, CliError, Session
 from shared.cli.output import err_console
 
@@ -29,8 +33,30 @@ def service_error_text(error: HttpResponseError) -> str:
     return f"{text}: {body_text[:500]}" if body_text else text
 
 
+def command_paths(group: TyperGroup, ctx: typer.Context, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(`group verb`, short help) of every command under `group`, depth first, in listing order."""
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is None or command.hidden:
+            continue
+        path = f"{prefix} {name}".strip()
+        if isinstance(command, TyperGroup):
+            yield from command_paths(command, ctx, path)
+        else:
+            yield path, command.get_short_help_str(limit=80)
+
+
 class ReportingGroup(TyperGroup):
-    """Turns service and CLI failures into a message on stderr and an exit code."""
+    """Turns service and CLI failures into a message on stderr and an exit code; its help lists every verb."""
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        super().format_help(ctx, formatter)
+        if ctx.parent is None:
+            paths = list(command_paths(self, ctx))
+            width = max(len(path) for path, _ in paths)
+            typer.echo("\nEvery command:")
+            for path, text in paths:
+                typer.echo(f"  {path:<{width}}  {text}")
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -54,6 +80,8 @@ app.add_typer(workspaces.app, name="workspace")
 app.add_typer(clusters.app, name="cluster")
 app.add_typer(experiments.app, name="experiment")
 app.add_typer(jobs.app, name="job")
+app.add_typer(fileservers.app, name="file-server")
+app.command("list-usages")(usages.list_usages)
 app.add_typer(nodes.app, name="node")
 app.add_typer(scoring.app, name="scoring")
 

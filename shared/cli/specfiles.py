@@ -1,4 +1,5 @@
-"""Batch AI CLI job and cluster files (`-f job.json`, `-f cluster.json`): read, complete, validate, deserialize.
+"""Batch AI CLI job, cluster and file server files (`-f job.json`, `-f cluster.json`, `-f nfs.json`): read,
+complete, validate, deserialize.
 
 The files are `{"$schema": ..., "properties": {...}}` as the Batch AI command-line tool used them (a bare
 properties object is accepted too). Storage placeholders `<AZURE_BATCHAI_STORAGE_ACCOUNT>` and
@@ -187,3 +188,14 @@ def load_cluster_file(path: Path, account: StorageAccount) -> dict[str, Any]:
 
 def cluster_model(doc: dict[str, Any], path: Path | str) -> models.ClusterCreateParameters:
     return to_model(doc, "ClusterCreateParameters", Path(str(path)))
+
+
+def load_file_server_file(path: Path) -> dict[str, Any]:
+    """The file server file's properties (validated against the tool's `nfs` schema), for flags to merge into."""
+    doc = as_document(read_json_file(path), "nfs", path)
+    validate(doc, "nfs", path)
+    return doc
+
+
+def file_server_model(doc: dict[str, Any], path: Path | str) -> models.FileServerCreateParameters:
+    return to_model(doc, "FileServerCreateParameters", Path(str(path)))

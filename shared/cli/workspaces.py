@@ -1,4 +1,4 @@
-"""`batchai workspace ...`: create, list, show, delete workspaces."""
+"""`batchai workspace ...`: create, list, show, delete workspaces (`az batchai workspace` flags)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from azure.mgmt.batchai import models
 
-from shared.cli.common import GroupOpt, OutputOpt, output_format, session
+from shared.cli.common import GroupOpt, NoWaitOpt, OutputOpt, YesOpt, confirm, output_format, pick, session
 from shared.cli.output import message, show_list, show_one
 
 app = typer.Typer(help="Workspaces: the top-level container of clusters, experiments and file servers.",
@@ -20,17 +20,23 @@ COLUMNS = [
     ("Created", lambda w: w.creation_time),
 ]
 
-NameArg = Annotated[str, typer.Argument(help="Workspace name.")]
+NameArg = Annotated[str | None, typer.Argument(help="Workspace name (or -n).", show_default=False)]
+NameOpt = Annotated[str | None, typer.Option("--workspace", "-n", help="Workspace name.")]
+
+
+def name_of(positional: str | None, option: str | None) -> str:
+    return pick("the workspace name", positional, option, "--workspace/-n")
 
 
 @app.command("create")
-def create(ctx: typer.Context, name: NameArg, location: Annotated[str | None, typer.Option(
+def create(ctx: typer.Context, name: NameArg = None, name_opt: NameOpt = None,
+           location: Annotated[str | None, typer.Option(
                "--location", "-l", help="Location (default: the endpoint file's, else 'local').")] = None,
            group: GroupOpt = None, output: OutputOpt = None) -> None:
     """Create a workspace (or return the existing one)."""
     s = session(ctx)
     where = location or s.endpoint.get("location") or "local"
-    ws = s.client.workspaces.begin_create(s.resource_group(group), name,
+    ws = s.client.workspaces.begin_create(s.resource_group(group), name_of(name, name_opt),
                                           models.WorkspaceCreateParameters(location=where)).result()
     show_one(ws, output_format(ctx, output))
 
@@ -47,15 +53,23 @@ def list_(ctx: typer.Context, group: GroupOpt = None, output: OutputOpt = None,
 
 
 @app.command("show")
-def show(ctx: typer.Context, name: NameArg, group: GroupOpt = None, output: OutputOpt = None) -> None:
+def show(ctx: typer.Context, name: NameArg = None, name_opt: NameOpt = None, group: GroupOpt = None,
+         output: OutputOpt = None) -> None:
     """Show a workspace."""
     s = session(ctx)
-    show_one(s.client.workspaces.get(s.resource_group(group), name), output_format(ctx, output))
+    show_one(s.client.workspaces.get(s.resource_group(group), name_of(name, name_opt)), output_format(ctx, output))
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: NameArg, group: GroupOpt = None) -> None:
+def delete(ctx: typer.Context, name: NameArg = None, name_opt: NameOpt = None, group: GroupOpt = None,
+           yes: YesOpt = False, no_wait: NoWaitOpt = False) -> None:
     """Delete a workspace with its experiments, jobs, clusters and file servers."""
     s = session(ctx)
-    s.client.workspaces.begin_delete(s.resource_group(group), name).result()
-    message(f"deleted workspace {name}")
+    ws = name_of(name, name_opt)
+    confirm(yes, f"Delete workspace {ws} with everything in it?")
+    poller = s.client.workspaces.begin_delete(s.resource_group(group), ws, polling=not no_wait)
+    if no_wait:
+        message(f"deleting workspace {ws}")
+        return
+    poller.result()
+    message(f"deleted workspace {ws}")

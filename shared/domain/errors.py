@@ -34,8 +34,24 @@ def bad_request(message: str, target: str | None = None, code: str = "InvalidReq
     return ApiError(400, code, message, target)
 
 
+# The real service's own codes and wording for its resources ("The specified workspace first is not found",
+# WorkspaceNotFound and ExperimentNotFound were recorded; the others follow the same pattern).
+NOT_FOUND_CODES = {
+    "workspace": "WorkspaceNotFound",
+    "experiment": "ExperimentNotFound",
+    "job": "JobNotFound",
+    "cluster": "ClusterNotFound",
+    "file server": "FileServerNotFound",
+    "operation": "OperationNotFound",
+}
+
+
 def not_found(kind: str, name: str) -> ApiError:
-    return ApiError(404, "ResourceNotFound", f"The {kind} '{name}' was not found.", name)
+    """404 with the resource's own code; resources beyond the 2018-05-01 API answer ARM's ResourceNotFound."""
+    code = NOT_FOUND_CODES.get(kind)
+    if code is None:
+        return ApiError(404, "ResourceNotFound", f"The {kind} '{name}' was not found.", name)
+    return ApiError(404, code, f"The specified {kind} {name} is not found", name)
 
 
 def conflict(message: str, code: str = "Conflict") -> ApiError:

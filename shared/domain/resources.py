@@ -18,11 +18,13 @@ from shared.domain import states
 from shared.domain.contract import swagger
 from shared.domain.keys import ClusterRef, ExperimentRef, JobRef, WorkspaceRef
 
-T_WORKSPACE = "Microsoft.BatchAI/Workspaces"
-T_EXPERIMENT = "Microsoft.BatchAI/Experiments"
-T_CLUSTER = "Microsoft.BatchAI/Clusters"
-T_FILESERVER = "Microsoft.BatchAI/FileServers"
-T_JOB = "Microsoft.BatchAI/Jobs"
+# ARM resource types as the real service sent them (the swagger examples' "Microsoft.BatchAI/Workspaces",
+# ".../Clusters" etc. were written by hand); documents stored with the old spelling render with these.
+T_WORKSPACE = "Microsoft.BatchAI/workspaces"
+T_EXPERIMENT = "Microsoft.BatchAI/workspaces/experiments"
+T_CLUSTER = "Microsoft.BatchAI/workspaces/clusters"
+T_FILESERVER = "Microsoft.BatchAI/workspaces/fileServers"
+T_JOB = "Microsoft.BatchAI/workspaces/experiments/jobs"
 
 SECRET_KEYS = frozenset({
     "password", "adminUserPassword", "accountKey", "instrumentationKey",
@@ -104,8 +106,9 @@ def redact(value: Any, in_secrets: bool = False) -> Any:
     return value
 
 
-def _base(doc: dict[str, Any]) -> dict[str, Any]:
+def _base(doc: dict[str, Any], resource_type: str) -> dict[str, Any]:
     out = redact({k: v for k, v in doc.items() if k != "internal"})
+    out["type"] = resource_type
     if (doc.get("internal") or {}).get("deletingSince"):
         out["properties"]["provisioningState"] = "deleting"
         out["properties"]["provisioningStateTransitionTime"] = doc["internal"]["deletingSince"]
@@ -113,15 +116,15 @@ def _base(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_workspace(doc: dict[str, Any]) -> dict[str, Any]:
-    return _base(doc)
+    return _base(doc, T_WORKSPACE)
 
 
 def render_experiment(doc: dict[str, Any]) -> dict[str, Any]:
-    return _base(doc)
+    return _base(doc, T_EXPERIMENT)
 
 
 def render_fileserver(doc: dict[str, Any]) -> dict[str, Any]:
-    return _base(doc)
+    return _base(doc, T_FILESERVER)
 
 
 def _as_error(raw: Any) -> dict[str, Any] | None:
@@ -147,7 +150,7 @@ def node_rows_only(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def render_cluster(doc: dict[str, Any], node_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Cluster JSON; allocation from ``internal`` (the reconciler's), node counts from ``node|`` rows."""
-    out = _base(doc)
+    out = _base(doc, T_CLUSTER)
     props = out["properties"]
     internal = doc.get("internal") or {}
     props["allocationState"] = internal.get("allocationState") or "steady"
@@ -177,7 +180,7 @@ def render_cluster(doc: dict[str, Any], node_rows: list[dict[str, Any]]) -> dict
 
 def render_job(doc: dict[str, Any]) -> dict[str, Any]:
     """Job JSON; executionState and executionInfo from ``internal`` (the scheduler's fields)."""
-    out = _base(doc)
+    out = _base(doc, T_JOB)
     props = out["properties"]
     internal = doc.get("internal") or {}
     phase = states.JobPhase(internal.get("phase") or states.JobPhase.QUEUED)

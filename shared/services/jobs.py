@@ -109,7 +109,9 @@ def terminate(settings: Settings, ref: JobRef) -> Accepted:
     removal.job_control().terminate_job(settings, ref, "Terminated by the user.")
     if removal.job_terminal(settings, ref):
         return Accepted(None)
-    return Accepted(removal.start_operation(settings, "terminate-job", {"job": ref.key}))
+    ws = ref.experiment.workspace
+    resource = removal.resource_id(ws.subscription, ws.resource_group, ws.workspace, ref.experiment.name, ref.name)
+    return Accepted(removal.start_operation(settings, "terminate-job", {"job": ref.key}, resource))
 
 
 def remote_login(settings: Settings, ref: JobRef) -> Page:

@@ -14,9 +14,12 @@ new children (409).
   with error code JobTerminated and that message; their documents stay so users can read why),
   then the cluster document is removed. Its nodes are removed by the cluster reconciler, which
   clears a sched partition that has no cluster document; until then the name cannot be reused.
-- File server: the document and its local directory are removed.
+- File server: the document and its local directory are removed (on vmss: marked `deleting`; the
+  reconciler deletes its VM, then the document).
 
-Operations (table `operations`) record the intent; `poll` re-evaluates and completes them.
+Every delete of an existing resource answers with an operation (202), as the real service did; a
+missing one answers 204. Operations (table `operations`) record the intent; `poll` re-evaluates and
+completes them.
 """
 
 from __future__ import annotations
@@ -94,13 +97,14 @@ def remove_cluster(settings: Settings, ref: ClusterRef) -> bool:
 
 
 def remove_fileserver(settings: Settings, ws: WorkspaceRef, name: str) -> bool:
+    """Whether the file server is gone; on vmss it goes once the reconciler has deleted its VM."""
     table = store(settings, storage.T_FILESERVERS)
     doc = table.get(ws.child_pk, name.lower())
     if doc is not None and settings.provider == "vmss":
         from shared.services.fileserver_reconcile import mark_deleting
 
         mark_deleting(settings, ws.child_pk, name.lower(), utcnow())  # its VM goes on the next tick
-        return True
+        return False
     if doc is not None:
         shutil.rmtree(local_paths.fileserver_dir(settings.state_dir, doc.data["id"]), ignore_errors=True)
         table.delete(ws.child_pk, name.lower())
@@ -137,20 +141,32 @@ def _run(settings: Settings, kind: str, target: dict[str, str]) -> bool:
         return remove_experiment(settings, _workspace(target["workspace"]).experiment(target["experiment"]))
     if kind == "delete-workspace":
         return remove_workspace(settings, _workspace(target["workspace"]))
+    if kind == "delete-cluster":
+        return remove_cluster(settings, _workspace(target["workspace"]).cluster(target["cluster"]))
+    if kind == "delete-fileserver":
+        return remove_fileserver(settings, _workspace(target["workspace"]), target["fileServer"])
     raise ValueError(f"unknown operation kind {kind!r}")
 
 
-def start_operation(settings: Settings, kind: str, target: dict[str, str]) -> str:
+def start_operation(settings: Settings, kind: str, target: dict[str, str], resource_id: str = "",
+                    finished: bool = False) -> str:
     op_id = str(uuid.uuid4())
-    operation_store.create(settings.storage_connection_string, op_id, kind, target, resources.iso(utcnow()))
+    operation_store.create(settings.storage_connection_string, op_id, kind, target, resources.iso(utcnow()),
+                           resource_id, finished)
     return op_id
 
 
-def delete(settings: Settings, kind: str, target: dict[str, str]) -> Accepted:
-    """Run a deletion now; when it cannot finish yet, record an operation that polls will finish."""
-    if _run(settings, kind, target):
-        return Accepted(None)
-    return Accepted(start_operation(settings, kind, target))
+def resource_id(*names: str) -> str:
+    """A resource as Batch AI's operation results named it: its path names joined by '$'."""
+    return "$".join(names)
+
+
+def delete(settings: Settings, kind: str, target: dict[str, str], resource: str) -> Accepted:
+    """Run what the deletion can do now and answer with its operation, as the real service did (202 and an
+    operation to poll). The operation is recorded finished when nothing is left to wait for; else polls
+    finish it. A finished one never re-runs: a resource created again under the name is not touched."""
+    done = _run(settings, kind, target)
+    return Accepted(start_operation(settings, kind, target, resource, finished=done))
 
 
 def poll(settings: Settings, op_id: str) -> operation_store.Operation:
@@ -187,30 +203,36 @@ def _precheck(settings: Settings, table: str, pk: str, rk: str, if_match: str | 
 def delete_workspace(settings: Settings, ref: WorkspaceRef, if_match: str | None = None) -> Accepted:
     if not _precheck(settings, storage.T_WORKSPACES, ref.pk, ref.workspace.lower(), if_match):
         return Accepted(None, existed=False)
-    return delete(settings, "delete-workspace", {"workspace": ref.child_pk})
+    return delete(settings, "delete-workspace", {"workspace": ref.child_pk},
+                  resource_id(ref.subscription, ref.resource_group, ref.workspace))
 
 
 def delete_experiment(settings: Settings, ref: ExperimentRef, if_match: str | None = None) -> Accepted:
     if not _precheck(settings, storage.T_EXPERIMENTS, ref.workspace.child_pk, ref.name.lower(), if_match):
         return Accepted(None, existed=False)
-    return delete(settings, "delete-experiment", {"workspace": ref.workspace.child_pk, "experiment": ref.name})
+    ws = ref.workspace
+    return delete(settings, "delete-experiment", {"workspace": ws.child_pk, "experiment": ref.name},
+                  resource_id(ws.subscription, ws.resource_group, ws.workspace, ref.name))
 
 
 def delete_job(settings: Settings, ref: JobRef, if_match: str | None = None) -> Accepted:
     if not _precheck(settings, storage.T_JOBS, ref.experiment.job_pk, ref.name.lower(), if_match):
         return Accepted(None, existed=False)
-    return delete(settings, "delete-job", {"job": ref.key})
+    ws = ref.experiment.workspace
+    return delete(settings, "delete-job", {"job": ref.key},
+                  resource_id(ws.subscription, ws.resource_group, ws.workspace, ref.experiment.name, ref.name))
 
 
 def delete_cluster(settings: Settings, ref: ClusterRef, if_match: str | None = None) -> Accepted:
     if not _precheck(settings, storage.T_CLUSTERS, ref.workspace.child_pk, ref.name.lower(), if_match):
         return Accepted(None, existed=False)
-    remove_cluster(settings, ref)
-    return Accepted(None)
+    ws = ref.workspace
+    return delete(settings, "delete-cluster", {"workspace": ws.child_pk, "cluster": ref.name},
+                  resource_id(ws.subscription, ws.resource_group, ws.workspace, ref.name))
 
 
 def delete_fileserver(settings: Settings, ws: WorkspaceRef, name: str, if_match: str | None = None) -> Accepted:
     if not _precheck(settings, storage.T_FILESERVERS, ws.child_pk, name.lower(), if_match):
         return Accepted(None, existed=False)
-    remove_fileserver(settings, ws, name)
-    return Accepted(None)
+    return delete(settings, "delete-fileserver", {"workspace": ws.child_pk, "fileServer": name},
+                  resource_id(ws.subscription, ws.resource_group, ws.workspace, name))

@@ -95,9 +95,9 @@ def test_names(http: httpx.Client, ws: str, ws_path: Callable[[str], str]) -> No
 
 
 def test_not_found_and_routes(http: httpx.Client, ws: str) -> None:
-    error(http.get(f"{ws}/clusters/nope?{API}"), 404, "ResourceNotFound")
-    error(http.get(f"{ws}/experiments/nope/jobs/j?{API}"), 404, "ResourceNotFound")
-    error(http.put(f"{ws}/experiments/nope/jobs/j?{API}", json=job(ws)), 404, "ResourceNotFound")
+    error(http.get(f"{ws}/clusters/nope?{API}"), 404, "ClusterNotFound")
+    error(http.get(f"{ws}/experiments/nope/jobs/j?{API}"), 404, "JobNotFound")
+    error(http.put(f"{ws}/experiments/nope/jobs/j?{API}", json=job(ws)), 404, "ExperimentNotFound")
     error(http.get(f"{ws}/unknown?{API}"), 404, "NotFound")
     error(http.post(f"{ws}?{API}"), 405, "MethodNotAllowed")
 

@@ -57,7 +57,9 @@ def test_deleting_a_running_job_waits_for_its_tasks(http: httpx.Client, client: 
     start(ref)
     url = f"{ref.arm_id}?{API}"
     r = http.delete(url)
-    assert r.status_code == 202 and "/operationresults/" in r.headers["Location"] and r.headers["Retry-After"]
+    assert r.status_code == 202 and "/operationresults/" in r.headers["Azure-AsyncOperation"]
+    assert "/operationstatuses/" in r.headers["Location"] and r.headers["Retry-After"]
+    assert http.get(r.headers["Azure-AsyncOperation"]).json()["status"] == "InProgress"
     job = http.get(url).json()["properties"]
     assert (job["provisioningState"], job["executionState"]) == ("deleting", "terminating")
     assert http.get(r.headers["Location"]).status_code == 202
@@ -65,6 +67,7 @@ def test_deleting_a_running_job_waits_for_its_tasks(http: httpx.Client, client: 
     assert http.get(r.headers["Location"]).status_code == 200
     assert http.get(url).status_code == 404
     assert http.get(r.headers["Location"]).status_code == 200  # a finished operation stays finished
+    assert http.get(r.headers["Azure-AsyncOperation"]).json()["status"] == "Succeeded"
     assert http.delete(url).status_code == 204  # nothing left to delete
 
     other = put_job(http, ws, "r2")
@@ -119,7 +122,7 @@ def test_workspace_deletion_cascades(http: httpx.Client, ws: WorkspaceRef) -> No
 
 def test_cluster_deletion_fails_its_queued_jobs(http: httpx.Client, ws: WorkspaceRef) -> None:
     queued = put_job(http, ws, "q")
-    assert http.delete(f"{ws.arm_id}/clusters/c?{API}").status_code == 200
+    assert http.delete(f"{ws.arm_id}/clusters/c?{API}").status_code == 202
     job = http.get(f"{queued.arm_id}?{API}").json()["properties"]
     assert job["executionState"] == "failed"
     error = job["executionInfo"]["errors"][0]
@@ -135,4 +138,4 @@ def test_cluster_deletion_fails_its_queued_jobs(http: httpx.Client, ws: Workspac
     assert http.put(f"{ws.arm_id}/clusters/c?{API}", json=CLUSTER).status_code == 200
     for row in list(sched.query_entities("PartitionKey eq @pk", parameters={"pk": key})):
         sched.delete_entity(row["PartitionKey"], row["RowKey"])
-    assert http.delete(f"{ws.arm_id}?{API}").status_code == 200
+    assert http.delete(f"{ws.arm_id}?{API}").status_code == 202

@@ -123,7 +123,7 @@ def test_remaining_operations(client: BatchAI, http: httpx.Client, rg: str, ws_p
     ops = [o.name for o in client.operations.list()]
     assert "Microsoft.BatchAI/clusters/read" in ops and "Microsoft.BatchAI/workspaces/write" in ops
 
-    assert http.delete(f"{ws_path(ws)}/fileServers/nfs?{API}").status_code == 200
+    assert http.delete(f"{ws_path(ws)}/fileServers/nfs?{API}").status_code == 202
     assert http.get(f"{ws_path(ws)}/fileServers/nfs?{API}").status_code == 404
     client.workspaces.begin_delete(rg, ws).result()
     with pytest.raises(ResourceNotFoundError):

@@ -22,7 +22,7 @@ def test_refusals_are_recorded_once_per_message_with_the_reason(storage_conn: st
     body = json.dumps({"workspace": "nows", "experiment": "e", "jobName": "j", "properties": props})
     first = submissions.Delivery(body, "msg-1", NOW, 1)
     outcome = submissions.handle(settings, first, NOW)
-    assert not outcome.accepted and "was not found" in (outcome.reason or "")
+    assert not outcome.accepted and "workspace nows is not found" in (outcome.reason or "")
     submissions.handle(settings, submissions.Delivery(body, "msg-1", NOW, 2), NOW)  # a redelivery
     missing = submissions.handle(settings, submissions.Delivery(json.dumps({"experiment": "e"}), "msg-2", NOW, 1),
                                  NOW)
@@ -33,6 +33,6 @@ def test_refusals_are_recorded_once_per_message_with_the_reason(storage_conn: st
     rows = {r["properties"]["messageId"]: r for r in submissions.list_rejected(settings, sub, rg, 100, None).items}
     assert {"msg-1", "msg-2", "msg-3"} <= set(rows)
     assert rows["msg-1"]["properties"]["dequeueCount"] == 2  # one row per message, the last delivery's
-    assert rows["msg-1"]["properties"]["code"] == "ResourceNotFound"
+    assert rows["msg-1"]["properties"]["code"] == "WorkspaceNotFound"
     assert rows["msg-1"]["properties"]["body"] == body
     assert rows["msg-1"]["id"].startswith(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.BatchAI/")

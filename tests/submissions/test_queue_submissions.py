@@ -83,8 +83,8 @@ def test_plain_text_message_is_accepted_and_the_finished_reply_carries_the_failu
 
 
 @pytest.mark.parametrize("case, body, code, reason", [
-    ("unknown workspace", lambda s: _message(s, "x1", workspace="nosuchws"), "ResourceNotFound",
-     "workspace 'nosuchws' was not found"),
+    ("unknown workspace", lambda s: _message(s, "x1", workspace="nosuchws"), "WorkspaceNotFound",
+     "workspace nosuchws is not found"),
     ("no toolkit", lambda s: {**_message(s, "x2"), "properties": {
         "cluster": {"id": s.cluster_id(WS, CLUSTER)}, "stdOutErrPathPrefix": "x"}}, "InvalidRequestContent",
      "exactly one toolkit"),
