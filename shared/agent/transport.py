@@ -1,7 +1,7 @@
-"""The node agent's storage channel: its own queue, the events queue and its heartbeat row.
+"""The node agent's storage channel: its own queue, the events queue and its heartbeat blob.
 
-The agent is the only reader of queue ``node-<node id>`` and the only writer of its row in the
-heartbeats table (PartitionKey cluster key, RowKey node id). Events it sends are retried until
+The agent is the only reader of queue ``node-<node id>`` and the only writer of its heartbeat blob
+(`storage.heartbeat_blob`). Events it sends are retried until
 they are accepted: an event is the only copy of what happened on the node.
 """
 
@@ -84,9 +84,10 @@ class AgentChannel:
 
     def heartbeat(self, assignment_ids: list[str]) -> None:
         """One heartbeat (no retry here: the next beat is the retry)."""
-        storage.table(self.conn, storage.T_HEARTBEATS).upsert_entity({
-            "PartitionKey": self.cluster_key, "RowKey": self.node_id, "at": utc_now(),
-            "assignmentId": ",".join(assignment_ids), "pid": os.getpid()}, **NO_SDK_RETRY)
+        blob = storage.blob_service(self.conn).get_blob_client(
+            storage.C_HEARTBEATS, storage.heartbeat_blob(self.cluster_key, self.node_id))
+        blob.upload_blob(b"", overwrite=True, metadata={"assignments": ",".join(assignment_ids),
+                                                        "pid": str(os.getpid())}, **NO_SDK_RETRY)
 
     def delete_queues(self) -> None:
         def call() -> None:
