@@ -5,7 +5,8 @@ Every source calls the same `on_preempt(source)`; the agent then stops its tasks
 
 - Locally: SIGUSR1 to the agent (what the local compute provider's ``preempt`` sends), or a file
   ``<workdir>/preempt`` appearing (for tools that cannot signal the process).
-- On an Azure VM (BATCHAI_ON_AZURE=1): `ScheduledEventsPoller` polls IMDS for ``Preempt`` events.
+- On a machine (``--config``: the config's IMDS) or an Azure VM of the process topology
+  (BATCHAI_ON_AZURE=1): `ScheduledEventsPoller` polls IMDS for ``Preempt`` events of this VM.
 """
 
 from __future__ import annotations
