@@ -47,6 +47,12 @@ def _write_secret(path: Path, content: str) -> None:
         f.write(content)
 
 
+def _remove_files(step: MountStep) -> None:
+    for secret in step.files:
+        with contextlib.suppress(FileNotFoundError):
+            secret.path.unlink()
+
+
 class MachineMounter:
     def __init__(self, runner: Runner, endpoints: Mapping[str, str], file_server_ips: Mapping[str, str]) -> None:
         self.runner = runner
@@ -95,10 +101,11 @@ class MachineMounter:
             raise TaskStartError("MountFailed", f"{step.argv[0]} could not run for {step.target}: {error}") from error
         finally:
             for secret in step.files:
-                if secret.path.suffix == ".cred":  # read once by mount.cifs; no reason to keep a password on disk
+                if not secret.kept:  # no reason to keep a password on disk once it was read
                     with contextlib.suppress(FileNotFoundError):
                         secret.path.unlink()
         if result.returncode != 0:
+            _remove_files(step)
             raise TaskStartError("MountFailed", f"mounting the {step.kind} volume at {step.target} failed "
                                  f"({step.argv[0]} exited with {result.returncode}): {_tail(result)}")
 
@@ -109,6 +116,4 @@ class MachineMounter:
                 result = self.runner(step.unmount, {})
                 if result.returncode != 0:
                     log.error("unmounting %s failed (%s): %s", step.target, result.returncode, _tail(result))
-            for secret in step.files:
-                with contextlib.suppress(FileNotFoundError):
-                    secret.path.unlink()
+            _remove_files(step)

@@ -33,6 +33,7 @@ DEFAULT_NFS_OPTIONS = "rw,hard,nointr"
 class SecretFile:
     path: Path
     content: str  # written 0600 before the command runs
+    kept: bool = True  # False: deleted once the command ran (read once, like mount.cifs's credentials)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def _file_share(i: int, share: Mapping[str, Any], root: Path, config_dir: Path) 
     secret = f"username={share['accountName']}\npassword={_key('azureFileShares', share)}\n"
     return MountStep("azureFileShares", target,
                      ("mount", "-t", "cifs", f"//{url.netloc}{url.path.rstrip('/')}", str(target), "-o", options),
-                     files=(SecretFile(credentials, secret),), dirs=(target,), unmount=("umount", str(target)))
+                     files=(SecretFile(credentials, secret, kept=False),), dirs=(target,),
+                     unmount=("umount", str(target)))
 
 
 def _blob_container(i: int, blob: Mapping[str, Any], root: Path, config_dir: Path,
