@@ -12,12 +12,12 @@ AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 
 
 def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue: int = 10001,
-                              table: int = 10002) -> str:
+                              table: int = 10002, account: str = AZURITE_ACCOUNT, key: str = AZURITE_KEY) -> str:
     base = f"http://{host}"
     return (
-        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint={base}:{blob}/{AZURITE_ACCOUNT};QueueEndpoint={base}:{queue}/{AZURITE_ACCOUNT};"
-        f"TableEndpoint={base}:{table}/{AZURITE_ACCOUNT};"
+        f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
+        f"BlobEndpoint={base}:{blob}/{account};QueueEndpoint={base}:{queue}/{account};"
+        f"TableEndpoint={base}:{table}/{account};"
     )
 
 

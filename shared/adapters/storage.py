@@ -44,7 +44,7 @@ NODE_QUEUE_PREFIX = "node-"  # one assignment queue per node: node-<node id>
 C_OUTPUTS = "batchai-outputs"  # stdouterr and output directories with no mount
 C_TRIGGERS = "batchai-triggers"  # batch-scoring manifests
 C_HEARTBEATS = "batchai-heartbeats"  # one empty blob per node, rewritten by its agent (see heartbeat_blob)
-C_WHEELHOUSE = "batchai-wheelhouse"  # the wheels nodes install the agent from (read through node credentials)
+C_WHEELHOUSE = "batchai-wheelhouse"  # the node agent and its dependencies, as wheels (nodes read them by SAS)
 SCORING_WORK_PREFIX = "bsr-"  # one work container per scoring job: bsr-<run hash>-<chunk>-<attempt>
 CONTAINERS = (C_OUTPUTS, C_TRIGGERS, C_HEARTBEATS, C_WHEELHOUSE)
 

@@ -19,7 +19,8 @@ from shared.localhost.host import Host, HostOptions
 def _parse(argv: list[str] | None) -> tuple[HostOptions, bool]:
     p = argparse.ArgumentParser(prog="python -m shared.localhost", description=__doc__)
     p.add_argument("--app", default="function_app", help="module:attribute or module of the FunctionApp")
-    p.add_argument("--port", type=int, default=7071, help="HTTPS port on loopback (0: any free port)")
+    p.add_argument("--port", type=int, default=7071, help="HTTPS port (0: any free port)")
+    p.add_argument("--bind", default="127.0.0.1", help="the address HTTPS listens on")
     p.add_argument("--state-dir", type=Path, default=Path(".batchai"))
     p.add_argument("--host-json", type=Path, default=None, help="default: host.json beside the app module")
     p.add_argument("--host-id", default=None, help="names this host's receipts and timer status")
@@ -31,7 +32,8 @@ def _parse(argv: list[str] | None) -> tuple[HostOptions, bool]:
     p.add_argument("--no-stderr-log", action="store_true", help="log only to <state-dir>/logs/host.log")
     a = p.parse_args(argv)
     module, _, attribute = a.app.partition(":")
-    return HostOptions(app_module=module, attribute=attribute or "app", port=a.port, state_dir=a.state_dir.resolve(),
+    return HostOptions(app_module=module, attribute=attribute or "app", port=a.port, bind=a.bind,
+                       state_dir=a.state_dir.resolve(),
                        host_json=a.host_json.resolve() if a.host_json else None, host_id=a.host_id,
                        blob_scan_interval_s=a.blob_scan_interval, queue_lease_s=a.queue_lease,
                        max_concurrency=a.max_concurrency, shutdown_grace_s=a.shutdown_grace), not a.no_stderr_log

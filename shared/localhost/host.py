@@ -132,7 +132,8 @@ class Host:
         server: _HttpServer | None = None
         server_task: asyncio.Task[None] | None = None
         if self.http:
-            tls = ensure_tls(self.options.state_dir / "tls")
+            bind = self.options.bind
+            tls = ensure_tls(self.options.state_dir / "tls", ips=[] if bind in ("127.0.0.1", "0.0.0.0") else [bind])
             sock = self._bind()
             config = uvicorn.Config(HttpFront(self.http, self.config.route_prefix), log_level="warning",
                                     lifespan="off", ssl_certfile=str(tls.cert_file), ssl_keyfile=str(tls.key_file))

@@ -1,8 +1,9 @@
 """The cluster reconciler (and with it the autoscaler): every tick rebuilds the observed state of
 each cluster (its document, node rows, pending demand, provider instances), asks the pure
 `decisions.autoscaler` for the difference and applies it. It owns the cluster document's
-`internal.allocationState`, `internal.allocationStateTransitionTime` and `internal.scaleInitialized`,
-and the fate of nodes being scaled away; when a cluster document is gone it removes its nodes.
+`internal.allocationState`, `internal.allocationStateTransitionTime`, `internal.scaleInitialized`
+and `internal.errors` (the provider's refusal of the cluster: bad VM size, quota, subnet), and the
+fate of nodes being scaled away; when a cluster document is gone it removes its nodes.
 
 Apply order keeps the scheduler away from nodes on their way out: a row is marked leaving (or
 lost) with its ETag first, then its job is requeued or terminated through the job services, then
@@ -27,7 +28,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters import sched_store, storage
 from shared.adapters.compute import provider_for
-from shared.adapters.compute.capabilities import ScaleInProtection, TaskRunner
+from shared.adapters.compute.capabilities import ComputeRejected, ScaleInProtection, TaskRunner
 from shared.adapters.compute.port import ComputeProvider
 from shared.adapters.resource_store import Doc, ResourceStore, StaleEtag
 from shared.config import Settings
@@ -50,6 +51,7 @@ class ReconcileResult:
     dropped: list[str] = field(default_factory=list)  # rows of vanished instances
     allocation_state: str = autoscaler.STEADY
     protected: dict[str, bool] = field(default_factory=dict)  # node id -> scale-in protection set this tick
+    rejected: dict[str, str] | None = None  # the provider's refusal this tick ({code, message})
 
 
 def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: datetime,
@@ -87,11 +89,15 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
         if not _drain(settings, key, drain, now) and drain.node_id in remove:
             remove.discard(drain.node_id)  # it changed meanwhile (e.g. got a job): decide again next tick
     result.removed = sorted(remove)
-    provider.reconcile(spec, decision.provider_target, remove=result.removed)
+    try:
+        provider.reconcile(spec, decision.provider_target, remove=result.removed)
+    except ComputeRejected as err:  # permanent: the cluster shows why it does not grow
+        result.rejected = {"code": err.code, "message": err.message}
+        result.allocation_state = autoscaler.STEADY
     if isinstance(provider, ScaleInProtection):
         result.protected = _protect_busy(settings, key, provider, node_rows, remove)
     result.adopted = _adopt(settings, key, provider, now)
-    _write_allocation(settings, doc, decision.allocation_state, now)
+    _write_allocation(settings, doc, result.allocation_state, now, result.rejected)
     return result
 
 
@@ -250,19 +256,25 @@ def _adopt(settings: Settings, key: str, provider: ComputeProvider, now: datetim
     return adopted
 
 
-def _write_allocation(settings: Settings, doc: Doc, state: str, now: datetime) -> None:
+def _write_allocation(settings: Settings, doc: Doc, state: str, now: datetime,
+                      rejected: dict[str, str] | None) -> None:
+    """The allocation state, and the provider's refusal as the cluster's `errors` (cleared once the
+    provider accepts the cluster again)."""
     store = ResourceStore(settings.storage_connection_string, storage.T_CLUSTERS)
+    errors = [rejected] if rejected else []
     current: Doc | None = doc
     for _ in range(nodes.ATTEMPTS):
         if current is None:
             return  # deleted meanwhile
         internal = dict(current.data.get("internal") or {})
-        if internal.get("allocationState") == state and internal.get("scaleInitialized"):
+        if internal.get("allocationState") == state and internal.get("scaleInitialized") \
+                and (internal.get("errors") or []) == errors:
             return
         if internal.get("allocationState") != state:
             internal["allocationState"] = state
             internal["allocationStateTransitionTime"] = now.isoformat()
         internal["scaleInitialized"] = True
+        internal["errors"] = errors
         try:
             store.replace(current, {**current.data, "internal": internal})
             return

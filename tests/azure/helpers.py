@@ -33,7 +33,7 @@ def azure_settings(**overrides: str) -> AzureComputeSettings:
         "identity_resource_id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/batchai/providers/"
                                 "Microsoft.ManagedIdentity/userAssignedIdentities/batchai-nodes",
         "identity_client_id": "11111111-2222-3333-4444-555555555555",
-        "ssh_public_key": "", "agent_package": "https://example.invalid/batchai-0.1.0-py3-none-any.whl",
+        "ssh_public_key": "", "node_service_url": "https://batchai.example.net",
         "storage_account": "batchaistate",
     }
     values.update(overrides)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.adapters.compute.cloud_init import AgentConfig, render_cloud_init, render_file_server_cloud_init
+from shared.adapters.compute.cloud_init import AgentConfig, render_cloud_init
+from shared.adapters.compute.fileserver_cloud_init import render_file_server_cloud_init
+from shared.adapters.compute.vmss import cluster_ssh_key
 from tests.azure.helpers import cluster_spec
 
 FS_ID = "/subscriptions/s/resourceGroups/demo/providers/Microsoft.BatchAI/workspaces/ws/fileServers/nfs1"
@@ -26,10 +28,16 @@ MOUNTS = {"mountVolumes": {
 }}
 
 
+KEYS = cluster_ssh_key()
+
+
 def agent(**kw: object) -> AgentConfig:
+    private, public = KEYS
     values: dict[str, object] = {"cluster_key": "s|demo|ws|gpu", "storage_account": "batchaistate",
                                  "identity_client_id": "11111111-2222-3333-4444-555555555555",
-                                 "package_source": "batchai==0.1.0", "file_server_ips": {FS_ID.lower(): "10.0.0.4"}}
+                                 "service_url": "https://batchai.example.net", "token_resource": "api://batchai-nodes",
+                                 "ssh_private_key": private, "ssh_public_key": public,
+                                 "file_server_ips": {FS_ID.lower(): "10.0.0.4"}}
     values.update(kw)
     return AgentConfig(**values)  # type: ignore[arg-type]
 
@@ -55,24 +63,49 @@ def test_agent_unit_config_and_no_storage_key() -> None:
     text = render_cloud_init(cluster_spec(nodeSetup=MOUNTS), agent())
     files = files_of(text)
     unit = files["/etc/systemd/system/batchai-agent.service"]["content"]
-    assert "-m shared.agent" in unit and '"--cluster-key=s|demo|ws|gpu"' in unit and "--node-id=%H" in unit
+    assert "venv/bin/python -m shared.agent --config /etc/batchai/agent.json" in unit
     env = files["/etc/batchai/agent.env"]["content"].splitlines()
-    assert "BATCHAI_ON_AZURE=1" in env and "AZURE_CLIENT_ID=11111111-2222-3333-4444-555555555555" in env
+    assert 'BATCHAI_ON_AZURE="1"' in env and 'AZURE_CLIENT_ID="11111111-2222-3333-4444-555555555555"' in env
+    assert 'BATCHAI_IMDS_URL="http://169.254.169.254"' in env
     config = json.loads(files["/etc/batchai/agent.json"]["content"])
     assert config["clusterKey"] == "s|demo|ws|gpu"
+    assert config["serviceUrl"] == "https://batchai.example.net"
+    assert config["tokenResource"] == "api://batchai-nodes"
     assert config["storage"]["queueEndpoint"] == "https://batchaistate.queue.core.windows.net"
-    assert config["identityClientId"] == "11111111-2222-3333-4444-555555555555"
-    assert "AccountKey" not in text and "SharedAccessSignature" not in text
+    assert config["storageEndpoints"]["blob"] == "https://{account}.blob.core.windows.net"
+    assert config["mountRoot"] == "/mnt/batch/tasks/shared/LS_root/mounts"
+    assert "AccountKey" not in text and "SharedAccessSignature" not in text and "sig=" not in text
     doc = yaml.safe_load(text)
-    assert "docker.io" in doc["packages"]
+    assert "packages" not in doc and "package_update" not in doc  # apt runs only where it can and must
     assert doc["runcmd"][-1] == ["systemctl", "enable", "--now", "batchai-agent.service"]
-    assert "pip install batchai==0.1.0" in files["/opt/batchai/bootstrap.sh"]["content"]
+    bootstrap = files["/opt/batchai/bootstrap.sh"]["content"]
+    assert "/nodeagent/credentials" in bootstrap
+    assert "pip install --quiet --no-index --find-links /opt/batchai/wheelhouse batchai" in bootstrap
+    assert 'if [ -n "$missing" ] && [ "$EMULATOR" = 0 ]; then apt-get update' in bootstrap
 
 
-def test_gpu_sizes_get_the_nvidia_container_toolkit() -> None:
+def test_cluster_ssh_key_is_root_only_and_trusted_by_every_node() -> None:
+    private, public = KEYS
+    files = files_of(render_cloud_init(cluster_spec(), agent()))
+    assert files["/root/.ssh/id_ed25519"]["permissions"] == "0600"
+    assert files["/root/.ssh/id_ed25519"]["content"] == private
+    assert private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert files["/root/.ssh/authorized_keys"]["content"].strip() == public
+    assert public.startswith("ssh-ed25519 ")
+
+
+def test_a_private_ca_is_trusted_through_cloud_init() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    doc = yaml.safe_load(render_cloud_init(cluster_spec(), agent(ca_pem=pem)))
+    assert doc["ca_certs"] == {"trusted": [pem]}
+    assert "ca_certs" not in yaml.safe_load(render_cloud_init(cluster_spec(), agent()))
+
+
+def test_gpu_sizes_get_the_nvidia_container_toolkit_outside_the_emulator() -> None:
     gpu = files_of(render_cloud_init(cluster_spec("STANDARD_NC6"), agent()))["/opt/batchai/bootstrap.sh"]["content"]
     cpu = files_of(render_cloud_init(cluster_spec("STANDARD_D2S_V3"), agent()))["/opt/batchai/bootstrap.sh"]["content"]
     assert "apt-get install -y nvidia-container-toolkit" in gpu and "nvidia-ctk runtime configure" in gpu
+    assert 'if [ "$EMULATOR" = 0 ] && ! command -v nvidia-ctk >/dev/null; then' in gpu
     assert "nvidia" not in cpu
     assert "blobfuse2" not in cpu  # no blob mounts asked for
 
@@ -89,9 +122,11 @@ def test_mount_volumes_become_mount_commands() -> None:
     assert "fetch_secret https://kv.vault.azure.net/secrets/blobkey /etc/batchai/secrets/abfs0.key" in script
     assert f"blobfuse2 mount {root}/bfs --config-file=/etc/batchai/blobfuse2/abfs0.yaml" in script
     assert "container: inputs" in files["/etc/batchai/blobfuse2/abfs0.yaml"]["content"]
+    assert "endpoint: https://userblobs.blob.core.windows.net" in files["/etc/batchai/blobfuse2/abfs0.yaml"]["content"]
     assert f"mount -t nfs 10.0.0.4:/data/shared {root}/nfs -o rw,hard,nointr" in script
     assert f"mount -t nfs 10.1.2.3:/exports {root}/legacy" in script
     assert "apt-get install -y blobfuse2 fuse3" in files["/opt/batchai/bootstrap.sh"]["content"]
+    assert "$BATCHAI_IMDS_URL/metadata/identity/oauth2/token" in script
 
 
 def test_file_server_mount_needs_a_known_ip() -> None:

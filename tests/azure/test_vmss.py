@@ -48,13 +48,14 @@ def test_lowpriority_gpu_cluster_is_a_spot_scale_set(arm: ArmFake, provider: Vms
     assert body["sku"] == {"name": "STANDARD_NC6", "tier": "Standard", "capacity": 2}
     assert body["tags"]["batchai-cluster"] == spec.cluster_key
     settings = azure_settings()
-    assert body["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {settings.identity_resource_id: {}}}
+    assert body["identity"] == {"type": "SystemAssigned, UserAssigned",
+                                "userAssignedIdentities": {settings.identity_resource_id: {}}}
     props = body["properties"]
     assert props["overprovision"] is False and props["upgradePolicy"] == {"mode": "Manual"}
     vm = props["virtualMachineProfile"]
     assert vm["priority"] == "Spot" and vm["evictionPolicy"] == "Delete" and vm["billingProfile"] == {"maxPrice": -1}
     assert vm["storageProfile"]["imageReference"] == {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc",
-                                                      "sku": "2204", "version": "latest"}
+                                                      "sku": "2404", "version": "latest"}
     ip = vm["networkProfile"]["networkInterfaceConfigurations"][0]["properties"]["ipConfigurations"][0]
     assert ip["properties"]["subnet"] == {"id": settings.subnet_id}
     os_profile = vm["osProfile"]

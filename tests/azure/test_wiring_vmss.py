@@ -84,7 +84,8 @@ def test_reconciler_scales_a_spot_scale_set_with_demand_and_idleness(arm: ArmFak
     body = puts[0].body
     azure = settings.azure
     assert body["sku"] == {"name": "STANDARD_NC6", "tier": "Standard", "capacity": 2}
-    assert body["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {azure.identity_resource_id: {}}}
+    assert body["identity"] == {"type": "SystemAssigned, UserAssigned",
+                                "userAssignedIdentities": {azure.identity_resource_id: {}}}
     assert body["tags"]["batchai-cluster"] == key
     vm = body["properties"]["virtualMachineProfile"]
     assert vm["priority"] == "Spot" and vm["evictionPolicy"] == "Delete"

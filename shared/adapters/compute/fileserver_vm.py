@@ -22,7 +22,7 @@ from azure.mgmt.network import models as nm
 
 from shared.adapters.azure_clients import AzureClients
 from shared.adapters.compute.capabilities import ComputeRejected, text
-from shared.adapters.compute.cloud_init import render_file_server_cloud_init
+from shared.adapters.compute.fileserver_cloud_init import render_file_server_cloud_init
 from shared.config import AzureComputeSettings
 
 MOUNT_POINT = "/data"

@@ -18,10 +18,13 @@ import base64
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.compute import models as cm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared.adapters.azure_clients import AzureClients
 from shared.adapters.compute.capabilities import ComputeRejected, text
@@ -32,9 +35,9 @@ from shared.config import AzureComputeSettings
 from shared.domain.keys import ClusterRef
 
 CLUSTER_TAG = "batchai-cluster"
-UBUNTU_2204 = {"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2",
-               "version": "latest"}
-UBUNTU_2204_GPU = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"}
+# The default images: Ubuntu 24.04 LTS (Python 3.12, the agent's Python), the HPC image of 24.04 on GPU sizes.
+UBUNTU_2404 = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}
+UBUNTU_2404_GPU = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2404", "version": "latest"}
 BUSY_STATES = ("creating", "updating", "deleting", "migrating")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -168,10 +171,7 @@ class VmssProvider:
         subnet = ((props.get("subnet") or {}).get("id")) or settings.subnet_id
         if not subnet:
             raise ComputeRejected("SubnetRequired", "the cluster has no subnet and BATCHAI_SUBNET_ID is not set")
-        agent = AgentConfig(cluster_key=spec.cluster_key, storage_account=settings.storage_account,
-                            identity_client_id=settings.identity_client_id, package_source=settings.agent_package,
-                            file_server_ips=self._file_server_ips(spec))
-        custom_data = base64.b64encode(render_cloud_init(spec, agent).encode()).decode()
+        custom_data = base64.b64encode(render_cloud_init(spec, self.agent_config(spec)).encode()).decode()
         profile = cm.VirtualMachineScaleSetVMProfile(
             os_profile=self._os_profile(spec, custom_data),
             storage_profile=cm.VirtualMachineScaleSetStorageProfile(
@@ -191,10 +191,13 @@ class VmssProvider:
         if spot:
             profile.eviction_policy = "Delete"
             profile.billing_profile = cm.BillingProfile(max_price=-1)
-        identity = None
+        # The scale set's own identity proves to the service that a caller is a node of this cluster;
+        # the shared user-assigned one reads the Key Vault secrets of mounts at boot.
+        identity = cm.VirtualMachineScaleSetIdentity(type="SystemAssigned")
         if settings.identity_resource_id:
-            identities = {settings.identity_resource_id: cm.UserAssignedIdentitiesValue()}
-            identity = cm.VirtualMachineScaleSetIdentity(type="UserAssigned", user_assigned_identities=identities)
+            identity = cm.VirtualMachineScaleSetIdentity(
+                type="SystemAssigned, UserAssigned",
+                user_assigned_identities={settings.identity_resource_id: cm.UserAssignedIdentitiesValue()})
         return cm.VirtualMachineScaleSet(
             location=settings.location,
             tags={CLUSTER_TAG: spec.cluster_key, "batchai-cluster-id": spec.arm_id[:256]},
@@ -204,6 +207,21 @@ class VmssProvider:
                 overprovision=False, upgrade_policy=cm.UpgradePolicy(mode="Manual"),
                 virtual_machine_profile=profile),
         )
+
+    def agent_config(self, spec: ClusterSpec) -> AgentConfig:
+        """What the nodes of `spec` are told in their custom data, with a new ssh key pair of the cluster."""
+        settings = self._settings
+        if not settings.node_service_url:
+            raise ComputeRejected("NodeServiceUrlMissing", "BATCHAI_NODE_SERVICE_URL is not set: nodes could not "
+                                  "reach the service for their credentials")
+        private, public = cluster_ssh_key()
+        return AgentConfig(
+            cluster_key=spec.cluster_key, storage_account=settings.storage_account,
+            identity_client_id=settings.identity_client_id, service_url=settings.node_service_url.rstrip("/"),
+            token_resource=settings.node_token_audience, imds_url=settings.imds_url.rstrip("/"),
+            storage_endpoints=settings.node_storage_endpoints,
+            ca_pem=Path(settings.node_ca_file).read_text() if settings.node_ca_file else "",
+            ssh_private_key=private, ssh_public_key=public, file_server_ips=self._file_server_ips(spec))
 
     def _os_profile(self, spec: ClusterSpec, custom_data: str) -> cm.VirtualMachineScaleSetOSProfile:
         account = spec.properties.get("userAccountSettings") or {}
@@ -245,6 +263,15 @@ class VmssProvider:
         return ips
 
 
+def cluster_ssh_key() -> tuple[str, str]:
+    """A new ed25519 key pair in OpenSSH format (private, public)."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, public.decode() + " batchai-cluster"
+
+
 def image_reference(spec: ClusterSpec) -> cm.ImageReference:
     """The cluster's image: its custom image id, its marketplace image, or Ubuntu 22.04 (HPC on GPU sizes)."""
     ref = (spec.properties.get("virtualMachineConfiguration") or {}).get("imageReference") or {}
@@ -253,7 +280,7 @@ def image_reference(spec: ClusterSpec) -> cm.ImageReference:
     if ref.get("publisher"):
         return cm.ImageReference(publisher=ref["publisher"], offer=ref["offer"], sku=ref["sku"],
                                  version=ref.get("version") or "latest")
-    return cm.ImageReference(**(UBUNTU_2204_GPU if is_gpu_size(spec.vm_size) else UBUNTU_2204))
+    return cm.ImageReference(**(UBUNTU_2404_GPU if is_gpu_size(spec.vm_size) else UBUNTU_2404))
 
 
 def _instance(vm: cm.VirtualMachineScaleSetVM, address: str) -> Instance:

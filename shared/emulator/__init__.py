@@ -1,0 +1,2 @@
+"""The local Azure twin the machine topology runs on: Entra ID issuer, ARM (compute, network,
+container instances), IMDS and machines."""

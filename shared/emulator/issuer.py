@@ -1,0 +1,243 @@
+"""The local stack's stand-in for Microsoft Entra ID: one signing key, its OpenID discovery document and JWKS.
+
+`Issuer` owns the key (RSA-2048, persisted 0600 under its directory, created once: concurrent first
+callers agree on one key) and signs RS256 tokens whose header `kid` is the key's RFC 7638 thumbprint.
+`IssuerServer` serves the discovery document and the keys over https, at the paths Entra ID uses:
+issuer `https://HOST:PORT/{tenant}/v2.0`, discovery `{issuer}/.well-known/openid-configuration`,
+keys `https://HOST:PORT/{tenant}/discovery/v2.0/keys`. The discovery document also names the
+authorization and token endpoints (`/{tenant}/oauth2/v2.0/authorize|token`) that an interactive
+login adds with `IssuerServer.route`; they are not served yet.
+
+The issuer URL contains the server's port. Started on port 0, the server fixes the issuer's URL
+when it starts (an issuer loaded with url="" gets it then); with a fixed port the caller can pass
+the URL up front.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from shared.localstack.tls import TlsFiles
+
+KEY_FILE = "issuer-key.pem"
+SHUTDOWN_POLL_S = 0.1  # how soon stop() returns
+
+
+def _b64url_uint(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def thumbprint(public_key: rsa.RSAPublicKey) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256) of an RSA key: the required members, sorted, no whitespace."""
+    numbers = public_key.public_numbers()
+    canonical = json.dumps({"e": _b64url_uint(numbers.e), "kty": "RSA", "n": _b64url_uint(numbers.n)},
+                           separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+def _load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
+    if not path.exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".issuer-key-")  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(pem)
+                out.flush()
+                os.fsync(out.fileno())
+            # link() refuses to replace: the first caller's key wins and every caller loads it below.
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{path} does not hold an RSA private key")
+    return key
+
+
+class Issuer:
+    """The stack's token issuer: signs with one persisted key; publishes discovery and keys documents."""
+
+    def __init__(self, key: rsa.RSAPrivateKey, url: str, tenant_id: str) -> None:
+        self.key = key
+        self.url = url
+        self.tenant_id = tenant_id
+        self.kid = thumbprint(key.public_key())
+
+    @classmethod
+    def load_or_create(cls, directory: Path, url: str, tenant_id: str) -> Issuer:
+        directory.mkdir(parents=True, exist_ok=True)
+        return cls(_load_or_create_key(directory / KEY_FILE), url, tenant_id)
+
+    def sign(self, claims: Mapping[str, Any], lifetime_s: int = 3600, now: float | None = None) -> str:
+        """An RS256 JWT of `claims`; iss, iat, nbf, exp and tid are added unless given."""
+        if not self.url:
+            raise RuntimeError("the issuer's URL is not known yet (start its IssuerServer first)")
+        issued = int(time.time() if now is None else now)
+        payload = {"iss": self.url, "iat": issued, "nbf": issued, "exp": issued + lifetime_s,
+                   "tid": self.tenant_id, **claims}
+        return jwt.encode(payload, self.key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
+
+    def _tenant_root(self) -> str:
+        return self.url.removesuffix("/").removesuffix("/v2.0")
+
+    def discovery(self) -> dict[str, Any]:
+        root = self._tenant_root()
+        return {
+            "issuer": self.url,
+            "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{root}/oauth2/v2.0/token",
+            "jwks_uri": f"{root}/discovery/v2.0/keys",
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "tid", "oid", "name",
+                                 "preferred_username", "email", "appid", "xms_mirid"],
+        }
+
+    def jwks(self) -> dict[str, Any]:
+        public = RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
+        return {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
+                          "n": public["n"], "e": public["e"]}]}
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json; charset=utf-8"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, document: Any) -> HttpReply:
+        return cls(status, json.dumps(document).encode())
+
+
+Handler = Callable[[HttpRequest], HttpReply]
+
+
+class IssuerServer:
+    """The issuer's https endpoint. `url` is the server's origin; the issuer identifier is `issuer.url`."""
+
+    def __init__(self, issuer: Issuer, tls: TlsFiles, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.issuer = issuer
+        self.tls = tls
+        self.host = host
+        self.port = port
+        self.lock = threading.Lock()
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request served
+        self._routes: dict[tuple[str, str], Handler] = {}
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        """Serve `method` on `path` (exact) with `handler`, beside the discovery and keys documents."""
+        self._routes[(method.upper(), path)] = handler
+
+    def start(self) -> IssuerServer:
+        owner = self
+
+        class _Bound(_Handler):
+            server_owner = owner
+
+        self._server = ThreadingHTTPServer((self.host, self.port), _Bound)
+        self._server.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        if not self.issuer.url:
+            self.issuer.url = f"{self.url}/{self.issuer.tenant_id}/v2.0"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_S,), name="issuer",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def requested(self, path: str) -> int:
+        """How many requests asked for `path`."""
+        with self.lock:
+            return sum(1 for _, p in self.requests if p == path)
+
+    def dispatch(self, request: HttpRequest) -> HttpReply:
+        with self.lock:
+            self.requests.append((request.method, request.path))
+        document = self.issuer.discovery()
+        builtin: dict[tuple[str, str], Handler] = {
+            ("GET", urlsplit(self.issuer.url).path.rstrip("/") + "/.well-known/openid-configuration"):
+                lambda _: HttpReply.json(200, self.issuer.discovery()),
+            ("GET", urlsplit(document["jwks_uri"]).path): lambda _: HttpReply.json(200, self.issuer.jwks()),
+        }
+        handler = builtin.get((request.method, request.path)) or self._routes.get((request.method, request.path))
+        if handler is None:
+            return HttpReply.json(404, {"error": "not_found", "error_description": f"no route {request.path}"})
+        return handler(request)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_owner: IssuerServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        return
+
+    def _handle(self) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = HttpRequest(self.command, parts.path, dict(parse_qsl(parts.query)), dict(self.headers.items()), body)
+        reply = self.server_owner.dispatch(request)
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    do_GET = do_POST = _handle
