@@ -107,7 +107,13 @@ class TaskRunner:
 
     def _main(self) -> None:
         try:
-            outcome = self._run()
+            try:
+                outcome = self._run()
+            except GaveUp:
+                raise
+            except Exception as error:  # unforeseen (e.g. storage refused an upload): the task is still reported
+                log.exception("task %s failed in the agent", self.a.assignment_id)
+                outcome = Outcome(error={"code": "NodeAgentError", "message": f"{type(error).__name__}: {error}"})
             self._event("task-exited", exit_code=outcome.exit_code, error=outcome.error,
                         stop_reason=outcome.stop_reason)
             log.info("task %s exited: code %s, stop %s, error %s", self.a.assignment_id, outcome.exit_code,
