@@ -71,6 +71,9 @@ class NodeApi:
         document: dict[str, Any] = response.json()
         return document
 
+    def close(self) -> None:
+        self._http.close()
+
     def credentials(self) -> dict[str, Any]:
         return self._post("/nodeagent/credentials", {})
 

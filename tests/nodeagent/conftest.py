@@ -19,6 +19,7 @@ from shared.adapters import sched_store, storage
 from shared.adapters.compute import vmss
 from shared.adapters.resource_store import ResourceStore
 from shared.emulator.issuer import Issuer, IssuerServer
+from tests.agent.conftest import Events
 from tests.identity.helpers import running_issuer
 
 SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "demo", "ws", "exp"
@@ -64,6 +65,11 @@ def node_api(api_endpoint: dict[str, str], storage_conn: str, issuer_server: Iss
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def events(storage_conn: str) -> Events:
+    return Events(storage_conn)
 
 
 def new_cluster() -> str:
