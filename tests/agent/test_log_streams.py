@@ -25,5 +25,6 @@ def test_streams_create_a_missing_container_then_their_blobs(storage_conn: str, 
 
     # A second run of the task into the existing container starts its logs afresh.
     out.write_text("again\n")
-    LogStreamer(ContainerBlobs(container), [(out, "j/stdout.txt"), (err, "j/stderr.txt")], interval_s=30).start().close()
+    streams = [(out, "j/stdout.txt"), (err, "j/stderr.txt")]
+    LogStreamer(ContainerBlobs(container), streams, interval_s=30).start().close()
     assert container.get_blob_client("j/stdout.txt").download_blob().readall() == b"again\n"
