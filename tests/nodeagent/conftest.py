@@ -31,7 +31,7 @@ NODE_ENV = {"BATCHAI_TOKEN_ISSUER": None, "BATCHAI_TOKEN_ISSUER_CA_FILE": None,
 
 
 @dataclass
-class NodeApi:
+class CredentialsService:
     url: str
     ca_file: str
     conn: str
@@ -53,13 +53,14 @@ def issuer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IssuerSe
 
 
 @pytest.fixture(scope="session")
-def node_api(api_endpoint: dict[str, str], storage_conn: str, issuer_server: IssuerServer) -> Iterator[NodeApi]:
+def node_api(api_endpoint: dict[str, str], storage_conn: str,
+             issuer_server: IssuerServer) -> Iterator[CredentialsService]:
     """The API trusting `issuer_server` for node tokens, with the compute subscription and group set."""
     values = {**NODE_ENV, "BATCHAI_TOKEN_ISSUER": issuer_server.issuer.url,
               "BATCHAI_TOKEN_ISSUER_CA_FILE": str(issuer_server.tls.ca_file)}
     before = {k: os.environ.get(k) for k in values}
     os.environ.update({k: str(v) for k, v in values.items()})
-    yield NodeApi(api_endpoint["url"], api_endpoint["ca_file"], storage_conn, issuer_server.issuer)
+    yield CredentialsService(api_endpoint["url"], api_endpoint["ca_file"], storage_conn, issuer_server.issuer)
     for k, v in before.items():
         if v is None:
             os.environ.pop(k, None)

@@ -19,7 +19,7 @@ from shared.adapters import storage
 from shared.emulator.issuer import IssuerServer
 from tests.identity.helpers import running_issuer
 from tests.nodeagent.conftest import (
-    NodeApi,
+    CredentialsService,
     hold_assignment,
     new_cluster,
     node_of,
@@ -47,7 +47,7 @@ def _refused(call: object) -> int:
     raise AssertionError("the call was allowed")
 
 
-def test_credentials_grant_the_node_its_own_queue_events_and_heartbeat(node_api: NodeApi) -> None:
+def test_credentials_grant_the_node_its_own_queue_events_and_heartbeat(node_api: CredentialsService) -> None:
     key = new_cluster()
     node = node_of(key)
     token = node_token(node_api.issuer, key)
@@ -90,7 +90,7 @@ def test_credentials_grant_the_node_its_own_queue_events_and_heartbeat(node_api:
     assert _refused(lambda: other_beat.upload_blob(b"", overwrite=True)) == 403
 
 
-def test_credentials_list_the_wheelhouse_with_read_links(node_api: NodeApi) -> None:
+def test_credentials_list_the_wheelhouse_with_read_links(node_api: CredentialsService) -> None:
     wheelhouse = storage.container(node_api.conn, storage.C_WHEELHOUSE)
     name = f"batchai-{uuid.uuid4().hex[:6]}-py3-none-any.whl"
     wheelhouse.upload_blob(name, b"wheel bytes")
@@ -110,7 +110,7 @@ def stranger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IssuerServer]
         yield server
 
 
-def test_tokens_that_do_not_prove_the_node_are_refused(node_api: NodeApi, stranger: IssuerServer) -> None:
+def test_tokens_that_do_not_prove_the_node_are_refused(node_api: CredentialsService, stranger: IssuerServer) -> None:
     key = new_cluster()
     node = node_of(key)
     body = {"clusterKey": key, "nodeId": node}
@@ -135,7 +135,7 @@ def test_tokens_that_do_not_prove_the_node_are_refused(node_api: NodeApi, strang
     assert node_api.post("/nodeagent/credentials", body, upper).status_code == 200
 
 
-def test_a_node_id_outside_the_cluster_is_refused(node_api: NodeApi) -> None:
+def test_a_node_id_outside_the_cluster_is_refused(node_api: CredentialsService) -> None:
     key = new_cluster()
     token = node_token(node_api.issuer, key)
     reply = node_api.post("/nodeagent/credentials", {"clusterKey": key, "nodeId": node_of(new_cluster())}, token)
@@ -147,12 +147,12 @@ def test_a_node_id_outside_the_cluster_is_refused(node_api: NodeApi) -> None:
     [], {"nodeId": "bai1"}, {"clusterKey": "not-a-key", "nodeId": "bai1"}, {"clusterKey": "a|b|c|d", "nodeId": "../x"},
     {"clusterKey": "a|b|c|d", "nodeId": 5},
 ])
-def test_malformed_bodies_are_bad_requests(node_api: NodeApi, body: object) -> None:
+def test_malformed_bodies_are_bad_requests(node_api: CredentialsService, body: object) -> None:
     reply = node_api.post("/nodeagent/credentials", body, "whatever")
     assert reply.status_code == 400 and "error" in reply.json()
 
 
-def test_blobs_of_an_assignment_the_node_holds(node_api: NodeApi) -> None:
+def test_blobs_of_an_assignment_the_node_holds(node_api: CredentialsService) -> None:
     key = new_cluster()
     node = node_of(key)
     job, segment = f"j{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
@@ -175,7 +175,7 @@ def test_blobs_of_an_assignment_the_node_holds(node_api: NodeApi) -> None:
     assert _refused(lambda: stdout.delete_blob()) == 403  # no delete
 
 
-def test_blobs_outside_the_assignment_are_refused(node_api: NodeApi) -> None:
+def test_blobs_outside_the_assignment_are_refused(node_api: CredentialsService) -> None:
     key = new_cluster()
     node, other = node_of(key), node_of(key, 2)
     job, segment = f"j{uuid.uuid4().hex[:8]}", uuid.uuid4().hex

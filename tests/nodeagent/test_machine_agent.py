@@ -36,7 +36,7 @@ from tests.nodeagent.conftest import (
     RG,
     SUB,
     WS,
-    NodeApi,
+    CredentialsService,
     hold_assignment,
     new_cluster,
     node_of,
@@ -69,7 +69,7 @@ def _blob_endpoint_template(conn: str) -> str:
 
 
 @pytest.fixture
-def machine(node_api: NodeApi, tmp_path: Path) -> Iterator[Machine]:
+def machine(node_api: CredentialsService, tmp_path: Path) -> Iterator[Machine]:
     key = new_cluster()
     node_id = node_of(key, 7)
     scale_set = vmss.scale_set_name(key)
@@ -107,7 +107,7 @@ def machine(node_api: NodeApi, tmp_path: Path) -> Iterator[Machine]:
 
 
 def test_machine_agent_registers_heartbeats_and_runs_a_task_with_scoped_storage(
-        machine: Machine, node_api: NodeApi, events: Events) -> None:
+        machine: Machine, node_api: CredentialsService, events: Events) -> None:
     registered = events.wait(machine.node_id, "node-registered", timeout=60)
     assert registered["cluster_key"] == machine.cluster_key
     assert registered["inventory"]["address"] == PRIVATE_IP, machine.log_text()
@@ -155,7 +155,7 @@ def test_machine_agent_registers_heartbeats_and_runs_a_task_with_scoped_storage(
     assert f"not mounted at {machine.mount_root / 'afs'}" in unusable["error"]["message"]
 
 
-def test_what_a_machine_holds_reads_no_table_and_no_other_queue(machine: Machine, node_api: NodeApi,
+def test_what_a_machine_holds_reads_no_table_and_no_other_queue(machine: Machine, node_api: CredentialsService,
                                                                  events: Events) -> None:
     events.wait(machine.node_id, "node-registered", timeout=60)
     # The same grant the agent holds: its IMDS token for the node audience, then its credentials.

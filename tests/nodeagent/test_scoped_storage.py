@@ -13,8 +13,10 @@ from azure.core.exceptions import HttpResponseError
 
 from shared.adapters import storage
 from shared.agent.retry import TransientError
+from shared.agent.runtime import TaskStartError
 from shared.agent.scoped_storage import NodeApi, ScopedStorage
-from tests.nodeagent.conftest import NodeApi as Service
+from shared.config import AZURITE_KEY
+from tests.nodeagent.conftest import CredentialsService as Service
 from tests.nodeagent.conftest import hold_assignment, new_cluster, node_of, node_token, outputs_prefix
 
 HALF_HOUR_S = 30 * 60
@@ -111,3 +113,20 @@ def test_blob_access_is_asked_in_batches_and_renewed(scoped: tuple[ScopedStorage
     assert storage.container(node_api.conn, storage.C_OUTPUTS).download_blob(names[0]).readall() == b"renewed"
     with pytest.raises(ValueError):
         storage_.outputs("another-container", assignment_id)
+
+
+def test_a_blob_mount_reaches_its_account_with_its_own_key_at_the_node_endpoint(node_api: Service) -> None:
+    service = storage.blob_service(node_api.conn)
+    template = service.url.rstrip("/").rsplit("/", 1)[0] + "/{account}"
+    container = service.get_container_client(f"mounted{uuid.uuid4().hex[:8]}")
+    container.create_container()
+    container.upload_blob("in/data.txt", b"data")
+    api = NodeApi("https://127.0.0.1:9", "k", "n", lambda: "unused")  # a mount needs no node credentials
+    scoped = ScopedStorage(api, {"blob": template})
+    mounted = scoped.mount_container(service.account_name, container.container_name,
+                                     {"accountKey": AZURITE_KEY})
+    assert [b.name for b in mounted.list_blobs()] == ["in/data.txt"]
+    with pytest.raises(TaskStartError) as caught:
+        scoped.mount_container(service.account_name, container.container_name, {})
+    assert caught.value.code == "MountFailed"
+    api.close()
