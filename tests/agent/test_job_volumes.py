@@ -16,15 +16,22 @@ from shared.decisions.toolkits import gang_port
 from shared.domain.messages import Assignment, NodeAddress
 from tests.agent.conftest import EXP, RG, SUB, WS, AgentProc, Events, blob_text
 
+# Workers end only once the parameter server has reported (the agent stops parameter servers when the
+# workers of their node end), as training waits for its parameter servers.
 TRAIN = '''\
-import json, os, pathlib
+import json, os, pathlib, time
 task = json.loads(os.environ["TF_CONFIG"])["task"]
 name = f"{task['type']}-{task['index']}"
 data = pathlib.Path(os.environ["AZ_BATCHAI_JOB_MOUNT_ROOT"], "bfs", "in", "data.txt").read_text()
 seen = {k: os.environ.get(k) for k in ("TF_CONFIG", "AZ_BATCHAI_PS_HOSTS", "AZ_BATCHAI_WORKER_HOSTS",
                                        "AZ_BATCHAI_TASK_INDEX")}
-pathlib.Path(os.environ["AZ_BATCHAI_OUTPUT_MODEL"], f"{name}.json").write_text(json.dumps({**seen, "data": data}))
-print(name, "read", data)
+out = pathlib.Path(os.environ["AZ_BATCHAI_OUTPUT_MODEL"])
+(out / f".{name}.tmp").write_text(json.dumps({**seen, "data": data}))
+(out / f".{name}.tmp").replace(out / f"{name}.json")
+print(name, "read", data, flush=True)
+deadline = time.monotonic() + 60
+while task["type"] == "worker" and not (out / "ps-0.json").exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
 '''
 
 
