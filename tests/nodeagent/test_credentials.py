@@ -13,9 +13,10 @@ from azure.core.credentials import AzureSasCredential
 from azure.core.exceptions import HttpResponseError
 from azure.data.tables import TableClient
 from azure.storage.blob import BlobClient
-from azure.storage.queue import QueueClient
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from shared.adapters import storage
+from shared.domain.messages import NodeEvent
 from shared.emulator.issuer import IssuerServer
 from tests.identity.helpers import running_issuer
 from tests.nodeagent.conftest import (
@@ -30,8 +31,10 @@ from tests.nodeagent.conftest import (
 
 
 def _sas_queue(url: str) -> QueueClient:
+    """Messages base64-encoded, as every queue of the service carries them."""
     base, _, sas = url.partition("?")
-    return QueueClient.from_queue_url(base, credential=AzureSasCredential(sas))
+    return QueueClient.from_queue_url(base, credential=AzureSasCredential(sas),
+                                      message_encode_policy=TextBase64EncodePolicy())
 
 
 def _sas_blob(url: str) -> BlobClient:
@@ -67,7 +70,7 @@ def test_credentials_grant_the_node_its_own_queue_events_and_heartbeat(node_api:
     assert _refused(lambda: list(_sas_queue(doc["poisonQueue"]).receive_messages())) == 403
     events = _sas_queue(doc["events"])
     assert events.url.split("?")[0].endswith(f"/{storage.Q_EVENTS}")
-    events.send_message("an event")
+    events.send_message(NodeEvent("probe", key, node, datetime.now(UTC).isoformat()).to_json())
     assert _refused(lambda: list(events.receive_messages())) == 403  # add only: no reading others' events
 
     beat = _sas_blob(doc["heartbeat"])

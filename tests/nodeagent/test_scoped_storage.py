@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,10 +17,16 @@ from shared.agent.retry import TransientError
 from shared.agent.runtime import TaskStartError
 from shared.agent.scoped_storage import NodeApi, ScopedStorage
 from shared.config import AZURITE_KEY
+from shared.domain.messages import NodeEvent
 from tests.nodeagent.conftest import CredentialsService as Service
 from tests.nodeagent.conftest import hold_assignment, new_cluster, node_of, node_token, outputs_prefix
 
 HALF_HOUR_S = 30 * 60
+
+
+def probe(cluster_key: str) -> str:
+    """An event as agents send them (other tests read the events queue)."""
+    return NodeEvent("probe", cluster_key, node_of(cluster_key), datetime.now(UTC).isoformat()).to_json()
 
 
 class CountingApi(NodeApi):
@@ -53,7 +60,7 @@ def test_node_credentials_are_renewed_at_half_life_in_place(scoped: tuple[Scoped
                                                            node_api: Service) -> None:
     storage_, api, now, key = scoped
     storage_.ensure_queues()
-    storage_.send_event("first")
+    storage_.send_event(probe(key))
     grant = storage_._grant
     assert grant is not None
     events_client = grant.events
@@ -61,11 +68,11 @@ def test_node_credentials_are_renewed_at_half_life_in_place(scoped: tuple[Scoped
     grant.credentials["events"].update(spoiled)  # the SAS the client holds no longer works...
     now[0] += HALF_HOUR_S - 60
     with pytest.raises(HttpResponseError) as refused:
-        storage_.send_event("before half-life: the held SAS is used")
+        storage_.send_event(probe(key))
     assert refused.value.status_code == 403
     assert api.calls == ["/nodeagent/credentials"]
     now[0] += 120  # past half-life
-    storage_.send_event("renewed")  # ...until the renewal replaces it in the same client
+    storage_.send_event(probe(key))  # ...until the renewal replaces it in the same client
     assert api.calls == ["/nodeagent/credentials"] * 2
     assert storage_._grant is grant and grant.events is events_client
     storage_.heartbeat({"pid": "1", "assignments": ""})
@@ -76,17 +83,17 @@ def test_node_credentials_are_renewed_at_half_life_in_place(scoped: tuple[Scoped
 
 def test_a_failed_renewal_keeps_the_current_sas_until_they_expire(
         scoped: tuple[ScopedStorage, CountingApi, list[float], str]) -> None:
-    storage_, api, now, _ = scoped
-    storage_.send_event("first")
+    storage_, api, now, key = scoped
+    storage_.send_event(probe(key))
     api.down = True
     now[0] += HALF_HOUR_S + 60
-    storage_.send_event("while the service is down")  # renewal failed; the SAS still works
+    storage_.send_event(probe(key))  # renewal failed; the SAS still works
     assert api.calls == ["/nodeagent/credentials"] * 2
     now[0] += HALF_HOUR_S
     with pytest.raises(TransientError):
-        storage_.send_event("after expiry")
+        storage_.send_event(probe(key))
     api.down = False
-    storage_.send_event("back")
+    storage_.send_event(probe(key))
 
 
 def test_blob_access_is_asked_in_batches_and_renewed(scoped: tuple[ScopedStorage, CountingApi, list[float], str],
