@@ -1,4 +1,4 @@
-"""Fixtures of the Azure provider tests: the ARM fake and the real SDK clients pointed at it."""
+"""Fixtures of the Azure provider tests: the ARM emulator and the real SDK clients pointed at it."""
 
 from __future__ import annotations
 
@@ -9,30 +9,30 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters.azure_clients import ArmTransport, AzureClients
-from tests.azure.armfake import ArmFake, StaticCredential
+from shared.adapters.azure_clients import ArmTransport, AzureClients, StaticTokenCredential
+from shared.emulator.arm import ArmEmulator
 
 
 @pytest.fixture(scope="session")
 def arm_tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("armfake")
+    return tmp_path_factory.mktemp("arm")
 
 
 @pytest.fixture
-def arm(arm_tls_dir: Path) -> Iterator[ArmFake]:
-    fake = ArmFake(arm_tls_dir).start()
+def arm(arm_tls_dir: Path) -> Iterator[ArmEmulator]:
+    emulator = ArmEmulator(arm_tls_dir).start()
     try:
-        yield fake
+        yield emulator
     finally:
-        fake.stop()
+        emulator.stop()
 
 
 @pytest.fixture
-def clients(arm: ArmFake) -> AzureClients:
+def clients(arm: ArmEmulator) -> AzureClients:
     # Real retry policy with a small backoff; Retry-After from the server still wins.
     transport = ArmTransport(base_url=arm.url, connection_verify=arm.ca_file, retry_backoff_factor=0.01,
                              polling_interval=0.01)
-    return AzureClients.build(StaticCredential(), arm.subscription_id, transport)
+    return AzureClients.build(StaticTokenCredential("fake-arm-token"), arm.subscription_id, transport)
 
 
 @pytest.fixture(scope="session")

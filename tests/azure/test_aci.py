@@ -1,4 +1,4 @@
-"""The ACI provider against the ARM fake, driven by the real azure-mgmt-containerinstance client."""
+"""The ACI provider against the ARM emulator, driven by the real azure-mgmt-containerinstance client."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from shared.adapters.azure_clients import AzureClients
 from shared.adapters.compute.aci import AciProvider, container_task, group_name
 from shared.adapters.compute.capabilities import ComputeRejected, ContainerTask, TaskRunner
-from tests.azure.armfake import ArmFake
+from shared.emulator.arm import ArmEmulator
 from tests.azure.helpers import azure_settings, cluster_spec, wait_until
 
 SHARE = {"accountName": "userfiles", "azureFileUrl": "https://userfiles.file.core.windows.net/data",
@@ -33,7 +33,7 @@ def task(task_id: str = "asg-1", command: str = "python train.py --epochs $EPOCH
     return container_task(task_id, cluster, "sub|demo|ws|exp|job1", JOB, command, {"AZ_BATCHAI_TASK_INDEX": "0"})
 
 
-def test_a_task_runs_as_one_container_group(arm: ArmFake, provider: AciProvider) -> None:
+def test_a_task_runs_as_one_container_group(arm: ArmEmulator, provider: AciProvider) -> None:
     assert isinstance(provider, TaskRunner)
     t = task()
     arm.aci_outcomes[group_name(t.task_id)] = (0, "epoch 1\nepoch 2\nepoch 3\n")
@@ -82,7 +82,7 @@ def test_a_task_runs_as_one_container_group(arm: ArmFake, provider: AciProvider)
     assert provider.fetch_logs(t.task_id) == ""
 
 
-def test_a_failing_task_reports_its_exit_code(arm: ArmFake, provider: AciProvider) -> None:
+def test_a_failing_task_reports_its_exit_code(arm: ArmEmulator, provider: AciProvider) -> None:
     t = task("asg-2", "exit 3")
     arm.aci_outcomes[group_name(t.task_id)] = (3, "boom\n")
     provider.run_task(t)
@@ -91,7 +91,7 @@ def test_a_failing_task_reports_its_exit_code(arm: ArmFake, provider: AciProvide
     assert provider.fetch_logs(t.task_id) == "boom\n"
 
 
-def test_gpu_sizes_are_rejected(arm: ArmFake, provider: AciProvider) -> None:
+def test_gpu_sizes_are_rejected(arm: ArmEmulator, provider: AciProvider) -> None:
     gpu = cluster_spec("STANDARD_NC6", "dedicated", name="acigpu")
     with pytest.raises(ComputeRejected, match="ACI GPU containers were retired on 2025-07-14") as err:
         provider.reconcile(gpu, 1)
@@ -102,7 +102,7 @@ def test_gpu_sizes_are_rejected(arm: ArmFake, provider: AciProvider) -> None:
     assert not arm.requests("PUT")
 
 
-def test_delete_cluster_deletes_its_groups_only(arm: ArmFake, provider: AciProvider) -> None:
+def test_delete_cluster_deletes_its_groups_only(arm: ArmEmulator, provider: AciProvider) -> None:
     mine = task("asg-4")
     other = container_task("asg-5", cluster_spec("STANDARD_D2S_V3", "dedicated", name="other"),
                            "sub|demo|ws|exp|job3", {}, "true", {})

@@ -1,4 +1,4 @@
-"""File server VMs against the ARM fake, driven by the real compute and network clients."""
+"""File server VMs against the ARM emulator, driven by the real compute and network clients."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import yaml
 from shared.adapters.azure_clients import AzureClients
 from shared.adapters.compute.capabilities import ComputeRejected
 from shared.adapters.compute.fileserver_vm import FileServerSpec, FileServerVms, resource_names
-from tests.azure.armfake import ArmFake
+from shared.emulator.arm import ArmEmulator
 from tests.azure.helpers import SUBSCRIPTION, azure_settings, wait_until
 
 FS_ID = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/demo/providers/Microsoft.BatchAI/workspaces/ws/fileServers/nfs1"
@@ -28,7 +28,7 @@ def servers(clients: AzureClients) -> FileServerVms:
     return FileServerVms(clients, azure_settings())
 
 
-def test_file_server_is_provisioned_then_reports_mount_settings(arm: ArmFake, servers: FileServerVms,
+def test_file_server_is_provisioned_then_reports_mount_settings(arm: ArmEmulator, servers: FileServerVms,
                                                                  cloud_config_schema, tmp_path: Path) -> None:
     spec = FileServerSpec.from_properties(FS_ID, PROPERTIES)
     names = resource_names(spec)
@@ -72,7 +72,7 @@ def test_file_server_is_provisioned_then_reports_mount_settings(arm: ArmFake, se
     assert len(arm.requests("PUT")) == 4
 
 
-def test_deleting_removes_vm_then_disks_and_nic(arm: ArmFake, servers: FileServerVms) -> None:
+def test_deleting_removes_vm_then_disks_and_nic(arm: ArmEmulator, servers: FileServerVms) -> None:
     spec = FileServerSpec.from_properties(FS_ID, PROPERTIES)
     names = resource_names(spec)
     wait_until(lambda: servers.provision_file_server(spec).state == "succeeded")
@@ -87,9 +87,9 @@ def test_deleting_removes_vm_then_disks_and_nic(arm: ArmFake, servers: FileServe
     assert servers.delete_file_server(spec).state == "deleted"
 
 
-def test_attached_disks_cannot_be_deleted_first(arm: ArmFake, servers: FileServerVms,
+def test_attached_disks_cannot_be_deleted_first(arm: ArmEmulator, servers: FileServerVms,
                                                 clients: AzureClients) -> None:
-    """The fake refuses what Azure refuses, which is why deletion goes VM first."""
+    """The emulator refuses what Azure refuses, which is why deletion goes VM first."""
     spec = FileServerSpec.from_properties(FS_ID, PROPERTIES)
     wait_until(lambda: servers.provision_file_server(spec).state == "succeeded")
     from azure.core.exceptions import HttpResponseError
@@ -99,7 +99,7 @@ def test_attached_disks_cannot_be_deleted_first(arm: ArmFake, servers: FileServe
     assert err.value.status_code == 409
 
 
-def test_no_subnet_is_a_permanent_error(arm: ArmFake, clients: AzureClients) -> None:
+def test_no_subnet_is_a_permanent_error(arm: ArmEmulator, clients: AzureClients) -> None:
     servers = FileServerVms(clients, azure_settings(subnet_id=""))
     with pytest.raises(ComputeRejected, match="SubnetRequired"):
         servers.provision_file_server(FileServerSpec.from_properties(FS_ID, PROPERTIES))

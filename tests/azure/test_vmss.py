@@ -1,4 +1,4 @@
-"""The VM scale set provider against the ARM fake, driven by the real azure-mgmt-compute client."""
+"""The VM scale set provider against the ARM emulator, driven by the real azure-mgmt-compute client."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from shared.adapters.compute.vmss import (
     node_id_of,
     scale_set_name,
 )
-from tests.azure.armfake import ArmFake
+from shared.emulator.arm import ArmEmulator
 from tests.azure.helpers import azure_settings, cluster_spec, wait_until
 
 
@@ -32,7 +32,7 @@ def provider(clients: AzureClients) -> VmssProvider:
     return VmssProvider(clients, azure_settings())
 
 
-def test_lowpriority_gpu_cluster_is_a_spot_scale_set(arm: ArmFake, provider: VmssProvider,
+def test_lowpriority_gpu_cluster_is_a_spot_scale_set(arm: ArmEmulator, provider: VmssProvider,
                                                     cloud_config_schema, tmp_path: Path) -> None:
     spec = cluster_spec("STANDARD_NC6", "lowpriority")
     provider.reconcile(spec, 2)
@@ -82,7 +82,7 @@ def test_lowpriority_gpu_cluster_is_a_spot_scale_set(arm: ArmFake, provider: Vms
     assert arm.requests("GET", "/networkInterfaces")[0].query["api-version"] == "2018-10-01"
 
 
-def test_dedicated_cluster_with_custom_image(arm: ArmFake, provider: VmssProvider) -> None:
+def test_dedicated_cluster_with_custom_image(arm: ArmEmulator, provider: VmssProvider) -> None:
     image = "/subscriptions/s/resourceGroups/img/providers/Microsoft.Compute/images/trainer"
     spec = cluster_spec("STANDARD_D2S_V3", "dedicated", name="cpu",
                         virtualMachineConfiguration={"imageReference": {"publisher": "p", "offer": "o", "sku": "s",
@@ -94,7 +94,7 @@ def test_dedicated_cluster_with_custom_image(arm: ArmFake, provider: VmssProvide
     assert "nvidia" not in base64.b64decode(vm["osProfile"]["customData"]).decode()
 
 
-def test_raising_the_target_patches_capacity_once(arm: ArmFake, provider: VmssProvider) -> None:
+def test_raising_the_target_patches_capacity_once(arm: ArmEmulator, provider: VmssProvider) -> None:
     spec = cluster_spec()
     provider.reconcile(spec, 1)
     wait_until(lambda: running(provider, spec.cluster_key, 1))
@@ -108,7 +108,7 @@ def test_raising_the_target_patches_capacity_once(arm: ArmFake, provider: VmssPr
     assert len(arm.requests("PATCH")) == 1
 
 
-def test_removing_idle_nodes_deletes_exactly_those_instances(arm: ArmFake, provider: VmssProvider) -> None:
+def test_removing_idle_nodes_deletes_exactly_those_instances(arm: ArmEmulator, provider: VmssProvider) -> None:
     spec = cluster_spec()
     provider.reconcile(spec, 3)
     nodes = wait_until(lambda: running(provider, spec.cluster_key, 3))
@@ -128,7 +128,7 @@ def test_removing_idle_nodes_deletes_exactly_those_instances(arm: ArmFake, provi
     assert len(arm.requests("POST")) == 1 and not arm.requests("PATCH")
 
 
-def test_protected_nodes_survive_a_capacity_decrease(arm: ArmFake, provider: VmssProvider) -> None:
+def test_protected_nodes_survive_a_capacity_decrease(arm: ArmEmulator, provider: VmssProvider) -> None:
     spec = cluster_spec()
     provider.reconcile(spec, 3)
     nodes = wait_until(lambda: running(provider, spec.cluster_key, 3))
@@ -142,7 +142,7 @@ def test_protected_nodes_survive_a_capacity_decrease(arm: ArmFake, provider: Vms
     assert survivors == [nodes[2]]
 
 
-def test_throttled_requests_are_retried_after_retry_after(arm: ArmFake, provider: VmssProvider) -> None:
+def test_throttled_requests_are_retried_after_retry_after(arm: ArmEmulator, provider: VmssProvider) -> None:
     spec = cluster_spec()
     arm.throttle(1)
     started = time.monotonic()
@@ -153,7 +153,7 @@ def test_throttled_requests_are_retried_after_retry_after(arm: ArmFake, provider
     assert len(arm.requests("PUT", "virtualMachineScaleSets")) == 1
 
 
-def test_delete_cluster_deletes_the_scale_set_once(arm: ArmFake, provider: VmssProvider) -> None:
+def test_delete_cluster_deletes_the_scale_set_once(arm: ArmEmulator, provider: VmssProvider) -> None:
     spec = cluster_spec()
     provider.reconcile(spec, 2)
     wait_until(lambda: running(provider, spec.cluster_key, 2))
@@ -167,7 +167,7 @@ def test_delete_cluster_deletes_the_scale_set_once(arm: ArmFake, provider: VmssP
     assert len(arm.requests("DELETE")) == 1 and provider.clusters() == set()
 
 
-def test_arm_refusal_is_a_permanent_error(arm: ArmFake, clients: AzureClients) -> None:
+def test_arm_refusal_is_a_permanent_error(arm: ArmEmulator, clients: AzureClients) -> None:
     provider = VmssProvider(clients, azure_settings())
     with pytest.raises(ComputeRejected) as err:
         provider.reconcile(cluster_spec(vm_size=""), 1)
@@ -176,7 +176,7 @@ def test_arm_refusal_is_a_permanent_error(arm: ArmFake, clients: AzureClients) -
         VmssProvider(clients, azure_settings(subnet_id="")).reconcile(cluster_spec(), 1)
 
 
-def test_the_fake_answers_long_running_operations_like_arm(arm: ArmFake, clients: AzureClients) -> None:
+def test_the_emulator_answers_long_running_operations_like_arm(arm: ArmEmulator, clients: AzureClients) -> None:
     """The SDK's own ARM poller follows Azure-AsyncOperation to completion (InProgress, then Succeeded)."""
     provider = VmssProvider(clients, azure_settings())
     spec = cluster_spec()

@@ -1,5 +1,5 @@
 """Jobs of a container-instance cluster (BATCHAI_PROVIDER=aci), created through the job service and
-run by `aci_jobs.tick` with the real azure-mgmt-containerinstance client against the ARM fake."""
+run by `aci_jobs.tick` with the real azure-mgmt-containerinstance client against the ARM emulator."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from shared.adapters import sched_store, storage
 from shared.adapters.compute.aci import group_name
 from shared.config import Settings
 from shared.domain.keys import ClusterRef, JobRef, WorkspaceRef
+from shared.emulator.arm import ArmEmulator
 from shared.services import aci_jobs, assignments, clusters, experiments, job_state, jobs, workspaces
 from shared.services.cluster_reconcile import reconcile_cluster
-from tests.azure.armfake import ArmFake
 from tests.azure.helpers import SUBSCRIPTION, azure_settings
 
 ACCOUNT = {"adminUserName": "demo", "adminUserSshPublicKey": "ssh-ed25519 AAAAC3Nza demo@host"}
 T0 = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
 
 
-def aci_settings(arm: ArmFake, conn: str) -> Settings:
+def aci_settings(arm: ArmEmulator, conn: str) -> Settings:
     azure = azure_settings(arm_endpoint=arm.url, arm_ca_file=arm.ca_file, arm_token="fake-arm-token")
     return dataclasses.replace(Settings.from_env(), storage_connection_string=conn, provider="aci", azure=azure)
 
@@ -61,7 +61,7 @@ def stdout(settings: Settings, ref: JobRef) -> str:
     return blob.readall().decode()
 
 
-def test_a_job_runs_as_one_container_group(arm: ArmFake, storage_conn: str) -> None:
+def test_a_job_runs_as_one_container_group(arm: ArmEmulator, storage_conn: str) -> None:
     settings = aci_settings(arm, storage_conn)
     cluster, ws = world(settings, "STANDARD_D2S_V3")
     ok = submit(settings, cluster, ws, "ok", "python -c 'print(42)'")
@@ -116,7 +116,7 @@ def test_a_job_runs_as_one_container_group(arm: ArmFake, storage_conn: str) -> N
     assert again.ended == {} and len(arm.requests("DELETE", "containerGroups")) == 2
 
 
-def test_an_interrupted_start_is_finished_by_the_next_tick(arm: ArmFake, storage_conn: str) -> None:
+def test_an_interrupted_start_is_finished_by_the_next_tick(arm: ArmEmulator, storage_conn: str) -> None:
     settings = aci_settings(arm, storage_conn)
     cluster, ws = world(settings, "STANDARD_D2S_V3")
     ref = submit(settings, cluster, ws, "resumed", "echo resumed")
@@ -131,7 +131,7 @@ def test_an_interrupted_start_is_finished_by_the_next_tick(arm: ArmFake, storage
     assert len(puts) == 1 and puts[0].body["tags"]["batchai-task"] == "asg-r"
 
 
-def test_gpu_sizes_are_refused_on_the_job(arm: ArmFake, storage_conn: str) -> None:
+def test_gpu_sizes_are_refused_on_the_job(arm: ArmEmulator, storage_conn: str) -> None:
     settings = aci_settings(arm, storage_conn)
     cluster, ws = world(settings, "STANDARD_NC6")
     ref = submit(settings, cluster, ws, "gpu", "nvidia-smi")

@@ -1,5 +1,5 @@
 """File servers on Azure through the service (provider vmss): create records `creating`, the reconcile
-tick provisions the VM (real compute and network clients against the ARM fake), stores mountSettings
+tick provisions the VM (real compute and network clients against the ARM emulator), stores mountSettings
 and `succeeded`; delete removes the VM, then its disks and NIC, then the document."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from shared.adapters.compute.fileserver_vm import FileServerSpec, resource_names
 from shared.config import Settings
 from shared.domain.errors import ApiError
 from shared.domain.keys import WorkspaceRef
+from shared.emulator.arm import ArmEmulator
 from shared.services import fileservers, removal, workspaces
 from shared.services.fileserver_reconcile import reconcile_file_servers
-from tests.azure.armfake import ArmFake
 from tests.azure.helpers import SUBSCRIPTION, azure_settings
 
 BODY = {"location": "westeurope", "properties": {
@@ -27,12 +27,12 @@ BODY = {"location": "westeurope", "properties": {
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
-def vmss_settings(arm: ArmFake, conn: str) -> Settings:
+def vmss_settings(arm: ArmEmulator, conn: str) -> Settings:
     azure = azure_settings(arm_endpoint=arm.url, arm_ca_file=arm.ca_file, arm_token="fake-arm-token")
     return dataclasses.replace(Settings.from_env(), storage_connection_string=conn, provider="vmss", azure=azure)
 
 
-def test_file_server_is_provisioned_by_the_tick_and_deleted(arm: ArmFake, storage_conn: str) -> None:
+def test_file_server_is_provisioned_by_the_tick_and_deleted(arm: ArmEmulator, storage_conn: str) -> None:
     settings = vmss_settings(arm, storage_conn)
     ws = WorkspaceRef(SUBSCRIPTION, "demo", f"ws{uuid.uuid4().hex[:8]}")
     workspaces.create(settings, ws, {"location": "westeurope"})
@@ -81,7 +81,7 @@ def test_file_server_is_provisioned_by_the_tick_and_deleted(arm: ArmFake, storag
     assert gone.value.status == 404
 
 
-def test_an_arm_refusal_fails_the_file_server(arm: ArmFake, storage_conn: str) -> None:
+def test_an_arm_refusal_fails_the_file_server(arm: ArmEmulator, storage_conn: str) -> None:
     settings = vmss_settings(arm, storage_conn)
     settings = dataclasses.replace(settings, azure=dataclasses.replace(settings.azure, subnet_id=""))
     ws = WorkspaceRef(SUBSCRIPTION, "demo", f"ws{uuid.uuid4().hex[:8]}")

@@ -1,4 +1,4 @@
-"""The cluster reconciler driving the VM scale set provider (real SDK clients) against the ARM fake:
+"""The cluster reconciler driving the VM scale set provider (real SDK clients) against the ARM emulator:
 queued jobs create a Spot scale set, more demand patches its capacity, idle nodes are deleted by
 instance id, busy nodes are protected from scale-in, throttling is retried."""
 
@@ -18,9 +18,9 @@ from shared.config import Settings
 from shared.decisions import node_plan
 from shared.domain.keys import ClusterRef, WorkspaceRef
 from shared.domain.messages import NodeEvent
+from shared.emulator.arm import ArmEmulator
 from shared.services import nodes
 from shared.services.cluster_reconcile import reconcile_cluster
-from tests.azure.armfake import ArmFake
 from tests.azure.helpers import SUBSCRIPTION, azure_settings, wait_until
 from tests.nodes.helpers import put_cluster
 
@@ -28,7 +28,7 @@ AUTOSCALE = {"autoScale": {"minimumNodeCount": 0, "maximumNodeCount": 4, "initia
 ACCOUNT = {"adminUserName": "demo", "adminUserSshPublicKey": "ssh-ed25519 AAAAC3Nza demo@host"}
 
 
-def vmss_settings(arm: ArmFake, conn: str) -> Settings:
+def vmss_settings(arm: ArmEmulator, conn: str) -> Settings:
     azure = azure_settings(arm_endpoint=arm.url, arm_ca_file=arm.ca_file, arm_token="fake-arm-token")
     return dataclasses.replace(Settings.from_env(), storage_connection_string=conn, provider="vmss",
                                idle_timeout_s=300.0, azure=azure)
@@ -53,20 +53,20 @@ def running(settings: Settings, key: str, n: int) -> list[str]:
     return sorted((i.node_id for i in instances), key=instance_id_of) if ok else []
 
 
-def test_provider_for_builds_clients_from_settings(arm: ArmFake, storage_conn: str) -> None:
+def test_provider_for_builds_clients_from_settings(arm: ArmEmulator, storage_conn: str) -> None:
     settings = vmss_settings(arm, storage_conn)
     provider = provider_for(settings)
     assert isinstance(provider, VmssProvider)
     assert provider.list_instances(f"{SUBSCRIPTION}|demo|ws|none") == []
     get = arm.requests("GET", "virtualMachineScaleSets")[0]
-    assert get.status == 404  # reached the fake over TLS with its CA, with a bearer token
+    assert get.status == 404  # reached the emulator over TLS with its CA, with a bearer token
     public = dataclasses.replace(settings, azure=dataclasses.replace(settings.azure,
                                                                      arm_endpoint="https://management.azure.com"))
     with pytest.raises(ValueError, match="BATCHAI_ARM_TOKEN"):
         provider_for(public)
 
 
-def test_reconciler_scales_a_spot_scale_set_with_demand_and_idleness(arm: ArmFake, storage_conn: str) -> None:
+def test_reconciler_scales_a_spot_scale_set_with_demand_and_idleness(arm: ArmEmulator, storage_conn: str) -> None:
     settings = vmss_settings(arm, storage_conn)
     ref = gpu_cluster(storage_conn)
     key, name = ref.key, scale_set_name(ref.key)

@@ -1,27 +1,30 @@
-"""Microsoft.ContainerInstance in the ARM fake: container groups that run once, and their logs.
+"""Microsoft.ContainerInstance in the ARM emulator: container groups that run once, and their logs.
 
-A group is provisioned (Pending -> Succeeded), its containers run (Running), then terminate with
-the exit code and logs a test set in `arm.aci_outcomes[group name]` (default: 0 and a line naming
-the command). Like Azure, GET never returns secure environment values nor storage account keys.
+A group is provisioned (Pending -> Succeeded) like any operation here; when its creation
+completes, the container group backend starts it (see `containers.py`), and from then on the
+instance view of its containers (Running, then Terminated with an exit code) and its logs are the
+backend's. Like Azure, GET never returns secure environment values nor storage account keys.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tests.azure.armfake.server import ACI_VERSIONS, ArmError, ArmFake, Operation, Reply, Request
+from shared.emulator.arm.containers import ContainerState, group_of
+from shared.emulator.arm.wire import ACI_VERSIONS, ArmError, Reply, Request
+
+if TYPE_CHECKING:
+    from shared.emulator.arm.server import ArmEmulator
 
 GROUPS = (r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerInstance"
           r"/containerGroups")
 GROUP = GROUPS + r"/(?P<name>[^/]+)"
 NS = "Microsoft.ContainerInstance"
-STAMP = "2026-01-01T00:00:00Z"
 
 
-def register(arm: ArmFake) -> None:
+def register(arm: ArmEmulator) -> None:
     arm.route("GET", GROUPS, list_groups, ACI_VERSIONS)
     arm.route("PUT", GROUP, put_group, ACI_VERSIONS)
     arm.route("GET", GROUP, get_group, ACI_VERSIONS)
@@ -29,7 +32,7 @@ def register(arm: ArmFake) -> None:
     arm.route("GET", GROUP + r"/containers/(?P<container>[^/]+)/logs", get_logs, ACI_VERSIONS)
 
 
-def put_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def put_group(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = request.path.rstrip("/")
     body = request.body if isinstance(request.body, dict) else {}
     props = body.get("properties") or {}
@@ -47,7 +50,7 @@ def put_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
             if mount["name"] not in names:
                 raise ArmError(400, "VolumeMountNotFound", f"volume {mount['name']} is not defined")
     if rid.lower() in arm.resources:
-        raise ArmError(409, "ContainerGroupExists", "this fake does not update container groups")
+        raise ArmError(409, "ContainerGroupExists", "updating a container group is not emulated")
     res = copy.deepcopy(body)
     res.update(id=rid, name=m["name"], type="Microsoft.ContainerInstance/containerGroups")
     res["properties"]["provisioningState"] = "Pending"
@@ -55,34 +58,38 @@ def put_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     arm.resources[rid.lower()] = res
 
     def provisioned() -> None:
+        try:
+            arm.container_groups.start(group_of(res))
+        except Exception as err:  # the group could not be deployed: ACI records it on the group
+            res["properties"]["provisioningState"] = "Failed"
+            res["properties"]["instanceView"] = {"state": "Failed", "events": [
+                {"count": 1, "name": "Failed", "type": "Warning", "message": f"{type(err).__name__}: {err}"}]}
+            return
         res["properties"]["provisioningState"] = "Succeeded"
-        res["properties"]["instanceView"]["state"] = "Running"
-        for container in res["properties"]["containers"]:
-            container["properties"]["instanceView"] = {
-                "restartCount": 0, "currentState": {"state": "Running", "startTime": STAMP, "detailStatus": ""}}
-        run = Operation(f"run-{m['name']}", NS, rid.lower(), arm.lro_steps, lambda: _terminate(arm, res))
-        arm.operations[run.id] = run
+        res["_started"] = True
 
-    return Reply(201, _public(res), arm.begin(NS, rid, res["location"], provisioned))
+    return Reply(201, _public(arm, res), arm.begin(NS, rid, res["location"], provisioned))
 
 
-def _terminate(arm: ArmFake, res: dict[str, Any]) -> None:
-    exit_code, _ = _outcome(arm, res)
-    for container in res["properties"]["containers"]:
-        container["properties"]["instanceView"]["currentState"] = {
-            "state": "Terminated", "startTime": STAMP, "finishTime": STAMP, "exitCode": exit_code,
-            "detailStatus": "Completed" if exit_code == 0 else "Error"}
-    res["properties"]["instanceView"]["state"] = "Succeeded" if exit_code == 0 else "Failed"
+def _current(state: ContainerState) -> dict[str, Any]:
+    current: dict[str, Any] = {"state": state.state, "detailStatus": state.detail_status}
+    if state.start_time:
+        current["startTime"] = state.start_time
+    if state.state == "Terminated":
+        current.update(finishTime=state.finish_time or state.start_time, exitCode=state.exit_code)
+    return current
 
 
-def _outcome(arm: ArmFake, res: dict[str, Any]) -> tuple[int, str]:
-    command = res["properties"]["containers"][0]["properties"].get("command") or []
-    default = (0, f"ran: {shlex.join(command)}\n")
-    return arm.aci_outcomes.get(res["name"].lower(), default)
-
-
-def _public(res: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(res)
+def _public(arm: ArmEmulator, res: dict[str, Any]) -> dict[str, Any]:
+    out = {k: copy.deepcopy(v) for k, v in res.items() if not k.startswith("_")}
+    if res.get("_started"):
+        state = arm.container_groups.state(group_of(res))
+        for container in out["properties"]["containers"]:
+            container["properties"]["instanceView"] = {"restartCount": 0, "currentState": _current(state),
+                                                       "events": []}
+        out["properties"]["instanceView"]["state"] = {
+            "Terminated": "Succeeded" if state.exit_code == 0 else "Failed", "Waiting": "Pending",
+        }.get(state.state, "Running")
     for container in out["properties"]["containers"]:
         for env in container["properties"].get("environmentVariables") or []:
             env.pop("secureValue", None)
@@ -94,38 +101,42 @@ def _public(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def list_groups(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def list_groups(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     prefix = request.path.rstrip("/").lower() + "/"
     found = [rid for rid in arm.resources if rid.startswith(prefix)]
     for rid in found:
         arm.observe(rid)
-    return Reply(200, {"value": [_public(arm.resources[rid]) for rid in found if rid in arm.resources]})
+    return Reply(200, {"value": [_public(arm, arm.resources[rid]) for rid in found if rid in arm.resources]})
 
 
-def get_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def get_group(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = request.path.rstrip("/")
     arm.observe(rid)
-    return Reply(200, _public(arm.get(rid)))
+    return Reply(200, _public(arm, arm.get(rid)))
 
 
-def delete_group(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def delete_group(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = request.path.rstrip("/")
     res = arm.resources.get(rid.lower())
     if res is None:
         return Reply(204)
     for op in arm.operations.values():  # deleting a group ends whatever runs in it
-        if op.resource_id == rid.lower():
+        if op.resource_id == rid.lower() and op.status == "InProgress":
             op.status = "Canceled"
-    return Reply(202, None, arm.begin(NS, rid, res["location"], lambda: arm.resources.pop(rid.lower(), None)))
+
+    def deleted() -> None:
+        arm.container_groups.delete(group_of(res))  # a failure raises: the next observation retries
+        arm.resources.pop(rid.lower(), None)
+
+    return Reply(202, None, arm.begin(NS, rid, res["location"], deleted))
 
 
-def get_logs(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def get_logs(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     group_id = request.path.rstrip("/").rsplit("/containers/", 1)[0]
     res = arm.get(group_id)
     if m["container"] not in {c["name"] for c in res["properties"]["containers"]}:
         raise ArmError(404, "ContainerNotFound", f"container {m['container']} not found")
-    state = (res["properties"]["containers"][0]["properties"].get("instanceView") or {}).get("currentState", {})
-    content = _outcome(arm, res)[1] if state.get("state") == "Terminated" else ""
+    content = arm.container_groups.logs(group_of(res)) if res.get("_started") else ""
     tail = request.query.get("tail")
     if tail and content:
         content = "".join(content.splitlines(keepends=True)[-int(tail):])

@@ -1,6 +1,6 @@
-"""Microsoft.Network in the ARM fake: network interfaces, and the NICs of scale set VMs.
+"""Microsoft.Network in the ARM emulator: network interfaces, and the NICs of scale set VMs.
 
-A NIC gets a private IP from the fake's allocator (dynamic allocation, as in a subnet); a NIC
+A NIC gets a private IP from the emulator's allocator (dynamic allocation, as in a subnet); a NIC
 attached to a VM cannot be deleted (400 NicInUse), as in Azure.
 """
 
@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tests.azure.armfake.server import NETWORK_VERSIONS, VMSS_NIC_VERSIONS, ArmError, ArmFake, Reply, Request
+from shared.emulator.arm.wire import NETWORK_VERSIONS, VMSS_NIC_VERSIONS, ArmError, Reply, Request
+
+if TYPE_CHECKING:
+    from shared.emulator.arm.server import ArmEmulator
 
 RG = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers"
 NS = "Microsoft.Network"
 
 
-def register(arm: ArmFake) -> None:
+def register(arm: ArmEmulator) -> None:
     nic = RG + r"/Microsoft\.Network/networkInterfaces/(?P<name>[^/]+)"
     arm.route("PUT", nic, put_nic, NETWORK_VERSIONS)
     arm.route("GET", nic, get_nic, NETWORK_VERSIONS)
@@ -25,7 +28,7 @@ def register(arm: ArmFake) -> None:
               list_vmss_nics, VMSS_NIC_VERSIONS)
 
 
-def put_nic(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def put_nic(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = request.path.rstrip("/")
     body = request.body if isinstance(request.body, dict) else {}
     configs = (body.get("properties") or {}).get("ipConfigurations") or []
@@ -45,13 +48,13 @@ def put_nic(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(201, copy.deepcopy(res), arm.begin(NS, rid, res["location"], done))
 
 
-def get_nic(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def get_nic(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = request.path.rstrip("/")
     arm.observe(rid)
     return Reply(200, copy.deepcopy(arm.get(rid)))
 
 
-def delete_nic(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def delete_nic(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     rid = request.path.rstrip("/")
     res = arm.resources.get(rid.lower())
     if res is None:
@@ -63,7 +66,7 @@ def delete_nic(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
     return Reply(202, None, arm.begin(NS, rid, res["location"], lambda: arm.resources.pop(rid.lower(), None)))
 
 
-def list_vmss_nics(arm: ArmFake, request: Request, m: re.Match[str]) -> Reply:
+def list_vmss_nics(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     vmss_id = request.path.rstrip("/").rsplit("/", 1)[0]
     res = arm.get(vmss_id)
     nics: list[dict[str, Any]] = []

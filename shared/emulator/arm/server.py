@@ -1,130 +1,95 @@
-"""A wire-level fake of the Azure Resource Manager REST API, served over https on 127.0.0.1.
+"""The local ARM emulator: the Azure Resource Manager REST API over https, the state behind it,
+and the controls tests and the stack use (the route modules add Compute, Network and Container
+Instances).
 
 It answers the requests the real SDK clients send (azure-mgmt-compute, -network,
 -containerinstance) with ARM's shapes: long-running operations answer 201/202 with
 `Azure-AsyncOperation` and `Location`, report InProgress and then Succeeded; errors are
 `{"error": {"code", "message"}}`. Every request is recorded (method, path, query, JSON body,
-status) for tests to assert on. `throttle(n)` makes the next n requests answer 429 with
-`Retry-After: 1`. Bearer tokens are accepted blindly (but must be present).
+status; the most recent LOG_LIMIT) to assert on. `throttle(n)` makes the next n requests answer
+429 with `Retry-After: 1`. Bearer tokens are accepted blindly (but must be present).
 
-Time does not pass in the fake: an operation advances when it is observed (a GET of its
+Time does not pass in the emulator: an operation advances when it is observed (a GET of its
 status URL, of its resource, or of a list holding the resource). With `lro_steps = 1` the first
-observation reports InProgress and the next one Succeeded.
+observation reports InProgress and the next one Succeeded. What VMs and container groups really
+do (boot, run, stop, get evicted) is the business of the backends (`backend.py`, `containers.py`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import ssl
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from azure.core.credentials import AccessToken
-
+from shared.emulator.arm import records
+from shared.emulator.arm.backend import Identity, InstanceBackend, RecordsOnly, VmRecord, user_identity
+from shared.emulator.arm.containers import ContainerGroupBackend, ScriptedContainerGroups
+from shared.emulator.arm.sizes import DEFAULT_CATALOGUE, SizeCatalogue, sku_not_available
+from shared.emulator.arm.wire import API_VERSIONS, ArmError, Operation, Reply, Request
 from shared.localstack.tls import ensure_tls
 
+log = logging.getLogger(__name__)
 
-class StaticCredential:
-    """A TokenCredential that hands out a fixed bearer token (the fake accepts any)."""
+DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
+DEFAULT_TENANT = "00000000-0000-0000-0000-0000000000aa"
+LOG_LIMIT = 20_000
+FINISHED_OPERATIONS_KEPT = 2_000
 
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("fake-arm-token", 4_102_444_800)
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-    status: int = 0
-    response: Any = None
+Handler = Callable[["ArmEmulator", Request, re.Match[str]], Reply]
 
 
-@dataclass
-class Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
+class ArmEmulator:
+    """The emulated ARM endpoint and its state. Route modules register handlers on it."""
 
-
-class ArmError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.reply = Reply(status, {"error": {"code": code, "message": message}})
-
-
-@dataclass
-class Operation:
-    id: str
-    namespace: str  # Microsoft.Compute | Microsoft.Network | Microsoft.ContainerInstance
-    resource_id: str  # lower-case id of the resource it acts on
-    remaining: int
-    complete: Callable[[], None]
-    status: str = "InProgress"
-
-    def observe(self) -> str:
-        if self.status == "InProgress":
-            if self.remaining > 0:
-                self.remaining -= 1
-            else:
-                self.complete()
-                self.status = "Succeeded"
-        return self.status
-
-
-# The api-versions the fake serves (what the installed SDKs send), per resource provider.
-COMPUTE_VERSIONS = frozenset({"2026-04-01"})
-DISK_VERSIONS = frozenset({"2026-03-02"})
-NETWORK_VERSIONS = frozenset({"2026-03-01"})
-VMSS_NIC_VERSIONS = frozenset({"2018-10-01"})  # network interfaces of scale set VMs: an older API
-ACI_VERSIONS = frozenset({"2023-05-01"})
-API_VERSIONS = {"microsoft.compute": "2026-04-01", "microsoft.network": "2026-03-01",
-                "microsoft.containerinstance": "2023-05-01"}
-
-Handler = Callable[["ArmFake", Request, re.Match[str]], Reply]
-
-
-class ArmFake:
-    """The fake ARM endpoint and its state. Route modules register handlers on it."""
-
-    def __init__(self, directory: Path, subscription_id: str = "00000000-0000-0000-0000-000000000001") -> None:
+    def __init__(self, directory: Path, subscription_id: str = DEFAULT_SUBSCRIPTION,
+                 backend: InstanceBackend | None = None, allocate_ip: Callable[[], str] | None = None,
+                 sizes: SizeCatalogue | None = None, *, tenant_id: str = DEFAULT_TENANT,
+                 container_groups: ContainerGroupBackend | None = None) -> None:
         self.subscription_id = subscription_id
+        self.tenant_id = tenant_id
         self.tls = ensure_tls(directory / "tls")
         self.lock = threading.RLock()
         self.resources: dict[str, dict[str, Any]] = {}  # lower-case ARM id -> resource JSON
         self.operations: dict[str, Operation] = {}
-        self.log: list[Request] = []
+        self.log: deque[Request] = deque(maxlen=LOG_LIMIT)
         self.lro_steps = 1
-        self.aci_outcomes: dict[str, tuple[int, str]] = {}  # container group name -> (exit code, logs)
+        self.backend: InstanceBackend = backend or RecordsOnly()
+        self.sizes = sizes or DEFAULT_CATALOGUE
+        self.refused_sizes: set[str] = set()  # sizes of the catalogue the region refuses now (any case)
+        self.aci_outcomes: dict[str, tuple[int, str]] = {}  # group name -> (exit code, logs), scripted groups
+        self.container_groups: ContainerGroupBackend = container_groups or ScriptedContainerGroups(self)
+        self._allocate_ip = allocate_ip or _DefaultAddresses()
         self._throttle = 0
         self._routes: list[tuple[str, re.Pattern[str], Handler, frozenset[str]]] = []
-        self._next_ip = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        from tests.azure.armfake import aci, compute, network
+        self._host = "127.0.0.1"
+        from shared.emulator.arm import aci, compute, network, virtual_machines
 
-        for module in (compute, network, aci):
+        for module in (compute, virtual_machines, network, aci):
             module.register(self)
         location = r"/subscriptions/[^/]+/providers/(?P<ns>[^/]+)/locations/[^/]+"
         self.route("GET", location + r"/operations/(?P<op>[^/]+)", _operation_status)
         self.route("GET", location + r"/operationResults/(?P<op>[^/]+)", _operation_result)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> ArmFake:
-        fake = self
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> ArmEmulator:
+        emulator = self
 
         class _Handler(_HttpHandler):
-            arm = fake
+            arm = emulator
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._host = host
+        self._server = ThreadingHTTPServer((host, port), _Handler)
         self._server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
@@ -141,13 +106,13 @@ class ArmFake:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
+        return f"https://{self._host}:{self._server.server_address[1]}"
 
     @property
     def ca_file(self) -> str:
         return str(self.tls.ca_file)
 
-    # -- test controls ---------------------------------------------------------------------
+    # -- controls ----------------------------------------------------------------------------
     def throttle(self, n: int) -> None:
         """The next `n` requests answer 429 TooManyRequests with `Retry-After: 1`."""
         with self.lock:
@@ -169,6 +134,19 @@ class ArmFake:
                 op.remaining = 0
                 op.observe()
 
+    # -- what the rest of the emulated cloud (IMDS, machines) asks ARM -------------------------
+    def vm_records(self) -> list[VmRecord]:
+        """Every VM that exists: scale set instances (by scale set, then instance id) and single VMs."""
+        with self.lock:
+            return records.all_vms(self)
+
+    def vm_by_ip(self, ip: str) -> VmRecord | None:
+        return next((vm for vm in self.vm_records() if vm.private_ip == ip), None)
+
+    def user_identity(self, resource_id: str) -> Identity:
+        """The principal and client ids this emulator gives the user-assigned identity `resource_id`."""
+        return user_identity(resource_id, self.tenant_id)
+
     # -- helpers for route modules -----------------------------------------------------------
     def route(self, method: str, pattern: str, handler: Handler, versions: frozenset[str] = frozenset()) -> None:
         """Serve `method` on paths matching `pattern`; with `versions`, other api-versions get a 400."""
@@ -176,18 +154,27 @@ class ArmFake:
 
     def allocate_ip(self) -> str:
         with self.lock:
-            ip = f"10.0.{self._next_ip // 250}.{self._next_ip % 250 + 4}"
-            self._next_ip += 1
-            return ip
+            return self._allocate_ip()
+
+    def check_size(self, size: str, location: str) -> None:
+        """409 SkuNotAvailable for a size outside the catalogue or refused now."""
+        if size not in self.sizes or size.strip().lower() in {s.lower() for s in self.refused_sizes}:
+            raise ArmError(409, "SkuNotAvailable", sku_not_available(size, location))
 
     def begin(self, namespace: str, resource_id: str, location: str, complete: Callable[[], None]) -> dict[str, str]:
         """Start an operation; the headers that announce it (Azure-AsyncOperation, Location)."""
-        op = Operation(uuid.uuid4().hex, namespace, resource_id.lower(), self.lro_steps, complete)
-        self.operations[op.id] = op
+        op = self.add_operation(Operation(uuid.uuid4().hex, namespace, resource_id.lower(), self.lro_steps, complete))
         version = API_VERSIONS[namespace.lower()]
         base = f"{self.url}/subscriptions/{self.subscription_id}/providers/{namespace}/locations/{location}"
         return {"Azure-AsyncOperation": f"{base}/operations/{op.id}?api-version={version}",
                 "Location": f"{base}/operationResults/{op.id}?api-version={version}", "Retry-After": "0"}
+
+    def add_operation(self, op: Operation) -> Operation:
+        finished = [key for key, old in self.operations.items() if old.status != "InProgress"]
+        for key in finished[: max(0, len(finished) - FINISHED_OPERATIONS_KEPT)]:
+            del self.operations[key]
+        self.operations[op.id] = op
+        return op
 
     def observe(self, resource_id: str) -> None:
         """A read of `resource_id` (or of a list holding it) lets its pending operations advance."""
@@ -208,7 +195,7 @@ class ArmFake:
                                                     "under resource group was not found.")
         return res
 
-    # -- dispatch ----------------------------------------------------------------------------
+# -- dispatch ----------------------------------------------------------------------------
     def dispatch(self, request: Request, authorization: str) -> Reply:
         with self.lock:
             self.log.append(request)
@@ -235,17 +222,21 @@ class ArmFake:
                     return handler(self, request, match)
                 except ArmError as err:
                     return err.reply
+                except Exception as err:  # a backend failed: ARM answers 500 and the client retries
+                    log.exception("%s %s failed", request.method, request.path)
+                    return Reply(500, {"error": {"code": "InternalServerError",
+                                                 "message": f"{type(err).__name__}: {err}"}})
         return Reply(404, {"error": {"code": "NotFound", "message": f"no route {request.method} {request.path}"}})
 
 
-def _operation_status(arm: ArmFake, request: Request, match: re.Match[str]) -> Reply:
+def _operation_status(arm: ArmEmulator, request: Request, match: re.Match[str]) -> Reply:
     op = arm.operations.get(match["op"])
     if op is None:
         raise ArmError(404, "OperationNotFound", match["op"])
     return Reply(200, {"name": op.id, "status": op.observe()})
 
 
-def _operation_result(arm: ArmFake, request: Request, match: re.Match[str]) -> Reply:
+def _operation_result(arm: ArmEmulator, request: Request, match: re.Match[str]) -> Reply:
     op = arm.operations.get(match["op"])
     if op is None:
         raise ArmError(404, "OperationNotFound", match["op"])
@@ -256,7 +247,7 @@ def _operation_result(arm: ArmFake, request: Request, match: re.Match[str]) -> R
 
 
 class _HttpHandler(BaseHTTPRequestHandler):
-    arm: ArmFake
+    arm: ArmEmulator
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
@@ -281,3 +272,15 @@ class _HttpHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = _handle
+
+
+class _DefaultAddresses:
+    """10.0.0.4, 10.0.0.5, ... (250 per /24), as a subnet's dynamic allocation hands them out."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def __call__(self) -> str:
+        ip = f"10.0.{self._next // 250}.{self._next % 250 + 4}"
+        self._next += 1
+        return ip
