@@ -79,6 +79,15 @@ def _file_share(i: int, share: Mapping[str, Any], root: Path, config_dir: Path) 
                      unmount=("umount", str(target)))
 
 
+def _fuse_options(text: str) -> tuple[str, ...]:
+    """Batch AI's blob mountOptions: command line options as written ("-o attr_timeout=240 -o ro"),
+    or bare FUSE options ("attr_timeout=240,ro") that go after one -o."""
+    words = shlex.split(text)
+    if not words:
+        return ()
+    return tuple(words) if words[0].startswith("-") else ("-o", ",".join(words))
+
+
 def _blob_container(i: int, blob: Mapping[str, Any], root: Path, config_dir: Path,
                     endpoints: Mapping[str, str]) -> MountStep:
     target = target_of(root, blob.get("relativeMountPath"))
@@ -90,7 +99,7 @@ def _blob_container(i: int, blob: Mapping[str, Any], root: Path, config_dir: Pat
         "azstorage": {"type": "block", "account-name": blob["accountName"], "container": blob["containerName"],
                       "mode": "key", "endpoint": endpoints["blob"].format(account=blob["accountName"])},
     }
-    extra = ("-o", str(blob["mountOptions"])) if blob.get("mountOptions") else ()
+    extra = _fuse_options(str(blob.get("mountOptions") or ""))
     return MountStep("azureBlobFileSystems", target,
                      ("blobfuse2", "mount", str(target), f"--config-file={config_file}", *extra),
                      env={"AZURE_STORAGE_ACCESS_KEY": _key("azureBlobFileSystems", blob)},
