@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from functions.api import clusters, experiments, jobs, provider, scoring, workspaces
+from functions.api import clusters, experiments, jobs, nodeagent, provider, scoring, workspaces
 from functions.api.common import MAX_BODY_BYTES, settings, too_large
 from shared.adapters import auth
 from shared.domain.contract import API_VERSION
@@ -26,7 +26,7 @@ from shared.domain.validation import field_path
 log = logging.getLogger("batchai.api")
 
 api = FastAPI(title="batchai", version=API_VERSION, docs_url=None, redoc_url=None, openapi_url=None)
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", *nodeagent.PATHS})  # these authenticate their callers themselves
 
 
 def arm_error(error: ApiError) -> JSONResponse:
@@ -83,5 +83,5 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-for module in (provider, workspaces, experiments, clusters, jobs, scoring):
+for module in (provider, workspaces, experiments, clusters, jobs, scoring, nodeagent):
     api.include_router(module.router)

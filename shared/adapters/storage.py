@@ -7,6 +7,7 @@ Clients are cached per connection string; creation of tables/queues/containers i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from functools import lru_cache
 from typing import Any
@@ -25,13 +26,12 @@ T_CLUSTERS = "clusters"
 T_FILESERVERS = "fileservers"
 T_JOBS = "jobs"
 T_SCHED = "sched"  # one partition per cluster: nodes, pending index, assignments
-T_HEARTBEATS = "heartbeats"
 T_OPERATIONS = "operations"
 T_SCORING_RUNS = "scoringruns"  # batch-scoring runs: "{sub}|{rg}|{ws}" / run id (+ an index of active runs)
 T_SUBMISSIONS = "submissions"  # accepted queue submissions awaiting a reply when their job ends
 T_REJECTED = "rejectedsubmissions"  # queue submissions refused, with the reason: "{sub}|{rg}" / time-message id
-TABLES = (T_WORKSPACES, T_EXPERIMENTS, T_CLUSTERS, T_FILESERVERS, T_JOBS, T_SCHED, T_HEARTBEATS,
-          T_OPERATIONS, T_SCORING_RUNS, T_SUBMISSIONS, T_REJECTED)
+TABLES = (T_WORKSPACES, T_EXPERIMENTS, T_CLUSTERS, T_FILESERVERS, T_JOBS, T_SCHED, T_OPERATIONS, T_SCORING_RUNS,
+          T_SUBMISSIONS, T_REJECTED)
 
 # Queues (work and events). Messages are base64 text, as host.json's messageEncoding says.
 Q_KICKS = "schedule-kicks"  # {"cluster": cluster_key}: run a scheduling pass
@@ -43,13 +43,25 @@ NODE_QUEUE_PREFIX = "node-"  # one assignment queue per node: node-<node id>
 # Blob containers.
 C_OUTPUTS = "batchai-outputs"  # stdouterr and output directories with no mount
 C_TRIGGERS = "batchai-triggers"  # batch-scoring manifests
+C_HEARTBEATS = "batchai-heartbeats"  # one empty blob per node, rewritten by its agent (see heartbeat_blob)
 C_WHEELHOUSE = "batchai-wheelhouse"  # the node agent and its dependencies, as wheels (nodes read them by SAS)
 SCORING_WORK_PREFIX = "bsr-"  # one work container per scoring job: bsr-<run hash>-<chunk>-<attempt>
-CONTAINERS = (C_OUTPUTS, C_TRIGGERS)
+CONTAINERS = (C_OUTPUTS, C_TRIGGERS, C_HEARTBEATS, C_WHEELHOUSE)
 
 
 def node_queue_name(node_id: str) -> str:
     return f"{NODE_QUEUE_PREFIX}{node_id}".lower()
+
+
+def heartbeat_prefix(cluster_key: str) -> str:
+    """The folder of a cluster's heartbeat blobs in C_HEARTBEATS (one listing reads them all)."""
+    return f"{hashlib.sha256(cluster_key.encode()).hexdigest()[:16]}/"
+
+
+def heartbeat_blob(cluster_key: str, node_id: str) -> str:
+    """A node's heartbeat in C_HEARTBEATS: its agent rewrites it (metadata ``assignments``, comma-separated,
+    and ``pid``); the storage server's ``Last-Modified`` is the time of the last beat."""
+    return f"{heartbeat_prefix(cluster_key)}{node_id}"
 
 
 _LOOPBACK = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])[:/]", re.I)

@@ -1,38 +1,83 @@
-"""``python -m shared.agent --cluster-key K --node-id N --workdir DIR [--address A] [--heartbeat-s S]``
+"""The node agent.
 
-Storage: BATCHAI_STORAGE_CONNECTION_STRING; local shared directories: BATCHAI_STATE_DIR;
-BATCHAI_ON_AZURE=1 starts the Scheduled Events poller (see shared.config.Settings).
+Process topology (every node a process of the service's machine):
+``python -m shared.agent --cluster-key K --node-id N --workdir DIR [--address A] [--heartbeat-s S]``
+with storage through BATCHAI_STORAGE_CONNECTION_STRING, local shared directories under
+BATCHAI_STATE_DIR, and BATCHAI_ON_AZURE=1 to poll Scheduled Events (see shared.config.Settings).
+
+Machine (a VM, or an emulator machine): ``python -m shared.agent --config /etc/batchai/agent.json``
+(see shared.agent.config): the node id is the host name (the VM's computer name), the address is
+the private IP IMDS reports, storage is reached with scoped SAS from the node credentials API
+(no account key on the machine), Scheduled Events are polled at the config's IMDS, cluster volumes
+are checked and job volumes mounted for real.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from pathlib import Path
 
 from shared.agent.agent import Agent, AgentOptions
+from shared.agent.config import AgentConfig
+from shared.agent.imds import ImdsClient
+from shared.agent.machine_mounts import MachineMounter, run_command
+from shared.agent.node_storage import KeyedStorage
+from shared.agent.preemption import IMDS_SCHEDULED_EVENTS
+from shared.agent.retry import with_retries
+from shared.agent.scoped_storage import NodeApi, ScopedStorage
 from shared.config import Settings
+
+
+def machine_options(config: AgentConfig, heartbeat_s: float, settings: Settings) -> AgentOptions:
+    node_id = socket.gethostname()
+    imds = ImdsClient(config.imds_url)
+    address = with_retries(imds.private_ip, "asking IMDS for the private IP")
+    vm_name = with_retries(imds.vm_name, "asking IMDS for the VM name")
+    api = NodeApi(config.service_url, config.cluster_key, node_id, lambda: imds.token(config.token_resource),
+                  lambda: imds.forget_token(config.token_resource))
+    return AgentOptions(
+        storage=ScopedStorage(api, config.storage_endpoints), cluster_key=config.cluster_key, node_id=node_id,
+        workdir=config.workdir, state_dir=config.workdir / "state", address=address, heartbeat_s=heartbeat_s,
+        mount_root=config.mount_root,
+        machine_mounts=MachineMounter(run_command, config.storage_endpoints, config.file_server_ips),
+        scheduled_events_url=imds.scheduled_events_url, vm_name=vm_name, declared_gpus=config.gpus,
+        poll_max_s=settings.agent_poll_max_s, poll_min_s=min(settings.agent_poll_min_s, settings.agent_poll_max_s))
+
+
+def process_options(args: argparse.Namespace, settings: Settings) -> AgentOptions:
+    return AgentOptions(
+        storage=KeyedStorage(settings.storage_connection_string, args.cluster_key, args.node_id),
+        cluster_key=args.cluster_key, node_id=args.node_id, workdir=args.workdir.resolve(),
+        state_dir=settings.state_dir, address=args.address, heartbeat_s=args.heartbeat_s,
+        scheduled_events_url=IMDS_SCHEDULED_EVENTS if settings.on_azure else None,
+        poll_max_s=settings.agent_poll_max_s, poll_min_s=min(settings.agent_poll_min_s, settings.agent_poll_max_s))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.agent", description="batchai node agent")
-    parser.add_argument("--cluster-key", required=True)
-    parser.add_argument("--node-id", required=True)
-    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--config", type=Path, help="a machine's agent config (replaces the next four)")
+    parser.add_argument("--cluster-key")
+    parser.add_argument("--node-id")
+    parser.add_argument("--workdir", type=Path)
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--heartbeat-s", type=float, default=2.0)
     args = parser.parse_args(argv)
+    if args.config is None and not (args.cluster_key and args.node_id and args.workdir):
+        parser.error("either --config, or --cluster-key, --node-id and --workdir")
+    node_id = socket.gethostname() if args.config else args.node_id
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s {args.node_id} %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s {node_id} %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = Settings.from_env()
-    agent = Agent(AgentOptions(
-        conn=settings.storage_connection_string, cluster_key=args.cluster_key, node_id=args.node_id,
-        workdir=args.workdir.resolve(), state_dir=settings.state_dir, address=args.address,
-        heartbeat_s=args.heartbeat_s, on_azure=settings.on_azure,
-        poll_max_s=settings.agent_poll_max_s, poll_min_s=min(settings.agent_poll_min_s, settings.agent_poll_max_s)))
+    if args.config:
+        options = machine_options(AgentConfig.load(args.config), args.heartbeat_s, settings)
+    else:
+        options = process_options(args, settings)
+    agent = Agent(options)
     agent.install_signals()
     return agent.run()
 

@@ -5,6 +5,10 @@ ledger never runs twice; a repeated setup gets the recorded answer; a stop for a
 that is not running is ignored. A message is deleted only after it is handled; one that keeps
 failing is moved to ``node-<id>-poison`` with the reason after `MAX_DEQUEUE` attempts.
 
+Storage goes through the agent's `NodeStorage` (keyed in the process topology, scoped on
+machines). Mounts are emulated in the process topology (`shared.agent.mounts`) and real on machines
+(`shared.agent.machine_mounts`: cluster volumes checked, job volumes mounted per task).
+
 Exits: ``leave`` (tasks stop with "node-removed", the node queue is deleted, exit 0); SIGTERM
 (tasks stop with "agent-stopped", exit 0; a second SIGTERM abandons reporting). A preemption
 notice (see shared.agent.preemption) stops the tasks with "preempted", sends ``node-preempted``,
@@ -30,7 +34,9 @@ from shared.agent.environment import base_env
 from shared.agent.inventory import inventory
 from shared.agent.layout import NodeLayout
 from shared.agent.ledger import Ledger
-from shared.agent.mounts import Mounter
+from shared.agent.machine_mounts import MachineMounter
+from shared.agent.mounts import MountedVolumes, Mounter
+from shared.agent.node_storage import NodeStorage
 from shared.agent.preemption import LocalPreemptNotice, ScheduledEventsPoller
 from shared.agent.retry import Backoff, is_transient
 from shared.agent.setup import cluster_volumes, run_setup
@@ -49,14 +55,18 @@ REPORT_WAIT_S = 120.0  # how long an exiting agent waits for its tasks to report
 
 @dataclass
 class AgentOptions:
-    conn: str
+    storage: NodeStorage
     cluster_key: str
     node_id: str
     workdir: Path
     state_dir: Path
     address: str = "127.0.0.1"
     heartbeat_s: float = 2.0
-    on_azure: bool = False
+    mount_root: Path | None = None  # $AZ_BATCHAI_MOUNT_ROOT; None: <workdir>/mounts
+    machine_mounts: MachineMounter | None = None  # real mounts (a machine); None: emulated mounts
+    scheduled_events_url: str | None = None  # poll IMDS Scheduled Events for Preempt notices
+    vm_name: str | None = None  # this VM's name in Scheduled Events
+    declared_gpus: int | None = None  # GPUs the agent cannot see itself
     poll_max_s: float = 1.0
     poll_min_s: float = 0.1  # the first waits after activity (a message, a task's end), doubling up to poll_max_s
 
@@ -64,24 +74,24 @@ class AgentOptions:
 class Agent:
     def __init__(self, options: AgentOptions) -> None:
         self.options = options
-        self.layout = NodeLayout(options.workdir, options.state_dir)
+        self.layout = NodeLayout(options.workdir, options.state_dir, options.mount_root)
         self.stopping = threading.Event()  # the main loop ends
         self._active = threading.Event()  # a task ended or the agent stops: poll soon
         self.give_up = threading.Event()  # exit now, even without reporting
         self.preempted = threading.Event()
         self.exit_reason = "agent-stopped"
         self.leaving = False
-        self.channel = AgentChannel(options.conn, options.cluster_key, options.node_id, give_up=self.give_up)
+        self.channel = AgentChannel(options.storage, options.cluster_key, options.node_id, give_up=self.give_up)
         options.workdir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.layout.ledger)
-        self.inventory = inventory(options.address)
+        self.inventory = inventory(options.address, options.declared_gpus)
         self.tasks: dict[str, TaskRunner] = {}
         self._tasks_lock = threading.Lock()
         self._mount_lock = threading.Lock()
         self._setup_thread: threading.Thread | None = None
         self._setup_control = TaskControl()
-        self.node = NodeContext(options.conn, self.layout, self.channel, int(self.inventory["gpus"]),
-                                base_env(os.environ), self.mount_cluster, self.give_up)
+        self.node = NodeContext(options.storage, self.layout, self.channel, int(self.inventory["gpus"]),
+                                base_env(os.environ), self.mount_cluster, self.mount_job, self.give_up)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -104,8 +114,9 @@ class Agent:
         if threading.current_thread() is threading.main_thread():
             notice.install_signal()
         notice.start()
-        if self.options.on_azure:
-            ScheduledEventsPoller(self.preempt, self.stopping).start()
+        if self.options.scheduled_events_url:
+            ScheduledEventsPoller(self.preempt, self.stopping, url=self.options.scheduled_events_url,
+                                  vm_name=self.options.vm_name).start()
         self._loop()
         return self._shutdown()
 
@@ -244,8 +255,17 @@ class Agent:
 
     def mount_cluster(self, cluster: dict[str, Any]) -> list[BlobMount]:
         with self._mount_lock:
-            return Mounter(self.options.conn, self.options.state_dir, self.layout.sync_dir, self.give_up,
+            if self.options.machine_mounts is not None:
+                return self.options.machine_mounts.verify_cluster(cluster_volumes(cluster), self.layout.mount_root)
+            return Mounter(self.options.storage, self.options.state_dir, self.layout.sync_dir, self.give_up,
                            self.node.base_env).mount(cluster_volumes(cluster), self.layout.mount_root)
+
+    def mount_job(self, volumes: dict[str, Any] | None, root: Path, job_dir: Path) -> MountedVolumes:
+        if self.options.machine_mounts is not None:
+            return self.options.machine_mounts.mount_job(volumes, root, job_dir)
+        mounter = Mounter(self.options.storage, self.options.state_dir, job_dir / "sync", self.give_up,
+                          self.node.base_env)
+        return MountedVolumes(blob_mounts=mounter.mount(volumes, root))
 
     # --- background ---------------------------------------------------------------------------
 

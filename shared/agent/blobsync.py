@@ -7,7 +7,6 @@ directory remembers what was downloaded or uploaded, so only differences move.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -15,50 +14,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 
-from shared.adapters import storage
+from shared.agent.node_storage import OutputBlobs
 from shared.agent.retry import NO_SDK_RETRY, with_retries
-from shared.agent.runtime import TaskStartError
+
+UPLOAD_BATCH = 100  # names whose access is asked for at once
 
 
-def _account_of(conn: str) -> str:
-    parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
-    return parts.get("AccountName", "")
-
-
-def container_for(conn: str, account_name: str, container_name: str, credentials: dict[str, Any] | None) -> \
-        ContainerClient:
-    """The container a mount names: through the agent's own connection when it is the same account
-    (always so on the local stack, where Azurite is the only account), else with the mount's key."""
-    if account_name.lower() == _account_of(conn).lower():
-        return storage.container(conn, container_name)
-    key = (credentials or {}).get("accountKey")
-    if not key:
-        raise TaskStartError("MountFailed", f"no account key for storage account {account_name} "
-                             "(Key Vault secret references are not supported on this node)")
-    return ContainerClient(f"https://{account_name}.blob.core.windows.net", container_name,
-                           credential={"account_name": account_name, "account_key": key})
-
-
-def upload_tree(container: ContainerClient, local_dir: Path, prefix: str,
-                give_up: threading.Event | None = None) -> int:
-    """Upload every file under `local_dir` to ``{prefix}/{relative path}``; the number of files."""
+def upload_tree(blobs: OutputBlobs, local_dir: Path, prefix: str, give_up: threading.Event | None = None) -> int:
+    """Upload every file under `local_dir` to ``{prefix}/{relative path}``; the number of files.
+    Symbolic links are not followed (a job cannot make the agent upload what lies outside)."""
     if not local_dir.is_dir():
         return 0
-    with contextlib.suppress(ResourceExistsError):
-        with_retries(container.create_container, "creating the output container", give_up)
-    count = 0
-    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-        name = f"{prefix.rstrip('/')}/{path.relative_to(local_dir).as_posix()}"
-
-        def put(path: Path = path, name: str = name) -> None:
-            with open(path, "rb") as data:
-                container.upload_blob(name, data, overwrite=True, **NO_SDK_RETRY)
-        with_retries(put, f"uploading {name}", give_up)
-        count += 1
-    return count
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    if not files:
+        return 0
+    with_retries(blobs.create_container, "creating the output container", give_up)
+    named = [(path, f"{prefix.rstrip('/')}/{path.relative_to(local_dir).as_posix()}") for path in files]
+    for start in range(0, len(named), UPLOAD_BATCH):
+        batch = named[start:start + UPLOAD_BATCH]
+        with_retries(lambda batch=batch: blobs.prepare([name for _, name in batch]), "getting upload access",
+                     give_up)
+        for path, name in batch:
+            def put(path: Path = path, name: str = name) -> None:
+                with open(path, "rb") as data:
+                    blobs.blob(name).upload_blob(data, overwrite=True, **NO_SDK_RETRY)
+            with_retries(put, f"uploading {name}", give_up)
+    return len(named)
 
 
 def _stamp(path: Path) -> list[float]:

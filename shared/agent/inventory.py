@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from shared.agent import gpus as nvidia
+
 
 def memory_mb(meminfo: Path = Path("/proc/meminfo")) -> int:
     try:
@@ -17,27 +19,11 @@ def memory_mb(meminfo: Path = Path("/proc/meminfo")) -> int:
     return 0
 
 
-def gpu_names() -> list[str]:
-    """The node's NVIDIA GPUs via NVML; none when `pynvml` or the driver is absent."""
-    try:
-        import pynvml  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # NVMLError: no driver on this machine, which means no GPUs
-        return []
-    try:
-        names = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
-            names.append(name.decode() if isinstance(name, bytes) else str(name))
-        return names
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def inventory(address: str) -> dict[str, Any]:
-    gpus = gpu_names()
-    return {"cores": os.cpu_count() or 1, "memoryMb": memory_mb(), "gpus": len(gpus), "gpuNames": gpus,
+def inventory(address: str, declared_gpus: int | None = None) -> dict[str, Any]:
+    """`declared_gpus` (the agent config's ``gpus``) stands for GPUs the agent cannot see itself
+    (no driver in reach of the agent); otherwise the GPUs are those `nvidia-smi` lists."""
+    seen = nvidia.query()
+    names = [gpu.name for gpu in seen]
+    count = len(seen) if declared_gpus is None else declared_gpus
+    return {"cores": os.cpu_count() or 1, "memoryMb": memory_mb(), "gpus": count, "gpuNames": names,
             "address": address}

@@ -1,9 +1,10 @@
 """Where things live on a node: the agent's working directory, and the directories of one task.
 
-Node (``--workdir``): ``mounts/`` ($AZ_BATCHAI_MOUNT_ROOT), ``jobs/<assignment id>/`` (``mounts/``
-= $AZ_BATCHAI_JOB_MOUNT_ROOT, ``temp/`` = $AZ_BATCHAI_JOB_TEMP, ``wd/`` the task's working
-directory, ``local/`` node-local stand-ins for paths outside the mounts), ``setup/``, ``sync/``
-(blob-mount manifests), ``ledger.json``, ``preempt`` (the simulated eviction notice).
+Node (``--workdir``): ``mounts/`` ($AZ_BATCHAI_MOUNT_ROOT, unless the agent config names another),
+``jobs/<assignment id>/`` (``mounts/`` = $AZ_BATCHAI_JOB_MOUNT_ROOT, ``temp/`` = $AZ_BATCHAI_JOB_TEMP,
+``wd/`` the task's working directory, ``local/`` node-local stand-ins for paths outside the mounts),
+``setup/``, ``sync/`` (blob-mount manifests), ``ledger.json``, ``preempt`` (the simulated eviction
+notice).
 
 A job's paths follow Batch AI: output directory ``<pathPrefix>/<segment path>/outputs/<pathSuffix>``
 and stdout/stderr in ``<stdOutErrPathPrefix>/<segment path>/stdouterr``, where the segment path is
@@ -34,10 +35,11 @@ def safe_name(text: str) -> str:
 class NodeLayout:
     workdir: Path
     state_dir: Path
+    mounts: Path | None = None  # $AZ_BATCHAI_MOUNT_ROOT when not <workdir>/mounts (a machine's, from its config)
 
     @property
     def mount_root(self) -> Path:
-        return self.workdir / "mounts"
+        return self.mounts or self.workdir / "mounts"
 
     @property
     def ledger(self) -> Path:

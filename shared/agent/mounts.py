@@ -1,7 +1,8 @@
 """Mounting a `MountVolumes` (cluster level under $AZ_BATCHAI_MOUNT_ROOT, job level under
-$AZ_BATCHAI_JOB_MOUNT_ROOT) on a node. Every mount is idempotent: mounting again is harmless.
+$AZ_BATCHAI_JOB_MOUNT_ROOT) on a node of the process topology, where mounts are emulated (machines
+mount for real: see shared.agent.machine_mounts). Every mount is idempotent: mounting again is harmless.
 
-On the local stack (see shared.adapters.local_paths):
+Emulated on the local stack (see shared.adapters.local_paths):
 - azureFileShares: a symlink to the share's directory, shared by every local node;
 - azureBlobFileSystems: a directory synchronised with the container (see `BlobMount`);
 - fileServers: a symlink to the file server's exported directory (+ sourceDirectory);
@@ -15,14 +16,25 @@ import os
 import shlex
 import subprocess
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shared.adapters import local_paths
-from shared.agent.blobsync import BlobMount, container_for
+from shared.agent.blobsync import BlobMount
+from shared.agent.node_storage import NodeStorage
 from shared.agent.runtime import TaskStartError
 
 MOUNT_COMMAND_TIMEOUT_S = 600
+
+
+@dataclass
+class MountedVolumes:
+    """What a task's mounts leave to do when it ends: blob directories to upload back (emulated blob
+    mounts) and the undo of its mounts."""
+    blob_mounts: list[BlobMount] = field(default_factory=list)
+    release: Callable[[], None] = lambda: None
 
 
 def _target(root: Path, relative: str | None) -> Path:
@@ -52,9 +64,9 @@ def _digest(*parts: str) -> str:
 
 
 class Mounter:
-    def __init__(self, conn: str, state_dir: Path, manifests_dir: Path, give_up: threading.Event | None = None,
-                 env: dict[str, str] | None = None) -> None:
-        self.conn = conn
+    def __init__(self, storage: NodeStorage, state_dir: Path, manifests_dir: Path,
+                 give_up: threading.Event | None = None, env: dict[str, str] | None = None) -> None:
+        self.storage = storage
         self.state_dir = state_dir
         self.manifests_dir = manifests_dir
         self.give_up = give_up
@@ -83,8 +95,8 @@ class Mounter:
                 target = _target(root, blob.get("relativeMountPath"))
                 if target.is_symlink():
                     target.unlink()
-                container = container_for(self.conn, blob["accountName"], blob["containerName"],
-                                          blob.get("credentials"))
+                container = self.storage.mount_container(blob["accountName"], blob["containerName"],
+                                                         blob.get("credentials"))
                 digest = _digest(str(target), blob["accountName"], blob["containerName"])
                 manifest = self.manifests_dir / f"blob-{digest}.json"
                 mount = BlobMount(container, target, manifest, self.give_up)

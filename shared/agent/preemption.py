@@ -5,7 +5,8 @@ Every source calls the same `on_preempt(source)`; the agent then stops its tasks
 
 - Locally: SIGUSR1 to the agent (what the local compute provider's ``preempt`` sends), or a file
   ``<workdir>/preempt`` appearing (for tools that cannot signal the process).
-- On an Azure VM (BATCHAI_ON_AZURE=1): `ScheduledEventsPoller` polls IMDS for ``Preempt`` events.
+- On a machine (``--config``: the config's IMDS) or an Azure VM of the process topology
+  (BATCHAI_ON_AZURE=1): `ScheduledEventsPoller` polls IMDS for ``Preempt`` events of this VM.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def preempt_events(document: dict[str, Any], vm_name: str | None = None) -> list
 
 
 class ScheduledEventsPoller:
-    """Polls IMDS Scheduled Events; the first Preempt event for this VM fires `on_preempt` once."""
+    """Polls IMDS Scheduled Events; the first Preempt event for this VM fires `on_preempt` once, and
+    is then approved (the agent has stopped and reported its tasks: nothing is gained by waiting)."""
 
     def __init__(self, on_preempt: Callable[[str], None], stopping: threading.Event, url: str = IMDS_SCHEDULED_EVENTS,
                  vm_name: str | None = None, interval_s: float = 1.0) -> None:
@@ -82,9 +84,15 @@ class ScheduledEventsPoller:
         self._thread = threading.Thread(target=self._run, name="scheduled-events", daemon=True)
 
     def poll_once(self) -> list[dict[str, Any]]:
-        response = httpx.get(self.url, headers={"Metadata": "true"}, timeout=5.0)
+        response = httpx.get(self.url, headers={"Metadata": "true"}, timeout=5.0, trust_env=False)
         response.raise_for_status()
         return preempt_events(response.json(), self.vm_name)
+
+    def approve(self, event_id: str) -> None:
+        """Tell the platform this VM is ready for the event (it may then proceed before NotBefore)."""
+        response = httpx.post(self.url, headers={"Metadata": "true"}, json={"StartRequests": [{"EventId": event_id}]},
+                              timeout=5.0, trust_env=False)
+        response.raise_for_status()
 
     def start(self) -> ScheduledEventsPoller:
         self._thread.start()
@@ -103,5 +111,10 @@ class ScheduledEventsPoller:
             backoff.reset()
             delay = self.interval_s
             if events:
-                self.on_preempt(f"scheduled event {events[0].get('EventId')}")
+                event_id = str(events[0].get("EventId"))
+                self.on_preempt(f"scheduled event {event_id}")  # returns once the tasks are stopped and reported
+                try:
+                    self.approve(event_id)
+                except httpx.HTTPError as error:  # the eviction then starts at NotBefore instead
+                    log.warning("approving scheduled event %s failed: %s", event_id, error)
                 return

@@ -30,8 +30,12 @@ class GaveUp(Exception):
     """The caller asked to stop retrying (the agent is shutting down) before the call succeeded."""
 
 
+class TransientError(Exception):
+    """A call outside the storage SDK (IMDS, the node credentials API) that may succeed if tried again."""
+
+
 def is_transient(error: BaseException) -> bool:
-    if isinstance(error, ServiceRequestError | ServiceResponseError | ConnectionError | TimeoutError):
+    if isinstance(error, TransientError | ServiceRequestError | ServiceResponseError | ConnectionError | TimeoutError):
         return True
     if isinstance(error, HttpResponseError):
         return error.status_code is None or error.status_code in TRANSIENT_STATUS

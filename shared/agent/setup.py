@@ -70,7 +70,7 @@ def run_setup(node: NodeContext, cluster: dict[str, Any], control: TaskControl) 
         path.touch()
     ref = ClusterRef.from_key(node.channel.cluster_key)
     prefix = storage.setup_output_prefix(ref.workspace.workspace, ref.name, node.channel.node_id)
-    streamer = LogStreamer(storage.container(node.conn, storage.C_OUTPUTS),
+    streamer = LogStreamer(node.storage.outputs(storage.C_OUTPUTS, None),
                            [(files[k], f"{prefix}/{k}.txt") for k in files], give_up=node.give_up).start()
     try:
         running = ProcessRuntime(kill_leftovers=False).start(TaskLaunch(

@@ -2,21 +2,22 @@
 
 Each file is followed from the offset already uploaded; every append names that offset
 (``appendpos``), so a retry after a lost response never duplicates bytes, and a storage outage
-only delays the upload: the bytes stay in the file and are sent when storage answers again.
+only delays the upload: the bytes stay in the file and are sent when storage answers again. The
+blobs come from an `OutputBlobs` (the node's access to its task's output prefix), asked again at
+every flush so that scoped access is renewed while a long task runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import ContainerClient
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from shared.agent.node_storage import OutputBlobs
 from shared.agent.retry import NO_SDK_RETRY, Backoff, GaveUp, is_transient
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,9 @@ class Stream:
 class LogStreamer:
     """Uploads new bytes of each file every `interval_s` on its own thread; `close` flushes the rest."""
 
-    def __init__(self, container: ContainerClient, files: list[tuple[Path, str]], interval_s: float = 1.0,
+    def __init__(self, blobs: OutputBlobs, files: list[tuple[Path, str]], interval_s: float = 1.0,
                  give_up: threading.Event | None = None) -> None:
-        self.container = container
+        self.blobs = blobs
         self.streams = [Stream(path, blob) for path, blob in files]
         self.interval_s = interval_s
         self.give_up = give_up or threading.Event()
@@ -55,17 +56,16 @@ class LogStreamer:
     def _create(self, stream: Stream) -> None:
         """Start the stream's blob afresh (a new run of a task starts its log anew); the container is
         created only when it is missing."""
-        blob = self.container.get_blob_client(stream.blob)
+        blob = self.blobs.blob(stream.blob)
         try:
             blob.create_append_blob(**NO_SDK_RETRY)
         except ResourceNotFoundError:
-            with contextlib.suppress(ResourceExistsError):
-                self.container.create_container(**NO_SDK_RETRY)
+            self.blobs.create_container()
             blob.create_append_blob(**NO_SDK_RETRY)
         stream.created = True
 
     def _flush_stream(self, stream: Stream) -> None:
-        blob = self.container.get_blob_client(stream.blob)
+        blob = self.blobs.blob(stream.blob)
         if not stream.created:
             self._create(stream)
         size = stream.path.stat().st_size if stream.path.exists() else 0
@@ -90,6 +90,7 @@ class LogStreamer:
 
     def flush(self) -> None:
         with self._lock:
+            self.blobs.prepare([stream.blob for stream in self.streams])
             new = [stream for stream in self.streams if not stream.created]
             if len(new) > 1:  # stdout and stderr blobs are created side by side
                 list(_creators.map(self._create, new))

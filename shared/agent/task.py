@@ -1,9 +1,12 @@
 """Running one assignment (one task of a job) on this node, from its directories to ``task-exited``.
 
-Prepare directories, mounts and environment -> ``task-started`` -> job preparation (if any) ->
-the toolkit's command (or serve the gang until stopped) -> upload outputs and blob-mount changes
--> ``task-exited`` with the exit code, the error and the stop reason. Each assignment runs on its
-own thread, so that the agent keeps reading stop messages while it runs.
+Mounts (the cluster's, then the job's, before anything is created under their roots: a task's
+stdout/stderr or output directory may lie on a job volume), directories and environment ->
+``task-started`` -> job preparation (if any) -> the toolkit's command (or serve the gang until
+stopped) -> upload outputs and blob-mount changes -> undo the job's mounts -> ``task-exited`` with
+the exit code, the error and the stop reason. Each assignment runs on its own thread, so that the
+agent keeps reading stop messages while it runs. Every process the task starts on this node shares
+its mounts.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.adapters import storage
 from shared.agent.blobsync import BlobMount, upload_tree
 from shared.agent.environment import task_env
 from shared.agent.layout import NodeLayout, TaskDirs, stream_name, task_dirs
-from shared.agent.mounts import Mounter
+from shared.agent.mounts import MountedVolumes
+from shared.agent.node_storage import NodeStorage, OutputBlobs
 from shared.agent.process_runtime import ProcessRuntime
 from shared.agent.retry import GaveUp
 from shared.agent.runtime import TaskLaunch, TaskRuntime, TaskStartError
@@ -61,12 +64,14 @@ def _binds(dirs: TaskDirs) -> list[str]:
 @dataclass
 class NodeContext:
     """What every task on this node shares."""
-    conn: str
+    storage: NodeStorage
     layout: NodeLayout
     channel: AgentChannel
     gpus: int
     base_env: dict[str, str]
     mount_cluster: Callable[[dict[str, Any]], list[BlobMount]]
+    # (job mountVolumes, job mount root, the assignment's directory) -> the mounted volumes
+    mount_job: Callable[[dict[str, Any] | None, Path, Path], MountedVolumes]
     give_up: threading.Event
 
 
@@ -102,7 +107,13 @@ class TaskRunner:
 
     def _main(self) -> None:
         try:
-            outcome = self._run()
+            try:
+                outcome = self._run()
+            except GaveUp:
+                raise
+            except Exception as error:  # unforeseen (e.g. storage refused an upload): the task is still reported
+                log.exception("task %s failed in the agent", self.a.assignment_id)
+                outcome = Outcome(error={"code": "NodeAgentError", "message": f"{type(error).__name__}: {error}"})
             self._event("task-exited", exit_code=outcome.exit_code, error=outcome.error,
                         stop_reason=outcome.stop_reason)
             log.info("task %s exited: code %s, stop %s, error %s", self.a.assignment_id, outcome.exit_code,
@@ -117,7 +128,8 @@ class TaskRunner:
         outcome = Outcome()
         dirs: TaskDirs | None = None
         mounts: list[BlobMount] = []
-        container = storage.container(node.conn, a.output_container)
+        job_volumes = MountedVolumes()
+        blobs = node.storage.outputs(a.output_container, a.assignment_id)
         try:
             try:
                 plan = plan_task(a.job, a.task_index, a.nodes, port=gang_port(a.assignment_id))
@@ -126,15 +138,15 @@ class TaskRunner:
             except (NotImplementedError, ValueError, KeyError) as error:
                 raise TaskStartError("ToolkitNotSupported", str(error)) from error
             dirs = task_dirs(node.layout, a)
+            mounts = node.mount_cluster(a.cluster)
+            job_volumes = node.mount_job(a.job.get("mountVolumes"), dirs.job_mount_root,
+                                         node.layout.job_dir(a.assignment_id))
+            mounts += job_volumes.blob_mounts
             try:
                 dirs.create()
             except OSError as error:
                 raise TaskStartError("TaskPreparationFailed",
                                      f"cannot create the job's directories: {error}") from error
-            job_dir = node.layout.job_dir(a.assignment_id)
-            mounts = node.mount_cluster(a.cluster)
-            mounts += Mounter(node.conn, node.layout.state_dir, job_dir / "sync", node.give_up,
-                              node.base_env).mount(a.job.get("mountVolumes"), dirs.job_mount_root)
             env = task_env(node.base_env, dirs, a, node.gpus, plan.env)
             runtime = runtime_for(a.job)
             if self.control.stop is not None:  # stopped before it started
@@ -143,11 +155,14 @@ class TaskRunner:
             self._event("task-started")
             limit_s = wall_clock_limit_s(a.job)
             supervisor = Supervisor(self.control, time.monotonic() + limit_s, limit_s)
-            self._execute(runtime, plan, dirs, env, container, supervisor, outcome)
+            self._execute(runtime, plan, dirs, env, blobs, supervisor, outcome)
         except TaskStartError as error:
             outcome.error = {"code": error.code, "message": error.message}
         finally:
-            self._upload(dirs, mounts, container, outcome)
+            try:
+                self._upload(dirs, mounts, blobs, outcome)
+            finally:
+                job_volumes.release()
         return outcome
 
     def _launch(self, command: str, dirs: TaskDirs, env: dict[str, str], stdout: Path, stderr: Path,
@@ -158,15 +173,15 @@ class TaskRunner:
                           labels={"batchai.assignment": self.a.assignment_id,
                                   "batchai.node": self.node.channel.node_id})
 
-    def _execute(self, runtime: TaskRuntime, plan: TaskPlan, dirs: TaskDirs, env: dict[str, str], container: Any,
-                 supervisor: Supervisor, outcome: Outcome) -> None:
+    def _execute(self, runtime: TaskRuntime, plan: TaskPlan, dirs: TaskDirs, env: dict[str, str],
+                 blobs: OutputBlobs, supervisor: Supervisor, outcome: Outcome) -> None:
         a = self.a
         prefix = a.output_prefix.rstrip("/")
         prep = (a.job.get("jobPreparation") or {}).get("commandLine")
         if prep:
             suffix = "" if a.task_index == 0 else f"-{a.task_index}"
             files = {k: dirs.stdouterr / f"{k}-job_prep{suffix}.txt" for k in ("stdout", "stderr")}
-            code, stop = self._run_streamed(runtime, supervisor, container, self._launch(
+            code, stop = self._run_streamed(runtime, supervisor, blobs, self._launch(
                 prep, dirs, env, files["stdout"], files["stderr"], f"{a.job_key}-{a.task_index}-prep"),
                 [(files[k], f"{prefix}/stdouterr/{files[k].name}") for k in files])
             if stop is not None:
@@ -182,29 +197,29 @@ class TaskRunner:
             outcome.exit_code, outcome.stop_reason = 0, stop.reason
             return
         files = {k: dirs.stdouterr / stream_name(k, a.task_index) for k in ("stdout", "stderr")}
-        code, stop = self._run_streamed(runtime, supervisor, container, self._launch(
+        code, stop = self._run_streamed(runtime, supervisor, blobs, self._launch(
             plan.command, dirs, env, files["stdout"], files["stderr"], f"{a.job_key}-{a.task_index}"),
             [(files[k], f"{prefix}/stdouterr/{stream_name(k, a.task_index)}") for k in files])
         outcome.exit_code = code
         if stop is not None:
             outcome.stop_reason, outcome.error = stop.reason, stop.error
 
-    def _run_streamed(self, runtime: TaskRuntime, supervisor: Supervisor, container: Any, launch: TaskLaunch,
+    def _run_streamed(self, runtime: TaskRuntime, supervisor: Supervisor, blobs: OutputBlobs, launch: TaskLaunch,
                       streams: list[tuple[Path, str]]) -> tuple[int | None, StopRequest | None]:
         for path, _ in streams:
             path.touch()
-        streamer = LogStreamer(container, streams, give_up=self.node.give_up).start()
+        streamer = LogStreamer(blobs, streams, give_up=self.node.give_up).start()
         try:
             running = runtime.start(launch)
             return supervisor.run(running)
         finally:
             streamer.close()
 
-    def _upload(self, dirs: TaskDirs | None, mounts: list[BlobMount], container: Any, outcome: Outcome) -> None:
+    def _upload(self, dirs: TaskDirs | None, mounts: list[BlobMount], blobs: OutputBlobs, outcome: Outcome) -> None:
         """Outputs and blob-mount changes go up whatever happened; a failure here is the task's error."""
         try:
             for output_id, path in (dirs.outputs.items() if dirs else []):
-                upload_tree(container, path, f"{self.a.output_prefix.rstrip('/')}/outputs/{output_id}",
+                upload_tree(blobs, path, f"{self.a.output_prefix.rstrip('/')}/outputs/{output_id}",
                             self.node.give_up)
             for mount in mounts:
                 mount.upload_changes()

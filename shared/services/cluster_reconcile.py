@@ -18,10 +18,13 @@ drive: their jobs are `aci_jobs`'s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters import sched_store, storage
 from shared.adapters.compute import provider_for
@@ -144,11 +147,12 @@ def remove_cluster(settings: Settings, key: str, provider: ComputeProvider | Non
                 nodes.terminate(settings, row["jobKey"], f"cluster {name} was deleted")
     provider.delete_cluster(key)
     alive = {i.node_id for i in provider.list_instances(key)}
-    heartbeats = storage.table(settings.storage_connection_string, storage.T_HEARTBEATS)
     for row in node_rows:
         node_id = nodes.node_id_of(row)
         if node_id not in alive and nodes.delete_node(settings, key, node_id):
-            heartbeats.delete_entity(key, node_id)
+            with contextlib.suppress(ResourceNotFoundError):  # never beat, or already deleted
+                storage.container(settings.storage_connection_string, storage.C_HEARTBEATS).delete_blob(
+                    storage.heartbeat_blob(key, node_id))
     return ReconcileResult(key, deleted=True)
 
 

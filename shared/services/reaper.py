@@ -1,17 +1,22 @@
 """The reaper: what no event will ever report. Nodes whose heartbeat stopped are lost (their job
-requeued counting a retry, their instance removed, their row and heartbeat deleted: the reconciler
-replaces them if the target says so); nodes stuck starting or preparing past the start timeout are
+requeued counting a retry, their instance removed, their row and heartbeat blob deleted: the
+reconciler replaces them if the target says so); nodes stuck starting or preparing past the start timeout are
 unusable (kept with the error so the user sees why; scaling removes them); jobs past
 `constraints.maxWallClockTime` that their agent did not stop are terminated with reason walltime.
-Decisions are `decisions.node_plan`'s; node rows are written through `services.nodes`.
+Decisions are `decisions.node_plan`'s; node rows are written through `services.nodes`. A node's last
+beat is the storage server's Last-Modified of its heartbeat blob (`storage.heartbeat_blob`): one
+listing per cluster, and no trust in the node's clock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters import sched_store, storage
 from shared.adapters.resource_store import ResourceStore
@@ -36,12 +41,9 @@ class ReapResult:
 def reap_cluster(settings: Settings, cluster_key: str, now: datetime) -> ReapResult:
     conn = settings.storage_connection_string
     rows = sched_store.partition(conn, cluster_key)
-    beats = {e["RowKey"]: nodes.parse_time(e.get("at"))
-             for e in storage.table(conn, storage.T_HEARTBEATS).query_entities(
-                 "PartitionKey eq @pk", parameters={"pk": cluster_key})}
     health = [_health(r) for r in nodes.node_rows(rows)]
-    plan = node_plan.reap_plan(health, {k: v for k, v in beats.items() if v is not None}, now,
-                               settings.heartbeat_timeout_s, settings.node_start_timeout_s)
+    plan = node_plan.reap_plan(health, heartbeats(conn, cluster_key), now, settings.heartbeat_timeout_s,
+                               settings.node_start_timeout_s)
     result = ReapResult(cluster_key)
     spec = nodes.cluster_spec(cluster_key, nodes.load_cluster(settings, cluster_key)) if (plan.lost or plan.stuck) \
         else None
@@ -73,6 +75,18 @@ def reap_all(settings: Settings, now: datetime) -> list[ReapResult]:
     return results
 
 
+def heartbeats(conn: str, cluster_key: str) -> dict[str, datetime]:
+    """{node id: time of its last heartbeat} of a cluster, from its heartbeat blobs."""
+    prefix = storage.heartbeat_prefix(cluster_key)
+    blobs = storage.container(conn, storage.C_HEARTBEATS).list_blobs(name_starts_with=prefix, include=["metadata"])
+    return {blob.name[len(prefix):]: blob.last_modified for blob in blobs}
+
+
+def delete_heartbeat(conn: str, cluster_key: str, node_id: str) -> None:
+    with contextlib.suppress(ResourceNotFoundError):
+        storage.container(conn, storage.C_HEARTBEATS).delete_blob(storage.heartbeat_blob(cluster_key, node_id))
+
+
 def _health(row: dict[str, Any]) -> NodeHealth:
     return NodeHealth(node_id=nodes.node_id_of(row), state=row["state"],
                       state_since=nodes.parse_time(row.get("stateSince")),
@@ -96,7 +110,7 @@ def _lose(settings: Settings, key: str, lost: node_plan.Lost, now: datetime, spe
     nodes.requeue_all(settings, row, reason, count_retry=True)
     nodes.remove_instances(settings, spec, [node_id])
     nodes.delete_node(settings, key, node_id)
-    storage.table(settings.storage_connection_string, storage.T_HEARTBEATS).delete_entity(key, node_id)
+    delete_heartbeat(settings.storage_connection_string, key, node_id)
 
 
 def _mark_stuck(settings: Settings, key: str, node: NodeHealth, now: datetime) -> None:

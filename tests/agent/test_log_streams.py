@@ -7,6 +7,7 @@ from pathlib import Path
 
 from azure.storage.blob import ContainerClient
 
+from shared.agent.node_storage import ContainerBlobs
 from shared.agent.streaming import LogStreamer
 
 
@@ -16,7 +17,7 @@ def test_streams_create_a_missing_container_then_their_blobs(storage_conn: str, 
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     out.write_text("hello\n")
     err.touch()
-    streamer = LogStreamer(container, [(out, "j/stdout.txt"), (err, "j/stderr.txt")], interval_s=30)
+    streamer = LogStreamer(ContainerBlobs(container), [(out, "j/stdout.txt"), (err, "j/stderr.txt")], interval_s=30)
     streamer.start().close()
     assert container.exists()
     assert container.get_blob_client("j/stdout.txt").download_blob().readall() == b"hello\n"
@@ -24,5 +25,6 @@ def test_streams_create_a_missing_container_then_their_blobs(storage_conn: str, 
 
     # A second run of the task into the existing container starts its logs afresh.
     out.write_text("again\n")
-    LogStreamer(container, [(out, "j/stdout.txt"), (err, "j/stderr.txt")], interval_s=30).start().close()
+    streams = [(out, "j/stdout.txt"), (err, "j/stderr.txt")]
+    LogStreamer(ContainerBlobs(container), streams, interval_s=30).start().close()
     assert container.get_blob_client("j/stdout.txt").download_blob().readall() == b"again\n"

@@ -21,14 +21,17 @@ def test_registers_with_inventory_and_heartbeats(start_agent: Callable[..., Agen
     assert inv["gpus"] == 0
     assert inv["address"] == "127.0.0.1"
     assert registered["cluster_key"] == agent.cluster_key
-    beats = storage.table(agent.conn, storage.T_HEARTBEATS)
+    blob = storage.blob_service(agent.conn).get_blob_client(
+        storage.C_HEARTBEATS, storage.heartbeat_blob(agent.cluster_key, agent.node_id))
 
     def beat() -> str | None:
-        rows = list(beats.query_entities(f"PartitionKey eq '{agent.cluster_key}' and RowKey eq '{agent.node_id}'"))
-        return rows[0]["at"] if rows and rows[0]["pid"] == agent.process.pid else None
+        if not blob.exists():
+            return None
+        props = blob.get_blob_properties()
+        return props.etag if props.metadata.get("pid") == str(agent.process.pid) else None
 
     first = wait_until(beat, 15, what="a heartbeat")
-    wait_until(lambda: (beat() or "") > first, 15, what="the next heartbeat")
+    wait_until(lambda: beat() not in (None, first), 15, what="the next heartbeat")
 
 
 def test_custom_job_sees_its_environment_and_uploads_outputs(start_agent: Callable[..., AgentProc],

@@ -60,22 +60,28 @@ def internal_of(settings: Settings, ref: JobRef) -> dict:
     return job_state.get(settings, ref).data["internal"]
 
 
-def cluster_with_busy_node(settings: Settings, provider: LocalProvider, name: str, option: str):
+def cluster_with_busy_node(settings: Settings, provider: LocalProvider, name: str, option: str, t0: datetime = T0):
     """A manual cluster of 2 idle nodes; one of them then runs a job."""
     cluster = cluster_ref(name)
     put_cluster(settings.storage_connection_string, cluster,
                 {"manual": {"targetNodeCount": 2, "nodeDeallocationOption": option}})
-    ids = reconcile_cluster(settings, cluster, T0, provider).adopted
+    ids = reconcile_cluster(settings, cluster, t0, provider).adopted
     for node_id in ids:
         for kind in ("node-registered", "node-ready"):
-            handle_node_event(settings, NodeEvent(kind, cluster.key, node_id, T0.isoformat(),
+            handle_node_event(settings, NodeEvent(kind, cluster.key, node_id, t0.isoformat(),
                                                   inventory={"cores": 2, "memoryMb": 1024, "gpus": 0}),
-                              T0 - timedelta(seconds=100))
-    job = submit(settings, cluster, f"{name}-job", T0)
-    assert len(run_pass(settings, cluster.key, T0).assigned) == 1
+                              t0 - timedelta(seconds=100))
+    job = submit(settings, cluster, f"{name}-job", t0)
+    assert len(run_pass(settings, cluster.key, t0).assigned) == 1
     busy = [i for i in ids if nodes.get_node(settings, cluster.key, i)["state"] == "running"]
     assert len(busy) == 1
     return cluster, job, busy[0], next(i for i in ids if i != busy[0])
+
+
+def beat(settings: Settings, cluster_key: str, node_id: str) -> None:
+    """A heartbeat as the node agent writes it (its time is the storage server's)."""
+    storage.container(settings.storage_connection_string, storage.C_HEARTBEATS).upload_blob(
+        storage.heartbeat_blob(cluster_key, node_id), b"", overwrite=True, metadata={"pid": "1"})
 
 
 def lower_to_zero(settings: Settings, cluster, option: str) -> None:
@@ -139,17 +145,14 @@ def test_waitforjobcompletion_option(settings: Settings, provider: LocalProvider
 
 def test_reaper_requeues_the_job_of_a_lost_node(settings: Settings, provider: LocalProvider):
     cluster, job, busy, idle = cluster_with_busy_node(settings, provider, "lost1", "requeue")
-    beats = storage.table(settings.storage_connection_string, storage.T_HEARTBEATS)
-    for node_id, seconds_ago in ((busy, 60), (idle, 1)):
-        beats.upsert_entity({"PartitionKey": cluster.key, "RowKey": node_id,
-                             "at": (T0 - timedelta(seconds=seconds_ago)).isoformat()})
+    beat(settings, cluster.key, idle)  # now, after T0; the busy node never beat since it registered at T0 - 100 s
     result = reap_cluster(settings, cluster.key, T0)
     assert result.lost == [busy]
     state = internal_of(settings, job)
     assert state["phase"] == "queued" and state["retries"] == 1
     error = state["executionInfo"]["errors"][-1]
     assert error["code"] == "NodeLost"
-    assert error["message"] == f"node {busy} lost: no heartbeat since {(T0 - timedelta(seconds=60)).isoformat()}"
+    assert error["message"] == f"node {busy} lost: no heartbeat since {(T0 - timedelta(seconds=100)).isoformat()}"
     assert nodes.get_node(settings, cluster.key, busy) is None
     assert nodes.get_node(settings, cluster.key, idle)["state"] == "idle"
     wait_until(lambda: busy not in {i.node_id for i in provider.list_instances(cluster.key)})
@@ -158,18 +161,18 @@ def test_reaper_requeues_the_job_of_a_lost_node(settings: Settings, provider: Lo
 
 
 def test_walltime_overrun_is_terminated(settings: Settings, provider: LocalProvider):
-    cluster, job, busy, idle = cluster_with_busy_node(settings, provider, "wall1", "requeue")
+    # The job starts 40 s before now, so that heartbeats written now (server time) are fresh at +40 and +46.
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=40)
+    cluster, job, busy, idle = cluster_with_busy_node(settings, provider, "wall1", "requeue", t0)
     store = ResourceStore(settings.storage_connection_string, storage.T_JOBS)
     doc = store.get(job.experiment.job_pk, job.name.lower())
     props = {**doc.data["properties"], "constraints": {"maxWallClockTime": "PT30S"}}
     store.replace(doc, {**doc.data, "properties": props})
-    beats = storage.table(settings.storage_connection_string, storage.T_HEARTBEATS)
 
     def reap_at(seconds: int):
         for node_id in (busy, idle):  # the nodes are alive: only the wall clock matters
-            beats.upsert_entity({"PartitionKey": cluster.key, "RowKey": node_id,
-                                 "at": (T0 + timedelta(seconds=seconds)).isoformat()})
-        result = reap_cluster(settings, cluster.key, T0 + timedelta(seconds=seconds))
+            beat(settings, cluster.key, node_id)
+        result = reap_cluster(settings, cluster.key, t0 + timedelta(seconds=seconds))
         assert result.lost == []
         return result
 

@@ -70,8 +70,9 @@ def test_agent_joins_and_leaves(settings: Settings, provider: LocalProvider):
     wait_until(joined, timeout=60, interval=0.3)
     row = nodes.get_node(settings, ref.key, node_id)
     assert row["cores"] == os.cpu_count() and row["memoryMb"] > 0
-    beat = storage.table(settings.storage_connection_string, storage.T_HEARTBEATS).get_entity(ref.key, node_id)
-    assert beat["at"]
+    beat = storage.container(settings.storage_connection_string, storage.C_HEARTBEATS).get_blob_client(
+        storage.heartbeat_blob(ref.key, node_id))
+    assert wait_until(beat.exists, timeout=15) and beat.get_blob_properties().metadata["pid"]
     assert reconcile_cluster(settings, ref, now(), provider).allocation_state == "steady"
 
     put_cluster(settings.storage_connection_string, ref, {"manual": {"targetNodeCount": 0}})
