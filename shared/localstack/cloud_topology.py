@@ -80,25 +80,30 @@ def prepare(state_dir: Path) -> MachinePlan:
     """The image (built once), the stack's network and its storage accounts."""
     stack_id = stack_id_of(state_dir)
     return MachinePlan(stack_id=stack_id, network=ensure_network(stack_id), image=ensure_image(),
-                       accounts=ensure_accounts(state_dir), tenant_id=str(uuid.uuid5(uuid.NAMESPACE_URL, stack_id)))
+                       accounts=ensure_accounts(state_dir), tenant_id=tenant_of(state_dir))
 
 
-def start_emulator(state_dir: Path, plan: MachinePlan, subscription_id: str, ports: dict[str, int],
+def tenant_of(state_dir: Path) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, stack_id_of(state_dir)))
+
+
+def start_emulator(state_dir: Path, subscription_id: str, ports: dict[str, int], plan: MachinePlan | None = None,
                    preempt_notice_s: float = 15.0) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    """The local cloud's process, and where it listens once ready."""
+    """The local cloud's process (the token issuer; with a plan, the machines' ARM and IMDS too), and where
+    it listens once ready."""
     from shared.emulator.__main__ import ready_path
 
+    machines = ["--network", plan.network.name, "--image", plan.image, "--arm-port", str(ports["arm"]),
+                "--imds-port", str(ports["imds"]), "--preempt-notice", str(preempt_notice_s)] if plan else []
     ready = ready_path(state_dir)
     ready.unlink(missing_ok=True)
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "emulator.log", "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.emulator", "--state-dir", str(state_dir), "--stack-id", plan.stack_id,
-             "--tenant-id", plan.tenant_id, "--subscription-id", subscription_id,
-             "--issuer-port", str(ports["issuer"]), "--network", plan.network.name, "--image", plan.image,
-             "--arm-port", str(ports["arm"]), "--imds-port", str(ports["imds"]),
-             "--preempt-notice", str(preempt_notice_s)],
+            [sys.executable, "-m", "shared.emulator", "--state-dir", str(state_dir),
+             "--stack-id", stack_id_of(state_dir), "--tenant-id", tenant_of(state_dir),
+             "--subscription-id", subscription_id, "--issuer-port", str(ports["issuer"]), *machines],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + EMULATOR_READY_S
     while not ready.exists():
@@ -139,6 +144,9 @@ def host_settings(plan: MachinePlan, azurite: Azurite, cloud: dict[str, Any], tl
         "BATCHAI_NODE_CA_FILE": str(tls.ca_file),
         "BATCHAI_IMDS_URL": cloud["imds"],
         "BATCHAI_NODE_STORAGE_ENDPOINTS": json.dumps(endpoints),
-        "BATCHAI_TOKEN_ISSUER": cloud["issuer"],
-        "BATCHAI_TOKEN_ISSUER_CA_FILE": str(tls.ca_file),
     }
+
+
+def issuer_settings(cloud: dict[str, Any], tls: TlsFiles) -> dict[str, str]:
+    """The trigger host's app settings naming the stack's token issuer (both topologies)."""
+    return {"BATCHAI_TOKEN_ISSUER": cloud["issuer"], "BATCHAI_TOKEN_ISSUER_CA_FILE": str(tls.ca_file)}

@@ -34,6 +34,7 @@ class Endpoint:
     started: dict[str, float] = field(default_factory=dict)  # process create times, to never signal a reused pid
     ports: dict[str, int] = field(default_factory=dict)  # https, blob, queue, table (+ issuer, arm, imds)
     topology: str = "processes"  # "processes" | "machines"
+    issuer: str = ""  # the stack's token issuer (its OpenID discovery document: {issuer}/.well-known/...)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

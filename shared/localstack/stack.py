@@ -57,8 +57,8 @@ LOCAL_SETTINGS: dict[str, str] = {
 }
 
 PROCESSES, MACHINES = "processes", "machines"
-DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "https": 7071}
-MACHINE_PORTS = {**DEFAULT_PORTS, "issuer": 7072, "arm": 7073, "imds": 7074}
+DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "https": 7071, "issuer": 7072}
+MACHINE_PORTS = {**DEFAULT_PORTS, "arm": 7073, "imds": 7074}
 HOST_STOP_GRACE_S = 15.0  # the host waits up to 10 s for running functions
 AZURITE_STOP_GRACE_S = 15.0  # Azurite saves its data on SIGTERM once its connections are idle (~10 s)
 EMULATOR_STOP_GRACE_S = 60.0  # it removes the stack's machines first
@@ -109,7 +109,7 @@ def read_endpoint(state_dir: Path | str) -> Endpoint | None:
 
 
 def _roles(endpoint: Endpoint) -> tuple[str, ...]:
-    return ("host", "azurite", "emulator") if endpoint.topology == MACHINES else ("host", "azurite")
+    return ("host", "azurite", "emulator")
 
 
 def stack_status(state_dir: Path | str) -> dict[str, Any]:
@@ -200,11 +200,11 @@ def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, f
             data_conn = azurite.account_connection_string(cloud_topology.DATA_ACCOUNT)
             storage.ensure_all(data_conn)
             wheelhouse.publish(conn, wheelhouse.build_wheelhouse(cloud_topology.NODE_EXTRAS))
-            cloud, ready = cloud_topology.start_emulator(state_dir, plan, subscription, ports)
-            _children[cloud.pid] = cloud
-            pids["emulator"] = cloud.pid
-            env = {**env, **cloud_topology.host_settings(plan, azurite, ready, tls, ports["https"], subscription),
-                   **(settings or {})}
+        cloud, ready = cloud_topology.start_emulator(state_dir, subscription, ports, plan)
+        _children[cloud.pid] = cloud
+        pids["emulator"] = cloud.pid
+        machine = cloud_topology.host_settings(plan, azurite, ready, tls, ports["https"], subscription) if plan else {}
+        env = {**env, **cloud_topology.issuer_settings(ready, tls), **machine, **(settings or {})}
         host = _start_host(state_dir, ports["https"], env, app, bind)
         pids["host"] = host.pid
         prefix = HostConfig.load(ROOT / "host.json").route_prefix.strip("/")
@@ -213,7 +213,7 @@ def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, f
             ca_file=str(tls.ca_file), storage_connection_string=data_conn, subscription_id=subscription,
             resource_group=previous.resource_group if previous else DEFAULT_RESOURCE_GROUP,
             pids=pids, started={n: psutil.Process(p).create_time() for n, p in pids.items()}, ports=ports,
-            topology=topology)
+            topology=topology, issuer=str(ready["issuer"]))
         write_endpoint_file(state_dir, endpoint)
         _wait_https(endpoint, host, state_dir, timeout_s)
     except BaseException:

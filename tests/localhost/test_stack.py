@@ -37,12 +37,15 @@ def test_stack_up_serves_the_api_with_a_token_and_down_leaves_no_process(tmp_pat
         assert denied.status_code == 401, denied.text
         allowed = httpx.get(workspaces, verify=tls, headers={"Authorization": f"Bearer {endpoint.token}"})
         assert allowed.status_code == 200, allowed.text
+        discovery = httpx.get(f"{endpoint.issuer}/.well-known/openid-configuration", verify=tls).json()
+        assert discovery["issuer"] == endpoint.issuer and discovery["jwks_uri"].startswith("https://127.0.0.1:")
 
         again = start_stack(state, fixed_ports=False)  # already up: the same stack
         assert again.pids == endpoint.pids and again.token == endpoint.token
         assert stack_status(state)["running"]
         host = psutil.Process(endpoint.pids["host"])
-        family = [endpoint.pids["azurite"], host.pid, *(c.pid for c in host.children(recursive=True))]
+        family = [endpoint.pids["azurite"], endpoint.pids["emulator"], host.pid,
+                  *(c.pid for c in host.children(recursive=True))]
     finally:
         stop_stack(state)
     assert not [pid for pid in family if psutil.pid_exists(pid)
