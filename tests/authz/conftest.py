@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
+import jwt
 import pytest
 
 from shared.domain import rbac
@@ -49,6 +50,7 @@ def assign(http: httpx.Client, scope: str, principal_id: str, role: rbac.RoleDef
 @dataclass
 class World:
     endpoint: dict[str, str]
+    endpoint_storage: str  # the service's storage connection string
     issuer: Issuer
     sub: str
     rg: str
@@ -61,19 +63,22 @@ class World:
         return str(self.issuer_claims(name)["oid"])
 
     def issuer_claims(self, name: str) -> dict:
-        import jwt
-        return jwt.decode(self.tokens[name], options={"verify_signature": False})
+        return self.issuer_claims_of(self.tokens[name])
+
+    @staticmethod
+    def issuer_claims_of(token: str) -> dict:
+        return jwt.decode(token, options={"verify_signature": False})
 
     def as_(self, who: str | None) -> httpx.Client:
         return client(self.endpoint, self.tokens[who] if who else None)
 
 
 @pytest.fixture(scope="session")
-def world(api_endpoint: dict[str, str], api_issuer: Issuer) -> Iterator[World]:
+def world(api_endpoint: dict[str, str], api_issuer: Issuer, storage_conn: str) -> Iterator[World]:
     run = uuid.uuid4().hex[:6]
     sub, rg = api_endpoint["subscription_id"], f"authz-{run}"
     base = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.BatchAI/workspaces"
-    w = World(api_endpoint, api_issuer, sub, rg, f"{base}/a-{run}", f"{base}/b-{run}")
+    w = World(api_endpoint, storage_conn, api_issuer, sub, rg, f"{base}/a-{run}", f"{base}/b-{run}")
     w.tokens["service-owner"] = api_endpoint["token"]
     for who in (*ROLES_ON_A, "other-owner", "nobody"):
         w.tokens[who] = principal_token(api_issuer, f"{who}-{run}")
