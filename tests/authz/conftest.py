@@ -4,6 +4,8 @@ owner of B, all assigned through the role assignment API by the service's owner.
 
 from __future__ import annotations
 
+import base64
+import json
 import ssl
 import uuid
 from collections.abc import Iterator
@@ -36,6 +38,15 @@ def client(endpoint: dict[str, str], token: str | None) -> httpx.Client:
 def job_body(ws: str) -> dict:
     return {"properties": {"cluster": {"id": f"{ws}/clusters/c"}, "stdOutErrPathPrefix": "/tmp/out",
                            "customToolkitSettings": {"commandLine": "true"}}}
+
+
+def tampered(token: str) -> str:
+    """The token with one claim changed and the signature kept: the signature no longer matches."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["name"] = "someone-else"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
 
 
 def assign(http: httpx.Client, scope: str, principal_id: str, role: rbac.RoleDefinition) -> dict:

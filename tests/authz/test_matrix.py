@@ -10,8 +10,6 @@ route's action and scope as ARM does.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from functions.api.access import RULES
 from shared.domain import rbac
 from shared.emulator.issuer import Issuer
 from tests.api.conftest import API
-from tests.authz.conftest import AUTHZ_API, CLUSTER, FILESERVER, World
+from tests.authz.conftest import AUTHZ_API, CLUSTER, FILESERVER, World, tampered
 
 ALL_A = "RSCO"  # reader, submitter, contributor, owner of A
 WRONG = {"If-Match": '"0x8D0000000000000"'}
@@ -116,15 +114,6 @@ def operation(world: World) -> str:
         r = owner.delete(f"{world.a}/experiments/gone?{API}")
         assert r.status_code == 202, r.text
         return r.headers["Azure-AsyncOperation"].split("?")[0].rsplit("/", 1)[-1]
-
-
-def tampered(token: str) -> str:
-    """The token with one claim changed and the signature kept: the signature no longer matches."""
-    header, payload, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    claims["name"] = "someone-else"
-    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return f"{header}.{forged}.{signature}"
 
 
 def refused_tokens(w: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str | None, str]]:
