@@ -22,6 +22,7 @@ from rich.table import Table
 from shared.cli.common import OutputOpt, output_format, session
 from shared.cli.context import CliError, Session
 from shared.cli.output import message, out, print_json
+from shared.domain import rbac
 from shared.domain.principals import GROUP, USER, is_guid, local_object_id
 from shared.localstack.token import tenant_of
 
@@ -106,12 +107,12 @@ def role_definition(s: Session, scope: str, role: str) -> dict[str, Any]:
     raise CliError(f"role {role!r} does not exist; see `batchai role definition list`")
 
 
-def flatten(item: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    """An assignment as `az role assignment` prints it: its properties beside id, name and type."""
+def flatten(item: dict[str, Any]) -> dict[str, Any]:
+    """An assignment as `az role assignment` prints it: its properties beside id, name, type and role name."""
     props = item.get("properties") or {}
-    guid = str(props.get("roleDefinitionId", "")).rsplit("/", 1)[-1]
+    role = rbac.role_of_definition_id(str(props.get("roleDefinitionId", "")))
     return {**props, "id": item["id"], "name": item["name"], "type": item["type"],
-            "roleDefinitionName": names.get(guid, "")}
+            "roleDefinitionName": role.name if role else ""}
 
 
 def _show(ctx: typer.Context, items: list[dict[str, Any]], output: str | None) -> None:
@@ -147,7 +148,7 @@ def create(ctx: typer.Context, role: RoleOpt = None, assignee: AssigneeOpt = Non
         props["description"] = description
     created = send(s, "PUT", f"{where}{AUTHORIZATION}/roleAssignments/{name or uuid.uuid4()}",
                    body={"properties": props})
-    item = flatten(created, {found["name"]: found["properties"]["roleName"]})
+    item = flatten(created)
     if output_format(ctx, output) == "json":
         print_json(item)
     else:
@@ -158,8 +159,7 @@ def _matching(s: Session, assignee: str | None, assignee_object_id: str | None, 
               role: str | None, scope: str, exact: bool) -> list[dict[str, Any]]:
     principal = assignee_id(s, assignee, assignee_object_id, kind)
     query = {"$filter": f"principalId eq '{principal}'"} if principal else {}
-    names = {r["name"]: r["properties"]["roleName"] for r in _roles(s, scope)}
-    items = [flatten(a, names) for a in send(s, "GET", f"{scope}{AUTHORIZATION}/roleAssignments", query)["value"]]
+    items = [flatten(a) for a in send(s, "GET", f"{scope}{AUTHORIZATION}/roleAssignments", query)["value"]]
     if role:
         wanted = role_definition(s, scope, role)["name"]
         items = [a for a in items if a["roleDefinitionId"].rsplit("/", 1)[-1] == wanted]

@@ -41,8 +41,9 @@ def _authority(settings: Settings) -> str:
 
 
 def _unauthenticated(settings: Settings, code: str, message: str) -> AuthError:
+    description = message.replace('"', "'")  # a quoted-string of RFC 7235
     challenge = (f'Bearer authorization_uri="{_authority(settings)}", error="invalid_token", '
-                 f'error_description="{message}"')
+                 f'error_description="{description}"')
     return AuthError(401, code, message, headers={"WWW-Authenticate": challenge})
 
 
