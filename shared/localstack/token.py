@@ -2,9 +2,9 @@
 
 The stack stands in for Entra ID: names become object ids through `principals.local_object_id`, and
 tokens look like Entra ID v2 access tokens for the API's audience (`LOCAL_API_AUDIENCE`). The owner
-principal (`OWNER_NAME`) is the configured owner of the stack's service (BATCHAI_OWNER_OBJECT_IDS), so
-its token, kept in the endpoint file, does what the static token did. It is valid for 30 days and
-renewed whenever the stack is started with less than 29 days left.
+principal (`OWNER_NAME`) is the configured owner of the stack's service (BATCHAI_OWNER_OBJECT_IDS); its
+token is kept in the endpoint file, so a client that reads that file needs nothing else. It is valid
+for 30 days and renewed whenever the stack is started (or found running) with less than 29 days left.
 """
 
 from __future__ import annotations
