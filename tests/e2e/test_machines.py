@@ -145,7 +145,8 @@ def test_a_machine_s_credentials_reach_its_own_queue_only(two_nodes: Stack) -> N
         hostname = subprocess.run(["podman", "exec", name, "hostname"], capture_output=True, text=True,
                                   check=True).stdout.strip()
         other = next(n for n in nodes if n != hostname)
-        probe = subprocess.run(["podman", "exec", "-i", name, "/opt/batchai/venv/bin/python", "-c", PROBE,
+        probe = subprocess.run(["podman", "exec", "-i", "-e", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", name,
+                                "/opt/batchai/venv/bin/python", "-c", PROBE,
                                 table_port, storage.node_queue_name(other)],
                                capture_output=True, text=True, timeout=120)
         assert probe.returncode == 0, probe.stderr
