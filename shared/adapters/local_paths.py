@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
+from shared.domain.keys import arm_names
+
 
 def fileshare_dir(state_dir: Path, account_name: str, azure_file_url: str) -> Path:
     """`azure_file_url` is https://<account>.file.core.windows.net/<share> (as in the contract)."""
@@ -19,12 +21,8 @@ def fileshare_dir(state_dir: Path, account_name: str, azure_file_url: str) -> Pa
 
 
 def fileserver_dir(state_dir: Path, fileserver_arm_id: str) -> Path:
-    parts = [p for p in fileserver_arm_id.split("/") if p]
-    lower = [p.lower() for p in parts]
-    sub = parts[lower.index("subscriptions") + 1]
-    rg = parts[lower.index("resourcegroups") + 1]
-    ws = parts[lower.index("workspaces") + 1]
-    name = parts[lower.index("fileservers") + 1]
+    names = arm_names(fileserver_arm_id)
+    sub, rg, ws, name = (names[kind] for kind in ("subscriptions", "resourcegroups", "workspaces", "fileservers"))
     return state_dir / "fileservers" / sub.lower() / rg.lower() / ws.lower() / name.lower()
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from string import Template
 
 from shared.adapters import local_paths
+from shared.domain.keys import arm_names
 from shared.domain.messages import Assignment
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -79,11 +80,10 @@ def segment_path(job_arm_id: str, segment: str) -> str:
     """The job's output path segment: Batch AI's full form from a bare jobOutputDirectoryPathSegment."""
     if "/jobs/" in segment:
         return segment.strip("/")
-    parts = [p for p in job_arm_id.split("/") if p]
-    lower = [p.lower() for p in parts]
+    names = arm_names(job_arm_id)
 
     def after(name: str) -> str:
-        return parts[lower.index(name) + 1] if name in lower else "_"
+        return names.get(name, "_")
     return (f"{after('subscriptions')}/{after('resourcegroups')}/workspaces/{after('workspaces')}"
             f"/experiments/{after('experiments')}/jobs/{after('jobs')}/{segment}").strip("/")
 

@@ -197,9 +197,10 @@ class TaskRunner:
             outcome.exit_code, outcome.stop_reason = 0, stop.reason
             return
         files = {k: dirs.stdouterr / stream_name(k, a.task_index) for k in ("stdout", "stderr")}
+        per_process = [dirs.stdouterr / name for p in plan.processes for name in p.output_files()]
         code, stop = self._run_streamed(runtime, supervisor, blobs, self._launch(
             plan.command, dirs, env, files["stdout"], files["stderr"], f"{a.job_key}-{a.task_index}"),
-            [(files[k], f"{prefix}/stdouterr/{stream_name(k, a.task_index)}") for k in files])
+            [(path, f"{prefix}/stdouterr/{path.name}") for path in (*files.values(), *per_process)])
         outcome.exit_code = code
         if stop is not None:
             outcome.stop_reason, outcome.error = stop.reason, stop.error

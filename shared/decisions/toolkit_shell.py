@@ -26,6 +26,7 @@ class ShellProcess:
     command: str  # a shell command line, user text as written
     exports: dict[str, str]  # variables of this process only
     required: bool  # its exit decides the node's exit; others are stopped when the required ones end
+    output: str = ""  # its own stdout-<output>.txt / stderr-<output>.txt in $AZ_BATCHAI_STDOUTERR_DIR
 
 
 def spread(count: int, slots: int) -> list[int]:
@@ -99,7 +100,9 @@ def run_processes(processes: Sequence[ShellProcess], kill_after: int = STOP_GRAC
     lines = ["pids=''"]
     for i, p in enumerate(processes):
         prefix = f"{exports(p.exports)}; " if p.exports else ""
-        lines.append(f'({prefix}exec {p.command}) & p{i}=$!; pids="$pids $p{i}"')
+        redirect = (f' >>"$AZ_BATCHAI_STDOUTERR_DIR/stdout-{p.output}.txt"'
+                    f' 2>>"$AZ_BATCHAI_STDOUTERR_DIR/stderr-{p.output}.txt"') if p.output else ""
+        lines.append(f'({prefix}exec {p.command}){redirect} & p{i}=$!; pids="$pids $p{i}"')
     lines.append("trap 'kill $pids 2>/dev/null; exit 143' TERM INT")
     lines.append("rc=0")
     # a node of optional processes only (parameter servers) runs until the agent stops it

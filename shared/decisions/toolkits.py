@@ -19,7 +19,9 @@ the master). Per toolkit:
   [worker 0.., ps 0..] runs on node k % N and listens on port + k; worker 0 is the master and gets
   masterCommandLineArgs. Each gets AZ_BATCHAI_PS_HOSTS, AZ_BATCHAI_WORKER_HOSTS, its
   AZ_BATCHAI_TASK_INDEX (index within its type) and TF_CONFIG. Workers decide the job; parameter
-  servers are stopped when the workers on their node end (or by the agent when the job ends).
+  servers are stopped when the workers on their node end (or by the agent when the job ends). Each
+  process writes its own stdout-wk-<i>.txt / stdout-ps-<i>.txt (and stderr-) in the stdouterr
+  directory, as Batch AI named them.
 
 When a node runs several processes, `TaskPlan.command` starts them all (see `run_processes`), each
 with its own variables exported inside the command; `TaskPlan.processes` lists them.
@@ -66,6 +68,10 @@ class ProcessPlan:
     command: str
     env: dict[str, str] = field(default_factory=dict)
     required: bool = True
+    output: str = ""  # its own output files' infix (TensorFlow, as Batch AI named them: "wk-0", "ps-0")
+
+    def output_files(self) -> list[str]:
+        return [f"{kind}-{self.output}.txt" for kind in ("stdout", "stderr")] if self.output else []
 
 
 @dataclass
@@ -319,6 +325,7 @@ def _tensorflow(settings: dict[str, Any], ctx: _Gang) -> TaskPlan:
                 _script(settings, args=own_args or ""),
                 env,
                 required=role == "worker",
+                output=f"{'wk' if role == 'worker' else 'ps'}-{index}",
             )
         )
     return _node_plan(processes)
@@ -329,7 +336,7 @@ def _node_plan(processes: list[ProcessPlan]) -> TaskPlan:
     if not processes:
         return _serve()
     required = any(p.required for p in processes)
-    if len(processes) == 1:
+    if len(processes) == 1 and not processes[0].output:
         p = processes[0]
         return TaskPlan(command=p.command, env=dict(p.env), required=required, processes=processes)
     # AZ_BATCHAI_TASK_INDEX is always exported per process: it must beat the agent's node-rank default.
@@ -339,7 +346,8 @@ def _node_plan(processes: list[ProcessPlan]) -> TaskPlan:
         if k != "AZ_BATCHAI_TASK_INDEX" and all(p.env.get(k) == v for p in processes)
     }
     shell = [
-        ShellProcess(p.command, {k: v for k, v in p.env.items() if k not in shared}, p.required) for p in processes
+        ShellProcess(p.command, {k: v for k, v in p.env.items() if k not in shared}, p.required, p.output)
+        for p in processes
     ]
     return TaskPlan(command=run_processes(shell), env=shared, required=required, processes=processes)
 

@@ -126,3 +126,11 @@ class RunRef:
     def from_index_row(cls, row: str) -> RunRef:
         sub, rg, ws, name = row.split(SEP)
         return cls(WorkspaceRef(sub, rg, ws), name)
+
+
+def arm_names(arm_id: str) -> dict[str, str]:
+    """The names in an ARM id by their lower-case type ("subscriptions", "resourcegroups", "workspaces", ...).
+    An ARM id alternates type and name, so it is read by position: a resource named like a type ("jobs")
+    is never taken for one."""
+    parts = [p for p in arm_id.split("/") if p]
+    return {parts[i].lower(): parts[i + 1] for i in range(0, len(parts) - 1, 2)}

@@ -86,3 +86,11 @@ def test_tensorflow_job_with_a_share_and_a_blob_container_mounted_for_the_job(
     assert "worker-0 read the training data" in (on_share / "stdouterr" / "stdout.txt").read_text()
     assert "worker-1 read the training data" in (on_share / "stdouterr" / "stdout-1.txt").read_text()
     assert "worker-1 read the training data" in (blob_text(nodes[1].conn, f"{prefix}/stdouterr/stdout-1.txt") or "")
+
+
+def test_the_output_segment_reads_the_job_id_by_position() -> None:
+    """A workspace, experiment or job named like an ARM type ("jobs") is not taken for one."""
+    arm_id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/jobs/experiments/jobs/jobs/jobs"
+    assert segment_path(arm_id, "seg") == "s/rg/workspaces/jobs/experiments/jobs/jobs/jobs/seg"
+    assert segment_path(arm_id.replace("/jobs/jobs/jobs", "/e/jobs/j1"), "seg") == \
+        "s/rg/workspaces/jobs/experiments/e/jobs/j1/seg"

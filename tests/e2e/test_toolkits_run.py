@@ -74,10 +74,11 @@ def test_tensorflow_ps_and_workers_see_their_tf_config(gang: Stack) -> None:
     for r in records:
         assert r["task_index"] == str(r["index"])
         assert len(r["worker_hosts"].split(",")) == 2 and len(r["ps_hosts"].split(",")) == 1
-    hosts = {h.rsplit(":", 1)[0] for h in records[0]["worker_hosts"].split(",") + records[0]["ps_hosts"].split(",")}
-    assert len(hosts) == 2, hosts  # two nodes
-    if gang.topology == MACHINES:  # the machines' private addresses, not loopback
-        assert all(not ipaddress.ip_address(h).is_loopback for h in hosts), hosts
+    endpoints = records[0]["worker_hosts"].split(",") + records[0]["ps_hosts"].split(",")
+    assert len(set(endpoints)) == 3, endpoints  # every process listens on its own address
+    if gang.topology == MACHINES:  # two machines: their private addresses, not loopback
+        hosts = {h.rsplit(":", 1)[0] for h in endpoints}
+        assert len(hosts) == 2 and all(not ipaddress.ip_address(h).is_loopback for h in hosts), hosts
 
 
 def test_failing_job_preparation_fails_the_job_and_keeps_its_output(gang: Stack) -> None:

@@ -14,12 +14,20 @@ from shared.decisions.toolkits import TaskPlan
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
+def stdouterr_dir(job_temp: Path, rank: int) -> Path:
+    """Where a node's processes with their own output files write them."""
+    return job_temp / f"node-{rank}" / "stdouterr"
+
+
 def start_plan(plan: TaskPlan, rank: int, job_temp: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a node's command as the process runtime does: bash -c, agent variables, then the plan's env."""
     assert plan.command is not None
     node_temp = job_temp / f"node-{rank}"
     node_temp.mkdir(parents=True, exist_ok=True)
-    agent_env = {"AZ_BATCHAI_TASK_INDEX": str(rank), "AZ_BATCHAI_JOB_TEMP": str(node_temp)}
+    stdouterr = stdouterr_dir(job_temp, rank)
+    stdouterr.mkdir(exist_ok=True)
+    agent_env = {"AZ_BATCHAI_TASK_INDEX": str(rank), "AZ_BATCHAI_JOB_TEMP": str(node_temp),
+                 "AZ_BATCHAI_STDOUTERR_DIR": str(stdouterr)}
     env = {**os.environ, **agent_env, **(extra_env or {}), **plan.env}
     return subprocess.Popen(
         ["bash", "-c", plan.command],

@@ -109,11 +109,15 @@ def test_tensorflow_one_ps_two_workers_on_three_nodes() -> None:
         (p2, "ps", 0, "--job_name=ps --task_index=$AZ_BATCHAI_TASK_INDEX", False),
     ]
     for plan, kind, index, args, required in expected:
-        assert plan.command == f"python $AZ_BATCHAI_JOB_MOUNT_ROOT/mnist_replica.py {args}"
+        [process] = plan.processes
+        assert process.command == f"python $AZ_BATCHAI_JOB_MOUNT_ROOT/mnist_replica.py {args}"
+        infix = f"{'wk' if kind == 'worker' else 'ps'}-{index}"
+        assert process.output_files() == [f"stdout-{infix}.txt", f"stderr-{infix}.txt"]  # Batch AI's names
+        assert f'{process.command}) >>"$AZ_BATCHAI_STDOUTERR_DIR/stdout-{infix}.txt"' in plan.command
         assert plan.required is required
         assert plan.env["AZ_BATCHAI_PS_HOSTS"] == "10.0.0.6:2224"
         assert plan.env["AZ_BATCHAI_WORKER_HOSTS"] == "10.0.0.4:2222,10.0.0.5:2223"
-        assert plan.env["AZ_BATCHAI_TASK_INDEX"] == str(index)
+        assert f"export AZ_BATCHAI_TASK_INDEX={index};" in plan.command
         assert json.loads(plan.env["TF_CONFIG"]) == {
             "cluster": cluster,
             "task": {"type": kind, "index": index},

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from shared.decisions.toolkits import plan_task
 from shared.domain.messages import NodeAddress
-from tests.toolkits.conftest import FIXTURES, start_plan
+from tests.polling import wait_until
+from tests.toolkits.conftest import FIXTURES, start_plan, stdouterr_dir
 
 LOCAL2 = [NodeAddress("node-a", "127.0.0.1"), NodeAddress("node-b", "127.0.0.1")]
 
@@ -109,24 +110,25 @@ def tf_job(worker_args: str = "") -> dict:
     }
 
 
-def test_tensorflow_node_runs_worker_and_ps_and_stops_ps_when_worker_ends(run_plans) -> None:
+def output_of(job_temp: Path, rank: int, name: str) -> list[dict]:
+    return [json.loads(line) for line in (stdouterr_dir(job_temp, rank) / name).read_text().splitlines()]
+
+
+def test_tensorflow_node_runs_worker_and_ps_and_stops_ps_when_worker_ends(run_plans, tmp_path: Path) -> None:
     plans = [plan_task(tf_job("--await-ps"), i, LOCAL2, port=7000) for i in range(2)]
     results = run_plans(plans, timeout=60)
     assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
-    node0 = sorted((json.loads(line) for line in results[0][1].splitlines()), key=lambda r: r["type"])
-    node1 = [json.loads(line) for line in results[1][1].splitlines()]
+    assert [out for _, out, _ in results] == ["", ""]  # each process writes its own files, as Batch AI named them
+    assert sorted(p.name for p in stdouterr_dir(tmp_path, 0).iterdir()) == [
+        "stderr-ps-0.txt", "stderr-wk-0.txt", "stdout-ps-0.txt", "stdout-wk-0.txt"]
+    assert sorted(p.name for p in stdouterr_dir(tmp_path, 1).iterdir()) == ["stderr-wk-1.txt", "stdout-wk-1.txt"]
     hosts = {"ps_hosts": "127.0.0.1:7002", "worker_hosts": "127.0.0.1:7000,127.0.0.1:7001"}
-    assert node0 == [
-        {"type": "ps", "index": 0, "task_index": "0", **hosts, "argv": ["--task_index=0"]},
-        {
-            "type": "worker",
-            "index": 0,
-            "task_index": "0",
-            **hosts,
-            "argv": ["--master", "--task_index=0", "--await-ps"],
-        },
-    ]
-    assert node1 == [{"type": "worker", "index": 1, "task_index": "1", **hosts, "argv": ["--task_index=1"]}]
+    assert output_of(tmp_path, 0, "stdout-ps-0.txt") == [
+        {"type": "ps", "index": 0, "task_index": "0", **hosts, "argv": ["--task_index=0"]}]
+    assert output_of(tmp_path, 0, "stdout-wk-0.txt") == [{
+        "type": "worker", "index": 0, "task_index": "0", **hosts, "argv": ["--master", "--task_index=0", "--await-ps"]}]
+    assert output_of(tmp_path, 1, "stdout-wk-1.txt") == [
+        {"type": "worker", "index": 1, "task_index": "1", **hosts, "argv": ["--task_index=1"]}]
 
 
 def test_tensorflow_worker_exit_code_is_the_node_exit_code(run_plans) -> None:
@@ -138,9 +140,9 @@ def test_tensorflow_worker_exit_code_is_the_node_exit_code(run_plans) -> None:
 def test_stopping_a_multi_process_node_stops_every_process(tmp_path: Path) -> None:
     plan = plan_task(tf_job("--block"), 0, LOCAL2, port=7200)
     proc = start_plan(plan, 0, tmp_path)
-    assert proc.stdout is not None
-    started = [proc.stdout.readline(), proc.stdout.readline()]  # both processes printed: both run
-    assert all(line.strip() for line in started)
+    outputs = [stdouterr_dir(tmp_path, 0) / name for name in ("stdout-wk-0.txt", "stdout-ps-0.txt")]
+    wait_until(lambda: all(p.exists() and p.read_text().strip() for p in outputs), 30,
+               what="both processes to print")  # both run
     os.kill(proc.pid, signal.SIGTERM)  # only the shell: it passes the signal on
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 143
