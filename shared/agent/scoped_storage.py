@@ -6,7 +6,8 @@ events queue, create+write on its heartbeat blob (``POST /nodeagent/credentials`
 and read/add/create/write on named blobs of the output prefix of an assignment it holds
 (``POST /nodeagent/blobs``, asked in batches). Both are renewed at half-life: the SDK clients keep
 their `AzureSasCredential`, whose SAS is replaced (`update`), so a long task's clients live on.
-A renewal that fails for a transient reason leaves the current SAS in use until it expires.
+A renewal that fails for a transient reason leaves the current SAS in use until it expires. The
+grant also names the public key node messages are signed with and the vaults the node may read.
 """
 
 from __future__ import annotations
@@ -19,66 +20,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from azure.core.credentials import AzureSasCredential
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueMessage, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.adapters import storage
+from shared.agent.node_api import NodeApi
 from shared.agent.node_storage import OutputBlobs, keyed_container
-from shared.agent.retry import NO_SDK_RETRY, TRANSIENT_STATUS, TransientError, is_transient
+from shared.agent.retry import NO_SDK_RETRY, is_transient
 
 log = logging.getLogger(__name__)
 
 BLOB_BATCH = 100  # names per /nodeagent/blobs request
-
-
-class NodeApiRefused(Exception):
-    """The node credentials API said no (permanent: this node may not have what it asked for)."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body[:500]}")
-        self.status = status
-
-
-class NodeApi:
-    """The node credentials API of the service, called with the machine's IMDS token."""
-
-    def __init__(self, service_url: str, cluster_key: str, node_id: str, token: Callable[[], str],
-                 token_refused: Callable[[], None] = lambda: None, timeout_s: float = 30.0) -> None:
-        self.cluster_key = cluster_key
-        self.node_id = node_id
-        self.token = token
-        self.token_refused = token_refused
-        # verify=True: the system CA store (SSL_CERT_FILE in the agent's environment names it)
-        self._http = httpx.Client(base_url=service_url.rstrip("/"), timeout=timeout_s)
-
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.token()}"}
-        try:
-            response = self._http.post(path, json={"clusterKey": self.cluster_key, "nodeId": self.node_id, **body},
-                                       headers=headers)
-        except httpx.TransportError as error:
-            raise TransientError(f"{path}: {type(error).__name__}: {error}") from error
-        if response.status_code in TRANSIENT_STATUS:
-            raise TransientError(f"{path}: HTTP {response.status_code}")
-        if response.status_code == 401:  # e.g. a token that expired on the way: ask IMDS for a new one
-            self.token_refused()
-            raise TransientError(f"{path}: HTTP 401: {response.text[:500]}")
-        if response.status_code != 200:
-            raise NodeApiRefused(response.status_code, response.text)
-        document: dict[str, Any] = response.json()
-        return document
-
-    def close(self) -> None:
-        self._http.close()
-
-    def credentials(self) -> dict[str, Any]:
-        return self._post("/nodeagent/credentials", {})
-
-    def blobs(self, assignment_id: str | None, names: Sequence[str]) -> dict[str, Any]:
-        return self._post("/nodeagent/blobs", {"assignmentId": assignment_id, "names": list(names)})
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -108,6 +62,7 @@ class _Grant:
     KEYS = ("nodeQueue", "poisonQueue", "events", "heartbeat")
 
     def __init__(self, doc: Mapping[str, Any], transport: RequestsTransport) -> None:
+        self.doc = doc
         self.credentials = {key: AzureSasCredential(_split(str(doc[key]))[1]) for key in self.KEYS}
 
         def queue(key: str) -> QueueClient:
@@ -119,6 +74,7 @@ class _Grant:
                                                   credential=self.credentials["heartbeat"], transport=transport)
 
     def renew(self, doc: Mapping[str, Any]) -> None:
+        self.doc = doc
         for key, credential in self.credentials.items():
             credential.update(_split(str(doc[key]))[1])
 
@@ -154,6 +110,14 @@ class ScopedStorage:
 
     def ensure_queues(self) -> None:
         self._fresh()  # the service creates the node's queues when it grants access to them
+
+    def message_key(self) -> str:
+        """The public key the service signs node messages with (as of the latest grant)."""
+        return str(self._fresh().doc.get("messageKey") or "")
+
+    def key_vault_hosts(self) -> list[str]:
+        """The vaults this node may send its Key Vault token to (as of the latest grant)."""
+        return [str(h) for h in self._fresh().doc.get("keyVaultHosts") or []]
 
     def receive(self, max_messages: int, visibility_timeout: int) -> list[QueueMessage]:
         pages = self._fresh().node_queue.receive_messages(max_messages=max_messages,
