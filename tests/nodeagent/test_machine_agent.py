@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ from azure.storage.queue import QueueClient
 
 from shared.adapters import storage
 from shared.adapters.compute import vmss
-from shared.domain.messages import Assignment, NodeAddress, Setup
+from shared.domain.messages import AssignedTask, NodeAddress
 from shared.emulator.imds import Imds
 from tests.agent.conftest import Events, blob_text, stop_process
 from tests.identity.helpers import Identity, Vm
@@ -37,7 +38,6 @@ from tests.nodeagent.conftest import (
     SUB,
     WS,
     CredentialsService,
-    hold_assignment,
     new_cluster,
     node_of,
     outputs_prefix,
@@ -106,6 +106,17 @@ def machine(node_api: CredentialsService, tmp_path: Path) -> Iterator[Machine]:
         imds.stop()
 
 
+def machine_task(machine: Machine, job: str, props: dict[str, Any]) -> AssignedTask:
+    """Task 0 of a one-node job on the machine."""
+    return AssignedTask(
+        assignment_id=uuid.uuid4().hex, job_key=f"{SUB}|{RG}|{WS}|{EXP}|{job}".lower(),
+        job_arm_id=f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
+                   f"/experiments/{EXP}/jobs/{job}",
+        attempt=1, task_index=0, nodes=[NodeAddress(machine.node_id, PRIVATE_IP)], job=props, cluster={},
+        output_container=storage.C_OUTPUTS,
+        output_prefix=outputs_prefix(job, props["jobOutputDirectoryPathSegment"]))
+
+
 def test_machine_agent_registers_heartbeats_and_runs_a_task_with_scoped_storage(
         machine: Machine, node_api: CredentialsService, events: Events) -> None:
     registered = events.wait(machine.node_id, "node-registered", timeout=60)
@@ -124,19 +135,14 @@ def test_machine_agent_registers_heartbeats_and_runs_a_task_with_scoped_storage(
     wait_until(lambda: beat_etag() not in (None, first), 20, what="the next heartbeat")
 
     job, segment = f"j{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    assignment_id = hold_assignment(node_api.conn, machine.cluster_key, machine.node_id, job, segment)
     props = {"customToolkitSettings": {"commandLine": 'env | sort; echo trained > "$AZ_BATCHAI_OUTPUT_MODEL/m.txt"'},
              "nodeCount": 1, "jobOutputDirectoryPathSegment": segment,
              "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/logs",
              "outputDirectories": [{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/out"}]}
     prefix = outputs_prefix(job, segment)
-    assignment = Assignment(
-        assignment_id=assignment_id, job_key=f"{SUB}|{RG}|{WS}|{EXP}|{job}".lower(),
-        job_arm_id=f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
-                   f"/experiments/{EXP}/jobs/{job}",
-        attempt=1, task_index=0, nodes=[NodeAddress(machine.node_id, PRIVATE_IP)], job=props, cluster={},
-        output_container=storage.C_OUTPUTS, output_prefix=prefix)
-    storage.queue(node_api.conn, storage.node_queue_name(machine.node_id)).send_message(assignment.to_json())
+    task = machine_task(machine, job, props)
+    assignment_id = task.assignment_id
+    node_api.send(machine.node_id, node_api.hold(machine.cluster_key, machine.node_id, task))
     exited = events.wait(machine.node_id, "task-exited", assignment_id, timeout=60)
     assert exited.get("exit_code") == 0 and "error" not in exited, (exited, machine.log_text())
     stdout = blob_text(node_api.conn, f"{prefix}/stdouterr/stdout.txt") or ""
@@ -148,8 +154,8 @@ def test_machine_agent_registers_heartbeats_and_runs_a_task_with_scoped_storage(
     # The cluster's volumes are cloud-init's: the agent checks them and says when one is missing.
     share = {"accountName": "acct", "azureFileUrl": "https://acct.file.core.windows.net/data",
              "relativeMountPath": "afs", "credentials": {"accountKey": "k"}}
-    storage.queue(node_api.conn, storage.node_queue_name(machine.node_id)).send_message(
-        Setup({"nodeSetup": {"mountVolumes": {"azureFileShares": [share]}}}).to_json())
+    node_api.send(machine.node_id, node_api.setup(machine.cluster_key, machine.node_id,
+                                                  {"nodeSetup": {"mountVolumes": {"azureFileShares": [share]}}}))
     unusable = events.wait(machine.node_id, "node-unusable", timeout=30)
     assert unusable["error"]["code"] == "MountFailed"
     assert f"not mounted at {machine.mount_root / 'afs'}" in unusable["error"]["message"]
