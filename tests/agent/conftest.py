@@ -97,10 +97,12 @@ def job_props(command: str, **extra: Any) -> dict[str, Any]:
     return props
 
 
-def assignment(agent: AgentProc, job: dict[str, Any], name: str | None = None, task_index: int = 0,
+def assignment(agent: AgentProc | str, job: dict[str, Any], name: str | None = None, task_index: int = 0,
                cluster: dict[str, Any] | None = None) -> AssignedTask:
-    """Task `task_index` of a gang whose node of that rank is `agent` (the other ranks are placeholders)."""
-    gang = [NodeAddress(f"peer{i}", "127.0.0.2") for i in range(task_index)] + [NodeAddress(agent.node_id, "127.0.0.1")]
+    """Task `task_index` of a gang whose node of that rank is `agent` (or the node of that id; the other
+    ranks are placeholders)."""
+    node_id = agent if isinstance(agent, str) else agent.node_id
+    gang = [NodeAddress(f"peer{i}", "127.0.0.2") for i in range(task_index)] + [NodeAddress(node_id, "127.0.0.1")]
     name = name or f"job{uuid.uuid4().hex[:8]}"
     return AssignedTask(
         assignment_id=uuid.uuid4().hex, job_key=f"{SUB}|{RG}|{WS}|{EXP}|{name}",
@@ -141,6 +143,14 @@ def node_api(api_endpoint: dict[str, str], storage_conn: str,
     service.release()
 
 
+def new_node_id() -> str:
+    return f"n{uuid.uuid4().hex[:10]}"
+
+
+def new_cluster_key() -> str:
+    return f"{SUB}|{RG}|{WS}|c{uuid.uuid4().hex[:6]}"
+
+
 def process_node_env(node_api: CredentialsService) -> dict[str, str]:
     """What the local provider gives a node: the service's URL and CA, the key messages are signed with."""
     return {"BATCHAI_NODE_SERVICE_URL": node_api.url, "BATCHAI_NODE_CA_FILE": node_api.ca_file,
@@ -154,10 +164,10 @@ def start_agent(storage_conn: str, node_api: CredentialsService,
     state_dir = tmp_path / "state"
 
     def start(heartbeat_s: float = 1.0, env: dict[str, str] | None = None, conn: str | None = None,
-              cluster_key: str | None = None) -> AgentProc:
+              cluster_key: str | None = None, node_id: str | None = None) -> AgentProc:
         conn = conn or storage_conn
-        node_id = f"n{uuid.uuid4().hex[:10]}"
-        cluster_key = cluster_key or f"{SUB}|{RG}|{WS}|c{uuid.uuid4().hex[:6]}"
+        node_id = node_id or new_node_id()
+        cluster_key = cluster_key or new_cluster_key()
         workdir = tmp_path / node_id
         workdir.mkdir(parents=True)
         token = node_api.mint_node_token(cluster_key, node_id)

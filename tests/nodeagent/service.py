@@ -7,6 +7,7 @@ API reads stays one."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import ssl
@@ -20,11 +21,13 @@ import httpx
 
 from shared.adapters import message_signing, node_tokens, sched_store, storage
 from shared.adapters.resource_store import ResourceStore
+from shared.config import Settings
 from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.messages import AssignedTask, Assignment, NodeMessage, Setup, node_view, setup_version
 from shared.emulator.issuer import Issuer, IssuerServer
 from shared.emulator.keyvault import KeyVault
 from shared.localstack.tls import ensure_tls
+from shared.services.assignments import send_to_node
 from tests.identity.helpers import TENANT
 
 COMPUTE_SUB, COMPUTE_RG = "00000000-0000-0000-0000-0000000000c1", "batchai-compute"
@@ -58,10 +61,14 @@ class CredentialsService:
         """`message` signed for the node, as the service signs it."""
         return message_signing.MessageSigner(self.message_key).sign(message.to_json(), node_id)
 
+    def settings(self, conn: str | None = None) -> Settings:
+        """The service's settings (storage: the account `conn`, else the service's)."""
+        return dataclasses.replace(Settings.from_env(), storage_connection_string=conn or self.conn,
+                                   message_key=self.message_key)
+
     def send(self, node_id: str, message: NodeMessage, conn: str | None = None) -> None:
-        """Put `message`, signed, on the node's queue (in the account `conn`, else the service's)."""
-        storage.ensure_queue(conn or self.conn, storage.node_queue_name(node_id)).send_message(
-            self.signed(message, node_id))
+        """Put `message` on the node's queue as the service does (`assignments.send_to_node`: signed)."""
+        send_to_node(self.settings(conn), node_id, message)
 
     def setup(self, cluster_key: str, node_id: str, properties: dict[str, Any]) -> Setup:
         """What the service does when the node registers: the cluster's document, the node's row

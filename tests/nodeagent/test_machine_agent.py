@@ -43,6 +43,7 @@ from tests.nodeagent.conftest import (
     outputs_prefix,
     scale_set_identity,
 )
+from tests.nodeagent.service import secret_name
 from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +162,7 @@ def test_machine_agent_registers_heartbeats_and_runs_a_task_with_scoped_storage(
     assert f"not mounted at {machine.mount_root / 'afs'}" in unusable["error"]["message"]
 
 
-def test_what_a_machine_holds_reads_no_table_and_no_other_queue(machine: Machine, node_api: CredentialsService,
+def test_what_a_machine_holds_reads_no_table_and_writes_no_other_queue(machine: Machine, node_api: CredentialsService,
                                                                  events: Events) -> None:
     events.wait(machine.node_id, "node-registered", timeout=60)
     # The same grant the agent holds: its IMDS token for the node audience, then its credentials.
@@ -175,8 +176,12 @@ def test_what_a_machine_holds_reads_no_table_and_no_other_queue(machine: Machine
     for key in ("nodeQueue", "poisonQueue", "events", "heartbeat"):
         sas = grant[key].partition("?")[2]
         queue_base = storage.queue_service(node_api.conn).url
+        other_queue = QueueClient(queue_base, other, credential=AzureSasCredential(sas))
         with pytest.raises(HttpResponseError) as caught:
-            list(QueueClient(queue_base, other, credential=AzureSasCredential(sas)).receive_messages())
+            list(other_queue.receive_messages())
+        assert caught.value.status_code == 403, key
+        with pytest.raises(HttpResponseError) as caught:
+            other_queue.send_message("an assign of my making")
         assert caught.value.status_code == 403, key
         tables = TableClient(storage.table_service(node_api.conn).url, storage.T_SCHED,
                              credential=AzureSasCredential(sas))
@@ -192,3 +197,43 @@ def test_a_preempt_scheduled_event_stops_the_node_and_is_approved(machine: Machi
     wait_until(lambda: machine.imds.acknowledged(event_id), 20, what="the event's approval")
     machine.process.send_signal(signal.SIGTERM)
     assert machine.process.wait(30) == 0
+
+
+def test_a_machine_reads_key_vault_references_with_its_identity_and_refuses_unsigned_messages(
+        machine: Machine, node_api: CredentialsService, events: Events) -> None:
+    events.wait(machine.node_id, "node-registered", timeout=60)
+    present, registry = secret_name(), secret_name()
+    value = f"vault-{uuid.uuid4().hex}"
+    node_api.vault.set_secret(present, value)
+    node_api.vault.set_secret(registry, "registry-password")
+
+    def ref(name: str) -> dict[str, Any]:
+        return {"sourceVault": {"id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.KeyVault/vaults/v"},
+                "secretUrl": node_api.vault.secret_url(name)}
+    job = f"j{uuid.uuid4().hex[:8]}"
+    props = {"customToolkitSettings": {"commandLine": 'echo "kv=$FROM_KV"'}, "nodeCount": 1,
+             "jobOutputDirectoryPathSegment": uuid.uuid4().hex, "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/logs",
+             "secrets": [{"name": "FROM_KV", "valueSecretReference": ref(present)}]}
+    in_container = {**props, "containerSettings": {"imageSourceRegistry": {
+        "image": "batchai-test/private:1", "serverUrl": "127.0.0.1:9",
+        "credentials": {"username": "u", "passwordSecretReference": ref(registry)}}}}
+    task = machine_task(machine, job, props)
+    node_api.send(machine.node_id, node_api.hold(machine.cluster_key, machine.node_id, task))
+    exited = events.wait(machine.node_id, "task-exited", task.assignment_id, timeout=60)
+    assert exited.get("exit_code") == 0, (exited, machine.log_text()[-2000:])
+    assert f"kv={value}" in (blob_text(node_api.conn, f"{task.output_prefix}/stdouterr/stdout.txt") or "")
+    pulled = machine_task(machine, f"j{uuid.uuid4().hex[:8]}", in_container)
+    node_api.send(machine.node_id, node_api.hold(machine.cluster_key, machine.node_id, pulled))
+    error = events.wait(machine.node_id, "task-exited", pulled.assignment_id, timeout=60)["error"]
+    assert error["code"] in ("ImagePullFailed", "ContainerEngineUnavailable"), error  # not the credentials
+    principal = machine.vm.identities[0].principal_id  # the machine's own identity read them, not the service's
+    assert {(present, principal), (registry, principal)} <= {(r.name, r.principal) for r in node_api.vault.reads}
+
+    forged = machine_task(machine, f"j{uuid.uuid4().hex[:8]}", props)
+    storage.queue(node_api.conn, storage.node_queue_name(machine.node_id)).send_message(
+        node_api.hold(machine.cluster_key, machine.node_id, forged).to_json())  # held, but unsigned
+    poison = storage.queue(node_api.conn, f"{storage.node_queue_name(machine.node_id)}-poison")
+    refused = wait_until(lambda: [json.loads(m.content) for m in poison.peek_messages(max_messages=8)], 30,
+                         what="the unsigned message in the poison queue")
+    assert "unsigned" in refused[0]["reason"]
+    assert events.of(machine.node_id, assignment_id=forged.assignment_id) == []
