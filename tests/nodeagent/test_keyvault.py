@@ -3,6 +3,7 @@ nodes and the service read it with (`shared.adapters.key_vault`: allowed vaults 
 
 from __future__ import annotations
 
+import argparse
 import stat
 import uuid
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from shared.adapters import key_vault
+from shared.emulator.__main__ import start
 from shared.emulator.keyvault import STORE
 from tests.nodeagent.service import CredentialsService, secret_name
 
@@ -77,3 +79,21 @@ def test_allowed_vault_urls() -> None:
     assert key_vault.check_secret_url("https://127.0.0.1:7075/secrets/name/" + "0" * 32, hosts)
     with pytest.raises(key_vault.VaultRefused):
         key_vault.check_secret_url("https://127.0.0.1:7076/secrets/name", hosts)
+
+
+def test_the_local_cloud_serves_its_key_vault(tmp_path: Path) -> None:
+    """`python -m shared.emulator` starts Key Vault beside the issuer and says where in ready.json."""
+    cloud, ready = start(argparse.Namespace(state_dir=tmp_path, stack_id="kvtest", tenant_id=str(uuid.uuid4()),
+                                            subscription_id=str(uuid.uuid4()), issuer_port=0, network="", image="",
+                                            arm_port=0, imds_port=0, keyvault_port=0, preempt_notice=30.0))
+    try:
+        assert cloud.keyvault is not None and ready["keyvault"] == cloud.keyvault.url
+        cloud.keyvault.set_secret("stored", "kept")
+        assert (tmp_path / "keyvault" / STORE).exists()  # under the stack's state directory
+        principal = str(uuid.uuid4())
+        token = cloud.issuer.sign({"aud": key_vault.RESOURCE, "sub": principal, "oid": principal})
+        hosts = [str(ready["keyvault"]).removeprefix("https://")]
+        ca = str(tmp_path / "tls" / "ca.pem")
+        assert key_vault.read_secret(cloud.keyvault.secret_url("stored"), token, hosts, ca) == "kept"
+    finally:
+        cloud.stop()
