@@ -236,8 +236,8 @@ class Agent:
         except NodeApiRefused as error:
             log.warning("assignment %s refused by the service (%s): stale, not run", message.assignment_id, error)
             return None
-        if (task.assignment_id, task.task_index, task.attempt) != (message.assignment_id, message.task_index,
-                                                                   message.attempt):
+        if (task.assignment_id, task.job_key, task.task_index, task.attempt) != (
+                message.assignment_id, message.job_key, message.task_index, message.attempt):
             log.error("the service answered assignment %s with another task: not run", message.assignment_id)
             return None
         return task
