@@ -1,5 +1,5 @@
-"""Node API routes: nodes get their scoped SAS (machines) and fetch what their queue messages name
-(every node) here.
+"""Node API routes: nodes get their scoped SAS and send their events (machines) and fetch what their
+queue messages name (every node) here.
 
 These routes authenticate their callers themselves (a machine's IMDS token or a node token, not the
 API's bearer token) and take no api-version: they are the service's own API for its nodes, not
@@ -21,7 +21,8 @@ CREDENTIALS = "/nodeagent/credentials"
 BLOBS = "/nodeagent/blobs"
 ASSIGNMENT = "/nodeagent/assignment"
 SETUP = "/nodeagent/setup"
-PATHS = frozenset({CREDENTIALS, BLOBS, ASSIGNMENT, SETUP})
+EVENTS = "/nodeagent/events"
+PATHS = frozenset({CREDENTIALS, BLOBS, ASSIGNMENT, SETUP, EVENTS})
 
 
 @router.post(CREDENTIALS)
@@ -42,3 +43,8 @@ def assignment(request: Request, body: JsonBody) -> dict[str, Any]:
 @router.post(SETUP)
 def setup(request: Request, body: JsonBody) -> dict[str, Any]:
     return node_payloads.setup(settings(), request.headers.get("authorization"), body)
+
+
+@router.post(EVENTS)
+def events(request: Request, body: JsonBody) -> dict[str, Any]:
+    return node_credentials.post_event(settings(), request.headers.get("authorization"), body)

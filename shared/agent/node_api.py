@@ -1,5 +1,5 @@
-"""The node API of the service, as the agent calls it: its credentials (machines), its blobs, and the
-documents its queue messages name (every node).
+"""The node API of the service, as the agent calls it: its credentials, its blobs and its events
+(machines), and the documents its queue messages name (every node).
 
 The caller proves which node it is with a bearer token: a machine's IMDS token for the node
 audience, or a process node's node token. Transient failures (transport errors, 5xx, 429, a 401 of
@@ -63,6 +63,10 @@ class NodeApi:
 
     def blobs(self, assignment_id: str | None, names: Sequence[str]) -> dict[str, Any]:
         return self._post("/nodeagent/blobs", {"assignmentId": assignment_id, "names": list(names)})
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Send one of this node's events (the service puts it on the events queue)."""
+        self._post("/nodeagent/events", {"event": event})
 
     def assignment(self, message: Assignment) -> AssignedTask:
         """The task an ``assign`` message names; NodeApiRefused when this node does not hold it (now)."""

@@ -1,17 +1,19 @@
 """`NodeStorage` on a machine that holds no account key: short-lived SAS from the node credentials API.
 
 The agent proves it is a node of its cluster with its machine's IMDS token and gets (see
-`shared.services.node_credentials`): read+process on its queue, add on its poison queue and on the
-events queue, create+write on its heartbeat blob (``POST /nodeagent/credentials``, valid one hour),
+`shared.services.node_credentials`): read+process on its queue, add on its poison queue,
+create+write on its heartbeat blob (``POST /nodeagent/credentials``, valid one hour),
 and read/add/create/write on named blobs of the output prefix of an assignment it holds
 (``POST /nodeagent/blobs``, asked in batches). Both are renewed at half-life: the SDK clients keep
 their `AzureSasCredential`, whose SAS is replaced (`update`), so a long task's clients live on.
 A renewal that fails for a transient reason leaves the current SAS in use until it expires. The
 grant also names the public key node messages are signed with and the vaults the node may read.
+Events go through the service (``POST /nodeagent/events``), which accepts only the node's own.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -59,7 +61,7 @@ class _Lease:
 class _Grant:
     """The clients of one node's credentials; renewals update their SAS in place."""
 
-    KEYS = ("nodeQueue", "poisonQueue", "events", "heartbeat")
+    KEYS = ("nodeQueue", "poisonQueue", "heartbeat")
 
     def __init__(self, doc: Mapping[str, Any], transport: RequestsTransport) -> None:
         self.doc = doc
@@ -69,7 +71,7 @@ class _Grant:
             return QueueClient.from_queue_url(_split(str(doc[key]))[0], credential=self.credentials[key],
                                               transport=transport, message_encode_policy=TextBase64EncodePolicy(),
                                               message_decode_policy=TextBase64DecodePolicy())
-        self.node_queue, self.poison_queue, self.events = queue("nodeQueue"), queue("poisonQueue"), queue("events")
+        self.node_queue, self.poison_queue = queue("nodeQueue"), queue("poisonQueue")
         self.heartbeat = BlobClient.from_blob_url(_split(str(doc["heartbeat"]))[0],
                                                   credential=self.credentials["heartbeat"], transport=transport)
 
@@ -131,7 +133,7 @@ class ScopedStorage:
         self._fresh().poison_queue.send_message(text, **NO_SDK_RETRY)
 
     def send_event(self, text: str) -> None:
-        self._fresh().events.send_message(text, **NO_SDK_RETRY)
+        self.api.event(json.loads(text))  # through the service, which checks it is this node's
 
     def heartbeat(self, metadata: Mapping[str, str]) -> None:
         self._fresh().heartbeat.upload_blob(b"", overwrite=True, metadata=dict(metadata), **NO_SDK_RETRY)

@@ -12,11 +12,14 @@ A node proves which node of which cluster it is in one of two ways (`authenticat
 Granted, for one hour (`LIFETIME`; the agent renews at half-life), and nothing else (no table, no
 other queue, no container listing, no delete):
 - `credentials`: read+process on queue ``node-<id>`` and add on ``node-<id>-poison`` (both created
-  here when missing), add on the events queue, create+write on the node's heartbeat blob, read on
-  every blob of the wheelhouse; beside them the public key node messages are signed with and the
-  vault hosts the node may send its Key Vault token to;
+  here when missing), create+write on the node's heartbeat blob, read on every blob of the
+  wheelhouse; beside them the public key node messages are signed with and the vault hosts the node
+  may send its Key Vault token to;
 - `blobs`: read+add+create+write on named blobs of the output prefix of an assignment the node
   holds now (its node row in the cluster's sched partition), or of its own setup output prefix.
+A node's events go through `post_event`, never a SAS of the events queue (which would let a node
+speak for any other: preempt it, make it unusable): the service puts them on the queue once the
+event names the node that proved itself.
 The service deletes a node's queues when it removes the node (`nodes.delete_node`).
 Refusals are ARM errors: 400 bad body, 401 no or bad token, 403 a valid token that does not prove
 this node or names that are not its to write.
@@ -39,6 +42,7 @@ from shared.adapters.resource_store import ResourceStore
 from shared.config import Settings
 from shared.domain.errors import ApiError, bad_request, unauthorized
 from shared.domain.keys import ClusterRef, JobRef
+from shared.domain.messages import NodeEvent
 from shared.services import nodes
 
 LIFETIME = timedelta(hours=1)
@@ -131,7 +135,6 @@ def credentials(settings: Settings, authorization: str | None, body: Any, now: d
         "expiresOn": expires.isoformat(),
         "nodeQueue": sas.queue_url(conn, queue, "rp", expires),
         "poisonQueue": sas.queue_url(conn, poison, "a", expires),
-        "events": sas.queue_url(conn, storage.Q_EVENTS, "a", expires),
         "heartbeat": sas.blob_url(conn, storage.C_HEARTBEATS, storage.heartbeat_blob(node.cluster_key, node.node_id),
                                   "cw", expires),
         "wheelhouse": [{"name": name, "url": sas.blob_url(conn, storage.C_WHEELHOUSE, name, "r", expires)}
@@ -188,3 +191,19 @@ def blobs(settings: Settings, authorization: str | None, body: Any, now: datetim
     conn = settings.storage_connection_string
     return {"expiresOn": expires.isoformat(),
             "blobs": {name: sas.blob_url(conn, storage.C_OUTPUTS, name, "racw", expires) for name in names}}
+
+
+def post_event(settings: Settings, authorization: str | None, body: Any) -> dict[str, Any]:
+    """Put the node's event on the events queue, when it is the node's own (403 otherwise)."""
+    node = authenticate(settings, authorization, body)
+    event = body.get("event")
+    try:
+        parsed = NodeEvent.from_dict(event) if isinstance(event, dict) else None
+    except TypeError:
+        parsed = None
+    if parsed is None or not isinstance(parsed.kind, str) or not parsed.kind:
+        raise bad_request("'event' must be a node event.", "event")
+    if (parsed.cluster_key, parsed.node_id) != (node.cluster_key, node.node_id):
+        raise forbidden(f"Node '{node.node_id}' may send its own events only.")
+    storage.queue(settings.storage_connection_string, storage.Q_EVENTS).send_message(parsed.to_json())
+    return {}
