@@ -28,7 +28,6 @@ class Settings:
     provider: str
     idle_timeout_s: float
     max_retries: int
-    token_sha256: str | None
     default_location: str
     azure: AzureComputeSettings = field(default_factory=lambda: AzureComputeSettings.from_env())
     quota: QuotaSettings = field(default_factory=lambda: QuotaSettings.from_env())
@@ -46,6 +45,14 @@ class Settings:
     # A CA bundle to trust when fetching the issuer's discovery document and keys (the local
     # stack's CA); unset: the system CAs. BATCHAI_TOKEN_ISSUER_CA_FILE.
     token_issuer_ca_file: str = ""
+    # The `aud` values the API accepts in callers' tokens (Azure: the app registration's Application ID
+    # URI and/or client id; the local stack: LOCAL_API_AUDIENCE). None: every token is refused.
+    # BATCHAI_API_AUDIENCE, comma-separated.
+    api_audiences: tuple[str, ...] = ()
+    # Object ids that hold Owner over every scope the service serves, without a role assignment (the
+    # deployer; the local stack's owner principal), so that someone can make the first assignments.
+    # BATCHAI_OWNER_OBJECT_IDS, comma-separated.
+    owner_object_ids: frozenset[str] = frozenset()
     # Node messages are signed with this Ed25519 key (32 bytes, base64; see
     # shared.adapters.message_signing). BATCHAI_MESSAGE_KEY: the service's.
     message_key: str = ""
@@ -76,7 +83,6 @@ class Settings:
             provider=env.get("BATCHAI_PROVIDER", "local"),
             idle_timeout_s=float(env.get("BATCHAI_IDLE_TIMEOUT_S", "300")),
             max_retries=int(env.get("BATCHAI_MAX_RETRIES", "3")),
-            token_sha256=env.get("BATCHAI_API_TOKEN_SHA256") or None,
             default_location=env.get("BATCHAI_LOCATION", "local"),
             heartbeat_timeout_s=float(env.get("BATCHAI_HEARTBEAT_TIMEOUT_S", "120")),
             node_start_timeout_s=float(env.get("BATCHAI_NODE_START_TIMEOUT_S", "1800")),
@@ -86,6 +92,8 @@ class Settings:
             data_connection_string=env.get("BATCHAI_DATA_CONNECTION_STRING", ""),
             token_issuer=env.get("BATCHAI_TOKEN_ISSUER", ""),
             token_issuer_ca_file=env.get("BATCHAI_TOKEN_ISSUER_CA_FILE", ""),
+            api_audiences=tuple(_items(env.get("BATCHAI_API_AUDIENCE", ""))),
+            owner_object_ids=frozenset(i.lower() for i in _items(env.get("BATCHAI_OWNER_OBJECT_IDS", ""))),
             message_key=env.get("BATCHAI_MESSAGE_KEY", ""),
             message_public_key=env.get("BATCHAI_MESSAGE_PUBLIC_KEY", ""),
             key_vault_hosts=tuple(h.strip().lower() for h in env.get("BATCHAI_KEY_VAULT_HOSTS",
@@ -191,6 +199,10 @@ def _endpoints(text: str) -> dict[str, str]:
                                               for k, v in given.items()):
         raise ValueError("BATCHAI_NODE_STORAGE_ENDPOINTS: a JSON object of blob/queue/table templates with {account}")
     return {**PUBLIC_STORAGE_ENDPOINTS, **{k: str(v) for k, v in given.items()}}
+
+
+def _items(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _limits(text: str) -> dict[str, int]:

@@ -21,6 +21,7 @@ import pytest
 from shared.adapters import storage
 from shared.adapters.compute.local import NODE_TOKEN
 from shared.domain.messages import AssignedTask, NodeAddress, NodeMessage
+from shared.emulator.issuer import IssuerServer
 from tests.nodeagent import service
 from tests.nodeagent.service import CredentialsService
 from tests.polling import wait_until  # noqa: F401 - shared by this package's tests
@@ -137,9 +138,9 @@ def events(storage_conn: str) -> Events:
 
 
 @pytest.fixture(scope="session")
-def node_api(api_endpoint: dict[str, str], storage_conn: str,
+def node_api(api_endpoint: dict[str, str], storage_conn: str, issuer_server: IssuerServer,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[CredentialsService]:
-    yield service.acquire(api_endpoint, storage_conn, tmp_path_factory.mktemp("node-service"))
+    yield service.acquire(api_endpoint, storage_conn, issuer_server, tmp_path_factory.mktemp("node-service"))
     service.release()
 
 

@@ -14,7 +14,7 @@ import pytest
 from shared.adapters import sched_store, storage
 from shared.adapters.compute import vmss
 from shared.adapters.resource_store import ResourceStore
-from shared.emulator.issuer import Issuer
+from shared.emulator.issuer import Issuer, IssuerServer
 from tests.agent.conftest import Events
 from tests.nodeagent import service
 from tests.nodeagent.service import AUDIENCE, COMPUTE_RG, COMPUTE_SUB, CredentialsService
@@ -24,10 +24,10 @@ __all__ = ["AUDIENCE", "COMPUTE_RG", "COMPUTE_SUB", "CredentialsService"]
 
 
 @pytest.fixture(scope="session")
-def node_api(api_endpoint: dict[str, str], storage_conn: str,
+def node_api(api_endpoint: dict[str, str], storage_conn: str, issuer_server: IssuerServer,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[CredentialsService]:
     """The API trusting the node issuer, with the compute subscription and group set."""
-    yield service.acquire(api_endpoint, storage_conn, tmp_path_factory.mktemp("node-service"))
+    yield service.acquire(api_endpoint, storage_conn, issuer_server, tmp_path_factory.mktemp("node-service"))
     service.release()
 
 

@@ -1,6 +1,6 @@
 """The service as nodes meet it, shared by the node tests (tests/agent, tests/nodeagent): the API
-served in-process over https (tests/conftest.py `api_endpoint`) trusting a real token issuer for
-machines' tokens, signing node messages with its key, reading the stack's Key Vault stand-in with
+served in-process over https (tests/conftest.py `api_endpoint`) trusting the session's token issuer
+for machines' tokens, signing node messages with its key, reading the stack's Key Vault stand-in with
 its own (local) identity for nodes that have none. One per test session: both packages' session
 fixtures hand out the same one (`acquire`/`release`), so the process environment the in-process
 API reads stays one."""
@@ -24,11 +24,10 @@ from shared.adapters.resource_store import ResourceStore
 from shared.config import Settings
 from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.messages import AssignedTask, Assignment, NodeMessage, Setup, node_view, setup_version
-from shared.emulator.issuer import Issuer, IssuerServer
+from shared.emulator.issuer import KEY_FILE, Issuer, IssuerServer
 from shared.emulator.keyvault import KeyVault
 from shared.localstack.tls import ensure_tls
 from shared.services.assignments import send_to_node
-from tests.identity.helpers import TENANT
 
 COMPUTE_SUB, COMPUTE_RG = "00000000-0000-0000-0000-0000000000c1", "batchai-compute"
 AUDIENCE = "api://batchai-nodes"
@@ -135,23 +134,26 @@ def _put(store: ResourceStore, pk: str, rk: str, data: dict[str, Any]) -> None:
 _shared: dict[str, Any] = {"users": 0}
 
 
-def acquire(api_endpoint: dict[str, str], storage_conn: str, directory: Path) -> CredentialsService:
-    """The session's node service (started by the first caller, environment set for the API)."""
+def acquire(api_endpoint: dict[str, str], storage_conn: str, issuer_server: IssuerServer,
+            directory: Path) -> CredentialsService:
+    """The session's node service (started by the first caller, environment set for the API). The API
+    already trusts the session's issuer (tests/conftest.py); the service's own identity signs with its key."""
     if _shared["users"] == 0:
         tls = ensure_tls(Path(api_endpoint["ca_file"]).parent)  # the API's: machines trust its CA
-        issuer_server = IssuerServer(Issuer.load_or_create(directory / "issuer", "", TENANT), tls).start()
-        vault = KeyVault(directory / "keyvault", tls, issuer_server.issuer.url, str(tls.ca_file)).start()
+        issuer = issuer_server.issuer
+        issuer_dir = Path(issuer_server.tls.ca_file).parent.parent / "issuer"  # tests.identity.helpers' layout
+        assert (issuer_dir / KEY_FILE).exists(), issuer_dir
+        vault = KeyVault(directory / "keyvault", tls, issuer.url, str(issuer_server.tls.ca_file)).start()
         message_key = message_signing.new_key()
         values = {
-            "BATCHAI_TOKEN_ISSUER": issuer_server.issuer.url, "BATCHAI_TOKEN_ISSUER_CA_FILE": str(tls.ca_file),
             "BATCHAI_AZURE_SUBSCRIPTION_ID": COMPUTE_SUB, "BATCHAI_COMPUTE_RESOURCE_GROUP": COMPUTE_RG,
             "BATCHAI_NODE_TOKEN_AUDIENCE": AUDIENCE, "BATCHAI_MESSAGE_KEY": message_key,
             "BATCHAI_KEY_VAULT_HOSTS": f"*.vault.azure.net,127.0.0.1:{vault.port}",
-            "BATCHAI_KEY_VAULT_CA_FILE": str(tls.ca_file), "BATCHAI_LOCAL_ISSUER_DIR": str(directory / "issuer"),
+            "BATCHAI_KEY_VAULT_CA_FILE": str(tls.ca_file), "BATCHAI_LOCAL_ISSUER_DIR": str(issuer_dir),
         }
-        _shared.update(before={k: os.environ.get(k) for k in values}, issuer_server=issuer_server, vault=vault,
+        _shared.update(before={k: os.environ.get(k) for k in values}, vault=vault,
                        service=CredentialsService(api_endpoint["url"], api_endpoint["ca_file"], storage_conn,
-                                                  issuer_server.issuer, message_key, vault))
+                                                  issuer, message_key, vault))
         os.environ.update(values)
     _shared["users"] += 1
     service: CredentialsService = _shared["service"]
@@ -168,7 +170,6 @@ def release() -> None:
         else:
             os.environ[k] = v
     _shared["vault"].stop()
-    _shared["issuer_server"].stop()
 
 
 def secret_name() -> str:

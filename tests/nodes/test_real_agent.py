@@ -16,6 +16,7 @@ from shared.adapters import sched_store, storage
 from shared.adapters.compute.local import LocalProvider, NodeService, stop_all
 from shared.config import Settings
 from shared.domain.messages import NodeEvent
+from shared.emulator.issuer import IssuerServer
 from shared.services import nodes
 from shared.services.cluster_reconcile import reconcile_cluster
 from shared.services.reaper import reap_cluster
@@ -25,10 +26,10 @@ from tests.nodes.helpers import cluster_ref, put_cluster, wait_until
 
 
 @pytest.fixture(scope="module")
-def node_api(api_endpoint: dict[str, str], storage_conn: str,
+def node_api(api_endpoint: dict[str, str], storage_conn: str, issuer_server: IssuerServer,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[CredentialsService]:
     """The service's node API, where agents fetch what their messages name."""
-    yield service.acquire(api_endpoint, storage_conn, tmp_path_factory.mktemp("node-service"))
+    yield service.acquire(api_endpoint, storage_conn, issuer_server, tmp_path_factory.mktemp("node-service"))
     service.release()
 
 
