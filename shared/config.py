@@ -53,6 +53,20 @@ class Settings:
     # deployer; the local stack's owner principal), so that someone can make the first assignments.
     # BATCHAI_OWNER_OBJECT_IDS, comma-separated.
     owner_object_ids: frozenset[str] = frozenset()
+    # Node messages are signed with this Ed25519 key (32 bytes, base64; see
+    # shared.adapters.message_signing). BATCHAI_MESSAGE_KEY: the service's.
+    message_key: str = ""
+    # The public half, which a process node's agent verifies messages with. BATCHAI_MESSAGE_PUBLIC_KEY.
+    message_public_key: str = ""
+    # Where Key Vault secret references may point: host patterns ("*" is one DNS label), comma
+    # separated. BATCHAI_KEY_VAULT_HOSTS; Azure's vaults by default.
+    key_vault_hosts: tuple[str, ...] = ("*.vault.azure.net",)
+    # A CA bundle to trust for Key Vault (the local stack's); unset: the system CAs. BATCHAI_KEY_VAULT_CA_FILE.
+    key_vault_ca_file: str = ""
+    # The local stack's token issuer (its key directory): the service signs its own managed-identity
+    # tokens with it, standing in for the Function app's identity; unset (Azure): the app's managed
+    # identity through azure-identity. BATCHAI_LOCAL_ISSUER_DIR.
+    local_issuer_dir: str = ""
 
     @property
     def data_connection(self) -> str:
@@ -80,6 +94,12 @@ class Settings:
             token_issuer_ca_file=env.get("BATCHAI_TOKEN_ISSUER_CA_FILE", ""),
             api_audiences=tuple(_items(env.get("BATCHAI_API_AUDIENCE", ""))),
             owner_object_ids=frozenset(i.lower() for i in _items(env.get("BATCHAI_OWNER_OBJECT_IDS", ""))),
+            message_key=env.get("BATCHAI_MESSAGE_KEY", ""),
+            message_public_key=env.get("BATCHAI_MESSAGE_PUBLIC_KEY", ""),
+            key_vault_hosts=tuple(h.strip().lower() for h in env.get("BATCHAI_KEY_VAULT_HOSTS",
+                                                                     "*.vault.azure.net").split(",") if h.strip()),
+            key_vault_ca_file=env.get("BATCHAI_KEY_VAULT_CA_FILE", ""),
+            local_issuer_dir=env.get("BATCHAI_LOCAL_ISSUER_DIR", ""),
         )
 
 
@@ -104,8 +124,9 @@ class AzureComputeSettings:
     arm_ca_file: str = ""
     # BATCHAI_ARM_TOKEN: a fixed bearer token, honoured only with a non-public BATCHAI_ARM_ENDPOINT
     arm_token: str = ""
-    # What machines are told in their custom data (none of it secret):
-    node_service_url: str = ""  # BATCHAI_NODE_SERVICE_URL: the API nodes call for their credentials
+    # What machines are told in their custom data (none of it secret). The service URL and its CA
+    # serve every kind of node (local agent processes too: they fetch their tasks there):
+    node_service_url: str = ""  # BATCHAI_NODE_SERVICE_URL: the API nodes call for credentials and tasks
     node_ca_file: str = ""  # BATCHAI_NODE_CA_FILE: a CA (PEM) nodes must trust for that URL; unset: public CAs
     node_token_audience: str = "api://batchai-nodes"  # BATCHAI_NODE_TOKEN_AUDIENCE: resource of their IMDS token
     imds_url: str = "http://169.254.169.254"  # BATCHAI_IMDS_URL: the instance metadata service nodes ask

@@ -1,7 +1,9 @@
-"""Node credentials routes: machines of the machine topology get their scoped SAS here.
+"""Node API routes: nodes get their scoped SAS and send their events (machines) and fetch what their
+queue messages name (every node) here.
 
-These routes authenticate their callers themselves (a node's IMDS token, not the API's bearer
-token) and take no api-version: they are the service's own API for its nodes, not Batch AI's.
+These routes authenticate their callers themselves (a machine's IMDS token or a node token, not the
+API's bearer token) and take no api-version: they are the service's own API for its nodes, not
+Batch AI's.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from functions.api.common import JsonBody, settings
-from shared.services import node_credentials
+from shared.services import node_credentials, node_payloads
 from shared.services.api_common import utcnow
 
 router = APIRouter()
 CREDENTIALS = "/nodeagent/credentials"
 BLOBS = "/nodeagent/blobs"
-PATHS = frozenset({CREDENTIALS, BLOBS})
+ASSIGNMENT = "/nodeagent/assignment"
+SETUP = "/nodeagent/setup"
+EVENTS = "/nodeagent/events"
+PATHS = frozenset({CREDENTIALS, BLOBS, ASSIGNMENT, SETUP, EVENTS})
 
 
 @router.post(CREDENTIALS)
@@ -28,3 +33,18 @@ def credentials(request: Request, body: JsonBody) -> dict[str, Any]:
 @router.post(BLOBS)
 def blobs(request: Request, body: JsonBody) -> dict[str, Any]:
     return node_credentials.blobs(settings(), request.headers.get("authorization"), body, utcnow())
+
+
+@router.post(ASSIGNMENT)
+def assignment(request: Request, body: JsonBody) -> dict[str, Any]:
+    return node_payloads.assignment(settings(), request.headers.get("authorization"), body)
+
+
+@router.post(SETUP)
+def setup(request: Request, body: JsonBody) -> dict[str, Any]:
+    return node_payloads.setup(settings(), request.headers.get("authorization"), body)
+
+
+@router.post(EVENTS)
+def events(request: Request, body: JsonBody) -> dict[str, Any]:
+    return node_credentials.post_event(settings(), request.headers.get("authorization"), body)

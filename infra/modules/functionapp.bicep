@@ -26,6 +26,9 @@ var selfAuthenticatedPaths = [
   '/healthz'
   '/nodeagent/credentials'
   '/nodeagent/blobs'
+  '/nodeagent/assignment'
+  '/nodeagent/setup'
+  '/nodeagent/events'
 ]
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {

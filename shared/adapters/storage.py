@@ -32,9 +32,10 @@ T_SUBMISSIONS = "submissions"  # accepted queue submissions awaiting a reply whe
 T_REJECTED = "rejectedsubmissions"  # queue submissions refused, with the reason: "{sub}|{rg}" / time-message id
 T_ROLE_ASSIGNMENTS = "roleassignments"  # "{sub}" / "ra|{name}" (+ "key|{hash}": one per principal, role and scope)
 T_OPERATION_CALLERS = "operationcallers"  # "op" / operation id: who started it (only they may read its result)
+T_NODE_TOKENS = "nodetokens"  # hashes of node tokens (shared.adapters.node_tokens): cluster key / node id
 TABLES = (T_WORKSPACES, T_EXPERIMENTS, T_CLUSTERS, T_FILESERVERS, T_JOBS, T_SCHED, T_OPERATIONS, T_SCORING_RUNS,
           T_SUBMISSIONS, T_REJECTED,
-          T_ROLE_ASSIGNMENTS, T_OPERATION_CALLERS)
+          T_ROLE_ASSIGNMENTS, T_OPERATION_CALLERS, T_NODE_TOKENS)
 
 # Queues (work and events). Messages are base64 text, as host.json's messageEncoding says.
 Q_KICKS = "schedule-kicks"  # {"cluster": cluster_key}: run a scheduling pass

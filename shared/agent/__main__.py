@@ -4,12 +4,16 @@ Process topology (every node a process of the service's machine):
 ``python -m shared.agent --cluster-key K --node-id N --workdir DIR [--address A] [--heartbeat-s S]``
 with storage through BATCHAI_STORAGE_CONNECTION_STRING, local shared directories under
 BATCHAI_STATE_DIR, and BATCHAI_ON_AZURE=1 to poll Scheduled Events (see shared.config.Settings).
+The node's documents come from the service's node API at BATCHAI_NODE_SERVICE_URL (trusting
+BATCHAI_NODE_CA_FILE), with the node token in ``DIR/node-token``; messages are verified with
+BATCHAI_MESSAGE_PUBLIC_KEY.
 
 Machine (a VM, or an emulator machine): ``python -m shared.agent --config /etc/batchai/agent.json``
 (see shared.agent.config): the node id is the host name (the VM's computer name), the address is
 the private IP IMDS reports, storage is reached with scoped SAS from the node credentials API
 (no account key on the machine), Scheduled Events are polled at the config's IMDS, cluster volumes
-are checked and job volumes mounted for real.
+are checked and job volumes mounted for real. Messages are verified with the key the credentials
+name; Key Vault references are read with the machine's identity.
 """
 
 from __future__ import annotations
@@ -18,17 +22,33 @@ import argparse
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from shared.adapters import key_vault
 from shared.agent.agent import Agent, AgentOptions
 from shared.agent.config import AgentConfig
+from shared.agent.environment import SecretReader
 from shared.agent.imds import ImdsClient
 from shared.agent.machine_mounts import MachineMounter, run_command
+from shared.agent.node_api import NodeApi
 from shared.agent.node_storage import KeyedStorage
 from shared.agent.preemption import IMDS_SCHEDULED_EVENTS
 from shared.agent.retry import with_retries
-from shared.agent.scoped_storage import NodeApi, ScopedStorage
+from shared.agent.scoped_storage import ScopedStorage
 from shared.config import Settings
+
+NODE_TOKEN = "node-token"  # in the working directory of a process node (the local provider writes it)
+
+
+def vault_reader(imds: ImdsClient, client_id: str, hosts: Callable[[], list[str]]) -> SecretReader:
+    """Key Vault secrets read with the machine's identity (the user-assigned one the config names, else
+    its system identity), only from the vaults the service allows."""
+    def read(secret_url: str) -> str:
+        def once() -> str:
+            return key_vault.read_secret(secret_url, imds.token(key_vault.RESOURCE, client_id), hosts())
+        return with_retries(once, f"reading {secret_url}", deadline_s=60.0)
+    return read
 
 
 def machine_options(config: AgentConfig, heartbeat_s: float, settings: Settings) -> AgentOptions:
@@ -38,8 +58,11 @@ def machine_options(config: AgentConfig, heartbeat_s: float, settings: Settings)
     vm_name = with_retries(imds.vm_name, "asking IMDS for the VM name")
     api = NodeApi(config.service_url, config.cluster_key, node_id, lambda: imds.token(config.token_resource),
                   lambda: imds.forget_token(config.token_resource))
+    storage = ScopedStorage(api, config.storage_endpoints)
     return AgentOptions(
-        storage=ScopedStorage(api, config.storage_endpoints), cluster_key=config.cluster_key, node_id=node_id,
+        storage=storage, api=api, message_key=storage.message_key,
+        read_secret=vault_reader(imds, config.identity_client_id, storage.key_vault_hosts),
+        cluster_key=config.cluster_key, node_id=node_id,
         workdir=config.workdir, state_dir=config.workdir / "state", address=address, heartbeat_s=heartbeat_s,
         mount_root=config.mount_root,
         machine_mounts=MachineMounter(run_command, config.storage_endpoints, config.file_server_ips),
@@ -48,9 +71,21 @@ def machine_options(config: AgentConfig, heartbeat_s: float, settings: Settings)
 
 
 def process_options(args: argparse.Namespace, settings: Settings) -> AgentOptions:
+    workdir = args.workdir.resolve()
+    if not settings.azure.node_service_url:
+        raise SystemExit("BATCHAI_NODE_SERVICE_URL is not set: a node fetches its tasks from the service")
+    if not settings.message_public_key:
+        raise SystemExit("BATCHAI_MESSAGE_PUBLIC_KEY is not set: a node acts only on messages it can verify")
+    try:
+        token = (workdir / NODE_TOKEN).read_text().strip()
+    except FileNotFoundError:
+        raise SystemExit(f"{workdir / NODE_TOKEN} is missing: the node token proves this node to the service") from None
+    api = NodeApi(settings.azure.node_service_url, args.cluster_key, args.node_id, lambda: token,
+                  ca_file=settings.azure.node_ca_file)
     return AgentOptions(
         storage=KeyedStorage(settings.storage_connection_string, args.cluster_key, args.node_id),
-        cluster_key=args.cluster_key, node_id=args.node_id, workdir=args.workdir.resolve(),
+        api=api, message_key=lambda: settings.message_public_key,
+        cluster_key=args.cluster_key, node_id=args.node_id, workdir=workdir,
         state_dir=settings.state_dir, address=args.address, heartbeat_s=args.heartbeat_s,
         scheduled_events_url=IMDS_SCHEDULED_EVENTS if settings.on_azure else None,
         poll_max_s=settings.agent_poll_max_s, poll_min_s=min(settings.agent_poll_min_s, settings.agent_poll_max_s))

@@ -1,5 +1,11 @@
 """The node agent process: registers the node, heartbeats, and handles its queue's messages.
 
+Only messages the service signed for this node are acted on (`shared.adapters.message_signing`);
+any other is moved to ``node-<id>-poison`` with the reason. Messages name their documents: an
+``assign`` is fetched from the node API (``POST /nodeagent/assignment``) and run only when the
+service confirms this node holds it now (a refusal means it is stale: nothing runs); a ``setup`` is
+fetched likewise (``POST /nodeagent/setup``).
+
 Message handling is idempotent (every queue is at-least-once): an assignment id recorded in the
 ledger never runs twice; a repeated setup gets the recorded answer; a stop for an assignment
 that is not running is ignored. A message is deleted only after it is handled; one that keeps
@@ -17,33 +23,34 @@ and the agent stays until the node is removed, answering new assignments with "p
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from azure.storage.queue import QueueMessage
 
+from shared.adapters.message_signing import BadMessage, MessageVerifier
 from shared.agent.blobsync import BlobMount
-from shared.agent.environment import base_env
+from shared.agent.environment import SecretReader, base_env
 from shared.agent.inventory import inventory
 from shared.agent.layout import NodeLayout
 from shared.agent.ledger import Ledger
 from shared.agent.machine_mounts import MachineMounter
 from shared.agent.mounts import MountedVolumes, Mounter
+from shared.agent.node_api import NodeApi, NodeApiRefused
 from shared.agent.node_storage import NodeStorage
 from shared.agent.preemption import LocalPreemptNotice, ScheduledEventsPoller
-from shared.agent.retry import Backoff, is_transient
+from shared.agent.retry import Backoff, is_transient, with_retries
 from shared.agent.setup import cluster_volumes, run_setup
 from shared.agent.supervise import StopRequest, TaskControl
 from shared.agent.task import NodeContext, TaskRunner
 from shared.agent.transport import AgentChannel
-from shared.domain.messages import Assignment, Leave, Setup, StopTask, parse_node_message
+from shared.domain.messages import AssignedTask, Assignment, Leave, NodeMessage, Setup, StopTask, node_message
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +58,19 @@ MAX_DEQUEUE = 5
 STOP_GRACE_S = 10.0
 PREEMPT_GRACE_S = 10.0  # well inside the ~30 s Preempt notice
 REPORT_WAIT_S = 120.0  # how long an exiting agent waits for its tasks to report
+FETCH_DEADLINE_S = 60.0  # a message whose document cannot be fetched this long is left for redelivery
 
 
 @dataclass
 class AgentOptions:
     storage: NodeStorage
+    api: NodeApi  # the service's node API: the documents messages name
+    message_key: Callable[[], str]  # the public key node messages are signed with (base64)
     cluster_key: str
     node_id: str
     workdir: Path
     state_dir: Path
+    read_secret: SecretReader | None = None  # Key Vault with the node's own identity (None: it has none)
     address: str = "127.0.0.1"
     heartbeat_s: float = 2.0
     mount_root: Path | None = None  # $AZ_BATCHAI_MOUNT_ROOT; None: <workdir>/mounts
@@ -91,7 +102,9 @@ class Agent:
         self._setup_thread: threading.Thread | None = None
         self._setup_control = TaskControl()
         self.node = NodeContext(options.storage, self.layout, self.channel, int(self.inventory["gpus"]),
-                                base_env(os.environ), self.mount_cluster, self.mount_job, self.give_up)
+                                base_env(os.environ), self.mount_cluster, self.mount_job, self.give_up,
+                                options.read_secret)
+        self._verifiers: dict[str, MessageVerifier] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -147,12 +160,32 @@ class Agent:
                 if self.stopping.is_set():
                     break
 
+    def _verified(self, message: QueueMessage) -> NodeMessage | None:
+        """The message when the service signed it for this node; else it goes to the poison queue.
+        Raises a transient error when the key cannot be had now (the message comes back later)."""
+        key = self.options.message_key()
+        try:
+            if not key:
+                raise BadMessage("this node has no key to verify messages with")
+            verifier = self._verifiers.get(key) or self._verifiers.setdefault(key, MessageVerifier(key))
+            return node_message(verifier.verify(str(message.content), self.options.node_id))
+        except BadMessage as error:
+            reason = f"refused: {error}"
+        except (ValueError, TypeError, KeyError) as error:
+            reason = f"unreadable message: {error}"
+        log.error("rejecting a node message: %s", reason)
+        self.channel.reject(message, reason)
+        return None
+
     def _handle(self, message: QueueMessage) -> None:
         try:
-            parsed = parse_node_message(str(message.content))
-        except (ValueError, TypeError, KeyError) as error:
-            log.error("rejecting an unreadable node message: %s", error)
-            self.channel.reject(message, f"unreadable message: {error}")
+            parsed = self._verified(message)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            log.warning("cannot verify a node message now (%s); it will be delivered again", error)
+            return
+        if parsed is None:
             return
         try:
             if isinstance(parsed, Assignment):
@@ -195,21 +228,39 @@ class Agent:
         with self._tasks_lock:
             return list(self.tasks.values())
 
-    def _assign(self, a: Assignment) -> None:
-        if not self.ledger.accept(a.assignment_id, a.job_key, a.task_index):
-            log.info("assignment %s was handled before; ignoring the repeat", a.assignment_id)
+    def _fetch(self, message: Assignment) -> AssignedTask | None:
+        """The task the message names, or None when the service says this node does not hold it."""
+        try:
+            task = with_retries(lambda: self.options.api.assignment(message), "fetching an assignment",
+                                self.give_up, deadline_s=FETCH_DEADLINE_S)
+        except NodeApiRefused as error:
+            log.warning("assignment %s refused by the service (%s): stale, not run", message.assignment_id, error)
+            return None
+        if (task.assignment_id, task.job_key, task.task_index, task.attempt) != (
+                message.assignment_id, message.job_key, message.task_index, message.attempt):
+            log.error("the service answered assignment %s with another task: not run", message.assignment_id)
+            return None
+        return task
+
+    def _assign(self, message: Assignment) -> None:
+        task = None
+        if not self.preempted.is_set():  # after a preemption notice new work is handed back unfetched
+            task = self._fetch(message)
+            if task is None:
+                return
+        if not self.ledger.accept(message.assignment_id, message.job_key, message.task_index):
+            log.info("assignment %s was handled before; ignoring the repeat", message.assignment_id)
             return
-        runner = TaskRunner(self.node, a, self._task_done)
+        runner = None
         with self._tasks_lock:
-            preempted = self.preempted.is_set()
-            if not preempted:
-                self.tasks[a.assignment_id] = runner
-        if preempted:
-            self.channel.send("task-exited", assignment_id=a.assignment_id, job_key=a.job_key,
-                              task_index=a.task_index, stop_reason="preempted")
-            self.ledger.finish(a.assignment_id)
+            if task is not None and not self.preempted.is_set():
+                runner = self.tasks[message.assignment_id] = TaskRunner(self.node, task, self._task_done)
+        if runner is None:
+            self.channel.send("task-exited", assignment_id=message.assignment_id, job_key=message.job_key,
+                              task_index=message.task_index, stop_reason="preempted")
+            self.ledger.finish(message.assignment_id)
             return
-        log.info("assignment %s: task %s of %s", a.assignment_id, a.task_index, a.job_key)
+        log.info("assignment %s: task %s of %s", message.assignment_id, message.task_index, message.job_key)
         runner.start()
 
     def _task_done(self, assignment_id: str) -> None:
@@ -226,21 +277,33 @@ class Agent:
             return
         runner.stop(stop.reason, stop.grace_seconds)
 
-    def _setup(self, setup: Setup) -> None:
-        key = hashlib.sha256(json.dumps(setup.cluster, sort_keys=True).encode()).hexdigest()[:16]
+    def _answered(self, version: str) -> bool:
+        """A setup of this version was handled before: answer as recorded (or wait for it to end)."""
         record = self.ledger.setup()
-        if record and record["key"] == key:
-            if record["state"] == "ready":
-                self.channel.send("node-ready")
-                return
-            if record["state"] == "unusable":
-                self.channel.send("node-unusable", error=record["error"])
-                return
-            if self._setup_thread is not None and self._setup_thread.is_alive():
-                return
-        self.ledger.set_setup(key, "running")
-        self._setup_thread = threading.Thread(target=self._run_setup, args=(key, setup.cluster), name="setup",
-                                              daemon=True)
+        if not record or record["key"] != version:
+            return False
+        if record["state"] == "ready":
+            self.channel.send("node-ready")
+        elif record["state"] == "unusable":
+            self.channel.send("node-unusable", error=record["error"])
+        elif self._setup_thread is None or not self._setup_thread.is_alive():
+            return False  # it was running when an earlier agent died: run it again
+        return True
+
+    def _setup(self, message: Setup) -> None:
+        if self._answered(message.version):
+            return
+        try:
+            setup = with_retries(self.options.api.setup, "fetching the node setup", self.give_up,
+                                 deadline_s=FETCH_DEADLINE_S)
+        except NodeApiRefused as error:
+            log.warning("node setup refused by the service (%s): stale, not run", error)
+            return
+        if setup.version != message.version and self._answered(setup.version):
+            return
+        self.ledger.set_setup(setup.version, "running")
+        self._setup_thread = threading.Thread(target=self._run_setup, args=(setup.version, setup.cluster),
+                                              name="setup", daemon=True)
         self._setup_thread.start()
 
     def _run_setup(self, key: str, cluster: dict[str, Any]) -> None:

@@ -5,7 +5,9 @@ from), imdsUrl, tokenResource (the audience of the node's IMDS token), storage (
 account's name and endpoints), storageEndpoints (templates with {account}: how this node reaches a
 storage account by name), mountRoot ($AZ_BATCHAI_MOUNT_ROOT, where cloud-init mounted the cluster's
 volumes), workdir, gpu. Optional: gpus (a GPU count the agent cannot see itself, e.g. no driver in
-its reach), fileServerIps ({file server ARM id: internal IP}, for job volumes on file servers).
+its reach), fileServerIps ({file server ARM id: internal IP}, for job volumes on file servers),
+identityClientId (the user-assigned identity the node reads Key Vault secrets with; none: its system
+identity).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class AgentConfig:
     gpus: int | None = None
     storage: dict[str, str] = field(default_factory=dict)
     file_server_ips: dict[str, str] = field(default_factory=dict)
+    identity_client_id: str = ""
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> AgentConfig:
@@ -47,7 +50,8 @@ class AgentConfig:
                    imds_url=str(doc["imdsUrl"]), token_resource=str(doc["tokenResource"]),
                    storage_endpoints=endpoints, mount_root=Path(doc["mountRoot"]), workdir=Path(doc["workdir"]),
                    gpu=bool(doc.get("gpu")), gpus=gpus, storage=dict(doc.get("storage") or {}),
-                   file_server_ips={str(k).lower(): str(v) for k, v in dict(doc.get("fileServerIps") or {}).items()})
+                   file_server_ips={str(k).lower(): str(v) for k, v in dict(doc.get("fileServerIps") or {}).items()},
+                   identity_client_id=str(doc.get("identityClientId") or ""))
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:

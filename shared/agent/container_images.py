@@ -2,12 +2,12 @@
 
 An image already present on the engine is used as it is (nothing is pulled); otherwise it is pulled
 from `imageSourceRegistry.serverUrl` with the job's credentials. A password given as a Key Vault
-secret reference is read through a `SecretReader` hook.
+secret reference is read through the node's `SecretReader` (the agent reads every reference of a
+task before it starts, see `environment.resolve_secrets`; this covers a runtime used on its own).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -15,32 +15,8 @@ import docker
 from docker.errors import APIError, ImageNotFound
 from docker.models.images import Image
 
+from shared.agent.environment import SecretReader
 from shared.agent.runtime import TaskStartError
-
-#: Reads a Key Vault secret's value from its secret URL (https://<vault>.vault.azure.net/secrets/<name>[/<version>]).
-SecretReader = Callable[[str], str]
-
-
-def key_vault_secret_reader() -> SecretReader:
-    """A `SecretReader` over azure-keyvault-secrets with DefaultAzureCredential (the node's managed identity)."""
-
-    def read(secret_url: str) -> str:
-        try:
-            from azure.identity import DefaultAzureCredential
-            from azure.keyvault.secrets import KeyVaultSecretIdentifier, SecretClient
-        except ImportError as e:
-            raise TaskStartError(
-                "RegistryCredentialsUnavailable",
-                f"cannot read Key Vault secret {secret_url}: the azure-keyvault-secrets package is not installed",
-            ) from e
-        ident = KeyVaultSecretIdentifier(secret_url)
-        client = SecretClient(vault_url=ident.vault_url, credential=DefaultAzureCredential())
-        value = client.get_secret(ident.name, ident.version).value
-        if value is None:
-            raise TaskStartError("RegistryCredentialsUnavailable", f"Key Vault secret {secret_url} has no value")
-        return value
-
-    return read
 
 
 def image_reference(registry: dict[str, Any]) -> str:

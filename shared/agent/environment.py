@@ -1,17 +1,24 @@
 """The environment a task (or the node setup task) runs with: the node's own environment minus the
 agent's secrets, the user's variables and secrets, the AZ_BATCHAI_* variables, and the toolkit's.
 
+Secrets given as Key Vault references are read before the task starts (`resolve_secrets`, with the
+node's reader: its managed identity on a machine; a process node gets them resolved by the service).
 Secret values are put in the environment and nowhere else: never logged, never reported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shared.agent.layout import TaskDirs
+from shared.agent.retry import GaveUp
 from shared.agent.runtime import TaskStartError
-from shared.domain.messages import Assignment
+from shared.domain.messages import AssignedTask
+from shared.domain.secret_refs import SecretUnresolved, Slot, resolve
+
+#: Reads a Key Vault secret's value from its secret URL (https://<vault>/secrets/<name>[/<version>]).
+SecretReader = Callable[[str], str]
 
 #: The agent's own settings (storage keys among them) never reach a task.
 HIDDEN_PREFIXES = ("BATCHAI_",)
@@ -26,13 +33,32 @@ def user_env(variables: list[dict[str, Any]] | None, secrets: list[dict[str, Any
     env = {v["name"]: str(v.get("value", "")) for v in variables or []}
     for secret in secrets or []:
         if secret.get("value") is None:
-            raise TaskStartError("SecretUnavailable", f"secret {secret.get('name')!r} has no value on this node "
-                                 "(Key Vault secret references are not supported)")
+            raise TaskStartError("SecretUnavailable", f"secret {secret.get('name')!r} has no value and no "
+                                 "Key Vault reference")
         env[secret["name"]] = str(secret["value"])
     return env
 
 
-def task_env(base: Mapping[str, str], dirs: TaskDirs, a: Assignment, gpus: int,
+def resolve_secrets(doc: dict[str, Any], read_secret: SecretReader | None) -> dict[str, Any]:
+    """A copy of `doc` (a job's properties, a cluster's node view) with its Key Vault references read.
+    Raises TaskStartError naming the secret that cannot be read, and why."""
+    def read(slot: Slot) -> str:
+        if read_secret is None:
+            raise SecretUnresolved(slot, "this node has no identity to read Key Vault with")
+        try:
+            return read_secret(slot.secret_url)
+        except GaveUp:
+            raise
+        except Exception as error:  # whatever the vault or the identity said: the task's start error
+            raise SecretUnresolved(slot, f"{type(error).__name__}: {error}") from error
+    try:
+        return resolve(doc, read)
+    except SecretUnresolved as error:
+        code = "RegistryCredentialsUnavailable" if error.slot.value_key == "password" else "SecretUnavailable"
+        raise TaskStartError(code, str(error)) from error
+
+
+def task_env(base: Mapping[str, str], dirs: TaskDirs, a: AssignedTask, gpus: int,
              plan_env: Mapping[str, str]) -> dict[str, str]:
     env = dict(base)
     env.update(user_env(a.job.get("environmentVariables"), a.job.get("secrets")))

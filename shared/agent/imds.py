@@ -28,7 +28,7 @@ class ImdsClient:
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, headers={"Metadata": "true"}, trust_env=False,
                                   timeout=timeout_s)
-        self._tokens: dict[str, tuple[str, float]] = {}  # resource -> (token, expires on, epoch seconds)
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}  # (resource, client id) -> (token, expires on)
         self._lock = threading.Lock()
 
     @property
@@ -57,18 +57,20 @@ class ImdsClient:
     def vm_name(self) -> str:
         return str(self.instance()["compute"]["name"])
 
-    def token(self, resource: str) -> str:
-        """An access token of the machine's system-assigned identity for `resource` (cached)."""
+    def token(self, resource: str, client_id: str = "") -> str:
+        """An access token for `resource` of the machine's system-assigned identity, or of the
+        user-assigned identity with `client_id` (cached)."""
         with self._lock:
-            cached = self._tokens.get(resource)
+            cached = self._tokens.get((resource, client_id))
             if cached and time.time() < cached[1] - TOKEN_MARGIN_S:
                 return cached[0]
-            body = self._get("/metadata/identity/oauth2/token", {"api-version": TOKEN_API, "resource": resource}).json()
+            params = {"api-version": TOKEN_API, "resource": resource, **({"client_id": client_id} if client_id else {})}
+            body = self._get("/metadata/identity/oauth2/token", params).json()
             token, expires_on = str(body["access_token"]), float(body["expires_on"])
-            self._tokens[resource] = (token, expires_on)
+            self._tokens[(resource, client_id)] = (token, expires_on)
             return token
 
-    def forget_token(self, resource: str) -> None:
+    def forget_token(self, resource: str, client_id: str = "") -> None:
         """The token was refused: the next call asks IMDS again."""
         with self._lock:
-            self._tokens.pop(resource, None)
+            self._tokens.pop((resource, client_id), None)

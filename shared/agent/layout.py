@@ -23,7 +23,7 @@ from string import Template
 
 from shared.adapters import local_paths
 from shared.domain.keys import arm_names
-from shared.domain.messages import Assignment
+from shared.domain.messages import AssignedTask
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -113,7 +113,7 @@ class TaskDirs:
             d.mkdir(parents=True, exist_ok=True)
 
 
-def task_dirs(layout: NodeLayout, a: Assignment) -> TaskDirs:
+def task_dirs(layout: NodeLayout, a: AssignedTask) -> TaskDirs:
     job = a.job
     job_dir = layout.job_dir(a.assignment_id)
     mount_root, job_mount_root = layout.mount_root, job_dir / "mounts"

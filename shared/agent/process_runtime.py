@@ -1,4 +1,6 @@
 """The process runtime: a task as ``bash -c <command>`` on the node, in its own process group.
+A command too long for one argument (the kernel takes at most 128 KiB per argument; the API takes
+command lines of up to 256 KiB) is read by bash from an in-memory file instead.
 
 stdout/stderr go to the launch's files (appended). Stopping signals the whole group: SIGTERM,
 then SIGKILL when anything of the group is still alive after the grace. When the task's shell
@@ -18,6 +20,7 @@ import time
 from shared.agent.runtime import RunningTask, TaskLaunch, TaskStartError
 
 REAP_WAIT_S = 5.0
+MAX_ARGUMENT_BYTES = 100 * 1024  # safely under the kernel's 128 KiB per argument (MAX_ARG_STRLEN)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -86,12 +89,27 @@ class ProcessRuntime:
         self.kill_leftovers = kill_leftovers
 
     def start(self, launch: TaskLaunch) -> RunningTask:
+        command = launch.command.encode()
+        script = _in_memory(command) if len(command) > MAX_ARGUMENT_BYTES else None
+        argv = ["bash", "-c", launch.command] if script is None else ["bash", f"/dev/fd/{script}"]
         try:
             with open(launch.stdout_path, "ab") as out, open(launch.stderr_path, "ab") as err:
                 process = subprocess.Popen(
-                    ["bash", "-c", launch.command], env=launch.env, cwd=launch.cwd, stdin=subprocess.DEVNULL,
-                    stdout=out, stderr=err, start_new_session=True)
+                    argv, env=launch.env, cwd=launch.cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    start_new_session=True, pass_fds=() if script is None else (script,))
         except OSError as error:
             raise TaskStartError("TaskStartFailed", f"cannot start {launch.name or 'the task'} "
                                  f"(working directory {launch.cwd}): {error}") from error
+        finally:
+            if script is not None:
+                os.close(script)
         return RunningProcess(process, self.kill_leftovers)
+
+
+def _in_memory(data: bytes) -> int:
+    """A file descriptor of an in-memory file holding `data` (bash opens it as /dev/fd/N)."""
+    fd = os.memfd_create("batchai-command")
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    return fd

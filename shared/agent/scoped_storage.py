@@ -1,16 +1,19 @@
 """`NodeStorage` on a machine that holds no account key: short-lived SAS from the node credentials API.
 
 The agent proves it is a node of its cluster with its machine's IMDS token and gets (see
-`shared.services.node_credentials`): read+process on its queue, add on its poison queue and on the
-events queue, create+write on its heartbeat blob (``POST /nodeagent/credentials``, valid one hour),
+`shared.services.node_credentials`): read+process on its queue, add on its poison queue,
+create+write on its heartbeat blob (``POST /nodeagent/credentials``, valid one hour),
 and read/add/create/write on named blobs of the output prefix of an assignment it holds
 (``POST /nodeagent/blobs``, asked in batches). Both are renewed at half-life: the SDK clients keep
 their `AzureSasCredential`, whose SAS is replaced (`update`), so a long task's clients live on.
-A renewal that fails for a transient reason leaves the current SAS in use until it expires.
+A renewal that fails for a transient reason leaves the current SAS in use until it expires. The
+grant also names the public key node messages are signed with and the vaults the node may read.
+Events go through the service (``POST /nodeagent/events``), which accepts only the node's own.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,66 +22,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from azure.core.credentials import AzureSasCredential
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueMessage, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.adapters import storage
+from shared.agent.node_api import NodeApi
 from shared.agent.node_storage import OutputBlobs, keyed_container
-from shared.agent.retry import NO_SDK_RETRY, TRANSIENT_STATUS, TransientError, is_transient
+from shared.agent.retry import NO_SDK_RETRY, is_transient
 
 log = logging.getLogger(__name__)
 
 BLOB_BATCH = 100  # names per /nodeagent/blobs request
-
-
-class NodeApiRefused(Exception):
-    """The node credentials API said no (permanent: this node may not have what it asked for)."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body[:500]}")
-        self.status = status
-
-
-class NodeApi:
-    """The node credentials API of the service, called with the machine's IMDS token."""
-
-    def __init__(self, service_url: str, cluster_key: str, node_id: str, token: Callable[[], str],
-                 token_refused: Callable[[], None] = lambda: None, timeout_s: float = 30.0) -> None:
-        self.cluster_key = cluster_key
-        self.node_id = node_id
-        self.token = token
-        self.token_refused = token_refused
-        # verify=True: the system CA store (SSL_CERT_FILE in the agent's environment names it)
-        self._http = httpx.Client(base_url=service_url.rstrip("/"), timeout=timeout_s)
-
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.token()}"}
-        try:
-            response = self._http.post(path, json={"clusterKey": self.cluster_key, "nodeId": self.node_id, **body},
-                                       headers=headers)
-        except httpx.TransportError as error:
-            raise TransientError(f"{path}: {type(error).__name__}: {error}") from error
-        if response.status_code in TRANSIENT_STATUS:
-            raise TransientError(f"{path}: HTTP {response.status_code}")
-        if response.status_code == 401:  # e.g. a token that expired on the way: ask IMDS for a new one
-            self.token_refused()
-            raise TransientError(f"{path}: HTTP 401: {response.text[:500]}")
-        if response.status_code != 200:
-            raise NodeApiRefused(response.status_code, response.text)
-        document: dict[str, Any] = response.json()
-        return document
-
-    def close(self) -> None:
-        self._http.close()
-
-    def credentials(self) -> dict[str, Any]:
-        return self._post("/nodeagent/credentials", {})
-
-    def blobs(self, assignment_id: str | None, names: Sequence[str]) -> dict[str, Any]:
-        return self._post("/nodeagent/blobs", {"assignmentId": assignment_id, "names": list(names)})
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -105,20 +61,22 @@ class _Lease:
 class _Grant:
     """The clients of one node's credentials; renewals update their SAS in place."""
 
-    KEYS = ("nodeQueue", "poisonQueue", "events", "heartbeat")
+    KEYS = ("nodeQueue", "poisonQueue", "heartbeat")
 
     def __init__(self, doc: Mapping[str, Any], transport: RequestsTransport) -> None:
+        self.doc = doc
         self.credentials = {key: AzureSasCredential(_split(str(doc[key]))[1]) for key in self.KEYS}
 
         def queue(key: str) -> QueueClient:
             return QueueClient.from_queue_url(_split(str(doc[key]))[0], credential=self.credentials[key],
                                               transport=transport, message_encode_policy=TextBase64EncodePolicy(),
                                               message_decode_policy=TextBase64DecodePolicy())
-        self.node_queue, self.poison_queue, self.events = queue("nodeQueue"), queue("poisonQueue"), queue("events")
+        self.node_queue, self.poison_queue = queue("nodeQueue"), queue("poisonQueue")
         self.heartbeat = BlobClient.from_blob_url(_split(str(doc["heartbeat"]))[0],
                                                   credential=self.credentials["heartbeat"], transport=transport)
 
     def renew(self, doc: Mapping[str, Any]) -> None:
+        self.doc = doc
         for key, credential in self.credentials.items():
             credential.update(_split(str(doc[key]))[1])
 
@@ -155,6 +113,14 @@ class ScopedStorage:
     def ensure_queues(self) -> None:
         self._fresh()  # the service creates the node's queues when it grants access to them
 
+    def message_key(self) -> str:
+        """The public key the service signs node messages with (as of the latest grant)."""
+        return str(self._fresh().doc.get("messageKey") or "")
+
+    def key_vault_hosts(self) -> list[str]:
+        """The vaults this node may send its Key Vault token to (as of the latest grant)."""
+        return [str(h) for h in self._fresh().doc.get("keyVaultHosts") or []]
+
     def receive(self, max_messages: int, visibility_timeout: int) -> list[QueueMessage]:
         pages = self._fresh().node_queue.receive_messages(max_messages=max_messages,
                                                           visibility_timeout=visibility_timeout, **NO_SDK_RETRY)
@@ -167,7 +133,7 @@ class ScopedStorage:
         self._fresh().poison_queue.send_message(text, **NO_SDK_RETRY)
 
     def send_event(self, text: str) -> None:
-        self._fresh().events.send_message(text, **NO_SDK_RETRY)
+        self.api.event(json.loads(text))  # through the service, which checks it is this node's
 
     def heartbeat(self, metadata: Mapping[str, str]) -> None:
         self._fresh().heartbeat.upload_blob(b"", overwrite=True, metadata=dict(metadata), **NO_SDK_RETRY)

@@ -1,4 +1,4 @@
-"""Joining a cluster: mount the cluster's volumes, then run its node setup task.
+"""Joining a cluster: read its Key Vault references, mount its volumes, then run its node setup task.
 
 The setup task runs as ``bash -c`` on the node (never in a container), with its environment
 variables and secrets, $AZ_BATCHAI_MOUNT_ROOT and $AZ_BATCHAI_STDOUTERR_DIR. Its stdout/stderr
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.adapters import storage
-from shared.agent.environment import setup_env
+from shared.agent.environment import resolve_secrets, setup_env
 from shared.agent.layout import expand, localize
 from shared.agent.process_runtime import ProcessRuntime
 from shared.agent.runtime import TaskLaunch, TaskStartError
@@ -48,6 +48,7 @@ def setup_output_dir(node: NodeContext, task: dict[str, Any]) -> Path:
 
 def run_setup(node: NodeContext, cluster: dict[str, Any], control: TaskControl) -> SetupResult:
     try:
+        cluster = resolve_secrets(cluster, node.read_secret)
         mounts = node.mount_cluster(cluster)
     except TaskStartError as error:
         return SetupResult(False, {"code": error.code, "message": error.message})

@@ -1,6 +1,7 @@
 """Running one assignment (one task of a job) on this node, from its directories to ``task-exited``.
 
-Mounts (the cluster's, then the job's, before anything is created under their roots: a task's
+Key Vault references read (the job's and its cluster's, see `environment.resolve_secrets`) ->
+mounts (the cluster's, then the job's, before anything is created under their roots: a task's
 stdout/stderr or output directory may lie on a job volume), directories and environment ->
 ``task-started`` -> job preparation (if any) -> the toolkit's command (or serve the gang until
 stopped) -> upload outputs and blob-mount changes -> undo the job's mounts -> ``task-exited`` with
@@ -11,6 +12,7 @@ its mounts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.agent.blobsync import BlobMount, upload_tree
-from shared.agent.environment import task_env
+from shared.agent.environment import SecretReader, resolve_secrets, task_env
 from shared.agent.layout import NodeLayout, TaskDirs, stream_name, task_dirs
 from shared.agent.mounts import MountedVolumes
 from shared.agent.node_storage import NodeStorage, OutputBlobs
@@ -32,12 +34,12 @@ from shared.agent.streaming import LogStreamer
 from shared.agent.supervise import StopRequest, Supervisor, TaskControl, wall_clock_limit_s
 from shared.agent.transport import AgentChannel
 from shared.decisions.toolkits import PlanError, TaskPlan, gang_port, plan_task
-from shared.domain.messages import Assignment
+from shared.domain.messages import AssignedTask
 
 log = logging.getLogger(__name__)
 
 
-def runtime_for(job: dict[str, Any]) -> TaskRuntime:
+def runtime_for(job: dict[str, Any], read_secret: SecretReader | None = None) -> TaskRuntime:
     """Host processes, or the container runtime when the job asks for a container (never the host then)."""
     if not job.get("containerSettings"):
         return ProcessRuntime()
@@ -46,7 +48,8 @@ def runtime_for(job: dict[str, Any]) -> TaskRuntime:
     except ImportError as error:  # e.g. the `docker` package is not installed on this node
         raise TaskStartError("ContainerRuntimeUnavailable",
                              f"the job asks for a container but this node has no container runtime: {error}") from error
-    return containers.DockerRuntime()  # an unreachable engine fails the task at start, never runs it on the host
+    # An unreachable engine fails the task at start, never runs it on the host.
+    return containers.DockerRuntime(read_secret=read_secret)
 
 
 def _binds(dirs: TaskDirs) -> list[str]:
@@ -73,6 +76,7 @@ class NodeContext:
     # (job mountVolumes, job mount root, the assignment's directory) -> the mounted volumes
     mount_job: Callable[[dict[str, Any] | None, Path, Path], MountedVolumes]
     give_up: threading.Event
+    read_secret: SecretReader | None = None  # Key Vault, with the node's identity (None: it has none)
 
 
 @dataclass
@@ -83,7 +87,7 @@ class Outcome:
 
 
 class TaskRunner:
-    def __init__(self, node: NodeContext, assignment: Assignment, on_done: Callable[[str], None]) -> None:
+    def __init__(self, node: NodeContext, assignment: AssignedTask, on_done: Callable[[str], None]) -> None:
         self.node = node
         self.a = assignment
         self.on_done = on_done
@@ -131,6 +135,8 @@ class TaskRunner:
         job_volumes = MountedVolumes()
         blobs = node.storage.outputs(a.output_container, a.assignment_id)
         try:
+            a = self.a = dataclasses.replace(a, job=resolve_secrets(a.job, node.read_secret),
+                                             cluster=resolve_secrets(a.cluster, node.read_secret))
             try:
                 plan = plan_task(a.job, a.task_index, a.nodes, port=gang_port(a.assignment_id))
             except PlanError as error:
@@ -148,7 +154,7 @@ class TaskRunner:
                 raise TaskStartError("TaskPreparationFailed",
                                      f"cannot create the job's directories: {error}") from error
             env = task_env(node.base_env, dirs, a, node.gpus, plan.env)
-            runtime = runtime_for(a.job)
+            runtime = runtime_for(a.job, node.read_secret)
             if self.control.stop is not None:  # stopped before it started
                 outcome.stop_reason = self.control.stop.reason
                 return outcome

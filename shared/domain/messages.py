@@ -1,9 +1,13 @@
 """The messages between the service and node agents. Both sides import these shapes from here.
 
-Service -> node queue ``node-<node id>``:
-- ``setup``: the cluster's properties the node needs to join (mountVolumes, nodeSetup), sent in
-  answer to ``node-registered``; the agent mounts, runs the setup task, reports ready/unusable.
-- ``assign``: run one task of a job (see `Assignment`).
+Service -> node queue ``node-<node id>`` (every one signed by the service, see
+`shared.adapters.message_signing`; an agent acts only on messages signed for it). Messages name
+what to read, never carry documents (a queue message holds 64 KiB; documents carry secrets):
+- ``setup``: join the cluster (`Setup`: its key and the version of what the node needs), sent in
+  answer to ``node-registered``; the agent fetches the `NodeSetup` (mount volumes, setup task) from
+  ``POST /nodeagent/setup``, mounts, runs the setup task, reports ready/unusable.
+- ``assign``: run one task of a job (`Assignment`: ids only); the agent fetches the `AssignedTask`
+  from ``POST /nodeagent/assignment``, which answers only while the node holds that assignment.
 - ``stop``: stop the task of an assignment (terminate, wall clock, requeue, preemption).
 - ``leave``: finish and exit the agent (node removed).
 
@@ -13,14 +17,19 @@ Node agent -> queue ``node-events`` (see `NodeEvent.kind`):
 - ``task-started``, ``task-exited`` (exitCode, error, stopReason).
 
 Every message carries ids that make it idempotent and fenceable: an event whose assignmentId is
-not the job's current assignment is stale and ignored.
+not the job's current assignment is stale and ignored, and so is an ``assign`` whose assignment
+the node no longer holds when it asks for the task.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+#: Fields a signed message carries beside its own (see shared.adapters.message_signing).
+ENVELOPE_FIELDS = frozenset({"node", "kid", "sig"})
 
 
 @dataclass
@@ -31,23 +40,36 @@ class NodeAddress:
 
 @dataclass
 class Assignment:
+    """The ``assign`` message: which task of which assignment (attempt: the fencing token)."""
+    assignment_id: str
+    job_key: str
+    attempt: int
+    task_index: int
+    kind: str = "assign"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass
+class AssignedTask:
+    """What a node runs for an `Assignment`: served by the node payload API, secrets opened."""
     assignment_id: str
     job_key: str
     job_arm_id: str
     attempt: int
     task_index: int
     nodes: list[NodeAddress]  # the gang, in rank order; nodes[0] is the master
-    job: dict[str, Any]  # the job's stored `properties` (JobProperties JSON, secrets included)
-    cluster: dict[str, Any]  # the cluster's properties the node needs (mountVolumes, vmSize, ...)
+    job: dict[str, Any]  # the job's `properties` (JobProperties JSON, secrets opened)
+    cluster: dict[str, Any]  # what the node needs of its cluster (`node_view`)
     output_container: str  # blob container for stdouterr and outputs
     output_prefix: str  # "{ws}/{exp}/{job}/{jobOutputDirectoryPathSegment}"
-    kind: str = "assign"
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Assignment:
+    def from_dict(cls, d: dict[str, Any]) -> AssignedTask:
         d = dict(d)
         d["nodes"] = [NodeAddress(**n) for n in d["nodes"]]
         return cls(**d)
@@ -66,11 +88,27 @@ class StopTask:
 
 @dataclass
 class Setup:
-    cluster: dict[str, Any]  # the cluster's stored properties (mountVolumes, nodeSetup, vmSize, ...)
+    """The ``setup`` message: join cluster `cluster_key` as its `NodeSetup` of `version` says."""
+    cluster_key: str
+    version: str
     kind: str = "setup"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
+
+
+@dataclass
+class NodeSetup:
+    """What a node needs to join its cluster: served by the node payload API, secrets opened."""
+    version: str  # `setup_version` of the cluster's node view: a repeat with the same version is not re-run
+    cluster: dict[str, Any]  # `node_view` of the cluster's properties
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NodeSetup:
+        return cls(version=str(d["version"]), cluster=dict(d["cluster"]))
 
 
 @dataclass
@@ -104,11 +142,15 @@ class NodeEvent:
         return cls(**d)
 
 
-def parse_node_message(text: str) -> Assignment | StopTask | Setup | Leave:
-    d = json.loads(text)
+NodeMessage = Assignment | StopTask | Setup | Leave
+
+
+def node_message(d: dict[str, Any]) -> NodeMessage:
+    """The message a (verified) document holds; its envelope fields are ignored."""
+    d = {k: v for k, v in d.items() if k not in ENVELOPE_FIELDS}
     kind = d.get("kind")
     if kind == "assign":
-        return Assignment.from_dict(d)
+        return Assignment(**d)
     if kind == "stop":
         return StopTask(**d)
     if kind == "setup":
@@ -116,3 +158,27 @@ def parse_node_message(text: str) -> Assignment | StopTask | Setup | Leave:
     if kind == "leave":
         return Leave(**d)
     raise ValueError(f"unknown node message kind {kind!r}")
+
+
+def parse_node_message(text: str) -> NodeMessage:
+    """The message in a queue message's text, without checking its signature (the service's own
+    tests and tools; an agent verifies first, see shared.adapters.message_signing)."""
+    d = json.loads(text)
+    if not isinstance(d, dict):
+        raise ValueError("a node message is a JSON object")
+    return node_message(d)
+
+
+def node_view(cluster_properties: dict[str, Any]) -> dict[str, Any]:
+    """What a node needs of its cluster's properties: the mount volumes and the setup task (nothing
+    else: not the admin account, not the performance counters key)."""
+    node_setup = cluster_properties.get("nodeSetup") or {}
+    view = {k: node_setup[k] for k in ("mountVolumes", "setupTask") if node_setup.get(k)}
+    if not view.get("mountVolumes") and cluster_properties.get("mountVolumes"):
+        view["mountVolumes"] = cluster_properties["mountVolumes"]
+    return {"nodeSetup": view}
+
+
+def setup_version(view: dict[str, Any]) -> str:
+    """The version of a node view: it changes exactly when what a node sets up changes."""
+    return hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,9 +1,9 @@
 """`python -m shared.emulator --state-dir DIR --stack-id ID [--network NAME ...]`: the local cloud.
 
-Always the token issuer (the stack's Entra ID); with `--network`, the machine topology's ARM
-emulator (compute, network, container instances) whose instances are machines on that podman
-network, and IMDS on the network's gateway. When everything listens, `<state>/emulator/ready.json`
-says where. SIGTERM stops the servers and removes the stack's machines.
+Always the token issuer (the stack's Entra ID) and Key Vault (secrets); with `--network`, the
+machine topology's ARM emulator (compute, network, container instances) whose instances are machines
+on that podman network, and IMDS and Key Vault on the network's gateway. When everything listens,
+`<state>/emulator/ready.json` says where. SIGTERM stops the servers and removes the stack's machines.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from shared.emulator.arm.server import ArmEmulator
 from shared.emulator.cloud import LocalCloud, MachineBackend, ip_allocator, start_issuer
 from shared.emulator.imds import Imds
+from shared.emulator.keyvault import KeyVault
 from shared.emulator.machines import Machines
 from shared.emulator.network import ensure_network
 from shared.localstack.tls import ensure_tls
@@ -40,6 +41,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image", default="", help="the machines' image")
     p.add_argument("--arm-port", type=int, default=0)
     p.add_argument("--imds-port", type=int, default=0)
+    p.add_argument("--keyvault-port", type=int, default=0)
     p.add_argument("--preempt-notice", type=float, default=30.0, help="seconds between Preempt and eviction")
     return p.parse_args(argv)
 
@@ -50,8 +52,11 @@ def start(a: argparse.Namespace) -> tuple[LocalCloud, dict[str, object]]:
     issuer, issuer_server = start_issuer(state, tls, a.issuer_port, a.tenant_id)
     cloud = LocalCloud(issuer, issuer_server)
     ready: dict[str, object] = {"pid": os.getpid(), "issuer": issuer.url, "tenant_id": a.tenant_id}
-    if a.network:
-        network = ensure_network(a.stack_id)
+    network = ensure_network(a.stack_id) if a.network else None
+    cloud.keyvault = KeyVault(state / "keyvault", tls, issuer.url, str(tls.ca_file),
+                              network.gateway if network else "127.0.0.1", a.keyvault_port).start()
+    ready["keyvault"] = cloud.keyvault.url
+    if network:
         cloud.machines = Machines(network, a.image, a.stack_id, state)
         backend = MachineBackend(cloud.machines, a.stack_id, notice_s=a.preempt_notice)
         held: list[ArmEmulator] = []

@@ -4,7 +4,7 @@ IMDS answers them, and a Spot eviction gives the Scheduled Events notice before 
 `MachineBackend` is the ARM emulator's `InstanceBackend`: an instance added to a scale set boots
 a machine (its custom data as the NoCloud user data), a completed delete removes it, a killed
 machine reports its VM stopped. `LocalCloud` owns the running parts (issuer server, ARM, IMDS)
-and what they need (network, image, machines), for `python -m shared.emulator`.
+and what they need (network, image, machines), and the Key Vault, for `python -m shared.emulator`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from shared.emulator.arm.backend import VmRecord
 from shared.emulator.arm.server import ArmEmulator
 from shared.emulator.imds import Imds
 from shared.emulator.issuer import Issuer, IssuerServer
+from shared.emulator.keyvault import KeyVault
 from shared.emulator.machines import Machines, MachineSpec
 from shared.emulator.network import StackNetwork, machine_ips
 from shared.localstack.tls import TlsFiles
@@ -106,9 +107,10 @@ class LocalCloud:
     arm: ArmEmulator | None = None
     imds: Imds | None = None
     machines: Machines | None = None
+    keyvault: KeyVault | None = None
 
     def stop(self, remove_machines: bool = True) -> None:
-        for server in (self.imds, self.arm, self.issuer_server):
+        for server in (self.keyvault, self.imds, self.arm, self.issuer_server):
             if server is not None:
                 server.stop()
         if remove_machines and self.machines is not None:

@@ -122,7 +122,8 @@ def start_emulator(state_dir: Path, subscription_id: str, ports: dict[str, int],
         process = subprocess.Popen(
             [sys.executable, "-m", "shared.emulator", "--state-dir", str(state_dir),
              "--stack-id", stack_id_of(state_dir), "--tenant-id", tenant_of(state_dir),
-             "--subscription-id", subscription_id, "--issuer-port", str(ports["issuer"]), *machines],
+             "--subscription-id", subscription_id, "--issuer-port", str(ports["issuer"]),
+             "--keyvault-port", str(ports.get("keyvault", 0)), *machines],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + EMULATOR_READY_S
     while not ready.exists():

@@ -18,11 +18,12 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
 
-from shared.adapters import storage
+from shared.adapters import message_signing, storage
 from shared.emulator.network import ensure_network, remove_network
 from shared.localhost.hostjson import HostConfig
 from shared.localstack import cloud_topology, wheelhouse
@@ -34,7 +35,7 @@ from shared.localstack.endpoint import (
     read_endpoint_file,
     write_endpoint_file,
 )
-from shared.localstack.tls import ensure_tls
+from shared.localstack.tls import TlsFiles, ensure_tls
 from shared.localstack.token import api_settings, owner_token
 
 # App settings that make the local stack quick, passed to the trigger host as environment variables.
@@ -57,7 +58,7 @@ LOCAL_SETTINGS: dict[str, str] = {
 }
 
 PROCESSES, MACHINES = "processes", "machines"
-DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "https": 7071, "issuer": 7072}
+DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "https": 7071, "issuer": 7072, "keyvault": 7075}
 MACHINE_PORTS = {**DEFAULT_PORTS, "arm": 7073, "imds": 7074}
 HOST_STOP_GRACE_S = 15.0  # the host waits up to 10 s for running functions
 AZURITE_STOP_GRACE_S = 15.0  # Azurite saves its data on SIGTERM once its connections are idle (~10 s)
@@ -125,6 +126,24 @@ def _host_env(state_dir: Path, conn: str, settings: dict[str, str] | None) -> di
     return {**LOCAL_SETTINGS, **os.environ, **(settings or {}),
             "BATCHAI_STORAGE_CONNECTION_STRING": conn, "AzureWebJobsStorage": conn,
             "BATCHAI_STATE_DIR": str(state_dir)}
+
+
+def _node_settings(state_dir: Path, bind: str, ports: dict[str, int], tls: TlsFiles,
+                   cloud: dict[str, Any]) -> dict[str, str]:
+    """How the service talks to its nodes: the key it signs their messages with (made once, kept
+    0600 under the state directory), its URL and CA for them, and the stack's Key Vault."""
+    path = state_dir / "local" / "message.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(message_signing.new_key())
+        os.replace(tmp, path)
+    return {"BATCHAI_MESSAGE_KEY": path.read_text().strip(),
+            "BATCHAI_NODE_SERVICE_URL": f"https://{bind}:{ports['https']}", "BATCHAI_NODE_CA_FILE": str(tls.ca_file),
+            "BATCHAI_KEY_VAULT_HOSTS": f"*.vault.azure.net,{urlsplit(str(cloud['keyvault'])).netloc}",
+            "BATCHAI_KEY_VAULT_CA_FILE": str(tls.ca_file),
+            "BATCHAI_LOCAL_ISSUER_DIR": str(state_dir / "local" / "issuer")}
 
 
 def _start_host(state_dir: Path, port: int, env: dict[str, str], app: str, bind: str) -> subprocess.Popen[bytes]:
@@ -208,8 +227,9 @@ def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, f
         pids["emulator"] = cloud.pid
         machine = cloud_topology.host_settings(plan, azurite, ready, tls, ports["https"], subscription) if plan else {}
         token = owner_token(state_dir, str(ready["issuer"]), previous.token if previous else None)
-        env = {**env, **cloud_topology.issuer_settings(ready, tls), **api_settings(str(ready["issuer"])), **machine,
-               **(settings or {})}
+        nodes = _node_settings(state_dir, bind, ports, tls, ready)
+        env = {**env, **cloud_topology.issuer_settings(ready, tls), **api_settings(str(ready["issuer"])), **nodes,
+               **machine, **(settings or {})}
         host = _start_host(state_dir, ports["https"], env, app, bind)
         pids["host"] = host.pid
         prefix = HostConfig.load(ROOT / "host.json").route_prefix.strip("/")

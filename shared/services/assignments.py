@@ -18,11 +18,11 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.adapters import sched_store, storage
-from shared.adapters.resource_store import Doc, ResourceStore
+from shared.adapters import message_signing, sched_store, storage
+from shared.adapters.resource_store import Doc
 from shared.config import Settings
-from shared.domain.keys import ClusterRef, JobRef
-from shared.domain.messages import Assignment, NodeAddress, StopTask
+from shared.domain.keys import JobRef
+from shared.domain.messages import Assignment, NodeAddress, NodeMessage, StopTask
 from shared.domain.states import JobPhase, node_transition
 from shared.services import job_state
 
@@ -193,10 +193,9 @@ def holds(doc: Doc | None, asg: AsgRow) -> bool:
     return internal.get("phase") in HOLDING_PHASES and internal.get("assignmentId") == asg.assignment_id
 
 
-def dispatch(settings: Settings, asg: AsgRow, now: datetime, cluster_doc: Doc | None = None) -> bool:
+def dispatch(settings: Settings, asg: AsgRow, now: datetime) -> bool:
     """After a commit: move the job queued -> assigned (fenced by attempt), send each node its
     Assignment, mark the row dispatched. A job that vanished or moved on releases the nodes.
-    `cluster_doc`: the cluster's document when the caller has just read it (else it is read here).
     Returns True when the assignments were sent."""
     ref = JobRef.from_key(asg.job_key)
     nodes = [n.__dict__ for n in asg.nodes]
@@ -209,8 +208,7 @@ def dispatch(settings: Settings, asg: AsgRow, now: datetime, cluster_doc: Doc | 
         if not holds(doc, asg):
             release(settings, asg.cluster_key, asg.job_key, asg.assignment_id, now)
             return False
-    assert doc is not None
-    send_assignments(settings, asg, doc, cluster_doc)
+    send_assignments(settings, asg)
     for _ in range(ATTEMPTS):
         if update(settings, asg, {"dispatched": True, "dispatchedAt": now.isoformat()}):
             return True
@@ -221,25 +219,17 @@ def dispatch(settings: Settings, asg: AsgRow, now: datetime, cluster_doc: Doc | 
     raise ConcurrentUpdates(f"assignment of {asg.job_key} kept changing")
 
 
-def send_assignments(settings: Settings, asg: AsgRow, doc: Doc, cluster_doc: Doc | None = None) -> None:
-    conn = settings.storage_connection_string
-    ref = JobRef.from_key(asg.job_key)
-    props = doc.data.get("properties") or {}
-    if cluster_doc is None:
-        cluster = ClusterRef.from_key(asg.cluster_key)
-        cluster_doc = ResourceStore(conn, storage.T_CLUSTERS).get(cluster.workspace.child_pk, cluster.name.lower())
-    prefix = storage.output_prefix(ref.experiment.workspace.workspace, ref.experiment.name, ref.name,
-                                   props.get("jobOutputDirectoryPathSegment") or "")
+def send_assignments(settings: Settings, asg: AsgRow) -> None:
+    """Tell each node of the gang which task is its own: ids only; the node fetches the task itself."""
     for index, node in enumerate(asg.nodes):
-        message = Assignment(assignment_id=asg.assignment_id, job_key=asg.job_key, job_arm_id=doc.data.get("id", ""),
-                             attempt=asg.attempt, task_index=index, nodes=asg.nodes, job=props,
-                             cluster=(cluster_doc.data.get("properties") or {}) if cluster_doc else {},
-                             output_container=storage.C_OUTPUTS, output_prefix=prefix)
-        send_to_node(conn, node.node_id, message.to_json())
+        send_to_node(settings, node.node_id, Assignment(assignment_id=asg.assignment_id, job_key=asg.job_key,
+                                                        attempt=asg.attempt, task_index=index))
 
 
-def send_to_node(conn: str, node_id: str, text: str) -> None:
-    """Put a message on a node's queue, creating the queue only when it does not exist yet."""
+def send_to_node(settings: Settings, node_id: str, message: NodeMessage) -> None:
+    """Put a message, signed for the node, on its queue (creating the queue only when it is missing)."""
+    conn = settings.storage_connection_string
+    text = message_signing.sign(settings, message.to_json(), node_id)
     client = storage.queue(conn, storage.node_queue_name(node_id))
     try:
         client.send_message(text)
@@ -248,6 +238,5 @@ def send_to_node(conn: str, node_id: str, text: str) -> None:
 
 
 def send_stop(settings: Settings, node_ids: list[str], assignment_id: str, reason: str) -> None:
-    conn = settings.storage_connection_string
     for node_id in node_ids:
-        send_to_node(conn, node_id, StopTask(assignment_id=assignment_id, reason=reason).to_json())
+        send_to_node(settings, node_id, StopTask(assignment_id=assignment_id, reason=reason))

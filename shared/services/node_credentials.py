@@ -1,17 +1,26 @@
-"""Node credentials: what a node of a machine cluster may do with storage, as short-lived SAS.
+"""Node credentials: who a caller of the node API is, and what a node may do with storage, as
+short-lived SAS.
 
-A machine holds no account key. Its agent proves it is a node of a cluster with its IMDS token:
-issued by the configured issuer (`Settings.token_issuer`) for the node audience, by the system
-identity of the cluster's scale set (`xms_mirid`), for a node id under the cluster's computer name
-prefix. Nodes of one cluster are one trust domain (they share the cluster's ssh key), so the token
-proves "a node of this cluster", and the node id names which one.
+A node proves which node of which cluster it is in one of two ways (`authenticate`):
+- a machine, with its IMDS token: issued by the configured issuer (`Settings.token_issuer`) for the
+  node audience, by the system identity of the cluster's scale set (`xms_mirid`), for a node id
+  under the cluster's computer name prefix. Nodes of one cluster are one trust domain (they share
+  the cluster's ssh key), so the token proves "a node of this cluster", and the node id names which;
+- a node without an identity of its own (a local agent process), with its node token
+  (`shared.adapters.node_tokens`): it proves exactly one node of one cluster.
 
-Granted, for one hour (`LIFETIME`; the agent renews at half-life):
+Granted, for one hour (`LIFETIME`; the agent renews at half-life), and nothing else (no table, no
+other queue, no container listing, no delete):
 - `credentials`: read+process on queue ``node-<id>`` and add on ``node-<id>-poison`` (both created
-  here when missing), add on the events queue, create+write on the node's heartbeat blob, read on
-  every blob of the wheelhouse;
+  here when missing), create+write on the node's heartbeat blob, read on every blob of the
+  wheelhouse; beside them the public key node messages are signed with and the vault hosts the node
+  may send its Key Vault token to;
 - `blobs`: read+add+create+write on named blobs of the output prefix of an assignment the node
   holds now (its node row in the cluster's sched partition), or of its own setup output prefix.
+A node's events go through `post_event`, never a SAS of the events queue (which would let a node
+speak for any other: preempt it, make it unusable): the service puts them on the queue once the
+event names the node that proved itself.
+The service deletes a node's queues when it removes the node (`nodes.delete_node`).
 Refusals are ARM errors: 400 bad body, 401 no or bad token, 403 a valid token that does not prove
 this node or names that are not its to write.
 """
@@ -27,12 +36,13 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters import auth, sas, storage, tokens
+from shared.adapters import auth, message_signing, node_tokens, sas, storage, tokens
 from shared.adapters.compute import vmss
 from shared.adapters.resource_store import ResourceStore
 from shared.config import Settings
 from shared.domain.errors import ApiError, bad_request, unauthorized
 from shared.domain.keys import ClusterRef, JobRef
+from shared.domain.messages import NodeEvent
 from shared.services import nodes
 
 LIFETIME = timedelta(hours=1)
@@ -41,10 +51,14 @@ MAX_NAME_LENGTH = 1024  # Azure's limit for a blob name
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 
 
+MACHINE, TOKEN = "machine", "token"  # how a node proved itself
+
+
 @dataclass(frozen=True)
 class Node:
     cluster_key: str
     node_id: str
+    proof: str = MACHINE  # MACHINE: a managed identity of its own (it reads Key Vault itself); TOKEN: none
 
 
 def forbidden(message: str) -> ApiError:
@@ -83,6 +97,10 @@ def authenticate(settings: Settings, authorization: str | None, body: Any) -> No
     token = auth.bearer_token(authorization)
     if token is None:
         raise unauthorized()
+    if node_tokens.is_node_token(token):
+        if not node_tokens.matches(settings.storage_connection_string, node.cluster_key, node.node_id, token):
+            raise forbidden(f"The node token does not prove node '{node.node_id}' of this cluster.")
+        return Node(node.cluster_key, node.node_id, TOKEN)
     if not settings.token_issuer:
         raise ApiError(401, "InvalidAuthenticationToken", "The service trusts no token issuer (BATCHAI_TOKEN_ISSUER).")
     validator = tokens.validator(settings.token_issuer, [settings.azure.node_token_audience],
@@ -117,11 +135,12 @@ def credentials(settings: Settings, authorization: str | None, body: Any, now: d
         "expiresOn": expires.isoformat(),
         "nodeQueue": sas.queue_url(conn, queue, "rp", expires),
         "poisonQueue": sas.queue_url(conn, poison, "a", expires),
-        "events": sas.queue_url(conn, storage.Q_EVENTS, "a", expires),
         "heartbeat": sas.blob_url(conn, storage.C_HEARTBEATS, storage.heartbeat_blob(node.cluster_key, node.node_id),
                                   "cw", expires),
         "wheelhouse": [{"name": name, "url": sas.blob_url(conn, storage.C_WHEELHOUSE, name, "r", expires)}
                        for name in wheels],
+        "messageKey": signer.public_key if (signer := message_signing.signer(settings)) else "",
+        "keyVaultHosts": list(settings.key_vault_hosts),
     }
 
 
@@ -172,3 +191,19 @@ def blobs(settings: Settings, authorization: str | None, body: Any, now: datetim
     conn = settings.storage_connection_string
     return {"expiresOn": expires.isoformat(),
             "blobs": {name: sas.blob_url(conn, storage.C_OUTPUTS, name, "racw", expires) for name in names}}
+
+
+def post_event(settings: Settings, authorization: str | None, body: Any) -> dict[str, Any]:
+    """Put the node's event on the events queue, when it is the node's own (403 otherwise)."""
+    node = authenticate(settings, authorization, body)
+    event = body.get("event")
+    try:
+        parsed = NodeEvent.from_dict(event) if isinstance(event, dict) else None
+    except TypeError:
+        parsed = None
+    if parsed is None or not isinstance(parsed.kind, str) or not parsed.kind:
+        raise bad_request("'event' must be a node event.", "event")
+    if (parsed.cluster_key, parsed.node_id) != (node.cluster_key, node.node_id):
+        raise forbidden(f"Node '{node.node_id}' may send its own events only.")
+    storage.queue(settings.storage_connection_string, storage.Q_EVENTS).send_message(parsed.to_json())
+    return {}

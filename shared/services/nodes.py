@@ -11,6 +11,7 @@ on conflict; every handler here is idempotent (node events arrive at least once,
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -27,8 +28,9 @@ from shared.adapters.resource_store import Doc, ResourceStore
 from shared.config import Settings
 from shared.decisions import node_plan
 from shared.domain.keys import ClusterRef, JobRef
-from shared.domain.messages import NodeEvent, Setup
+from shared.domain.messages import NodeEvent, Setup, node_view, setup_version
 from shared.domain.states import node_transition
+from shared.services.assignments import send_to_node
 
 HISTORY = 20
 ATTEMPTS = 20
@@ -92,24 +94,35 @@ def mutate_node(settings: Settings, cluster_key: str, node_id: str, change: Chan
 
 def delete_node(settings: Settings, cluster_key: str, node_id: str,
                 keep: Callable[[Entity], bool] = lambda row: False) -> bool:
-    """Delete the row (If-Match) unless `keep(row)` says otherwise on the row as last read."""
+    """Delete the row (If-Match) unless `keep(row)` says otherwise on the row as last read; with the
+    row go the node's queues (a node may not delete them itself; callers remove nodes that are gone)."""
     client = _client(settings)
     for _ in range(ATTEMPTS):
         row = get_node(settings, cluster_key, node_id)
         if row is None:
+            delete_queues(settings, node_id)
             return True
         if keep(row):
             return False
         try:
             client.delete_entity(cluster_key, row["RowKey"], etag=row.metadata["etag"],
                                  match_condition=MatchConditions.IfNotModified)
-            return True
         except HttpResponseError as e:
-            if e.status_code == 404:
-                return True
-            if e.status_code != 412:
+            if e.status_code == 412:
+                continue
+            if e.status_code != 404:
                 raise
+        delete_queues(settings, node_id)
+        return True
     raise ConcurrentUpdates(f"node {node_id} of {cluster_key} kept changing")
+
+
+def delete_queues(settings: Settings, node_id: str) -> None:
+    """The node's queue and poison queue (idempotent)."""
+    queue = storage.node_queue_name(node_id)
+    for name in (queue, f"{queue}-poison"):
+        with contextlib.suppress(ResourceNotFoundError):
+            storage.queue(settings.storage_connection_string, name).delete_queue()
 
 
 def new_row_fields(state: str, now: datetime, **extra: Any) -> Entity:
@@ -234,8 +247,7 @@ def handle_node_event(settings: Settings, event: NodeEvent, now: datetime) -> No
     if written is None or written["state"] != step.target:
         return
     if step.send_setup and doc is not None:
-        storage.ensure_queue(settings.storage_connection_string, storage.node_queue_name(node_id)).send_message(
-            Setup(cluster=doc.data.get("properties") or {}).to_json())
+        send_to_node(settings, node_id, Setup(key, setup_version(node_view(doc.data.get("properties") or {}))))
     if step.kick:
         sched_store.kick(settings.storage_connection_string, key)
     if event.kind == node_plan.PREEMPTED:

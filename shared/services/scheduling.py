@@ -238,7 +238,7 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
             etag = etags.get(entity["RowKey"])
             asg = (assignments.parse(entity, etag) if etag
                    else assignments.parse(client.get_entity(cluster_key, entity["RowKey"])))
-            if assignments.dispatch(settings, asg, now, cluster_doc):
+            if assignments.dispatch(settings, asg, now):
                 result.assigned.append(placement)
             else:
                 result.released.append(placement.job_key)

@@ -13,7 +13,7 @@ from shared.adapters import local_paths, storage
 from shared.agent.layout import segment_path
 from shared.config import AZURITE_ACCOUNT, AZURITE_KEY
 from shared.decisions.toolkits import gang_port
-from shared.domain.messages import Assignment, NodeAddress
+from shared.domain.messages import AssignedTask, NodeAddress
 from tests.agent.conftest import EXP, RG, SUB, WS, AgentProc, Events, blob_text
 
 # Workers end only once the parameter server has reported (the agent stops parameter servers when the
@@ -37,7 +37,8 @@ while task["type"] == "worker" and not (out / "ps-0.json").exists() and time.mon
 
 def test_tensorflow_job_with_a_share_and_a_blob_container_mounted_for_the_job(
         start_agent: Callable[..., AgentProc], events: Events) -> None:
-    nodes = [start_agent(), start_agent()]
+    first = start_agent()
+    nodes = [first, start_agent(cluster_key=first.cluster_key)]
     share_url = f"https://{AZURITE_ACCOUNT}.file.core.windows.net/tf{uuid.uuid4().hex[:8]}"
     share = local_paths.fileshare_dir(nodes[0].state_dir, AZURITE_ACCOUNT, share_url)
     share.mkdir(parents=True)
@@ -65,9 +66,9 @@ def test_tensorflow_job_with_a_share_and_a_blob_container_mounted_for_the_job(
     gang = [NodeAddress(n.node_id, "127.0.0.1") for n in nodes]
     prefix = storage.output_prefix(WS, EXP, name, segment)
     for index, node in enumerate(nodes):
-        node.send(Assignment(assignment_id=assignment_id, job_key=f"{SUB}|{RG}|{WS}|{EXP}|{name}", job_arm_id=arm_id,
-                             attempt=1, task_index=index, nodes=gang, job=job, cluster={},
-                             output_container=storage.C_OUTPUTS, output_prefix=prefix))
+        node.send(AssignedTask(assignment_id=assignment_id, job_key=f"{SUB}|{RG}|{WS}|{EXP}|{name}",
+                               job_arm_id=arm_id, attempt=1, task_index=index, nodes=gang, job=job, cluster={},
+                               output_container=storage.C_OUTPUTS, output_prefix=prefix))
     for node in nodes:
         exited = events.wait(node.node_id, "task-exited", assignment_id, timeout=60)
         assert exited.get("exit_code") == 0 and "error" not in exited, (exited, node.log_text())

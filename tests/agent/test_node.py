@@ -9,7 +9,7 @@ from collections.abc import Callable
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters import local_paths, storage
-from shared.domain.messages import Leave, Setup
+from shared.domain.messages import Leave
 from tests.agent.conftest import AgentProc, Events, assignment, blob_text, job_props, wait_until
 
 SHARE_URL = "https://devstoreaccount1.file.core.windows.net/shared"
@@ -30,7 +30,7 @@ def test_setup_task_runs_with_a_mounted_file_share_visible_to_jobs(start_agent: 
                       "environmentVariables": [{"name": "GREETING", "value": "hello"}],
                       "secrets": [{"name": "TOKEN", "value": "tok-123"}],
                       "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/afs/setup-logs"}}}
-    agent.send(Setup(cluster))
+    agent.send_setup(cluster)
     events.wait(agent.node_id, "node-ready", timeout=30)
     share = local_paths.fileshare_dir(agent.state_dir, "devstoreaccount1", SHARE_URL)
     assert (share / "token").read_text() == "tok-123\n"
@@ -48,15 +48,15 @@ def test_setup_task_runs_with_a_mounted_file_share_visible_to_jobs(start_agent: 
     assert "tok-123" in (blob_text(agent.conn, f"{a.output_prefix}/stdouterr/stdout.txt") or "")
     assert (share / "j").read_text() == "from-job\n"
 
-    agent.send(Setup(cluster))  # a repeated setup gets the recorded answer without running again
+    agent.send_setup(cluster)  # a repeated setup gets the recorded answer without running again
     wait_until(lambda: len(events.of(agent.node_id, "node-ready")) == 2, 20, what="the repeated node-ready")
     assert (blob_text(agent.conn, f"{_setup_prefix(agent)}/stdout.txt") or "").count("setup-ok") == 1
 
 
 def test_failing_setup_task_makes_the_node_unusable(start_agent: Callable[..., AgentProc], events: Events) -> None:
     agent = start_agent()
-    agent.send(Setup({"nodeSetup": {"setupTask": {"commandLine": "echo cannot-install >&2; exit 4",
-                                                  "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/logs"}}}))
+    agent.send_setup({"nodeSetup": {"setupTask": {"commandLine": "echo cannot-install >&2; exit 4",
+                                                  "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/logs"}}})
     unusable = events.wait(agent.node_id, "node-unusable", timeout=30)
     assert unusable["error"]["code"] == "SetupTaskFailed"
     assert "4" in unusable["error"]["message"] and "cannot-install" in unusable["error"]["message"]
@@ -67,9 +67,9 @@ def test_node_without_setup_task_is_ready_after_mounting(start_agent: Callable[.
                                                          events: Events) -> None:
     agent = start_agent()
     fileserver = ("/subscriptions/s/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/ws/fileServers/nfs")
-    agent.send(Setup({"nodeSetup": {"mountVolumes": {
+    agent.send_setup({"nodeSetup": {"mountVolumes": {
         "fileServers": [{"fileServer": {"id": fileserver}, "sourceDirectory": "data", "relativeMountPath": "nfs"}],
-        "unmanagedFileSystems": [{"mountCommand": "mkdir -p", "relativeMountPath": "custom/sub"}]}}}))
+        "unmanagedFileSystems": [{"mountCommand": "mkdir -p", "relativeMountPath": "custom/sub"}]}}})
     events.wait(agent.node_id, "node-ready", timeout=30)
     assert (agent.mount_root / "nfs").resolve() == (local_paths.fileserver_dir(agent.state_dir, fileserver) / "data")
     assert (agent.mount_root / "custom" / "sub").is_dir()

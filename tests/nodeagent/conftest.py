@@ -1,18 +1,14 @@
-"""Node credentials fixtures: the API served in-process over https (tests/conftest.py `api_endpoint`)
-trusting a real token issuer (the stack's `IssuerServer`), and tokens as machines' identities get them."""
+"""Node API fixtures: the service as nodes meet it (tests/nodeagent/service.py: the API in-process over
+https trusting a real token issuer, signing node messages, with the local Key Vault), and tokens as
+machines' identities get them."""
 
 from __future__ import annotations
 
-import json
-import os
-import ssl
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 
 from shared.adapters import sched_store, storage
@@ -20,45 +16,19 @@ from shared.adapters.compute import vmss
 from shared.adapters.resource_store import ResourceStore
 from shared.emulator.issuer import Issuer, IssuerServer
 from tests.agent.conftest import Events
+from tests.nodeagent import service
+from tests.nodeagent.service import AUDIENCE, COMPUTE_RG, COMPUTE_SUB, CredentialsService
 
 SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "demo", "ws", "exp"
-COMPUTE_SUB, COMPUTE_RG = "00000000-0000-0000-0000-0000000000c1", "batchai-compute"
-AUDIENCE = "api://batchai-nodes"
-NODE_ENV = {"BATCHAI_TOKEN_ISSUER": None, "BATCHAI_TOKEN_ISSUER_CA_FILE": None,
-            "BATCHAI_AZURE_SUBSCRIPTION_ID": COMPUTE_SUB, "BATCHAI_COMPUTE_RESOURCE_GROUP": COMPUTE_RG,
-            "BATCHAI_NODE_TOKEN_AUDIENCE": AUDIENCE}
-
-
-@dataclass
-class CredentialsService:
-    url: str
-    ca_file: str
-    conn: str
-    issuer: Issuer
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.ca_file), timeout=30)
-
-    def post(self, path: str, body: Any, token: str | None) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        with self.client() as client:
-            return client.post(path, content=json.dumps(body), headers=headers)
+__all__ = ["AUDIENCE", "COMPUTE_RG", "COMPUTE_SUB", "CredentialsService"]
 
 
 @pytest.fixture(scope="session")
-def node_api(api_endpoint: dict[str, str], storage_conn: str,
-             issuer_server: IssuerServer) -> Iterator[CredentialsService]:
-    """The API trusting `issuer_server` for node tokens, with the compute subscription and group set."""
-    values = {**NODE_ENV, "BATCHAI_TOKEN_ISSUER": issuer_server.issuer.url,
-              "BATCHAI_TOKEN_ISSUER_CA_FILE": str(issuer_server.tls.ca_file)}
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: str(v) for k, v in values.items()})
-    yield CredentialsService(api_endpoint["url"], api_endpoint["ca_file"], storage_conn, issuer_server.issuer)
-    for k, v in before.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def node_api(api_endpoint: dict[str, str], storage_conn: str, issuer_server: IssuerServer,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[CredentialsService]:
+    """The API trusting the node issuer, with the compute subscription and group set."""
+    yield service.acquire(api_endpoint, storage_conn, issuer_server, tmp_path_factory.mktemp("node-service"))
+    service.release()
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,12 @@ what a node gets, that each SAS does what it must and nothing more, and every re
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.core.credentials import AzureSasCredential
@@ -18,6 +20,7 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from shared.adapters import storage
 from shared.domain.messages import NodeEvent
 from shared.emulator.issuer import IssuerServer
+from tests.agent.conftest import Events
 from tests.identity.helpers import running_issuer
 from tests.nodeagent.conftest import (
     CredentialsService,
@@ -28,6 +31,7 @@ from tests.nodeagent.conftest import (
     outputs_prefix,
     scale_set_identity,
 )
+from tests.polling import wait_until
 
 
 def _sas_queue(url: str) -> QueueClient:
@@ -50,7 +54,7 @@ def _refused(call: object) -> int:
     raise AssertionError("the call was allowed")
 
 
-def test_credentials_grant_the_node_its_own_queue_events_and_heartbeat(node_api: CredentialsService) -> None:
+def test_credentials_grant_the_node_its_own_queue_and_heartbeat(node_api: CredentialsService) -> None:
     key = new_cluster()
     node = node_of(key)
     token = node_token(node_api.issuer, key)
@@ -68,10 +72,7 @@ def test_credentials_grant_the_node_its_own_queue_events_and_heartbeat(node_api:
     assert _refused(lambda: own.send_message("forged")) == 403  # read+process, not add
     _sas_queue(doc["poisonQueue"]).send_message("unreadable")
     assert _refused(lambda: list(_sas_queue(doc["poisonQueue"]).receive_messages())) == 403
-    events = _sas_queue(doc["events"])
-    assert events.url.split("?")[0].endswith(f"/{storage.Q_EVENTS}")
-    events.send_message(NodeEvent("probe", key, node, datetime.now(UTC).isoformat()).to_json())
-    assert _refused(lambda: list(events.receive_messages())) == 403  # add only: no reading others' events
+    assert "events" not in doc  # events go through the service, which takes a node's own only
 
     beat = _sas_blob(doc["heartbeat"])
     assert beat.blob_name == storage.heartbeat_blob(key, node)
@@ -205,3 +206,21 @@ def test_blobs_outside_the_assignment_are_refused(node_api: CredentialsService) 
     assert ask(node, None, [f"{own}/stdout.txt"])[0] == 200
     status, message = ask(node, None, [f"{storage.setup_output_prefix(key.split('|')[2], cluster, other)}/stdout.txt"])
     assert status == 403 and other in message
+
+
+def test_a_node_sends_its_own_events_and_no_other_nodes(node_api: CredentialsService, events: Events) -> None:
+    key = new_cluster()
+    node, other = node_of(key), node_of(key, 2)
+    token = node_token(node_api.issuer, key)
+
+    def send(event: Any) -> int:
+        body = {"clusterKey": key, "nodeId": node, "event": json.loads(event.to_json()) if event else "x"}
+        return node_api.post("/nodeagent/events", body, token).status_code
+
+    now = datetime.now(UTC).isoformat()
+    assert send(NodeEvent("node-ready", key, node, now)) == 200
+    assert send(NodeEvent("node-preempted", key, other, now)) == 403  # speaking for another node
+    assert send(NodeEvent("node-preempted", new_cluster(), node, now)) == 403
+    assert send(None) == 400
+    found = wait_until(lambda: events.of(node), 10, what="the node's event on the events queue")
+    assert [e["kind"] for e in found] == ["node-ready"] and events.of(other) == []

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ from azure.storage.queue import QueueClient
 
 from shared.adapters import storage
 from shared.adapters.compute import vmss
-from shared.domain.messages import Assignment, NodeAddress, Setup
+from shared.domain.messages import AssignedTask, NodeAddress
 from shared.emulator.imds import Imds
 from tests.agent.conftest import Events, blob_text, stop_process
 from tests.identity.helpers import Identity, Vm
@@ -37,12 +38,12 @@ from tests.nodeagent.conftest import (
     SUB,
     WS,
     CredentialsService,
-    hold_assignment,
     new_cluster,
     node_of,
     outputs_prefix,
     scale_set_identity,
 )
+from tests.nodeagent.service import secret_name
 from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,6 +107,17 @@ def machine(node_api: CredentialsService, tmp_path: Path) -> Iterator[Machine]:
         imds.stop()
 
 
+def machine_task(machine: Machine, job: str, props: dict[str, Any]) -> AssignedTask:
+    """Task 0 of a one-node job on the machine."""
+    return AssignedTask(
+        assignment_id=uuid.uuid4().hex, job_key=f"{SUB}|{RG}|{WS}|{EXP}|{job}".lower(),
+        job_arm_id=f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
+                   f"/experiments/{EXP}/jobs/{job}",
+        attempt=1, task_index=0, nodes=[NodeAddress(machine.node_id, PRIVATE_IP)], job=props, cluster={},
+        output_container=storage.C_OUTPUTS,
+        output_prefix=outputs_prefix(job, props["jobOutputDirectoryPathSegment"]))
+
+
 def test_machine_agent_registers_heartbeats_and_runs_a_task_with_scoped_storage(
         machine: Machine, node_api: CredentialsService, events: Events) -> None:
     registered = events.wait(machine.node_id, "node-registered", timeout=60)
@@ -124,19 +136,14 @@ def test_machine_agent_registers_heartbeats_and_runs_a_task_with_scoped_storage(
     wait_until(lambda: beat_etag() not in (None, first), 20, what="the next heartbeat")
 
     job, segment = f"j{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    assignment_id = hold_assignment(node_api.conn, machine.cluster_key, machine.node_id, job, segment)
     props = {"customToolkitSettings": {"commandLine": 'env | sort; echo trained > "$AZ_BATCHAI_OUTPUT_MODEL/m.txt"'},
              "nodeCount": 1, "jobOutputDirectoryPathSegment": segment,
              "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/logs",
              "outputDirectories": [{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/out"}]}
     prefix = outputs_prefix(job, segment)
-    assignment = Assignment(
-        assignment_id=assignment_id, job_key=f"{SUB}|{RG}|{WS}|{EXP}|{job}".lower(),
-        job_arm_id=f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
-                   f"/experiments/{EXP}/jobs/{job}",
-        attempt=1, task_index=0, nodes=[NodeAddress(machine.node_id, PRIVATE_IP)], job=props, cluster={},
-        output_container=storage.C_OUTPUTS, output_prefix=prefix)
-    storage.queue(node_api.conn, storage.node_queue_name(machine.node_id)).send_message(assignment.to_json())
+    task = machine_task(machine, job, props)
+    assignment_id = task.assignment_id
+    node_api.send(machine.node_id, node_api.hold(machine.cluster_key, machine.node_id, task))
     exited = events.wait(machine.node_id, "task-exited", assignment_id, timeout=60)
     assert exited.get("exit_code") == 0 and "error" not in exited, (exited, machine.log_text())
     stdout = blob_text(node_api.conn, f"{prefix}/stdouterr/stdout.txt") or ""
@@ -148,14 +155,14 @@ def test_machine_agent_registers_heartbeats_and_runs_a_task_with_scoped_storage(
     # The cluster's volumes are cloud-init's: the agent checks them and says when one is missing.
     share = {"accountName": "acct", "azureFileUrl": "https://acct.file.core.windows.net/data",
              "relativeMountPath": "afs", "credentials": {"accountKey": "k"}}
-    storage.queue(node_api.conn, storage.node_queue_name(machine.node_id)).send_message(
-        Setup({"nodeSetup": {"mountVolumes": {"azureFileShares": [share]}}}).to_json())
+    node_api.send(machine.node_id, node_api.setup(machine.cluster_key, machine.node_id,
+                                                  {"nodeSetup": {"mountVolumes": {"azureFileShares": [share]}}}))
     unusable = events.wait(machine.node_id, "node-unusable", timeout=30)
     assert unusable["error"]["code"] == "MountFailed"
     assert f"not mounted at {machine.mount_root / 'afs'}" in unusable["error"]["message"]
 
 
-def test_what_a_machine_holds_reads_no_table_and_no_other_queue(machine: Machine, node_api: CredentialsService,
+def test_what_a_machine_holds_reads_no_table_and_writes_no_other_queue(machine: Machine, node_api: CredentialsService,
                                                                  events: Events) -> None:
     events.wait(machine.node_id, "node-registered", timeout=60)
     # The same grant the agent holds: its IMDS token for the node audience, then its credentials.
@@ -166,11 +173,16 @@ def test_what_a_machine_holds_reads_no_table_and_no_other_queue(machine: Machine
                           token).json()
     other = storage.node_queue_name(node_of(machine.cluster_key, 8))
     storage.ensure_queue(node_api.conn, other)
-    for key in ("nodeQueue", "poisonQueue", "events", "heartbeat"):
+    assert "events" not in grant  # a machine's events go through the service, which takes its own only
+    for key in ("nodeQueue", "poisonQueue", "heartbeat"):
         sas = grant[key].partition("?")[2]
         queue_base = storage.queue_service(node_api.conn).url
+        other_queue = QueueClient(queue_base, other, credential=AzureSasCredential(sas))
         with pytest.raises(HttpResponseError) as caught:
-            list(QueueClient(queue_base, other, credential=AzureSasCredential(sas)).receive_messages())
+            list(other_queue.receive_messages())
+        assert caught.value.status_code == 403, key
+        with pytest.raises(HttpResponseError) as caught:
+            other_queue.send_message("an assign of my making")
         assert caught.value.status_code == 403, key
         tables = TableClient(storage.table_service(node_api.conn).url, storage.T_SCHED,
                              credential=AzureSasCredential(sas))
@@ -186,3 +198,43 @@ def test_a_preempt_scheduled_event_stops_the_node_and_is_approved(machine: Machi
     wait_until(lambda: machine.imds.acknowledged(event_id), 20, what="the event's approval")
     machine.process.send_signal(signal.SIGTERM)
     assert machine.process.wait(30) == 0
+
+
+def test_a_machine_reads_key_vault_references_with_its_identity_and_refuses_unsigned_messages(
+        machine: Machine, node_api: CredentialsService, events: Events) -> None:
+    events.wait(machine.node_id, "node-registered", timeout=60)
+    present, registry = secret_name(), secret_name()
+    value = f"vault-{uuid.uuid4().hex}"
+    node_api.vault.set_secret(present, value)
+    node_api.vault.set_secret(registry, "registry-password")
+
+    def ref(name: str) -> dict[str, Any]:
+        return {"sourceVault": {"id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.KeyVault/vaults/v"},
+                "secretUrl": node_api.vault.secret_url(name)}
+    job = f"j{uuid.uuid4().hex[:8]}"
+    props = {"customToolkitSettings": {"commandLine": 'echo "kv=$FROM_KV"'}, "nodeCount": 1,
+             "jobOutputDirectoryPathSegment": uuid.uuid4().hex, "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/logs",
+             "secrets": [{"name": "FROM_KV", "valueSecretReference": ref(present)}]}
+    in_container = {**props, "containerSettings": {"imageSourceRegistry": {
+        "image": "batchai-test/private:1", "serverUrl": "127.0.0.1:9",
+        "credentials": {"username": "u", "passwordSecretReference": ref(registry)}}}}
+    task = machine_task(machine, job, props)
+    node_api.send(machine.node_id, node_api.hold(machine.cluster_key, machine.node_id, task))
+    exited = events.wait(machine.node_id, "task-exited", task.assignment_id, timeout=60)
+    assert exited.get("exit_code") == 0, (exited, machine.log_text()[-2000:])
+    assert f"kv={value}" in (blob_text(node_api.conn, f"{task.output_prefix}/stdouterr/stdout.txt") or "")
+    pulled = machine_task(machine, f"j{uuid.uuid4().hex[:8]}", in_container)
+    node_api.send(machine.node_id, node_api.hold(machine.cluster_key, machine.node_id, pulled))
+    error = events.wait(machine.node_id, "task-exited", pulled.assignment_id, timeout=60)["error"]
+    assert error["code"] in ("ImagePullFailed", "ContainerEngineUnavailable"), error  # not the credentials
+    principal = machine.vm.identities[0].principal_id  # the machine's own identity read them, not the service's
+    assert {(present, principal), (registry, principal)} <= {(r.name, r.principal) for r in node_api.vault.reads}
+
+    forged = machine_task(machine, f"j{uuid.uuid4().hex[:8]}", props)
+    storage.queue(node_api.conn, storage.node_queue_name(machine.node_id)).send_message(
+        node_api.hold(machine.cluster_key, machine.node_id, forged).to_json())  # held, but unsigned
+    poison = storage.queue(node_api.conn, f"{storage.node_queue_name(machine.node_id)}-poison")
+    refused = wait_until(lambda: [json.loads(m.content) for m in poison.peek_messages(max_messages=8)], 30,
+                         what="the unsigned message in the poison queue")
+    assert "unsigned" in refused[0]["reason"]
+    assert events.of(machine.node_id, assignment_id=forged.assignment_id) == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,16 +16,13 @@ from shared.agent.retry import TransientError
 from shared.agent.runtime import TaskStartError
 from shared.agent.scoped_storage import NodeApi, ScopedStorage
 from shared.config import AZURITE_KEY
-from shared.domain.messages import NodeEvent
 from tests.nodeagent.conftest import CredentialsService as Service
 from tests.nodeagent.conftest import hold_assignment, new_cluster, node_of, node_token, outputs_prefix
 
 HALF_HOUR_S = 30 * 60
 
 
-def probe(cluster_key: str) -> str:
-    """An event as agents send them (other tests read the events queue)."""
-    return NodeEvent("probe", cluster_key, node_of(cluster_key), datetime.now(UTC).isoformat()).to_json()
+PROBE = '{"reason": "probe", "message": ""}'  # what the agent puts on its poison queue
 
 
 class CountingApi(NodeApi):
@@ -60,21 +56,21 @@ def test_node_credentials_are_renewed_at_half_life_in_place(scoped: tuple[Scoped
                                                            node_api: Service) -> None:
     storage_, api, now, key = scoped
     storage_.ensure_queues()
-    storage_.send_event(probe(key))
+    storage_.send_poison(PROBE)
     grant = storage_._grant
     assert grant is not None
-    events_client = grant.events
-    spoiled = grant.credentials["events"].signature.replace("sig=", "sig=0")
-    grant.credentials["events"].update(spoiled)  # the SAS the client holds no longer works...
+    poison_client = grant.poison_queue
+    spoiled = grant.credentials["poisonQueue"].signature.replace("sig=", "sig=0")
+    grant.credentials["poisonQueue"].update(spoiled)  # the SAS the client holds no longer works...
     now[0] += HALF_HOUR_S - 60
     with pytest.raises(HttpResponseError) as refused:
-        storage_.send_event(probe(key))
+        storage_.send_poison(PROBE)
     assert refused.value.status_code == 403
     assert api.calls == ["/nodeagent/credentials"]
     now[0] += 120  # past half-life
-    storage_.send_event(probe(key))  # ...until the renewal replaces it in the same client
+    storage_.send_poison(PROBE)  # ...until the renewal replaces it in the same client
     assert api.calls == ["/nodeagent/credentials"] * 2
-    assert storage_._grant is grant and grant.events is events_client
+    assert storage_._grant is grant and grant.poison_queue is poison_client
     storage_.heartbeat({"pid": "1", "assignments": ""})
     beat = storage.container(node_api.conn, storage.C_HEARTBEATS).get_blob_client(
         storage.heartbeat_blob(key, node_of(key)))
@@ -84,16 +80,16 @@ def test_node_credentials_are_renewed_at_half_life_in_place(scoped: tuple[Scoped
 def test_a_failed_renewal_keeps_the_current_sas_until_they_expire(
         scoped: tuple[ScopedStorage, CountingApi, list[float], str]) -> None:
     storage_, api, now, key = scoped
-    storage_.send_event(probe(key))
+    storage_.send_poison(PROBE)
     api.down = True
     now[0] += HALF_HOUR_S + 60
-    storage_.send_event(probe(key))  # renewal failed; the SAS still works
+    storage_.send_poison(PROBE)  # renewal failed; the SAS still works
     assert api.calls == ["/nodeagent/credentials"] * 2
     now[0] += HALF_HOUR_S
     with pytest.raises(TransientError):
-        storage_.send_event(probe(key))
+        storage_.send_poison(PROBE)
     api.down = False
-    storage_.send_event(probe(key))
+    storage_.send_poison(PROBE)
 
 
 def test_blob_access_is_asked_in_batches_and_renewed(scoped: tuple[ScopedStorage, CountingApi, list[float], str],

@@ -6,32 +6,46 @@ import dataclasses
 import json
 import os
 import signal
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from shared.adapters import sched_store, storage
-from shared.adapters.compute.local import LocalProvider, stop_all
+from shared.adapters.compute.local import LocalProvider, NodeService, stop_all
 from shared.config import Settings
 from shared.domain.messages import NodeEvent
+from shared.emulator.issuer import IssuerServer
 from shared.services import nodes
 from shared.services.cluster_reconcile import reconcile_cluster
 from shared.services.reaper import reap_cluster
+from tests.nodeagent import service
+from tests.nodeagent.service import CredentialsService
 from tests.nodes.helpers import cluster_ref, put_cluster, wait_until
 
 
+@pytest.fixture(scope="module")
+def node_api(api_endpoint: dict[str, str], storage_conn: str, issuer_server: IssuerServer,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[CredentialsService]:
+    """The service's node API, where agents fetch what their messages name."""
+    yield service.acquire(api_endpoint, storage_conn, issuer_server, tmp_path_factory.mktemp("node-service"))
+    service.release()
+
+
 @pytest.fixture()
-def settings(storage_conn: str, tmp_path: Path):
+def settings(storage_conn: str, node_api: CredentialsService, tmp_path: Path):
     s = dataclasses.replace(Settings.from_env(), storage_connection_string=storage_conn,
-                            state_dir=tmp_path / "state", provider="local", heartbeat_timeout_s=3.0)
+                            state_dir=tmp_path / "state", provider="local", heartbeat_timeout_s=3.0,
+                            message_key=node_api.message_key)
     yield s
     stop_all(s.state_dir, grace_s=3.0)
 
 
 @pytest.fixture()
-def provider(settings: Settings) -> LocalProvider:
-    return LocalProvider(settings.state_dir, settings.storage_connection_string, leave_wait_s=5.0, grace_s=5.0)
+def provider(settings: Settings, node_api: CredentialsService) -> LocalProvider:
+    return LocalProvider(settings.state_dir, settings.storage_connection_string, leave_wait_s=5.0, grace_s=5.0,
+                         service=NodeService(node_api.url, node_api.ca_file, node_api.message_key))
 
 
 def now() -> datetime:

@@ -12,7 +12,7 @@ import pytest
 from shared.adapters import sched_store, storage
 from shared.adapters.compute.local import LocalProvider, stop_all
 from shared.config import Settings
-from shared.domain.messages import NodeEvent, parse_node_message
+from shared.domain.messages import NodeEvent, Setup, parse_node_message, setup_version
 from shared.services import nodes
 from shared.services.cluster_reconcile import cluster_keys, reconcile_cluster
 from shared.services.nodes import handle_node_event
@@ -79,7 +79,8 @@ def test_manual_cluster_up_then_down(settings: Settings, provider: LocalProvider
     setup = [parse_node_message(m.content) for m in storage.queue(
         settings.storage_connection_string, storage.node_queue_name(first)).peek_messages(max_messages=5)]
     assert [m.kind for m in setup] == ["setup"]
-    assert setup[0].cluster["nodeSetup"]["setupTask"]["commandLine"] == "echo hi"
+    # The message names the cluster and the version of what the node sets up; the node fetches that.
+    assert setup[0] == Setup(ref.key, setup_version({"nodeSetup": {"setupTask": {"commandLine": "echo hi"}}}))
 
     storage.queue(settings.storage_connection_string, storage.Q_KICKS).clear_messages()  # other tests' kicks
     handle_node_event(settings, event("node-ready", ref.key, first), T0)

@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 def provider_for(settings: Settings, spec: ClusterSpec | None = None) -> ComputeProvider:
     """The provider that runs `spec`'s nodes (spec may be None for clean-up of a deleted cluster)."""
     if settings.provider == "local":
-        from shared.adapters.compute.local import LocalProvider
+        from shared.adapters.compute.local import LocalProvider, NodeService
 
-        return LocalProvider(settings.state_dir, settings.storage_connection_string)
+        return LocalProvider(settings.state_dir, settings.storage_connection_string,
+                             service=NodeService.from_settings(settings))
     if settings.provider == "vmss":
         from shared.adapters.compute.vmss import VmssProvider
 

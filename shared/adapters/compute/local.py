@@ -5,6 +5,13 @@ the state directory lives). Each instance has its working directory `local_paths
 id)` holding `instance.json` (cluster key, pid, process start time, state) and `agent.log`: that
 record is the provider's observation of what it started, not a coordination mechanism.
 
+An agent process has no managed identity: the provider mints it a node token
+(`shared.adapters.node_tokens`: the node's working directory holds it in `node-token`, 0600; the
+service keeps its hash; it is revoked when the instance is gone), with which the agent fetches its
+tasks from the service (`NodeService`: the URL, the CA, the public key of the service's message
+signatures). Its environment is the provider's minus every BATCHAI_* setting the agent does not
+need (no service keys: storage it reaches with the connection string, the laptop topology's own).
+
 Agents are children of the calling process (the trigger host) in its session and process group,
 so stopping the stack's process group stops them too; `stop_all` stops them explicitly. Removal
 never blocks: it sends `Leave` on the node's queue, then a background timer sends SIGTERM and,
@@ -26,14 +33,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters import local_paths, storage
+from shared.adapters import local_paths, message_signing, node_tokens, storage
 from shared.adapters.compute.port import ClusterSpec, Instance
+from shared.config import Settings
 from shared.domain.messages import Leave
 
 #: (cluster key, node id, working directory) -> argv of the process that is the node.
@@ -41,6 +50,11 @@ CommandFactory = Callable[[str, str, Path], list[str]]
 
 RECORD = "instance.json"
 REMOVED = "instance.removed.json"
+NODE_TOKEN = "node-token"
+#: The settings an agent process reads (see shared.agent.__main__); no other BATCHAI_* reaches it.
+AGENT_SETTINGS = frozenset({"BATCHAI_STORAGE_CONNECTION_STRING", "BATCHAI_STATE_DIR", "BATCHAI_ON_AZURE",
+                            "BATCHAI_AGENT_POLL_MAX_S", "BATCHAI_AGENT_POLL_MIN_S", "BATCHAI_NODE_SERVICE_URL",
+                            "BATCHAI_NODE_CA_FILE", "BATCHAI_MESSAGE_PUBLIC_KEY"})
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 _children: dict[int, subprocess.Popen[bytes]] = {}  # this process's agents, so exits are reaped
@@ -58,17 +72,47 @@ def cluster_prefix(cluster_key: str) -> str:
     return hashlib.sha256(cluster_key.encode()).hexdigest()[:6]
 
 
+@dataclass(frozen=True)
+class NodeService:
+    """What the provider's agents need of the service, and the key the provider signs `Leave` with."""
+
+    url: str = ""  # where agents fetch their tasks (BATCHAI_NODE_SERVICE_URL)
+    ca_file: str = ""  # the CA that URL's certificate is signed by (BATCHAI_NODE_CA_FILE)
+    message_key: str = ""  # the service's message signing key (its public half goes to agents)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NodeService:
+        return cls(settings.azure.node_service_url, settings.azure.node_ca_file, settings.message_key)
+
+    def agent_env(self) -> dict[str, str]:
+        public = message_signing.public_key_of(self.message_key) if self.message_key else ""
+        return {"BATCHAI_NODE_SERVICE_URL": self.url, "BATCHAI_NODE_CA_FILE": self.ca_file,
+                "BATCHAI_MESSAGE_PUBLIC_KEY": public}
+
+    def sign(self, message_json: str, node_id: str) -> str:
+        return message_signing.MessageSigner(self.message_key).sign(message_json, node_id) \
+            if self.message_key else message_json
+
+
+def agent_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The provider's environment without the service's settings (keys among them)."""
+    return {k: v for k, v in environ.items()
+            if (not k.startswith("BATCHAI_") or k in AGENT_SETTINGS) and not k.startswith("AzureWebJobs")}
+
+
 class LocalProvider:
     name = "local"
 
     def __init__(self, state_dir: Path, conn: str, command: CommandFactory | None = None,
-                 leave_wait_s: float = 3.0, grace_s: float = 10.0, extra_env: dict[str, str] | None = None) -> None:
+                 leave_wait_s: float = 3.0, grace_s: float = 10.0, extra_env: dict[str, str] | None = None,
+                 service: NodeService | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.conn = conn
         self.command = command or agent_command()
         self.leave_wait_s = leave_wait_s
         self.grace_s = grace_s
         self.extra_env = dict(extra_env or {})
+        self.service = service or NodeService()
 
     # --- the port -------------------------------------------------------------------------
 
@@ -134,8 +178,11 @@ class LocalProvider:
         node_id = self._new_id(cluster_key)
         workdir = self._dir(node_id)
         storage.ensure_queue(self.conn, storage.node_queue_name(node_id))
-        env = {**os.environ, **self.extra_env, "BATCHAI_STORAGE_CONNECTION_STRING": self.conn,
-               "BATCHAI_STATE_DIR": str(self.state_dir),
+        token = node_tokens.mint()
+        _write_private(workdir / NODE_TOKEN, token)
+        node_tokens.store(self.conn, cluster_key, node_id, token)
+        env = {**agent_environment(os.environ), **self.service.agent_env(), **self.extra_env,
+               "BATCHAI_STORAGE_CONNECTION_STRING": self.conn, "BATCHAI_STATE_DIR": str(self.state_dir),
                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
         with open(workdir / "agent.log", "ab") as log:
             proc = subprocess.Popen(self.command(cluster_key, node_id, workdir), cwd=workdir, env=env,
@@ -156,7 +203,7 @@ class LocalProvider:
         if _alive(record):
             with contextlib.suppress(ResourceNotFoundError):
                 storage.queue(self.conn, storage.node_queue_name(node_id)).send_message(
-                    Leave("node removed from the cluster").to_json())
+                    self.service.sign(Leave("node removed from the cluster").to_json(), node_id))
         record.update(state="deleting", deleteBy=time.time() + self.leave_wait_s + self.grace_s)
         _write(path, record)
         if not _alive(record):
@@ -191,6 +238,7 @@ class LocalProvider:
             os.replace(workdir / RECORD, workdir / REMOVED)
         with contextlib.suppress(ResourceNotFoundError):
             storage.queue(self.conn, storage.node_queue_name(node_id)).delete_queue()
+        node_tokens.revoke(self.conn, record["cluster"], node_id)
 
 
 def stop_all(state_dir: Path, grace_s: float = 10.0) -> int:
@@ -252,6 +300,13 @@ def _read(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A file only its owner may read (created so: never readable by others, not even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:
