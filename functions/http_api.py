@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from functions.api import clusters, experiments, jobs, nodeagent, provider, scoring, workspaces
 from functions.api.common import MAX_BODY_BYTES, settings, too_large
 from shared.adapters import auth
+from shared.domain import validation
 from shared.domain.contract import API_VERSION
 from shared.domain.errors import ApiError, unauthorized
 from shared.domain.validation import field_path
@@ -37,6 +38,10 @@ def arm_error(error: ApiError) -> JSONResponse:
 async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     if request.url.path in OPEN_PATHS:
         return await call_next(request)
+    try:
+        validation.check_arm_path(request.scope["path"])
+    except ApiError as e:
+        return arm_error(e)
     if not auth.token_ok(request.headers.get("authorization"), settings().token_sha256):
         return arm_error(unauthorized())
     version = request.query_params.get("api-version")

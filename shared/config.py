@@ -46,6 +46,11 @@ class Settings:
     # A CA bundle to trust when fetching the issuer's discovery document and keys (the local
     # stack's CA); unset: the system CAs. BATCHAI_TOKEN_ISSUER_CA_FILE.
     token_issuer_ca_file: str = ""
+    # The key secrets are sealed with at rest (32 bytes, base64). BATCHAI_SECRETS_KEY.
+    secrets_key: str = ""
+    # Where Key Vault secret references may point: host patterns ("*" is one DNS label), comma
+    # separated. BATCHAI_KEY_VAULT_HOSTS; Azure's vaults by default.
+    key_vault_hosts: tuple[str, ...] = ("*.vault.azure.net",)
 
     @property
     def data_connection(self) -> str:
@@ -72,6 +77,9 @@ class Settings:
             data_connection_string=env.get("BATCHAI_DATA_CONNECTION_STRING", ""),
             token_issuer=env.get("BATCHAI_TOKEN_ISSUER", ""),
             token_issuer_ca_file=env.get("BATCHAI_TOKEN_ISSUER_CA_FILE", ""),
+            secrets_key=env.get("BATCHAI_SECRETS_KEY", ""),
+            key_vault_hosts=tuple(h.strip().lower() for h in env.get("BATCHAI_KEY_VAULT_HOSTS",
+                                                                     "*.vault.azure.net").split(",") if h.strip()),
         )
 
 
