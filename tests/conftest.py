@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters import storage
+from shared.adapters import secret_box, storage
 from shared.localstack.azurite import Azurite, start_azurite
 from tests.polling import wait_until
 
@@ -28,6 +28,7 @@ def storage_conn(azurite: Azurite) -> str:
     conn = azurite.connection_string
     storage.ensure_all(conn)
     os.environ["BATCHAI_STORAGE_CONNECTION_STRING"] = conn
+    os.environ.setdefault("BATCHAI_SECRETS_KEY", secret_box.new_key())  # the services seal secrets with it
     return conn
 
 

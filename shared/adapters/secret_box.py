@@ -16,6 +16,7 @@ import base64
 import binascii
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -113,3 +114,16 @@ def _has_sealed(document: Any) -> bool:
     if isinstance(document, list):
         return any(_has_sealed(v) for v in document)
     return SecretBox.is_sealed(document)
+
+
+def ensure_key_file(path: Path) -> str:
+    """The key kept in `path` (root-only), generated at first use: a local stack's BATCHAI_SECRETS_KEY."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(new_key() + "\n")
+    os.replace(tmp, path)
+    return path.read_text().strip()

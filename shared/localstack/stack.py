@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import psutil
 
-from shared.adapters import storage
+from shared.adapters import secret_box, storage
 from shared.emulator.network import ensure_network, remove_network
 from shared.localhost.hostjson import HostConfig
 from shared.localstack import cloud_topology, wheelhouse
@@ -124,7 +124,8 @@ def stack_status(state_dir: Path | str) -> dict[str, Any]:
 def _host_env(state_dir: Path, conn: str, digest: str, settings: dict[str, str] | None) -> dict[str, str]:
     return {**LOCAL_SETTINGS, **os.environ, **(settings or {}),
             "BATCHAI_STORAGE_CONNECTION_STRING": conn, "AzureWebJobsStorage": conn,
-            "BATCHAI_API_TOKEN_SHA256": digest, "BATCHAI_STATE_DIR": str(state_dir)}
+            "BATCHAI_API_TOKEN_SHA256": digest, "BATCHAI_STATE_DIR": str(state_dir),
+            "BATCHAI_SECRETS_KEY": secret_box.ensure_key_file(state_dir / "local" / "secrets.key")}
 
 
 def _start_host(state_dir: Path, port: int, env: dict[str, str], app: str, bind: str) -> subprocess.Popen[bytes]:
@@ -204,7 +205,8 @@ def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, f
         _children[cloud.pid] = cloud
         pids["emulator"] = cloud.pid
         machine = cloud_topology.host_settings(plan, azurite, ready, tls, ports["https"], subscription) if plan else {}
-        env = {**env, **cloud_topology.issuer_settings(ready, tls), **machine, **(settings or {})}
+        env = {**env, **cloud_topology.issuer_settings(ready, tls), **machine, "BatchaiData": data_conn,
+               **(settings or {})}
         host = _start_host(state_dir, ports["https"], env, app, bind)
         pids["host"] = host.pid
         prefix = HostConfig.load(ROOT / "host.json").route_prefix.strip("/")
