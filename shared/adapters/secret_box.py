@@ -1,7 +1,7 @@
 """Secrets sealed at rest: every secret value the services store (job and setup task `secrets[].value`,
-registry passwords, mount account keys, admin passwords: `resources.SECRET_VALUE_KEYS`) is sealed
-here before it is written, and opened only where it leaves for a node (the node payload, the scale
-set's custom data, a container group's secure environment).
+registry passwords, mount account keys, admin passwords, unmanaged mount commands:
+`resources.map_secrets`) is sealed here before it is written, and opened only where it leaves for a
+node (the node payload, the scale set's custom data, a container group's secure environment).
 
 A sealed value is ``sealed:v1:<base64 of nonce (12 bytes) + AES-256-GCM ciphertext and tag>``. The
 key is `Settings.secrets_key` (BATCHAI_SECRETS_KEY, 32 bytes in base64; in Azure a Key Vault

@@ -35,8 +35,9 @@ SECRET_KEYS = SECRET_VALUE_KEYS | frozenset({
     "valueSecretReference",
 })
 # Returned as REDACTED (the contract requires the field): unmanaged mount commands carry whatever
-# credentials the mount needs, as Batch AI's users wrote them.
+# credentials the mount needs, as Batch AI's users wrote them, so they are sealed at rest too.
 MASKED_KEYS = frozenset({"mountCommand"})
+SEALED_KEYS = SECRET_VALUE_KEYS | MASKED_KEYS
 REDACTED = "<redacted>"
 
 CLUSTER_ID_RE = re.compile(
@@ -100,12 +101,12 @@ def parse_cluster_id(arm_id: str) -> tuple[str, str, str, str] | None:
 
 
 def map_secrets(value: Any, fn: Callable[[str], str], in_secrets: bool = False) -> Any:
-    """A copy with `fn` applied to every secret value: a string under SECRET_VALUE_KEYS anywhere, and
+    """A copy with `fn` applied to every value sealed at rest: a string under SEALED_KEYS anywhere, and
     the ``value`` of each ``secrets`` entry."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            if isinstance(v, str) and (k in SECRET_VALUE_KEYS or (in_secrets and k == "value")):
+            if isinstance(v, str) and (k in SEALED_KEYS or (in_secrets and k == "value")):
                 out[k] = fn(v)
             else:
                 out[k] = map_secrets(v, fn, in_secrets=(k == "secrets"))
@@ -132,10 +133,10 @@ def redact(value: Any, in_secrets: bool = False) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            if k in SECRET_KEYS or (in_secrets and k == "value"):
-                continue
             if k in MASKED_KEYS:
                 out[k] = REDACTED
+                continue
+            if k in SECRET_KEYS or (in_secrets and k == "value"):
                 continue
             out[k] = redact(v, in_secrets=(k == "secrets"))
         return out
