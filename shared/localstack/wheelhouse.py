@@ -56,7 +56,8 @@ def build_wheelhouse(extras: Sequence[str] = (), python_version: str = "3.11", c
     """A directory holding the project's wheel and every wheel it needs (plus `extras`) for CPython
     `python_version` on x86-64 Linux. Builds only what changed since the last call."""
     pins = (ROOT / "requirements.txt").read_bytes() + (ROOT / "requirements-dev.txt").read_bytes()
-    deps = cache / "wheelhouse" / f"deps-{_digest(pins, ' '.join(extras).encode(), python_version.encode())}"
+    wanted = [*agent_requirements(), *extras]
+    deps = cache / "wheelhouse" / f"deps-{_digest(pins, ' '.join(wanted).encode(), python_version.encode())}"
     if not (deps / ".complete").exists():
         deps.mkdir(parents=True, exist_ok=True)
         constraints = deps / "constraints.txt"  # pins only: a `-r` line in a constraints file would add requirements
@@ -66,7 +67,7 @@ def build_wheelhouse(extras: Sequence[str] = (), python_version: str = "3.11", c
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "-d", str(deps),
              "--only-binary=:all:", "--python-version", python_version, *PLATFORMS,
-             "-c", str(constraints), *agent_requirements(), *extras],
+             "-c", str(constraints), *wanted],
             check=True, cwd=ROOT)
         (deps / ".complete").write_text("\n".join(sorted(p.name for p in deps.glob("*.whl"))))
     house = cache / "wheelhouse" / f"house-{deps.name}-{_sources_digest()}"

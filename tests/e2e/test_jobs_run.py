@@ -1,24 +1,14 @@
-"""Jobs run end to end on the local stack: scheduling, local nodes, the node agent, logs, outputs."""
+"""Jobs run end to end on the local stack, in both topologies: scheduling, nodes, the node agent, logs,
+outputs."""
 
 from __future__ import annotations
 
 import pytest
 from azure.mgmt.batchai import models
 
-from tests.e2e.conftest import Stack, wait_until
+from tests.e2e.conftest import EXP, WS, Stack, wait_until
 
 pytestmark = pytest.mark.slow
-
-WS, EXP = "e2e", "jobs"
-
-
-@pytest.fixture(scope="module")
-def two_nodes(stack: Stack) -> Stack:
-    stack.workspace(WS)
-    stack.client.experiments.begin_create(stack.rg, WS, EXP).result()
-    stack.manual_cluster(WS, "two", 2)
-    stack.idle_nodes(WS, "two", 2)
-    return stack
 
 
 def test_env_job_succeeds_with_outputs_downloadable(two_nodes: Stack) -> None:

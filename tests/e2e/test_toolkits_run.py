@@ -1,37 +1,42 @@
-"""Distributed toolkits and containers end to end on the local stack: DDP, MPI, TensorFlow, podman, preparation."""
+"""Distributed toolkits end to end on the local stack, in both topologies (on machines the ranks reach
+each other over the stack's network, mpirun over ssh with the cluster's key): DDP, MPI, TensorFlow,
+job preparation; and container jobs on podman (process topology)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
 from azure.mgmt.batchai import models
 
 from tests.containers.conftest import IMAGE, podman_url  # noqa: F401 - the podman fixture
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import EXP, MACHINES, PROCESSES, WS, Stack
 
 pytestmark = pytest.mark.slow
 
-WS, EXP = "e2e-toolkits", "t"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def gang(stack: Stack) -> Stack:
-    stack.workspace(WS)
-    stack.client.experiments.begin_create(stack.rg, WS, EXP).result()
-    stack.manual_cluster(WS, "gang", 3)
-    stack.idle_nodes(WS, "gang", 3)
-    return stack
+def gang(two_nodes: Stack) -> Stack:
+    return two_nodes
+
+
+def script(s: Stack, name: str) -> str:
+    """A fixture script copied to the cluster share; its path on nodes."""
+    here, there = s.scratch("scripts")
+    shutil.copy(FIXTURES / name, here / name)
+    return f"{there}/{name}"
 
 
 def run(s: Stack, name: str, **settings: object) -> models.Job:
-    params = models.JobCreateParameters(cluster=models.ResourceId(id=s.cluster_id(WS, "gang")),
+    params = models.JobCreateParameters(cluster=models.ResourceId(id=s.cluster_id(WS, "two")),
                                         std_out_err_path_prefix="$AZ_BATCHAI_MOUNT_ROOT/logs", **settings)
     s.client.jobs.begin_create(s.rg, WS, EXP, name, params).result()
-    return s.wait_job(WS, EXP, name, timeout=180)
+    return s.wait_job(WS, EXP, name, timeout=300)
 
 
 def stdout_of(s: Stack, job: str) -> str:
@@ -41,7 +46,7 @@ def stdout_of(s: Stack, job: str) -> str:
 
 def test_two_node_pytorch_ddp_trains_on_both_ranks(gang: Stack) -> None:
     job = run(gang, "ddp", node_count=2, py_torch_settings=models.PyTorchSettings(
-        python_script_file_path=str(FIXTURES / "ddp_train.py"), python_interpreter_path=sys.executable,
+        python_script_file_path=script(gang, "ddp_train.py"), python_interpreter_path=gang.torch_python,
         communication_backend="gloo"))
     assert job.execution_state == "succeeded", job.execution_info
     out = stdout_of(gang, "ddp")
@@ -58,8 +63,8 @@ def test_two_node_custom_mpi_runs_mpirun_over_both_nodes(gang: Stack) -> None:
 
 
 def test_tensorflow_ps_and_workers_see_their_tf_config(gang: Stack) -> None:
-    job = run(gang, "tf", node_count=3, tensor_flow_settings=models.TensorFlowSettings(
-        python_script_file_path=str(FIXTURES / "tf_task.py"), python_interpreter_path=sys.executable,
+    job = run(gang, "tf", node_count=2, tensor_flow_settings=models.TensorFlowSettings(
+        python_script_file_path=script(gang, "tf_task.py"), python_interpreter_path=gang.python,
         parameter_server_count=1, worker_count=2, worker_command_line_args="--await-ps",
         master_command_line_args="--await-ps"))
     assert job.execution_state == "succeeded", job.execution_info
@@ -69,6 +74,10 @@ def test_tensorflow_ps_and_workers_see_their_tf_config(gang: Stack) -> None:
     for r in records:
         assert r["task_index"] == str(r["index"])
         assert len(r["worker_hosts"].split(",")) == 2 and len(r["ps_hosts"].split(",")) == 1
+    hosts = {h.rsplit(":", 1)[0] for h in records[0]["worker_hosts"].split(",") + records[0]["ps_hosts"].split(",")}
+    assert len(hosts) == 2, hosts  # two nodes
+    if gang.topology == MACHINES:  # the machines' private addresses, not loopback
+        assert all(not ipaddress.ip_address(h).is_loopback for h in hosts), hosts
 
 
 def test_failing_job_preparation_fails_the_job_and_keeps_its_output(gang: Stack) -> None:
@@ -82,6 +91,7 @@ def test_failing_job_preparation_fails_the_job_and_keeps_its_output(gang: Stack)
     assert gang.download(files["stderr-job_prep.txt"].download_url).strip() == "broken"
 
 
+@pytest.mark.parametrize("stack", [PROCESSES], indirect=True)  # machines run no container engine
 def test_container_job_on_podman_sees_env_and_mounts_and_returns_its_exit_code(
         gang: Stack, podman_url: str) -> None:  # noqa: F811
     container = models.ContainerSettings(image_source_registry=models.ImageSourceRegistry(image=IMAGE))

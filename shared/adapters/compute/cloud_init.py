@@ -114,6 +114,7 @@ def _agent_json(agent: AgentConfig, gpu: bool) -> dict[str, Any]:
         "mountRoot": MOUNT_ROOT,
         "workdir": NODE_WORKDIR,
         "gpu": gpu,
+        "fileServerIps": dict(agent.file_server_ips),  # job-level NFS mounts name file servers by id
     }
 
 
