@@ -38,12 +38,12 @@ def arm_error(error: ApiError) -> JSONResponse:
 async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     if request.url.path in OPEN_PATHS:
         return await call_next(request)
-    try:
-        validation.check_arm_path(request.scope["path"])
-    except ApiError as e:
-        return arm_error(e)
     if not auth.token_ok(request.headers.get("authorization"), settings().token_sha256):
         return arm_error(unauthorized())
+    try:
+        validation.check_arm_path(request.scope["path"])  # before anything reads storage with its ids
+    except ApiError as e:
+        return arm_error(e)
     version = request.query_params.get("api-version")
     if version != API_VERSION:
         shown = "missing" if version is None else f"'{version}'"
