@@ -1,9 +1,11 @@
 """The HTTP API: the Batch AI 2018-05-01 routes on FastAPI, served through AsgiFunctionApp.
 
-Every route but /healthz authenticates (bearer token, fails closed) and requires
-``api-version=2018-05-01``; bodies are limited to `MAX_BODY_BYTES`. Every error is an ARM error
-body: our `ApiError`s with their status, request validation as 400, unknown routes as 404, and
-anything unexpected as a logged 500.
+Every route but /healthz and the nodes' own routes authenticates its caller (an Entra ID bearer JWT:
+`shared.services.authorization`; fails closed), requires its api-version (``2018-05-01``; the
+role routes ``2022-04-01``, as Microsoft.Authorization) and checks the caller's role for the route's
+action (`functions.api.access`); bodies are limited to `MAX_BODY_BYTES`. Every error is an ARM error
+body: our `ApiError`s with their status (and headers: the 401 challenge), request validation as 400,
+unknown routes as 404, and anything unexpected as a logged 500.
 """
 
 from __future__ import annotations
@@ -11,18 +13,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from functions.api import clusters, experiments, jobs, nodeagent, provider, scoring, workspaces
+from functions.api import access, clusters, experiments, jobs, nodeagent, provider, roles, scoring, workspaces
 from functions.api.common import MAX_BODY_BYTES, settings, too_large
-from shared.adapters import auth
 from shared.domain import validation
 from shared.domain.contract import API_VERSION
-from shared.domain.errors import ApiError, unauthorized
+from shared.domain.errors import ApiError
 from shared.domain.validation import field_path
+from shared.services import authorization
 
 log = logging.getLogger("batchai.api")
 
@@ -31,24 +34,30 @@ OPEN_PATHS = frozenset({"/healthz", *nodeagent.PATHS})  # these authenticate the
 
 
 def arm_error(error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status)
+    headers = error.headers if isinstance(error, authorization.AuthError) else None
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def api_version_of(path: str) -> str:
+    return roles.API_VERSION if "/providers/microsoft.authorization/" in path.lower() else API_VERSION
 
 
 @api.middleware("http")
 async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     if request.url.path in OPEN_PATHS:
         return await call_next(request)
-    if not auth.token_ok(request.headers.get("authorization"), settings().token_sha256):
-        return arm_error(unauthorized())
     try:
+        # Blocking: the first validation fetches the issuer's keys.
+        request.state.principal = await run_in_threadpool(authorization.authenticate, settings(),
+                                                          request.headers.get("authorization"))
         validation.check_arm_path(request.scope["path"])  # before anything reads storage with its ids
     except ApiError as e:
         return arm_error(e)
-    version = request.query_params.get("api-version")
-    if version != API_VERSION:
+    version, expected = request.query_params.get("api-version"), api_version_of(request.url.path)
+    if version != expected:
         shown = "missing" if version is None else f"'{version}'"
         return arm_error(ApiError(400, "InvalidApiVersionParameter",
-                                  f"The api-version is {shown}; the supported version is '{API_VERSION}'.",
+                                  f"The api-version is {shown}; the supported version is '{expected}'.",
                                   "api-version"))
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY_BYTES:
@@ -88,5 +97,6 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-for module in (provider, workspaces, experiments, clusters, jobs, scoring, nodeagent):
-    api.include_router(module.router)
+for module in (provider, workspaces, experiments, clusters, jobs, scoring, roles):
+    api.include_router(module.router, dependencies=[Depends(access.authorize)])
+api.include_router(nodeagent.router)

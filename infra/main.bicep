@@ -33,7 +33,22 @@ param agentPackage string = 'batchai'
 @description('Allow the service to create Azure Container Instances groups (aci clusters).')
 param enableContainerInstances bool = true
 
+@description('Client id of the app registration that stands for the API: callers get their Entra ID tokens for it.')
+param apiClientId string
+
+@description('The audiences (aud) the API accepts: the app registration\'s Application ID URI and client id.')
+param apiAudiences array = [
+  'api://${apiClientId}'
+  apiClientId
+]
+
+@description('Object ids that hold Owner over everything the service serves without a role assignment (the deployer), so that someone can make the first role assignments.')
+param ownerObjectIds array = []
+
 var suffix = uniqueString(resourceGroup().id, prefix)
+// Callers present Entra ID v2 access tokens of this tenant; App Service authentication and the app
+// validate them against this same issuer and the same audiences.
+var tokenIssuer = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
 var tags = { application: 'batchai' }
 
 module monitoring 'modules/monitoring.bicep' = {
@@ -113,6 +128,9 @@ module functionApp 'modules/functionapp.bicep' = {
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     storageConnectionSecretUri: vault.outputs.storageConnectionSecretUri
     subnetId: network.outputs.appSubnetId
+    tokenIssuer: tokenIssuer
+    apiClientId: apiClientId
+    apiAudiences: apiAudiences
     appSettings: {
       BATCHAI_PROVIDER: 'vmss'
       BATCHAI_LOCATION: location
@@ -125,6 +143,7 @@ module functionApp 'modules/functionapp.bicep' = {
       BATCHAI_SSH_PUBLIC_KEY: nodeSshPublicKey
       BATCHAI_AGENT_PACKAGE: agentPackage
       BATCHAI_STORAGE_ACCOUNT: storage.outputs.name
+      BATCHAI_OWNER_OBJECT_IDS: join(ownerObjectIds, ',')
       // Timer schedules (six-field NCRONTAB) the functions resolve from app settings.
       BATCHAI_RECONCILE_SCHEDULE: '0 */1 * * * *'
       BATCHAI_REAPER_SCHEDULE: '30 */1 * * * *'

@@ -28,7 +28,6 @@ class Settings:
     provider: str
     idle_timeout_s: float
     max_retries: int
-    token_sha256: str | None
     default_location: str
     azure: AzureComputeSettings = field(default_factory=lambda: AzureComputeSettings.from_env())
     quota: QuotaSettings = field(default_factory=lambda: QuotaSettings.from_env())
@@ -51,6 +50,14 @@ class Settings:
     # Where Key Vault secret references may point: host patterns ("*" is one DNS label), comma
     # separated. BATCHAI_KEY_VAULT_HOSTS; Azure's vaults by default.
     key_vault_hosts: tuple[str, ...] = ("*.vault.azure.net",)
+    # The `aud` values the API accepts in callers' tokens (Azure: the app registration's Application ID
+    # URI and/or client id; the local stack: LOCAL_API_AUDIENCE). None: every token is refused.
+    # BATCHAI_API_AUDIENCE, comma-separated.
+    api_audiences: tuple[str, ...] = ()
+    # Object ids that hold Owner over every scope the service serves, without a role assignment (the
+    # deployer; the local stack's owner principal), so that someone can make the first assignments.
+    # BATCHAI_OWNER_OBJECT_IDS, comma-separated.
+    owner_object_ids: frozenset[str] = frozenset()
 
     @property
     def data_connection(self) -> str:
@@ -67,7 +74,6 @@ class Settings:
             provider=env.get("BATCHAI_PROVIDER", "local"),
             idle_timeout_s=float(env.get("BATCHAI_IDLE_TIMEOUT_S", "300")),
             max_retries=int(env.get("BATCHAI_MAX_RETRIES", "3")),
-            token_sha256=env.get("BATCHAI_API_TOKEN_SHA256") or None,
             default_location=env.get("BATCHAI_LOCATION", "local"),
             heartbeat_timeout_s=float(env.get("BATCHAI_HEARTBEAT_TIMEOUT_S", "120")),
             node_start_timeout_s=float(env.get("BATCHAI_NODE_START_TIMEOUT_S", "1800")),
@@ -80,6 +86,8 @@ class Settings:
             secrets_key=env.get("BATCHAI_SECRETS_KEY", ""),
             key_vault_hosts=tuple(h.strip().lower() for h in env.get("BATCHAI_KEY_VAULT_HOSTS",
                                                                      "*.vault.azure.net").split(",") if h.strip()),
+            api_audiences=tuple(_items(env.get("BATCHAI_API_AUDIENCE", ""))),
+            owner_object_ids=frozenset(i.lower() for i in _items(env.get("BATCHAI_OWNER_OBJECT_IDS", ""))),
         )
 
 
@@ -178,6 +186,10 @@ def _endpoints(text: str) -> dict[str, str]:
                                               for k, v in given.items()):
         raise ValueError("BATCHAI_NODE_STORAGE_ENDPOINTS: a JSON object of blob/queue/table templates with {account}")
     return {**PUBLIC_STORAGE_ENDPOINTS, **{k: str(v) for k, v in given.items()}}
+
+
+def _items(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _limits(text: str) -> dict[str, int]:

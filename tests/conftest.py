@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from shared.adapters import secret_box, storage
+from shared.emulator.issuer import Issuer, IssuerServer
 from shared.localstack.azurite import Azurite, start_azurite
+from tests.identity.helpers import running_issuer
 from tests.polling import wait_until
 
 
@@ -33,24 +35,41 @@ def storage_conn(azurite: Azurite) -> str:
 
 
 @pytest.fixture(scope="session")
-def api_endpoint(storage_conn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The HTTP functions of function_app.py served over https on loopback, in this process.
+def issuer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IssuerServer]:
+    """The session's token issuer (the local stack's kind: discovery document and keys over https), trusted
+    by the in-process API for callers' tokens and by the node routes for nodes' tokens."""
+    with running_issuer(tmp_path_factory.mktemp("issuer")) as (server, _):
+        yield server
 
-    Yields url, token, ca_file, subscription_id and resource_group, as endpoint.json does.
+
+@pytest.fixture(scope="session")
+def api_issuer(issuer_server: IssuerServer) -> Issuer:
+    return issuer_server.issuer
+
+
+@pytest.fixture(scope="session")
+def api_endpoint(storage_conn: str, issuer_server: IssuerServer, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[dict[str, str]]:
+    """The HTTP functions of function_app.py served over https on loopback, in this process, trusting
+    `api_issuer`'s tokens for the local stack's audience, with its owner principal as the service's owner.
+
+    Yields url, token (the owner's), ca_file, subscription_id, resource_group and issuer, as endpoint.json does.
     """
-    import hashlib
-    import secrets
     import threading
 
     import uvicorn
 
     from shared.localhost.http import HttpFront, http_function
     from shared.localhost.loader import by_trigger, load_functions
+    from shared.localstack import token as local_tokens
     from shared.localstack.azurite import free_port
     from shared.localstack.tls import ensure_tls
 
-    token = secrets.token_urlsafe(24)
-    os.environ["BATCHAI_API_TOKEN_SHA256"] = hashlib.sha256(token.encode()).hexdigest()
+    issuer = issuer_server.issuer
+    os.environ.update(local_tokens.api_settings(issuer.url))
+    os.environ["BATCHAI_TOKEN_ISSUER"] = issuer.url
+    os.environ["BATCHAI_TOKEN_ISSUER_CA_FILE"] = str(issuer_server.tls.ca_file)
+    token = local_tokens.principal_token(issuer, local_tokens.OWNER_NAME, lifetime_s=24 * 3600)
     state = tmp_path_factory.mktemp("state")
     os.environ["BATCHAI_STATE_DIR"] = str(state)
     tls = ensure_tls(state / "tls")
@@ -63,7 +82,8 @@ def api_endpoint(storage_conn: str, tmp_path_factory: pytest.TempPathFactory) ->
     thread.start()
     wait_until(lambda: server.started, 20, "the API server to start", interval=0.02)
     yield {"url": f"https://127.0.0.1:{port}", "token": token, "ca_file": str(tls.ca_file),
-           "subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "demo"}
+           "subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "demo",
+           "issuer": issuer.url}
     server.should_exit = True
     thread.join(timeout=10)
     import function_app

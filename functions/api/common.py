@@ -13,6 +13,7 @@ from shared.domain import validation
 from shared.domain.contract import API_VERSION
 from shared.domain.errors import ApiError, bad_request
 from shared.domain.keys import PROVIDER, ClusterRef, ExperimentRef, JobRef, WorkspaceRef
+from shared.services import authorization
 from shared.services.api_common import Accepted, Page, Rendered
 
 MAX_BODY_BYTES = 256 * 1024  # a resource document must fit one Table entity (1 MiB of UTF-16 text)
@@ -94,7 +95,8 @@ def resource(rendered: Rendered) -> JSONResponse:
 
 
 def page(request: Request, result: Page) -> dict[str, Any]:
-    body: dict[str, Any] = {"value": result.items}
+    """One page of a list, holding only the items the caller may read (the route's access rule decides)."""
+    body: dict[str, Any] = {"value": request.state.visible(result.items)}
     if result.next_token:
         params = dict(request.query_params)
         params["$skiptoken"] = result.next_token
@@ -112,10 +114,11 @@ def operation_url(request: Request, subscription: str, op_id: str, location: str
 
 
 def accepted(request: Request, result: Accepted, subscription: str, conf: Settings) -> Response:
-    """202 with the operation to poll (Azure-AsyncOperation and Location); 200 when the request finished with no
-    operation; 204 when there was nothing to delete."""
+    """202 with the operation to poll (Azure-AsyncOperation and Location), which only the caller may read; 200
+    when the request finished with no operation; 204 when there was nothing to delete."""
     if result.op_id is None:
         return Response(status_code=200 if result.existed else 204)
+    authorization.bind_operation(conf, result.op_id, request.state.principal)
     where = conf.default_location
     return Response(status_code=202, headers={
         "Azure-AsyncOperation": operation_url(request, subscription, result.op_id, where),

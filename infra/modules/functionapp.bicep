@@ -1,5 +1,7 @@
 // The Function App on Flex Consumption (Python 3.11), identity-based host storage, integrated
-// into the VNet, its storage connection string read from Key Vault by reference.
+// into the VNet, its storage connection string read from Key Vault by reference. Callers authenticate
+// with Entra ID tokens: App Service authentication refuses a request without a valid one (401) and the
+// app validates it again (BATCHAI_TOKEN_ISSUER, BATCHAI_API_AUDIENCE) with the same issuer and audiences.
 param name string
 param location string
 param tags object
@@ -10,7 +12,21 @@ param serviceClientId string
 param appInsightsConnectionString string
 param storageConnectionSecretUri string
 param subnetId string
+@description('The issuer of callers\' tokens (Entra ID v2: {login endpoint}{tenant}/v2.0).')
+param tokenIssuer string
+@description('Client id of the app registration that stands for the API.')
+param apiClientId string
+@description('The audiences callers\' tokens may carry.')
+param apiAudiences array
 param appSettings object
+
+// Routes that authenticate their callers themselves (nodes, with their identity tokens for another
+// audience) or need no caller: App Service authentication lets them through to the app.
+var selfAuthenticatedPaths = [
+  '/healthz'
+  '/nodeagent/credentials'
+  '/nodeagent/blobs'
+]
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -33,6 +49,8 @@ var baseSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   AZURE_CLIENT_ID: serviceClientId
   BATCHAI_STORAGE_CONNECTION_STRING: '@Microsoft.KeyVault(SecretUri=${storageConnectionSecretUri})'
+  BATCHAI_TOKEN_ISSUER: tokenIssuer
+  BATCHAI_API_AUDIENCE: join(apiAudiences, ',')
 }
 
 resource app 'Microsoft.Web/sites@2024-04-01' = {
@@ -97,18 +115,22 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
+      excludedPaths: selfAuthenticatedPaths
     }
     identityProviders: {
       azureActiveDirectory: {
         enabled: true
         registration: {
-          openIdIssuer: '${environment().authentication.loginEndpoint}${subscription().tenantId}/v2.0'
-          clientId: serviceClientId
+          openIdIssuer: tokenIssuer
+          clientId: apiClientId
         }
         validation: {
-          allowedAudiences: [environment().resourceManager]
+          allowedAudiences: apiAudiences
         }
       }
+    }
+    login: {
+      tokenStore: { enabled: false }
     }
   }
 }

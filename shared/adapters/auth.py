@@ -1,12 +1,10 @@
-"""API authentication: a bearer token whose SHA-256 matches the configured hash.
+"""The bearer token of an `Authorization` header (RFC 6750): what callers and nodes present.
 
-Fails closed: with no hash configured every token is refused. Comparison is constant-time.
+Validation is elsewhere: callers' tokens in `shared.services.authorization`, nodes' in
+`shared.services.node_credentials`, both through `shared.adapters.tokens`.
 """
 
 from __future__ import annotations
-
-import hashlib
-import hmac
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -16,11 +14,3 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
-
-
-def token_ok(authorization: str | None, token_sha256: str | None) -> bool:
-    token = bearer_token(authorization)
-    if not token_sha256 or token is None:
-        return False
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    return hmac.compare_digest(digest.lower(), token_sha256.strip().lower())

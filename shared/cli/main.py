@@ -2,9 +2,10 @@
 
 The groups, verbs and flags of `az batchai` (azure-cli 2.0.67): workspace, cluster (with node and file),
 experiment, job (with file and node), file-server, list-usages; names may also be given as positional
-arguments. Beyond it: stack (the local stack), node (local nodes: preempt), scoring. Every resource
-command goes through the official azure-mgmt-batchai SDK. Service errors print their ARM error code and
-message and exit 1; usage errors exit 2; no traceback for either.
+arguments. Beyond it: stack (the local stack, tokens for its principals), node (local nodes: preempt),
+scoring, role (role assignments, as `az role`). Every resource command goes through the official
+azure-mgmt-batchai SDK's client. Service errors print their ARM error code and message and exit 1; usage
+errors exit 2; no traceback for either.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import typer
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from typer.core import TyperGroup
 
-from shared.cli import clusters, experiments, fileservers, jobs, nodes, scoring, stack, usages, workspaces
+from shared.cli import clusters, experiments, fileservers, jobs, nodes, roles, scoring, stack, usages, workspaces
 from shared.cli.context import ENDPOINT_ENV, STATE_DIR_ENV, CliError, Session
 from shared.cli.output import err_console
 
@@ -84,6 +85,7 @@ app.add_typer(fileservers.app, name="file-server")
 app.command("list-usages")(usages.list_usages)
 app.add_typer(nodes.app, name="node")
 app.add_typer(scoring.app, name="scoring")
+app.add_typer(roles.app, name="role")
 
 
 @app.callback()

@@ -1,8 +1,11 @@
-"""`batchai stack up|down|status`: the embedded local stack (Azurite, trigger host, local nodes)."""
+"""`batchai stack up|down|status|token`: the embedded local stack (Azurite, trigger host, local nodes) and
+tokens for its principals."""
 
 from __future__ import annotations
 
 import ssl
+import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +15,7 @@ import typer
 
 from shared.cli.common import session
 from shared.cli.context import CliError, as_mapping
-from shared.cli.output import message, out
+from shared.cli.output import message, out, print_json
 
 app = typer.Typer(help="The local stack: Azurite, the local trigger host and local nodes.", no_args_is_help=True)
 
@@ -90,3 +93,43 @@ def status(ctx: typer.Context, state_dir: StateDirOpt = None) -> None:
     if problem:
         raise CliError(f"local stack is not answering at {endpoint.get('url')}: {problem}")
     out().print(f"{'api':16} up")
+
+
+@app.command("token")
+def token(ctx: typer.Context,
+          principal: Annotated[str, typer.Option("--principal", help="The user the token is for (a name).")],
+          group: Annotated[list[str] | None, typer.Option(
+              "--group", help="A group the user is a member of (a name; repeatable).")] = None,
+          lifetime: Annotated[int, typer.Option("--lifetime", min=60, max=30 * 86400,
+                                                help="Seconds the token is valid.")] = 3600,
+          state_dir: StateDirOpt = None,
+          output: Annotated[str | None, typer.Option("--output", "-o", help="table (the bare token) or json "
+                                                                          "(as `az account get-access-token`).")]
+          = None) -> None:
+    """Print an access token for a principal of the local stack, signed by the stack's issuer.
+
+    Its object id is what `batchai role assignment create --assignee NAME` assigns roles to."""
+    from shared.cli.common import output_format
+    from shared.domain.principals import USER, local_object_id
+    from shared.emulator.issuer import KEY_FILE
+    from shared.localstack.endpoint import read_endpoint_file
+    from shared.localstack.token import issuer_dir, principal_token, stack_issuer
+
+    directory = _state_dir(ctx, state_dir)
+    stack = read_endpoint_file(directory)
+    issuer_url = str(session(ctx).endpoint.get("issuer") or "")
+    if stack is None or not stack.issuer or not (issuer_dir(directory) / KEY_FILE).exists():
+        raise CliError(f"no local stack issuer under {directory}: start the stack (`batchai stack up`)")
+    if issuer_url != stack.issuer:
+        raise CliError(f"the endpoint's issuer {issuer_url or '(none)'} is not the local stack's ({stack.issuer}): "
+                       "tokens for it come from its own identity provider")
+    issuer = stack_issuer(directory, stack.issuer)
+    now = time.time()
+    signed = principal_token(issuer, principal, group or (), lifetime, now=now)
+    if output_format(ctx, output) != "json":
+        typer.echo(signed)
+        return
+    expires = int(now) + lifetime
+    print_json({"accessToken": signed, "expiresOn": datetime.fromtimestamp(expires, UTC).isoformat(),
+                "expires_on": expires, "tenant": issuer.tenant_id, "tokenType": "Bearer",
+                "objectId": local_object_id(issuer.tenant_id, USER, principal)})

@@ -55,6 +55,7 @@ class MachinePlan:
     image: str
     accounts: dict[str, str]  # account name -> key
     tenant_id: str
+    ssh_public_key: str
 
 
 def stack_id_of(state_dir: Path) -> str:
@@ -76,11 +77,29 @@ def ensure_accounts(state_dir: Path) -> dict[str, str]:
     return keys
 
 
+def ensure_ssh_key(state_dir: Path) -> str:
+    """The stack's ssh key pair (`<state>/local/ssh/id_ed25519`, 0600): nodes of clusters that name no
+    credentials get its public key for their admin user, so `ssh -i` that file reaches them. The public key."""
+    from shared.adapters.compute.vmss import cluster_ssh_key
+
+    private = state_dir / "local" / "ssh" / "id_ed25519"
+    public = private.with_suffix(".pub")
+    if not public.exists():
+        private.parent.mkdir(parents=True, exist_ok=True)
+        key, pub = cluster_ssh_key()
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        public.write_text(pub + "\n")
+    return public.read_text().strip()
+
+
 def prepare(state_dir: Path) -> MachinePlan:
     """The image (built once), the stack's network and its storage accounts."""
     stack_id = stack_id_of(state_dir)
     return MachinePlan(stack_id=stack_id, network=ensure_network(stack_id), image=ensure_image(),
-                       accounts=ensure_accounts(state_dir), tenant_id=tenant_of(state_dir))
+                       accounts=ensure_accounts(state_dir), tenant_id=tenant_of(state_dir),
+                       ssh_public_key=ensure_ssh_key(state_dir))
 
 
 def tenant_of(state_dir: Path) -> str:
@@ -137,6 +156,7 @@ def host_settings(plan: MachinePlan, azurite: Azurite, cloud: dict[str, Any], tl
                               f"Microsoft.Network/virtualNetworks/batchai/subnets/{plan.network.name}"),
         "BATCHAI_IDENTITY_RESOURCE_ID": identity,
         "BATCHAI_IDENTITY_CLIENT_ID": user_identity(identity, plan.tenant_id).client_id,
+        "BATCHAI_SSH_PUBLIC_KEY": plan.ssh_public_key,
         "BATCHAI_ARM_ENDPOINT": cloud["arm"],
         "BATCHAI_ARM_CA_FILE": cloud["arm_ca_file"],
         "BATCHAI_ARM_TOKEN": "local-cloud",

@@ -1,9 +1,9 @@
-"""The one-command local stack: Azurite, the storage the service needs, the API token, the local
-trigger host serving function_app.py over https, and the endpoint file clients read.
+"""The one-command local stack: Azurite, the storage the service needs, the token issuer and the owner's
+token, the local trigger host serving function_app.py over https, and the endpoint file clients read.
 
 `start_stack` is idempotent (a running stack is returned as is); `stop_stack` stops the trigger host
 with every process it started (its process group and descendants: node agents) and then Azurite.
-State (Azurite data, TLS, token hash, logs, node directories) stays under the state directory.
+State (Azurite data, TLS, the issuer key, logs, node directories) stays under the state directory.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from shared.localstack.endpoint import (
     write_endpoint_file,
 )
 from shared.localstack.tls import ensure_tls
-from shared.localstack.token import ensure_token
+from shared.localstack.token import api_settings, owner_token
 
 # App settings that make the local stack quick, passed to the trigger host as environment variables.
 # The process environment overrides them, and start_stack(settings=...) overrides both. Timer
@@ -104,7 +104,7 @@ def _alive(endpoint: Endpoint, name: str) -> psutil.Process | None:
 
 
 def read_endpoint(state_dir: Path | str) -> Endpoint | None:
-    """The endpoint file of the stack under `state_dir` (also after `down`: it keeps the token)."""
+    """The endpoint file of the stack under `state_dir` (also after `down`: it keeps the owner's token)."""
     return read_endpoint_file(Path(state_dir).resolve())
 
 
@@ -121,10 +121,10 @@ def stack_status(state_dir: Path | str) -> dict[str, Any]:
                                                           for n, up in procs.items()}, "endpoint": endpoint}
 
 
-def _host_env(state_dir: Path, conn: str, digest: str, settings: dict[str, str] | None) -> dict[str, str]:
+def _host_env(state_dir: Path, conn: str, settings: dict[str, str] | None) -> dict[str, str]:
     return {**LOCAL_SETTINGS, **os.environ, **(settings or {}),
             "BATCHAI_STORAGE_CONNECTION_STRING": conn, "AzureWebJobsStorage": conn,
-            "BATCHAI_API_TOKEN_SHA256": digest, "BATCHAI_STATE_DIR": str(state_dir),
+            "BATCHAI_STATE_DIR": str(state_dir),
             "BATCHAI_SECRETS_KEY": secret_box.ensure_key_file(state_dir / "local" / "secrets.key")}
 
 
@@ -175,6 +175,10 @@ def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, f
     state_dir = Path(state_dir).resolve()
     previous = read_endpoint_file(state_dir)
     if previous and previous.topology == topology and all(_alive(previous, n) for n in _roles(previous)):
+        token = owner_token(state_dir, previous.issuer, previous.token)
+        if token != previous.token:  # renewed
+            previous.token = token
+            write_endpoint_file(state_dir, previous)
         return previous
     if previous and previous.pids:
         _stop_processes(previous)  # half of an earlier stack (or the other topology): start afresh
@@ -192,9 +196,8 @@ def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, f
     try:
         conn = azurite.connection_string
         storage.ensure_all(conn)
-        token, digest = ensure_token(state_dir, previous.token if previous else None)
         tls = ensure_tls(state_dir / "tls", ips=[bind] if plan else ())
-        env = _host_env(state_dir, conn, digest, settings)
+        env = _host_env(state_dir, conn, settings)
         pids = {"azurite": azurite.process.pid}
         data_conn = conn
         if plan is not None:
@@ -205,7 +208,9 @@ def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, f
         _children[cloud.pid] = cloud
         pids["emulator"] = cloud.pid
         machine = cloud_topology.host_settings(plan, azurite, ready, tls, ports["https"], subscription) if plan else {}
-        env = {**env, **cloud_topology.issuer_settings(ready, tls), **machine, "BatchaiData": data_conn,
+        token = owner_token(state_dir, str(ready["issuer"]), previous.token if previous else None)
+        env = {**env, **cloud_topology.issuer_settings(ready, tls), **api_settings(str(ready["issuer"])), **machine,
+               "BatchaiData": data_conn,
                **(settings or {})}
         host = _start_host(state_dir, ports["https"], env, app, bind)
         pids["host"] = host.pid
@@ -294,7 +299,7 @@ def _stop_processes(endpoint: Endpoint) -> None:
 
 
 def stop_stack(state_dir: Path | str) -> None:
-    """Stop the stack under `state_dir` (a no-op when it is down); the endpoint file keeps the token."""
+    """Stop the stack under `state_dir` (a no-op when it is down); the endpoint file keeps the owner's token."""
     state_dir = Path(state_dir).resolve()
     endpoint = read_endpoint_file(state_dir)
     if endpoint is None:

@@ -58,6 +58,8 @@ class Stack:
     def __init__(self, endpoint: dict[str, Any]) -> None:
         self.endpoint = endpoint
         self.topology = endpoint.get("topology", PROCESSES)
+        # The stack's retry limit: the process stack inherits this environment; the machine stack sets it.
+        self.max_retries = int(endpoint.get("max_retries") or os.environ.get("BATCHAI_MAX_RETRIES", "3"))
         self.state_dir = Path(endpoint["state_dir"])
         self.rg = endpoint["resource_group"]
         self.sub = endpoint["subscription_id"]
@@ -163,8 +165,8 @@ class Stack:
             assert LocalProvider(self.state_dir, self.endpoint["storage_connection_string"]).preempt(node_id)
             return
         key = self.cluster_key(ws, cluster)
-        self.compute().virtual_machine_scale_set_vms.begin_simulate_eviction(
-            cloud_topology.COMPUTE_RESOURCE_GROUP, scale_set_name(key), instance_id_of(node_id)).result()
+        self.compute().virtual_machine_scale_set_vms.simulate_eviction(
+            cloud_topology.COMPUTE_RESOURCE_GROUP, scale_set_name(key), instance_id_of(node_id))
 
     def machine(self, ws: str, cluster: str, node_id: str) -> str:
         """The podman container that is this node's machine."""
@@ -205,9 +207,10 @@ def cloud_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     if info.returncode != 0:
         _skip_loudly(f"podman cannot start here: {info.stderr.strip()}")
     state = tmp_path_factory.mktemp("cloud")
-    endpoint = start_stack(state, fixed_ports=False, topology=MACHINES)
+    # One retry: each preemption on machines costs a machine's boot, and the preemption test needs retries + 1.
+    endpoint = start_stack(state, fixed_ports=False, topology=MACHINES, settings={"BATCHAI_MAX_RETRIES": "1"})
     try:
-        yield {**endpoint.to_dict(), "state_dir": str(state)}
+        yield {**endpoint.to_dict(), "state_dir": str(state), "max_retries": 1}
     finally:
         stop_stack(state)
 

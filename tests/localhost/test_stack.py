@@ -1,18 +1,20 @@
 """The one-command local stack: start_stack writes the endpoint file, serves the project's
-function_app.py over https with an API token, and stop_stack leaves no process behind."""
+function_app.py over https with the owner's token (a JWT of the stack's issuer), and stop_stack leaves
+no process behind."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import ssl
 import stat
 from pathlib import Path
 
 import httpx
+import jwt
 import psutil
 
 from shared.localstack.stack import read_endpoint, stack_status, start_stack, stop_stack
+from shared.localstack.token import LOCAL_API_AUDIENCE, owner_object_id, tenant_of
 
 
 def test_stack_up_serves_the_api_with_a_token_and_down_leaves_no_process(tmp_path: Path) -> None:
@@ -26,8 +28,10 @@ def test_stack_up_serves_the_api_with_a_token_and_down_leaves_no_process(tmp_pat
         assert data["subscription_id"] == "00000000-0000-0000-0000-000000000000"
         assert data["resource_group"] == "demo"
         assert stat.S_IMODE((state / "local" / "endpoint.json").stat().st_mode) == 0o600
-        stored = (state / "local" / "token.sha256").read_text().strip()
-        assert stored == hashlib.sha256(endpoint.token.encode()).hexdigest() != endpoint.token
+        claims = jwt.decode(endpoint.token, options={"verify_signature": False})  # verified by the API below
+        assert claims["iss"] == endpoint.issuer and claims["aud"] == LOCAL_API_AUDIENCE
+        assert claims["oid"] == owner_object_id(tenant_of(endpoint.issuer))
+        assert 29 * 86400 < claims["exp"] - claims["iat"] <= 30 * 86400
 
         tls = ssl.create_default_context(cafile=endpoint.ca_file)
         assert httpx.get(f"{endpoint.url}/healthz", verify=tls).status_code == 200

@@ -20,7 +20,6 @@ from shared.adapters.compute import vmss
 from shared.adapters.resource_store import ResourceStore
 from shared.emulator.issuer import Issuer, IssuerServer
 from tests.agent.conftest import Events
-from tests.identity.helpers import running_issuer
 
 SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "demo", "ws", "exp"
 COMPUTE_SUB, COMPUTE_RG = "00000000-0000-0000-0000-0000000000c1", "batchai-compute"
@@ -44,12 +43,6 @@ class CredentialsService:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         with self.client() as client:
             return client.post(path, content=json.dumps(body), headers=headers)
-
-
-@pytest.fixture(scope="session")
-def issuer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IssuerServer]:
-    with running_issuer(tmp_path_factory.mktemp("issuer")) as (server, _):
-        yield server
 
 
 @pytest.fixture(scope="session")
