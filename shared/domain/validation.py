@@ -16,14 +16,15 @@ from collections.abc import Sequence
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
 
 import isodate
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError
 
+from shared.domain import vault_urls
 from shared.domain.contract import swagger
 from shared.domain.errors import ApiError, bad_request
+from shared.domain.vault_urls import DEFAULT_VAULT_HOSTS
 
 # Names are ASCII and matched whole (`fullmatch`): no trailing newline, no Unicode look-alikes
 # ("\u212Aws" is not "kws", though both lowercase alike).
@@ -43,9 +44,6 @@ MAX_NODES = 1000
 MAX_PROCESSES_PER_NODE = 256  # processCount / workerCount / parameterServerCount per node of the job
 MAX_DATA_DISKS = 64  # Azure's most data disks on one VM
 MAX_DISK_GB = 32767  # Azure's largest managed disk
-DEFAULT_VAULT_HOSTS = ("*.vault.azure.net",)
-SECRET_NAME_RE = re.compile(r"[0-9A-Za-z-]{1,127}")
-SECRET_VERSION_RE = re.compile(r"[0-9A-Za-z]{1,64}")
 
 TOOLKITS: dict[str, str] = {
     "cntkSettings": "cntk",
@@ -222,49 +220,9 @@ def _secrets(secrets: list[dict[str, Any]], path: str) -> None:
             raise invalid(f"{path}[{i}]", "give exactly one of 'value' or 'valueSecretReference'.")
 
 
-def _host_allowed(netloc: str, patterns: Sequence[str]) -> bool:
-    """`netloc` (host[:port], lower case) fits a pattern where '*' stands for one DNS label."""
-    for pattern in patterns:
-        regex = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?".join(re.escape(p) for p in pattern.lower().split("*"))
-        if re.fullmatch(regex, netloc):
-            return True
-    return False
-
-
-def check_secret_url(url: Any, path: str, vault_hosts: Sequence[str]) -> None:
-    """A Key Vault secret URL: ``https://<vault host>/secrets/<name>[/<version>]``, the host one of the
-    allowed vault hosts, no user, query or fragment."""
-    rule = f"must be https://<vault>/secrets/<name>[/<version>] on {' or '.join(vault_hosts)}."
-    if not isinstance(url, str):
-        raise invalid(path, rule)
-    parts = urlsplit(url)
-    segments = parts.path.split("/")
-    ok = (parts.scheme == "https" and "@" not in parts.netloc and not parts.query and not parts.fragment
-          and url.isascii() and _host_allowed(parts.netloc.lower(), vault_hosts)
-          and len(segments) in (3, 4) and segments[0] == "" and segments[1] == "secrets"
-          and SECRET_NAME_RE.fullmatch(segments[2]) is not None
-          and (len(segments) == 3 or SECRET_VERSION_RE.fullmatch(segments[3]) is not None))
-    if not ok:
-        raise invalid(path, rule)
-
-
-def _secret_references(value: Any, path: str, vault_hosts: Sequence[str]) -> None:
-    """Every Key Vault reference (``*SecretReference``) in a request points at an allowed vault."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            where = f"{path}.{k}"
-            if k.endswith("SecretReference") and isinstance(v, dict):
-                check_secret_url(v.get("secretUrl"), f"{where}.secretUrl", vault_hosts)
-            else:
-                _secret_references(v, where, vault_hosts)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _secret_references(v, f"{path}[{i}]", vault_hosts)
-
-
 def cluster_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> dict[str, Any]:
     props = _properties(body, "ClusterCreateParameters", "ClusterBaseProperties")
-    _secret_references(props, "properties", vault_hosts)
+    vault_urls.secret_references(props, "properties", vault_hosts)
     props.setdefault("vmPriority", "dedicated")
     if not props["vmSize"].strip():
         raise invalid("properties.vmSize", "must not be empty.")
@@ -339,7 +297,7 @@ def job_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> d
     props = _properties(body, "JobCreateParameters", "JobBaseProperties")
     props.setdefault("schedulingPriority", "normal")
     _count(props["nodeCount"], "properties.nodeCount", 1)
-    _secret_references(props, "properties", vault_hosts)
+    vault_urls.secret_references(props, "properties", vault_hosts)
     toolkits = [k for k in TOOLKITS if k in props]
     if len(toolkits) != 1:
         found = ", ".join(toolkits) or "none"
