@@ -14,6 +14,12 @@ from shared.localstack.azurite import Azurite, start_azurite
 from tests.identity.helpers import running_issuer
 from tests.polling import wait_until
 
+# Most tests share the local stack's default subscription, and the service counts every cluster of a
+# subscription against its quota of clusters (20 unless set): the session allows more. Tests of the
+# quotas use subscriptions of their own and set the limits they test. The local stack started by
+# a test inherits this environment.
+os.environ.setdefault("BATCHAI_QUOTA_CLUSTERS", "1000")
+
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
