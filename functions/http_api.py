@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from functions.api import access, clusters, experiments, jobs, nodeagent, provider, roles, scoring, workspaces
 from functions.api.common import MAX_BODY_BYTES, settings, too_large
+from shared.domain import validation
 from shared.domain.contract import API_VERSION
 from shared.domain.errors import ApiError
 from shared.domain.validation import field_path
@@ -49,6 +50,7 @@ async def guard(request: Request, call_next: Callable[[Request], Awaitable[Respo
         # Blocking: the first validation fetches the issuer's keys.
         request.state.principal = await run_in_threadpool(authorization.authenticate, settings(),
                                                           request.headers.get("authorization"))
+        validation.check_arm_path(request.scope["path"])  # before anything reads storage with its ids
     except ApiError as e:
         return arm_error(e)
     version, expected = request.query_params.get("api-version"), api_version_of(request.url.path)

@@ -5,6 +5,11 @@ Triggers only: parse the input, call one service. Transient errors propagate so 
 retries (blob: 5 tries then webjobs-blobtrigger-poison; queue: maxDequeueCount then the poison
 queue); refusals are recorded by the services and complete normally.
 
+Ingress lives in the data account, the one users write to, never in the service's own: both
+triggers bind the connection `DATA_CONNECTION` (the app setting ``BatchaiData``, a connection
+string; in Azure ``BatchaiData__blobServiceUri`` / ``BatchaiData__queueServiceUri`` with the app's
+identity).
+
 - BATCHAI_SCORING_SCHEDULE: Azure "*/10 * * * * *" (every 10 s); local "*/2 * * * * *".
 """
 
@@ -17,8 +22,9 @@ import azure.functions as func
 
 from shared.adapters import storage
 from shared.config import Settings
-from shared.services import scoring, submissions
+from shared.services import scoring, scoring_start, submissions
 
+DATA_CONNECTION = "BatchaiData"
 SCHEDULES: dict[str, dict[str, str]] = {
     "BATCHAI_SCORING_SCHEDULE": {"azure": "*/10 * * * * *", "local": "*/2 * * * * *"},
 }
@@ -34,16 +40,17 @@ def _version(blob: func.InputStream, data: bytes) -> str:
 
 
 @bp.function_name("scoring_manifest")
-@bp.blob_trigger(arg_name="blob", path=storage.C_TRIGGERS + "/{workspace}/{name}.json",
-                 connection="AzureWebJobsStorage")
+@bp.blob_trigger(arg_name="blob", path=storage.C_TRIGGERS + "/{subscription}/{resourceGroup}/{workspace}/{name}.json",
+                 connection=DATA_CONNECTION)
 def scoring_manifest(blob: func.InputStream) -> None:
     name = (blob.name or "").removeprefix(storage.C_TRIGGERS + "/")
     data = blob.read()
-    scoring.start_from_blob(Settings.from_env(), name, _version(blob, data), data, datetime.now(UTC))
+    scoring_start.start_from_blob(Settings.from_env(), name, _version(blob, data), data, datetime.now(UTC),
+                                  scoring_start.authorization_of(blob.metadata))
 
 
 @bp.function_name("job_submission")
-@bp.queue_trigger(arg_name="msg", queue_name=storage.Q_SUBMISSIONS, connection="AzureWebJobsStorage")
+@bp.queue_trigger(arg_name="msg", queue_name=storage.Q_SUBMISSIONS, connection=DATA_CONNECTION)
 def job_submission(msg: func.QueueMessage) -> None:
     now = datetime.now(UTC)
     delivery = submissions.Delivery(body=msg.get_body().decode("utf-8", errors="replace"), message_id=msg.id or "",

@@ -45,6 +45,11 @@ class Settings:
     # A CA bundle to trust when fetching the issuer's discovery document and keys (the local
     # stack's CA); unset: the system CAs. BATCHAI_TOKEN_ISSUER_CA_FILE.
     token_issuer_ca_file: str = ""
+    # The key secrets are sealed with at rest (32 bytes, base64). BATCHAI_SECRETS_KEY.
+    secrets_key: str = ""
+    # Where Key Vault secret references may point: host patterns ("*" is one DNS label), comma
+    # separated. BATCHAI_KEY_VAULT_HOSTS; Azure's vaults by default.
+    key_vault_hosts: tuple[str, ...] = ("*.vault.azure.net",)
     # The `aud` values the API accepts in callers' tokens (Azure: the app registration's Application ID
     # URI and/or client id; the local stack: LOCAL_API_AUDIENCE). None: every token is refused.
     # BATCHAI_API_AUDIENCE, comma-separated.
@@ -58,9 +63,6 @@ class Settings:
     message_key: str = ""
     # The public half, which a process node's agent verifies messages with. BATCHAI_MESSAGE_PUBLIC_KEY.
     message_public_key: str = ""
-    # Where Key Vault secret references may point: host patterns ("*" is one DNS label), comma
-    # separated. BATCHAI_KEY_VAULT_HOSTS; Azure's vaults by default.
-    key_vault_hosts: tuple[str, ...] = ("*.vault.azure.net",)
     # A CA bundle to trust for Key Vault (the local stack's); unset: the system CAs. BATCHAI_KEY_VAULT_CA_FILE.
     key_vault_ca_file: str = ""
     # The local stack's token issuer (its key directory): the service signs its own managed-identity
@@ -92,12 +94,13 @@ class Settings:
             data_connection_string=env.get("BATCHAI_DATA_CONNECTION_STRING", ""),
             token_issuer=env.get("BATCHAI_TOKEN_ISSUER", ""),
             token_issuer_ca_file=env.get("BATCHAI_TOKEN_ISSUER_CA_FILE", ""),
+            secrets_key=env.get("BATCHAI_SECRETS_KEY", ""),
+            key_vault_hosts=tuple(h.strip().lower() for h in env.get("BATCHAI_KEY_VAULT_HOSTS",
+                                                                     "*.vault.azure.net").split(",") if h.strip()),
             api_audiences=tuple(_items(env.get("BATCHAI_API_AUDIENCE", ""))),
             owner_object_ids=frozenset(i.lower() for i in _items(env.get("BATCHAI_OWNER_OBJECT_IDS", ""))),
             message_key=env.get("BATCHAI_MESSAGE_KEY", ""),
             message_public_key=env.get("BATCHAI_MESSAGE_PUBLIC_KEY", ""),
-            key_vault_hosts=tuple(h.strip().lower() for h in env.get("BATCHAI_KEY_VAULT_HOSTS",
-                                                                     "*.vault.azure.net").split(",") if h.strip()),
             key_vault_ca_file=env.get("BATCHAI_KEY_VAULT_CA_FILE", ""),
             local_issuer_dir=env.get("BATCHAI_LOCAL_ISSUER_DIR", ""),
         )

@@ -8,11 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters import storage
+from shared.adapters import secret_box, storage
 from shared.emulator.issuer import Issuer, IssuerServer
 from shared.localstack.azurite import Azurite, start_azurite
 from tests.identity.helpers import running_issuer
 from tests.polling import wait_until
+
+# Most tests share the local stack's default subscription, and the service counts every cluster of a
+# subscription against its quota of clusters (20 unless set): the session allows more. Tests of the
+# quotas use subscriptions of their own and set the limits they test. The local stack started by
+# a test inherits this environment.
+os.environ.setdefault("BATCHAI_QUOTA_CLUSTERS", "1000")
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +36,7 @@ def storage_conn(azurite: Azurite) -> str:
     conn = azurite.connection_string
     storage.ensure_all(conn)
     os.environ["BATCHAI_STORAGE_CONNECTION_STRING"] = conn
+    os.environ.setdefault("BATCHAI_SECRETS_KEY", secret_box.new_key())  # the services seal secrets with it
     return conn
 
 

@@ -8,14 +8,15 @@ from shared.adapters import storage
 from shared.localhost.loader import load_functions
 
 CONN = "AzureWebJobsStorage"
+DATA = "BatchaiData"  # ingress: the data account
 
 EXPECTED: dict[str, dict[str, Any]] = {
     "http_app_func": {"type": "httpTrigger", "route": "/{*route}", "authLevel": "ANONYMOUS"},
     "schedule_kick": {"type": "queueTrigger", "queueName": storage.Q_KICKS, "connection": CONN},
     "node_events": {"type": "queueTrigger", "queueName": storage.Q_EVENTS, "connection": CONN},
-    "job_submission": {"type": "queueTrigger", "queueName": storage.Q_SUBMISSIONS, "connection": CONN},
-    "scoring_manifest": {"type": "blobTrigger", "path": f"{storage.C_TRIGGERS}/{{workspace}}/{{name}}.json",
-                         "connection": CONN},
+    "job_submission": {"type": "queueTrigger", "queueName": storage.Q_SUBMISSIONS, "connection": DATA},
+    "scoring_manifest": {"type": "blobTrigger", "connection": DATA,
+                         "path": storage.C_TRIGGERS + "/{subscription}/{resourceGroup}/{workspace}/{name}.json"},
     "cluster_reconcile": {"type": "timerTrigger", "schedule": "%BATCHAI_RECONCILE_SCHEDULE%", "runOnStartup": False},
     "node_reaper": {"type": "timerTrigger", "schedule": "%BATCHAI_REAPER_SCHEDULE%", "runOnStartup": False},
     "fileserver_reconcile": {"type": "timerTrigger", "schedule": "%BATCHAI_RECONCILE_SCHEDULE%",

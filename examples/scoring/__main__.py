@@ -2,10 +2,10 @@
 
 Starts the local stack unless it is up (and leaves it running), creates workspace `scoring` with a
 2-node cluster, trains the digits model and uploads it, uploads 300 digit images as PGM blobs,
-then uploads a manifest to `batchai-triggers/scoring/digits.json`. The run splits the images into
-jobs of 50, each job scores its images (examples/scoring/score.py), and the final job
-(stitch.py) writes `predictions.csv` and `accuracy.json` to the output container. Exits 0 when
-the run succeeded and the accuracy is what the model scores locally.
+then uploads a manifest to `batchai-triggers/<subscription>/<resource group>/scoring/digits.json`.
+The run splits the images into jobs of 50, each job scores its images (examples/scoring/score.py),
+and the final job (stitch.py) writes `predictions.csv` and `accuracy.json` to the output container.
+Exits 0 when the run succeeded and the accuracy is what the model scores locally.
 """
 
 from __future__ import annotations

@@ -108,10 +108,25 @@ class Workflow:
             body["finalJob"] = self.job("stitch.py")
         return body
 
+    def register(self, *containers: str) -> None:
+        """Register data containers of the workspace: the only containers its scoring runs read and write."""
+        path = (f"/subscriptions/{self.sub}/resourceGroups/{self.rg}/providers/Microsoft.BatchAI/workspaces/"
+                f"{self.ws}")
+        current = self.http.get(self.endpoint["url"] + path, params={"api-version": "2018-05-01"})
+        current.raise_for_status()
+        known = current.json()["properties"].get("dataContainers") or []
+        wanted = known + [c for c in containers if c not in known]
+        self.http.patch(self.endpoint["url"] + path, params={"api-version": "2018-05-01"},
+                        json={"properties": {"dataContainers": wanted}}).raise_for_status()
+
     def start(self, name: str, manifest: dict[str, Any]) -> str:
-        """Upload the manifest to batchai-triggers/<workspace>/<name>.json; the run id it starts."""
-        blob = f"{self.ws}/{name}.json"
-        result = self.blobs.get_blob_client(TRIGGERS, blob).upload_blob(json.dumps(manifest).encode(), overwrite=True)
+        """Register the manifest's containers, upload it to batchai-triggers/<subscription>/<resource group>/
+        <workspace>/<name>.json with the caller's token in its metadata; the run id it starts."""
+        self.register(manifest["input"]["container"], manifest["output"]["container"])
+        blob = f"{self.sub}/{self.rg}/{self.ws}/{name}.json"
+        result = self.blobs.get_blob_client(TRIGGERS, blob).upload_blob(
+            json.dumps(manifest).encode(), overwrite=True,
+            metadata={"authorization": f"Bearer {self.endpoint['token']}"})
         return sc.run_id(blob, result["etag"])
 
     def run(self, run: str) -> dict[str, Any] | None:

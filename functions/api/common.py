@@ -54,10 +54,15 @@ def cluster_ref(subscriptionId: str, resourceGroupName: str, workspaceName: str,
 
 
 async def json_body(request: Request) -> Any:
-    """The parsed JSON body (None when empty); 413 over MAX_BODY_BYTES, 400 when not JSON."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise too_large(len(raw))
+    """The parsed JSON body (None when empty); 413 over MAX_BODY_BYTES (read no further), 400 when not JSON."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large(size, at_least=True)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return None
     try:
@@ -66,9 +71,10 @@ async def json_body(request: Request) -> Any:
         raise bad_request(f"The request body is not valid JSON: {e}.", "body", code="InvalidJson") from e
 
 
-def too_large(size: int) -> ApiError:
+def too_large(size: int, at_least: bool = False) -> ApiError:
     return ApiError(413, "RequestEntityTooLarge",
-                    f"The request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (256 KiB).", "body")
+                    f"The request body is {'at least ' if at_least else ''}{size} bytes; the limit is {MAX_BODY_BYTES} "
+                    f"bytes (256 KiB).", "body")
 
 
 def if_match(request: Request) -> str | None:

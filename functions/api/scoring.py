@@ -78,7 +78,8 @@ class RejectedSubmission(_Open):
     type: str = f"{PROVIDER}/rejectedSubmissions"
     properties: dict[str, Any] = Field(description="code, message, target, messageId, insertionTime, "
                                                    "dequeueCount, workspace, experiment, jobName, correlationId, "
-                                                   "replyTo, body (the message as received).")
+                                                   "replyTo, bodyLength, body (the message as received, without "
+                                                   "its token, secret values, keys, passwords or mount commands).")
 
 
 class RejectedSubmissionList(BaseModel):

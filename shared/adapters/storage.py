@@ -30,11 +30,12 @@ T_OPERATIONS = "operations"
 T_SCORING_RUNS = "scoringruns"  # batch-scoring runs: "{sub}|{rg}|{ws}" / run id (+ an index of active runs)
 T_SUBMISSIONS = "submissions"  # accepted queue submissions awaiting a reply when their job ends
 T_REJECTED = "rejectedsubmissions"  # queue submissions refused, with the reason: "{sub}|{rg}" / time-message id
+T_DATA_CONTAINERS = "datacontainers"  # data containers registered by workspaces: "claim" / container name
 T_ROLE_ASSIGNMENTS = "roleassignments"  # "{sub}" / "ra|{name}" (+ "key|{hash}": one per principal, role and scope)
 T_OPERATION_CALLERS = "operationcallers"  # "op" / operation id: who started it (only they may read its result)
 T_NODE_TOKENS = "nodetokens"  # hashes of node tokens (shared.adapters.node_tokens): cluster key / node id
 TABLES = (T_WORKSPACES, T_EXPERIMENTS, T_CLUSTERS, T_FILESERVERS, T_JOBS, T_SCHED, T_OPERATIONS, T_SCORING_RUNS,
-          T_SUBMISSIONS, T_REJECTED,
+          T_SUBMISSIONS, T_REJECTED, T_DATA_CONTAINERS,
           T_ROLE_ASSIGNMENTS, T_OPERATION_CALLERS, T_NODE_TOKENS)
 
 # Queues (work and events). Messages are base64 text, as host.json's messageEncoding says.

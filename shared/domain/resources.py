@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,11 +27,18 @@ T_CLUSTER = "Microsoft.BatchAI/workspaces/clusters"
 T_FILESERVER = "Microsoft.BatchAI/workspaces/fileServers"
 T_JOB = "Microsoft.BatchAI/workspaces/experiments/jobs"
 
-SECRET_KEYS = frozenset({
-    "password", "adminUserPassword", "accountKey", "instrumentationKey",
+# Fields whose string value is a secret: sealed at rest (`shared.adapters.secret_box`), never returned.
+SECRET_VALUE_KEYS = frozenset({"password", "adminUserPassword", "accountKey", "instrumentationKey"})
+# Never returned either: Key Vault references (where a secret lives).
+SECRET_KEYS = SECRET_VALUE_KEYS | frozenset({
     "passwordSecretReference", "accountKeySecretReference", "instrumentationKeySecretReference",
     "valueSecretReference",
 })
+# Returned as REDACTED (the contract requires the field): unmanaged mount commands carry whatever
+# credentials the mount needs, as Batch AI's users wrote them, so they are sealed at rest too.
+MASKED_KEYS = frozenset({"mountCommand"})
+SEALED_KEYS = SECRET_VALUE_KEYS | MASKED_KEYS
+REDACTED = "<redacted>"
 
 CLUSTER_ID_RE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.BatchAI"
@@ -92,11 +100,42 @@ def parse_cluster_id(arm_id: str) -> tuple[str, str, str, str] | None:
     return (m["sub"], m["rg"], m["ws"], m["name"]) if m else None
 
 
-def redact(value: Any, in_secrets: bool = False) -> Any:
-    """A copy without secrets: SECRET_KEYS anywhere, and ``value`` of each ``secrets`` entry."""
+def map_secrets(value: Any, fn: Callable[[str], str], in_secrets: bool = False) -> Any:
+    """A copy with `fn` applied to every value sealed at rest: a string under SEALED_KEYS anywhere, and
+    the ``value`` of each ``secrets`` entry."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
+            if isinstance(v, str) and (k in SEALED_KEYS or (in_secrets and k == "value")):
+                out[k] = fn(v)
+            else:
+                out[k] = map_secrets(v, fn, in_secrets=(k == "secrets"))
+        return out
+    if isinstance(value, list):
+        return [map_secrets(v, fn, in_secrets) for v in value]
+    return value
+
+
+def secret_values(value: Any) -> list[str]:
+    """Every secret value in `value` (see `map_secrets`)."""
+    found: list[str] = []
+
+    def collect(text: str) -> str:
+        found.append(text)
+        return text
+    map_secrets(value, collect)
+    return found
+
+
+def redact(value: Any, in_secrets: bool = False) -> Any:
+    """A copy without secrets: SECRET_KEYS anywhere, ``value`` of each ``secrets`` entry, and
+    MASKED_KEYS replaced with REDACTED."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k in MASKED_KEYS:
+                out[k] = REDACTED
+                continue
             if k in SECRET_KEYS or (in_secrets and k == "value"):
                 continue
             out[k] = redact(v, in_secrets=(k == "secrets"))

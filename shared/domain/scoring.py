@@ -1,11 +1,15 @@
 """Batch-scoring runs: the manifest (parsed and validated), the run's state machine, names derived
 from the manifest blob, and the contract between the service and a scoring job. Pure.
 
-A manifest uploaded to ``batchai-triggers/<workspace>/<name>.json`` starts a run. The run id is
-derived from the blob's name and ETag, so one blob version is one run however often it is delivered.
+A manifest uploaded to ``batchai-triggers/<subscription>/<resourceGroup>/<workspace>/<name>.json`` in
+the data account starts a run in that workspace (the path says which; a manifest body that names
+another is refused). The run id is derived from the blob's name and ETag, so one blob version is one
+run however often it is delivered. Its input and output containers must be data containers the
+workspace registered (`shared.services.data_containers`).
 
 How a scoring job sees its work (only Batch AI 2018-05-01 job features are used):
-- each job gets its own blob container (`work_container`) mounted as an azureBlobFileSystem at
+- each job gets its own blob container (`work_container`, in the data account, never the service's
+  own) mounted as an azureBlobFileSystem at
   ``$AZ_BATCHAI_JOB_MOUNT_ROOT/batchai-scoring``; `ITEMS_ENV` (``$AZ_BATCHAI_INPUT_ITEMS``, from an
   inputDirectories entry) names ``items.json`` there: ``{"run", "job", "chunk", "attempt", "items":
   [{"name": <input blob name>, "url": <read SAS URL of that blob>}], "resultsFile", "outputDir"}``;
@@ -39,6 +43,7 @@ DEFAULT_MAX_RETRIES = 1  # more attempts of a chunk's failed items after the fir
 MAX_RETRIES_LIMIT = 5
 MAX_ITEMS = 5000  # one run document holds every item's state (Table entity limits)
 MAX_CHUNKS = 1000
+MAX_MANIFEST_BYTES = 512 * 1024  # two job templates of the API's 256 KiB at most
 
 ITEMS_INPUT_ID = "ITEMS"
 ITEMS_ENV = f"AZ_BATCHAI_INPUT_{ITEMS_INPUT_ID}"
@@ -48,8 +53,8 @@ RESULTS_FILE = "results.json"
 OUTPUTS_DIR = "outputs"
 ITEMS_PATH = f"$AZ_BATCHAI_JOB_MOUNT_ROOT/{WORK_MOUNT}/{ITEMS_FILE}"
 
-_NAME_RE = re.compile(r"[^-\w]")
-_CONTAINER_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$|^\$root$")
+_NAME_RE = re.compile(r"[^-A-Za-z0-9_]")
+_CONTAINER_RE = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 
 
 class RunState(StrEnum):
@@ -140,25 +145,46 @@ class Manifest:
         return f"{self.workspace.arm_id}/clusters/{self.cluster}"
 
 
+class ManifestPathError(ValueError):
+    """A blob in the trigger container whose path names no workspace: no run can be recorded for it."""
+
+
 @dataclass(frozen=True)
 class ManifestPath:
-    """Where a manifest blob sits: ``<workspace>/<name>.json`` in the trigger container."""
-    workspace: str
+    """Where a manifest blob sits: ``<subscription>/<resourceGroup>/<workspace>/<name>.json`` in the
+    trigger container; `workspace_ref` is the workspace the run belongs to."""
+    workspace_ref: WorkspaceRef
     name: str
     blob: str
 
+    @property
+    def workspace(self) -> str:
+        return self.workspace_ref.workspace
+
     @classmethod
     def parse(cls, blob_name: str) -> ManifestPath:
-        """`blob_name` relative to the trigger container (a leading container name is dropped by the caller)."""
-        head, _, file = blob_name.strip("/").rpartition("/")
-        workspace = head.split("/")[-1] if head else ""
+        """`blob_name` relative to the trigger container (a leading container name is dropped by the
+        caller). Raises ManifestPathError unless it names a valid subscription, resource group and workspace."""
+        parts = blob_name.split("/")
+        if len(parts) < 4 or not parts[-1]:
+            raise ManifestPathError(f"'{blob_name[:200]}' is not <subscription>/<resourceGroup>/<workspace>/"
+                                    "<name>.json")
+        sub, rg, ws = parts[:3]
+        try:
+            validation.check_subscription(sub)
+            validation.check_name("resourceGroupName", rg)
+            validation.check_name("workspaceName", ws)
+        except ApiError as e:
+            raise ManifestPathError(e.message) from e
+        file = "/".join(parts[3:])
         name = file[:-5] if file.lower().endswith(".json") else file
-        return cls(workspace, name, blob_name)
+        return cls(WorkspaceRef(sub, rg, ws), name, blob_name)
 
 
 def run_id(blob_name: str, etag: str) -> str:
     """A valid resource name, the same for every delivery of one blob version and new for each version."""
-    stem = ManifestPath.parse(blob_name).name
+    file = blob_name.rsplit("/", 1)[-1]
+    stem = file[:-5] if file.lower().endswith(".json") else file
     readable = _NAME_RE.sub("-", stem).strip("-")[:40] or "run"
     digest = hashlib.sha256(f"{blob_name}\n{etag.strip(chr(34))}".encode()).hexdigest()[:12]
     return f"{readable}-{digest}".lower()
@@ -208,7 +234,7 @@ def _text(d: dict[str, Any], field: str, default: str | None = None) -> str:
 def _container(d: dict[str, Any], field: str) -> tuple[str, str]:
     where = _obj(d.get(field), field)
     container = _text(where, "container").lower()
-    if not _CONTAINER_RE.match(container):
+    if not _CONTAINER_RE.fullmatch(container):
         raise ManifestError(f"'{field}.container' is not a valid blob container name: '{container}'.")
     return container, normalized_prefix(_text(where, "prefix", ""))
 
@@ -233,23 +259,28 @@ def _int(d: dict[str, Any], field: str, default: int, low: int, high: int) -> in
     return value
 
 
-def parse_manifest(raw: bytes, path: ManifestPath, default_subscription: str, default_resource_group: str,
-                   account: str, account_key: str | None) -> Manifest:
-    """The manifest of `raw`, checked as far as it can be without storage: names, numbers, and both
-    job templates as the API would accept them. Raises ManifestError with the reason."""
+def parse_manifest(raw: bytes, path: ManifestPath, account: str, account_key: str | None,
+                   vault_hosts: tuple[str, ...] = validation.DEFAULT_VAULT_HOSTS) -> Manifest:
+    """The manifest of `raw`, checked as far as it can be without storage: size, names, numbers, and
+    both job templates as the API would accept them. Its workspace is the path's: a body that names
+    another subscription, resource group or workspace is refused. Raises ManifestError with the reason."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"The manifest is {len(raw)} bytes; the limit is {MAX_MANIFEST_BYTES} bytes.")
     try:
         d = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ManifestError(f"The manifest is not valid JSON: {e}.") from e
     d = _obj(d, "manifest")
-    workspace = d.get("workspace", path.workspace)
-    if not isinstance(workspace, str) or workspace.lower() != path.workspace.lower():
-        raise ManifestError(f"The manifest names workspace '{workspace}' but sits under '{path.workspace}/'.")
-    ws = WorkspaceRef(_text(d, "subscriptionId", default_subscription),
-                      _text(d, "resourceGroup", default_resource_group), path.workspace)
+    ws = path.workspace_ref
+    where = f"{ws.subscription}/{ws.resource_group}/{ws.workspace}/"
+    for field, value in (("subscriptionId", ws.subscription), ("resourceGroup", ws.resource_group),
+                         ("workspace", ws.workspace)):
+        named = d.get(field, value)
+        if not isinstance(named, str) or named.lower() != value.lower():
+            raise ManifestError(f"The manifest names {field} '{str(named)[:100]}' but sits under '{where}'; a "
+                                "manifest runs in the workspace of its path.")
     try:
-        for field, name in (("resourceGroup", ws.resource_group), ("workspace", ws.workspace),
-                            ("cluster", _text(d, "cluster")), ("experiment", _text(d, "experiment"))):
+        for field, name in (("cluster", _text(d, "cluster")), ("experiment", _text(d, "experiment"))):
             validation.check_name(field, name)
     except ApiError as e:
         raise ManifestError(e.message) from e
@@ -272,7 +303,7 @@ def parse_manifest(raw: bytes, path: ManifestPath, default_subscription: str, de
             raise ManifestError(f"'{field}' must not define the input directory '{ITEMS_INPUT_ID}': the run sets it.")
         try:
             validation.job_create({"properties": job_properties(manifest, template, "bsr-check", account,
-                                                                account_key)})
+                                                                account_key)}, vault_hosts)
         except ApiError as e:
             raise ManifestError(f"'{field}' is not a valid job: {e.message}") from e
     return manifest

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
@@ -20,14 +21,29 @@ import isodate
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError
 
+from shared.domain import vault_urls
 from shared.domain.contract import swagger
 from shared.domain.errors import ApiError, bad_request
+from shared.domain.vault_urls import DEFAULT_VAULT_HOSTS
 
-NAME_RE = re.compile(r"^[-\w_]+$")
-RESOURCE_GROUP_RE = re.compile(r"^[-\w\._]+$")
-DIRECTORY_ID_RE = re.compile(r"^\w{1,64}$")
+# Names are ASCII and matched whole (`fullmatch`): no trailing newline, no Unicode look-alikes
+# ("\u212Aws" is not "kws", though both lowercase alike).
+NAME_RE = re.compile(r"[-A-Za-z0-9_]{1,64}")
+# ARM's resource group rule: 1..90 of letters, digits, '_', '-', '.', '(' and ')', not ending in '.'
+# (so '.' and '..' are never names); ARM allows non-ASCII letters too, this service does not.
+RESOURCE_GROUP_RE = re.compile(r"[-A-Za-z0-9_.()]{0,89}[-A-Za-z0-9_()]")
+SUBSCRIPTION_RE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+DIRECTORY_ID_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 DOTNET_TIMESPAN_RE = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})$")
 STDOUTERR = "stdouterr"
+RESOURCE_GROUP_PARAMETERS = ("resourceGroupName", "resourceGroup")
+SHOWN_CHARS = 100  # of a refused value, in the error message
+
+# Bounds. A cluster is one scale set, and a uniform scale set holds at most 1,000 instances.
+MAX_NODES = 1000
+MAX_PROCESSES_PER_NODE = 256  # processCount / workerCount / parameterServerCount per node of the job
+MAX_DATA_DISKS = 64  # Azure's most data disks on one VM
+MAX_DISK_GB = 32767  # Azure's largest managed disk
 
 TOOLKITS: dict[str, str] = {
     "cntkSettings": "cntk",
@@ -45,17 +61,28 @@ DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "UbuntuServer", "sku": "16.0
 DEFAULT_WALL_CLOCK = "P7D"
 
 
+def _shown(value: str) -> str:
+    return value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "..."
+
+
 def check_name(parameter: str, value: str) -> None:
-    """Path names: 1..64 of ``[-\\w_]``; resource groups: up to 90 of ``[-\\w._]``."""
-    if parameter == "resourceGroupName":
-        ok = 1 <= len(value) <= 90 and RESOURCE_GROUP_RE.match(value) is not None
-        rule = "1 to 90 characters: letters, digits, '-', '_' or '.'"
+    """Names: 1..64 ASCII letters, digits, '-' or '_'; resource groups: ARM's rule (RESOURCE_GROUP_RE)."""
+    if parameter in RESOURCE_GROUP_PARAMETERS:
+        ok = isinstance(value, str) and RESOURCE_GROUP_RE.fullmatch(value) is not None
+        rule = "1 to 90 characters: letters, digits, '-', '_', '.', '(' or ')', not ending in '.'"
     else:
-        ok = 1 <= len(value) <= 64 and NAME_RE.match(value) is not None
+        ok = isinstance(value, str) and NAME_RE.fullmatch(value) is not None
         rule = "1 to 64 characters: letters, digits, '-' or '_'"
     if not ok:
-        raise bad_request(f"The parameter '{parameter}' has an invalid value '{value}': it must be {rule}.",
-                          parameter, code="InvalidParameter")
+        raise bad_request(f"The parameter '{parameter}' has an invalid value '{_shown(str(value))}': it must be "
+                          f"{rule}.", parameter, code="InvalidParameter")
+
+
+def check_subscription(value: str) -> None:
+    """A subscription id is a GUID (ARM answers 400 InvalidSubscriptionId otherwise)."""
+    if not isinstance(value, str) or SUBSCRIPTION_RE.fullmatch(value) is None:
+        raise bad_request(f"The provided subscription identifier '{_shown(str(value))}' is malformed or invalid.",
+                          "subscriptionId", code="InvalidSubscriptionId")
 
 
 def field_path(parts: Any) -> str:
@@ -69,10 +96,20 @@ def invalid(path: str, message: str) -> ApiError:
     return bad_request(f"Invalid value for '{path}': {message}", path, code="InvalidRequestContent")
 
 
+@lru_cache(maxsize=1)
+def _definitions() -> dict[str, Any]:
+    """The swagger's definitions, each one with properties typed as an object (the swagger leaves the
+    type out, so a string where an object belongs would pass the schema and break the rules after it)."""
+    defs = copy.deepcopy(swagger()["definitions"])
+    for definition in defs.values():
+        if "properties" in definition:
+            definition.setdefault("type", "object")
+    return defs
+
+
 @lru_cache(maxsize=32)
 def _validator(definition: str) -> Draft4Validator:
-    defs = swagger()["definitions"]
-    return Draft4Validator({"$ref": f"#/definitions/{definition}", "definitions": defs})
+    return Draft4Validator({"$ref": f"#/definitions/{definition}", "definitions": _definitions()})
 
 
 def _describe(error: ValidationError) -> ApiError:
@@ -134,6 +171,12 @@ def experiment_create(body: Any) -> dict[str, Any]:
     return {}
 
 
+def _count(value: int, path: str, low: int, high: int = MAX_NODES) -> int:
+    if not low <= value <= high:
+        raise invalid(path, f"must be from {low} to {high}, got {value}.")
+    return value
+
+
 def _scale_settings(scale: dict[str, Any], path: str) -> dict[str, Any]:
     manual, auto = scale.get("manual"), scale.get("autoScale")
     if manual is not None and auto is not None:
@@ -141,16 +184,12 @@ def _scale_settings(scale: dict[str, Any], path: str) -> dict[str, Any]:
     if manual is None and auto is None:
         raise invalid(path, "specify one of 'manual' or 'autoScale'.")
     if manual is not None:
-        target = manual.get("targetNodeCount", 0)
-        if target < 0:
-            raise invalid(f"{path}.manual.targetNodeCount", "must be 0 or more.")
+        target = _count(manual.get("targetNodeCount", 0), f"{path}.manual.targetNodeCount", 0)
         return {"manual": {"targetNodeCount": target,
                            "nodeDeallocationOption": manual.get("nodeDeallocationOption") or "requeue"}}
-    lo, hi, initial = auto["minimumNodeCount"], auto["maximumNodeCount"], auto.get("initialNodeCount", 0)
-    if lo < 0:
-        raise invalid(f"{path}.autoScale.minimumNodeCount", "must be 0 or more.")
-    if hi < 1:
-        raise invalid(f"{path}.autoScale.maximumNodeCount", "must be 1 or more.")
+    lo = _count(auto["minimumNodeCount"], f"{path}.autoScale.minimumNodeCount", 0)
+    hi = _count(auto["maximumNodeCount"], f"{path}.autoScale.maximumNodeCount", 1)
+    initial = auto.get("initialNodeCount", 0)
     if lo > hi:
         raise invalid(f"{path}.autoScale.minimumNodeCount",
                       f"minimumNodeCount ({lo}) must not exceed maximumNodeCount ({hi}).")
@@ -181,8 +220,9 @@ def _secrets(secrets: list[dict[str, Any]], path: str) -> None:
             raise invalid(f"{path}[{i}]", "give exactly one of 'value' or 'valueSecretReference'.")
 
 
-def cluster_create(body: Any) -> dict[str, Any]:
+def cluster_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> dict[str, Any]:
     props = _properties(body, "ClusterCreateParameters", "ClusterBaseProperties")
+    vault_urls.secret_references(props, "properties", vault_hosts)
     props.setdefault("vmPriority", "dedicated")
     if not props["vmSize"].strip():
         raise invalid("properties.vmSize", "must not be empty.")
@@ -209,9 +249,8 @@ def fileserver_create(body: Any) -> dict[str, Any]:
     props = _properties(body, "FileServerCreateParameters", "FileServerBaseProperties")
     disks = props["dataDisks"]
     disks.setdefault("cachingType", "none")
-    for name in ("diskCount", "diskSizeInGB"):
-        if disks[name] < 1:
-            raise invalid(f"properties.dataDisks.{name}", "must be 1 or more.")
+    _count(disks["diskCount"], "properties.dataDisks.diskCount", 1, MAX_DATA_DISKS)
+    _count(disks["diskSizeInGB"], "properties.dataDisks.diskSizeInGB", 1, MAX_DISK_GB)
     return props
 
 
@@ -231,14 +270,24 @@ def _directory_ids(items: list[dict[str, Any]], path: str) -> None:
     seen: set[str] = set()
     for i, item in enumerate(items):
         ident = item["id"]
-        if not DIRECTORY_ID_RE.match(ident):
+        if not DIRECTORY_ID_RE.fullmatch(ident):
             raise invalid(f"{path}[{i}].id", "must be 1 to 64 letters, digits or '_'.")
         if ident.lower() in seen or ident.lower() == STDOUTERR:
             raise invalid(f"{path}[{i}].id", f"'{ident}' is reserved or used twice.")
         seen.add(ident.lower())
 
 
-def job_create(body: Any) -> dict[str, Any]:
+def _process_counts(props: dict[str, Any], node_count: int) -> None:
+    """processCount (and TensorFlow's worker and parameter server counts) within what the nodes can run."""
+    high = node_count * MAX_PROCESSES_PER_NODE
+    for key in TOOLKITS:
+        settings = props.get(key) or {}
+        for field, low in (("processCount", 1), ("workerCount", 1), ("parameterServerCount", 0)):
+            if settings.get(field) is not None:
+                _count(settings[field], f"properties.{key}.{field}", low, high)
+
+
+def job_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> dict[str, Any]:
     """Normalized job properties (nodeCount 1, schedulingPriority normal, maxWallClockTime P7D by default)."""
     if isinstance(body, dict) and isinstance(body.get("properties"), dict):
         body = {**body, "properties": {**body["properties"]}}
@@ -247,8 +296,8 @@ def job_create(body: Any) -> dict[str, Any]:
             body["properties"]["nodeCount"] = 1
     props = _properties(body, "JobCreateParameters", "JobBaseProperties")
     props.setdefault("schedulingPriority", "normal")
-    if props["nodeCount"] < 1:
-        raise invalid("properties.nodeCount", "must be 1 or more.")
+    _count(props["nodeCount"], "properties.nodeCount", 1)
+    vault_urls.secret_references(props, "properties", vault_hosts)
     toolkits = [k for k in TOOLKITS if k in props]
     if len(toolkits) != 1:
         found = ", ".join(toolkits) or "none"
@@ -263,6 +312,7 @@ def job_create(body: Any) -> dict[str, Any]:
         raise invalid("properties.cluster.id", "must not be empty.")
     _directory_ids(props.get("inputDirectories") or [], "properties.inputDirectories")
     _directory_ids(props.get("outputDirectories") or [], "properties.outputDirectories")
+    _process_counts(props, props["nodeCount"])
     _secrets(props.get("secrets") or [], "properties.secrets")
     if props.get("mountVolumes"):
         _mount_volumes(props["mountVolumes"], "properties.mountVolumes")
@@ -282,23 +332,25 @@ def tool_type(props: dict[str, Any]) -> str:
     return next(tool for key, tool in TOOLKITS.items() if key in props)
 
 
-def job_fits_cluster(node_count: int, cluster_props: dict[str, Any]) -> None:
-    """A job may not need more nodes than an autoscale cluster can ever have."""
+def job_fits_cluster(node_count: int, cluster_props: dict[str, Any], ceiling: int = MAX_NODES,
+                     why: str = "") -> None:
+    """A job may not need more nodes than its cluster can ever have: an autoscale cluster's
+    maximumNodeCount, and `ceiling` (what the quota lets any cluster of its VM size have; `why` says so)."""
     auto = (cluster_props.get("scaleSettings") or {}).get("autoScale")
     if auto is not None and node_count > auto["maximumNodeCount"]:
         raise invalid("properties.nodeCount",
                       f"the job needs {node_count} nodes but the cluster's autoScale maximumNodeCount is "
                       f"{auto['maximumNodeCount']}.")
+    if node_count > ceiling:
+        raise invalid("properties.nodeCount", f"the job needs {node_count} nodes but the cluster can never have "
+                                              f"more than {ceiling}{': ' + why if why else ''}.")
 
 
 def int_parameter(name: str, value: str | None, default: int, low: int, high: int) -> int:
     """A query parameter that must be an integer in [low, high]; `default` when absent."""
     if value is None or value == "":
         return default
-    try:
-        n = int(value)
-    except ValueError:
-        n = low - 1
+    n = int(value) if re.fullmatch(r"-?[0-9]{1,10}", value) else low - 1
     if not low <= n <= high:
         raise bad_request(f"The parameter '{name}' must be an integer from {low} to {high}, got '{value}'.",
                           name, code="InvalidParameter")
@@ -307,3 +359,20 @@ def int_parameter(name: str, value: str | None, default: int, low: int, high: in
 
 def max_results(value: str | None) -> int:
     return int_parameter("maxresults", value, 1000, 1, 1000)
+
+
+def check_arm_path(path: str) -> None:
+    """The ids in a request path, before anything reads storage: the subscription is a GUID, the
+    resource group follows ARM's rule, and no segment holds a control or non-ASCII character."""
+    segments = path.split("/")
+    for i, segment in enumerate(segments):
+        if not segment.isascii() or not segment.isprintable():
+            raise bad_request(f"The request path segment '{_shown(segment)}' holds a character that no name may "
+                              f"hold.", "path", code="InvalidParameter")
+        following = segments[i + 1] if i + 1 < len(segments) else None
+        if following is None:
+            continue
+        if segment.lower() == "subscriptions":
+            check_subscription(following)
+        elif segment.lower() == "resourcegroups":
+            check_name("resourceGroupName", following)

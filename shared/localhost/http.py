@@ -19,6 +19,10 @@ import azure.functions as func
 
 from shared.localhost.context import LocalContext
 
+# The largest request body the host passes to a function: the app's own limit (256 KiB for the API)
+# applies after it; the host only keeps a request from filling its memory.
+MAX_BODY_BYTES = 1024 * 1024
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -66,9 +70,28 @@ def http_function(fn: func.FunctionBuilder | Any) -> HttpFunction:
 class HttpFront:
     """An ASGI app for uvicorn that dispatches to the app's HTTP functions."""
 
-    def __init__(self, functions: list[HttpFunction], route_prefix: str = "api") -> None:
+    def __init__(self, functions: list[HttpFunction], route_prefix: str = "api",
+                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.functions = functions
         self.route_prefix = route_prefix
+        self.max_body_bytes = max_body_bytes
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The request body, read as it streams in; None (and nothing more read) once it passes the cap."""
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -76,13 +99,8 @@ class HttpFront:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        response = await self.dispatch(scope, body)
+        body = await self._body(scope, receive)
+        response = await self.dispatch(scope, body) if body is not None else _too_large(self.max_body_bytes)
         headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
         if response.mimetype and not any(k.lower() == b"content-type" for k, _ in headers):
             headers.append((b"content-type", response.mimetype.encode()))
@@ -109,3 +127,9 @@ class HttpFront:
             return await asyncio.to_thread(fn.call, req, **kwargs)
         return func.HttpResponse('{"error": {"code": "NotFound", "message": "No function serves this route."}}',
                                  status_code=404, mimetype="application/json")
+
+
+def _too_large(limit: int) -> func.HttpResponse:
+    return func.HttpResponse('{"error": {"code": "RequestEntityTooLarge", "message": "The request body is larger '
+                             f'than the host accepts ({limit} bytes)."}}}}', status_code=413,
+                             mimetype="application/json")

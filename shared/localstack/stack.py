@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
-from shared.adapters import message_signing, storage
+from shared.adapters import message_signing, secret_box, storage
 from shared.emulator.network import ensure_network, remove_network
 from shared.localhost.hostjson import HostConfig
 from shared.localstack import cloud_topology, wheelhouse
@@ -125,7 +125,8 @@ def stack_status(state_dir: Path | str) -> dict[str, Any]:
 def _host_env(state_dir: Path, conn: str, settings: dict[str, str] | None) -> dict[str, str]:
     return {**LOCAL_SETTINGS, **os.environ, **(settings or {}),
             "BATCHAI_STORAGE_CONNECTION_STRING": conn, "AzureWebJobsStorage": conn,
-            "BATCHAI_STATE_DIR": str(state_dir)}
+            "BATCHAI_STATE_DIR": str(state_dir),
+            "BATCHAI_SECRETS_KEY": secret_box.ensure_key_file(state_dir / "local" / "secrets.key")}
 
 
 def _node_settings(state_dir: Path, bind: str, ports: dict[str, int], tls: TlsFiles,
@@ -229,7 +230,7 @@ def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, f
         token = owner_token(state_dir, str(ready["issuer"]), previous.token if previous else None)
         nodes = _node_settings(state_dir, bind, ports, tls, ready)
         env = {**env, **cloud_topology.issuer_settings(ready, tls), **api_settings(str(ready["issuer"])), **nodes,
-               **machine, **(settings or {})}
+               **machine, "BatchaiData": data_conn, **(settings or {})}
         host = _start_host(state_dir, ports["https"], env, app, bind)
         pids["host"] = host.pid
         prefix = HostConfig.load(ROOT / "host.json").route_prefix.strip("/")

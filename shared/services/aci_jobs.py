@@ -18,6 +18,7 @@ A cluster VM size ACI cannot run (GPU) is a permanent error recorded on the job 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
-from shared.adapters import sched_store, storage
+from shared.adapters import sched_store, secret_box, storage
 from shared.adapters.compute import provider_for
 from shared.adapters.compute.aci import check_vm_size, container_task
 from shared.adapters.compute.capabilities import ComputeRejected, ContainerTask, TaskRunner
@@ -132,8 +133,10 @@ def _run(settings: Settings, runner: TaskRunner, asg: AsgRow, doc: Doc, now: dat
 
 
 def _task(settings: Settings, asg: AsgRow, doc: Doc) -> ContainerTask:
-    props = doc.data.get("properties") or {}
+    # The stored secrets leave here, opened, for the container group's secure environment and shares.
+    props = secret_box.open_all(settings, doc.data.get("properties") or {})
     spec = nodes.cluster_spec(asg.cluster_key, nodes.load_cluster(settings, asg.cluster_key))
+    spec = dataclasses.replace(spec, properties=secret_box.open_all(settings, spec.properties))
     plan = plan_task(props, 0, [NodeAddress(ACI_NODE, "127.0.0.1")])
     if plan.command is None:
         raise ComputeRejected("UnsupportedOnAci", "the job's toolkit needs a gang of nodes")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from shared.adapters import sched_store, storage
+from shared.adapters import sched_store, secret_box, storage
 from shared.adapters.resource_store import Doc, StaleEtag, encode_token
 from shared.config import Settings
 from shared.domain import resources, states, validation
 from shared.domain.errors import conflict, not_found, precondition_failed
 from shared.domain.keys import ClusterRef, WorkspaceRef
+from shared.services import usages
 from shared.services.api_common import (
     Page,
     Rendered,
@@ -42,17 +43,21 @@ def get_doc(settings: Settings, ref: ClusterRef) -> Doc | None:
 
 
 def create(settings: Settings, ref: ClusterRef, body: object, if_match: str | None = None) -> Rendered:
-    props = validation.cluster_create(body)
+    props = validation.cluster_create(body, settings.key_vault_hosts)
     live_workspace(settings, ref.workspace)
     table = store(settings, storage.T_CLUSTERS)
     existing = table.get(ref.workspace.child_pk, ref.name.lower())
     if existing is None and node_rows(settings, ref):
         raise conflict(f"The cluster '{ref.name}' was deleted and its nodes are still being removed; retry later.",
                        code="ClusterBeingDeleted")
+    if existing is None:
+        usages.check_quota(settings, ref, props, new=True)
+    sealed = secret_box.seal_secrets(settings, props)
     doc, created = create_or_match(
         table, ref.workspace.child_pk, ref.name.lower(),
-        lambda: resources.new_cluster(ref, props, utcnow(), str(uuid.uuid4())),
-        lambda stored: resources.same_spec("cluster", stored["properties"], props), "cluster", ref.name, if_match)
+        lambda: resources.new_cluster(ref, sealed, utcnow(), str(uuid.uuid4())),
+        lambda stored: resources.same_spec("cluster", secret_box.open_all(settings, stored["properties"]), props),
+        "cluster", ref.name, if_match)
     if created:
         sched_store.kick(settings.storage_connection_string, ref.key)
     return _render(settings, ref, doc)
@@ -63,6 +68,7 @@ def update(settings: Settings, ref: ClusterRef, body: object, if_match: str | No
 
     def apply(data: dict[str, Any]) -> None:
         if scale is not None:
+            usages.check_quota(settings, ref, {**data["properties"], "scaleSettings": scale}, new=False)
             data["properties"]["scaleSettings"] = scale
 
     try:

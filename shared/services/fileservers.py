@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.adapters import local_paths, storage
+from shared.adapters import local_paths, secret_box, storage
 from shared.config import Settings
 from shared.domain import resources, validation
 from shared.domain.errors import not_found
@@ -35,11 +35,12 @@ def create(settings: Settings, ws: WorkspaceRef, name: str, body: object, if_mat
     props = validation.fileserver_create(body)
     live_workspace(settings, ws)
     on_azure = settings.provider == "vmss"
+    sealed = secret_box.seal_secrets(settings, props)
     doc, _ = create_or_match(
         store(settings, storage.T_FILESERVERS), ws.child_pk, name.lower(),
-        lambda: _new(ws, name, props, on_azure),
-        lambda stored: resources.same_spec("fileserver", stored["properties"], props), "file server", name,
-        if_match)
+        lambda: _new(ws, name, sealed, on_azure),
+        lambda stored: resources.same_spec("fileserver", secret_box.open_all(settings, stored["properties"]), props),
+        "file server", name, if_match)
     if on_azure:
         return Rendered(resources.render_fileserver(doc.data), doc.etag)
     local_paths.fileserver_dir(settings.state_dir, doc.data["id"]).mkdir(parents=True, exist_ok=True)

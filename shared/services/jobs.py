@@ -13,13 +13,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from shared.adapters import sched_store, storage
+from shared.adapters import sched_store, secret_box, storage
 from shared.adapters.resource_store import Doc
 from shared.config import Settings
 from shared.domain import resources, states, validation
 from shared.domain.errors import bad_request, conflict, not_found
 from shared.domain.keys import ClusterRef, ExperimentRef, JobRef
-from shared.services import removal
+from shared.services import removal, usages
 from shared.services.api_common import (
     Accepted,
     Page,
@@ -52,7 +52,7 @@ def _cluster_of(ref: JobRef, cluster_id: str) -> ClusterRef:
 
 
 def create(settings: Settings, ref: JobRef, body: object, if_match: str | None = None) -> Rendered:
-    props = validation.job_create(body)
+    props = validation.job_create(body, settings.key_vault_hosts)
     live_workspace(settings, ref.experiment.workspace)
     exp = store(settings, storage.T_EXPERIMENTS).get(ref.experiment.workspace.child_pk, ref.experiment.name.lower())
     if exp is None:
@@ -65,13 +65,16 @@ def create(settings: Settings, ref: JobRef, body: object, if_match: str | None =
         raise bad_request(f"Invalid value for 'properties.cluster.id': the cluster '{cluster_ref.name}' does not "
                           f"exist in workspace '{ref.experiment.workspace.workspace}'.", "properties.cluster.id")
     cluster_ref = ClusterRef(ref.experiment.workspace, cdoc.data["name"])
-    validation.job_fits_cluster(props["nodeCount"], cdoc.data["properties"])
+    validation.job_fits_cluster(props["nodeCount"], cdoc.data["properties"],
+                                *usages.node_ceiling(settings, cdoc.data["properties"]))
     props["cluster"] = {"id": cluster_ref.arm_id}
     tool = validation.tool_type(props)
+    sealed, plain = secret_box.seal_secrets(settings, props), secret_box.open_all(settings, props)
     doc, _ = create_or_match(
         store(settings, storage.T_JOBS), ref.experiment.job_pk, ref.name.lower(),
-        lambda: resources.new_job(ref, props, cluster_ref, tool, str(uuid.uuid4()), utcnow()),
-        lambda stored: resources.same_spec("job", stored["properties"], props), "job", ref.name, if_match)
+        lambda: resources.new_job(ref, sealed, cluster_ref, tool, str(uuid.uuid4()), utcnow()),
+        lambda stored: resources.same_spec("job", secret_box.open_all(settings, stored["properties"]), plain),
+        "job", ref.name, if_match)
     _index(settings, ref, doc)
     return Rendered(resources.render_job(doc.data), doc.etag)
 

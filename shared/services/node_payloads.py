@@ -25,7 +25,7 @@ from typing import Any
 
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.adapters import key_vault, service_identity, storage
+from shared.adapters import key_vault, secret_box, service_identity, storage
 from shared.config import Settings
 from shared.domain.errors import ApiError, bad_request
 from shared.domain.keys import ClusterRef, JobRef
@@ -39,7 +39,7 @@ SETUP_STATES = frozenset({"preparing", "idle", "running"})
 
 def open_secrets(settings: Settings, document: dict[str, Any]) -> dict[str, Any]:
     """`document` with its sealed secret values opened (values stored before sealing pass as they are)."""
-    return copy.deepcopy(document)
+    return dict(secret_box.open_all(settings, copy.deepcopy(document)))
 
 
 def _string(body: Mapping[str, Any], field: str) -> str:

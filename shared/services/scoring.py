@@ -1,6 +1,10 @@
-"""Batch-scoring runs: started by a manifest blob, advanced by reconcile ticks. The only writer of
-run documents (table `scoringruns`: "{sub}|{rg}|{ws}" / run id) and of their active-run index
-(partition `ACTIVE`, one row per run that is not finished).
+"""Batch-scoring runs: started by a manifest blob (`scoring_start`), advanced by reconcile ticks. The
+only writer of run documents (table `scoringruns`: "{sub}|{rg}|{ws}" / run id; `scoring_start` inserts
+them) and of their active-run index (partition `ACTIVE`, one row per run that is not finished).
+
+Runs read and write blobs of the data account only (`Settings.data_connection`): the input and
+output containers, which must stay data containers the run's workspace registered (checked on every
+tick: a container released or taken by another workspace fails the run), and the work containers.
 
 Each tick loads a run, acts on the difference between its chunks and their jobs (create the jobs
 of unsubmitted chunks, settle the ones whose job ended, retry failed items within bounds), then
@@ -11,9 +15,7 @@ overwritten), so a doubled, late or repeated tick is harmless.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,48 +27,20 @@ from shared.domain import resources, states
 from shared.domain import scoring as sc
 from shared.domain.errors import ApiError, not_found
 from shared.domain.keys import JobRef, RunRef, WorkspaceRef
-from shared.services import jobs
-from shared.services.api_common import Page, Rendered, deleting, page_of, store, table_token
+from shared.services import data_containers, jobs
+from shared.services.api_common import Page, Rendered, page_of, store, table_token
 
 ACTIVE = "~active"
 SAS_LIFETIME = timedelta(days=7)
 SAVE_ATTEMPTS = 10
 MAX_NAME_CHARS = 150_000  # item names appear about three times in a run document (< 900,000 characters)
-DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"  # the local stack's
-DEFAULT_RESOURCE_GROUP = "demo"
 
 
-def defaults() -> tuple[str, str]:
-    """The subscription and resource group of a manifest that names none."""
-    return (os.environ.get("BATCHAI_DEFAULT_SUBSCRIPTION", DEFAULT_SUBSCRIPTION),
-            os.environ.get("BATCHAI_DEFAULT_RESOURCE_GROUP", DEFAULT_RESOURCE_GROUP))
-
-
-def _runs(settings: Settings) -> ResourceStore:
+def runs_store(settings: Settings) -> ResourceStore:
     return store(settings, storage.T_SCORING_RUNS)
 
 
-def _new_run(ref: RunRef, path: sc.ManifestPath, etag: str, manifest: sc.Manifest | None, now: datetime,
-             error: str | None) -> dict[str, Any]:
-    t = resources.iso(now)
-    props: dict[str, Any] = {
-        "state": sc.RunState.PREPARING.value, "stateTransitionTime": t, "creationTime": t,
-        "manifest": {"container": storage.C_TRIGGERS, "blob": path.blob, "etag": etag},
-        "progress": decide.progress([]), "errors": []}
-    internal: dict[str, Any] = {"history": [], "chunks": [], "manifest": manifest.to_dict() if manifest else None}
-    if manifest is not None:
-        props.update(cluster={"id": manifest.cluster_arm_id}, experiment=manifest.experiment,
-                     input={"container": manifest.input_container, "prefix": manifest.input_prefix},
-                     output={"container": manifest.output_container, "prefix": manifest.output_prefix},
-                     itemsPerJob=manifest.items_per_job, errorThreshold=manifest.threshold.to_dict(),
-                     maxRetries=manifest.max_retries, hasFinalJob=manifest.final_job is not None)
-    doc = {"id": ref.arm_id, "name": ref.name, "type": sc.T_RUN, "properties": props, "internal": internal}
-    if error is not None:
-        _move(doc, sc.RunState.FAILED, error, now, code="InvalidManifest")
-    return doc
-
-
-def _move(data: dict[str, Any], target: sc.RunState, reason: str, now: datetime, code: str | None = None) -> None:
+def move(data: dict[str, Any], target: sc.RunState, reason: str, now: datetime, code: str | None = None) -> None:
     props = data["properties"]
     data["internal"]["history"].append(sc.run_transition(props["state"], target, reason, now))
     props["state"] = target.value
@@ -78,40 +52,10 @@ def _move(data: dict[str, Any], target: sc.RunState, reason: str, now: datetime,
         props["errors"].append({"code": code, "message": reason})
 
 
-def start_from_blob(settings: Settings, blob_name: str, etag: str, raw: bytes, now: datetime) -> RunRef:
-    """The run of one manifest blob version, recorded once (insert-if-absent) and advanced once.
-    A manifest that cannot run is recorded as a failed run with the reason."""
-    conn = settings.storage_connection_string
-    path = sc.ManifestPath.parse(blob_name)
-    name = sc.run_id(blob_name, etag)
-    sub, rg = defaults()
-    account, key = scoring_blobs.account(conn)
-    manifest: sc.Manifest | None = None
-    error: str | None = None
-    try:
-        manifest = sc.parse_manifest(raw, path, sub, rg, account, key)
-    except sc.ManifestError as e:
-        error = str(e)
-    ws = manifest.workspace if manifest else WorkspaceRef(sub, rg, path.workspace or "-")
-    ref = RunRef(ws, name)
-    if manifest is not None:
-        wdoc = store(settings, storage.T_WORKSPACES).get(ws.pk, ws.workspace.lower())
-        if wdoc is None or deleting(wdoc):
-            error = f"The workspace '{ws.workspace}' was not found in resource group '{ws.resource_group}'."
-    runs = _runs(settings)
-    if runs.get(ws.child_pk, name) is None:
-        if error is None:
-            runs.client.upsert_entity({"PartitionKey": ACTIVE, "RowKey": ref.index_row})
-        with contextlib.suppress(StaleEtag):  # another delivery of the same version recorded it first
-            runs.insert(ws.child_pk, name, _new_run(ref, path, etag, manifest, now, error))
-    advance(settings, ref, now)
-    return ref
-
-
 def reconcile_all(settings: Settings, now: datetime) -> int:
     """Advance every active run; the number of runs looked at. One run's transient error does not
     stop the others: the first error is raised after all were tried."""
-    runs = _runs(settings)
+    runs = runs_store(settings)
     rows = [e["RowKey"] for e in runs.client.query_entities("PartitionKey eq @pk", parameters={"pk": ACTIVE})]
     first: Exception | None = None
     for row in rows:
@@ -126,7 +70,7 @@ def reconcile_all(settings: Settings, now: datetime) -> int:
 
 def advance(settings: Settings, ref: RunRef, now: datetime) -> str | None:
     """One reconcile step of a run; its state afterwards (None: no such run)."""
-    runs = _runs(settings)
+    runs = runs_store(settings)
     for _ in range(SAVE_ATTEMPTS):
         doc = runs.get(ref.workspace.child_pk, ref.name.lower())
         if doc is None:
@@ -155,7 +99,7 @@ class _Step:
 
     def __init__(self, settings: Settings, ref: RunRef, data: dict[str, Any], now: datetime) -> None:
         self.settings = settings
-        self.conn = settings.storage_connection_string
+        self.conn = settings.data_connection
         self.ref = ref
         self.data = data
         self.now = now
@@ -167,6 +111,12 @@ class _Step:
         return self.data["internal"]["chunks"]
 
     def run(self) -> None:
+        m = self.manifest
+        unregistered = data_containers.unregistered(self.settings, m.workspace, [m.input_container,
+                                                                                  m.output_container])
+        if unregistered:  # the run stops, and writes nothing more to containers no longer its workspace's
+            error = data_containers.not_registered(m.workspace.workspace, unregistered)
+            return self._end_failed(error.message, error.code, summary=False)
         state = sc.RunState(self.data["properties"]["state"])
         if state == sc.RunState.PREPARING:
             self._prepare()
@@ -177,7 +127,7 @@ class _Step:
             self._finalize()
 
     def _fail(self, reason: str, code: str) -> None:
-        _move(self.data, sc.RunState.FAILED, reason, self.now, code=code)
+        move(self.data, sc.RunState.FAILED, reason, self.now, code=code)
 
     def _prepare(self) -> None:
         m = self.manifest
@@ -193,7 +143,7 @@ class _Step:
             return self._fail(f"The input blob names under {where} are too long to track in one run "
                               f"(over {MAX_NAME_CHARS} characters in all); split the run.", "TooManyInputs")
         self.data["internal"]["chunks"] = decide.new_chunks(names, m.items_per_job)
-        _move(self.data, sc.RunState.SCORING, f"{len(names)} items in {len(self.chunks)} jobs", self.now)
+        move(self.data, sc.RunState.SCORING, f"{len(names)} items in {len(self.chunks)} jobs", self.now)
         self._record_progress()
 
     # Scoring jobs -------------------------------------------------------------------------------
@@ -278,7 +228,7 @@ class _Step:
             return self._end_failed(verdict.reason, "ErrorThresholdExceeded")
         if verdict.kind == "scored":
             if self.manifest.final_job is None:
-                _move(self.data, sc.RunState.SUCCEEDED, verdict.reason, self.now)
+                move(self.data, sc.RunState.SUCCEEDED, verdict.reason, self.now)
                 self._write_summary()
                 return self._cleanup()
             self._write_summary()
@@ -289,9 +239,9 @@ class _Step:
                     raise
                 self._fail(f"The final job was refused: {e.message}", "JobRejected")
                 return self._write_summary()
-            _move(self.data, sc.RunState.FINALIZING, verdict.reason + " Running the final job.", self.now)
+            move(self.data, sc.RunState.FINALIZING, verdict.reason + " Running the final job.", self.now)
 
-    def _end_failed(self, reason: str, code: str) -> None:
+    def _end_failed(self, reason: str, code: str, summary: bool = True) -> None:
         """Stop the jobs still running, write the summary, fail the run."""
         for chunk in self.chunks:
             if chunk["submitted"] and not chunk["done"]:
@@ -301,7 +251,8 @@ class _Step:
                     jobs.terminate(self.settings, self._job_ref(name))
         self._record_progress()
         self._fail(reason, code)
-        self._write_summary(reason)
+        if summary:
+            self._write_summary(reason)
 
     def _record_progress(self) -> None:
         running = sum(1 for c in self.chunks if c["submitted"] and not c["done"])
@@ -347,7 +298,7 @@ class _Step:
         self.data["properties"]["finalJob"] = {"name": name, "state": "succeeded" if end.job_succeeded else "failed",
                                                "outputs": sorted(outputs.values())}
         if end.job_succeeded:
-            _move(self.data, sc.RunState.SUCCEEDED, "Scoring and the final job succeeded.", self.now)
+            move(self.data, sc.RunState.SUCCEEDED, "Scoring and the final job succeeded.", self.now)
             self._write_summary()
             self._cleanup()
         else:
@@ -371,12 +322,12 @@ def render(doc: Doc) -> dict[str, Any]:
 
 
 def get(settings: Settings, ref: RunRef) -> Rendered:
-    doc = _runs(settings).get(ref.workspace.child_pk, ref.name.lower())
+    doc = runs_store(settings).get(ref.workspace.child_pk, ref.name.lower())
     if doc is None:
         raise not_found("batch scoring run", ref.name)
     return Rendered(render(doc), doc.etag)
 
 
 def list_by_workspace(settings: Settings, ws: WorkspaceRef, size: int, token: str | None) -> Page:
-    docs, nxt = _runs(settings).page(ws.child_pk, size, table_token(token))
+    docs, nxt = runs_store(settings).page(ws.child_pk, size, table_token(token))
     return page_of(docs, nxt, render)

@@ -1,23 +1,29 @@
-"""Job submissions from other systems (queue `job-submissions`): create the job as the API would,
-record refusals, and publish outcomes to the submitter's reply queue.
+"""Job submissions from other systems (queue `job-submissions` in the data account): create the job
+as the API would, for the principal that submitted it, record refusals, and publish outcomes to the
+submitter's reply queue.
 
 Owns the tables `rejectedsubmissions` (one row per refused message: "{sub}|{rg}" / "{inserted}-{message
 id}") and `submissions` (one row per accepted submission that asked for replies, until its job's
 end was published: job partition / job name).
 
 A message is JSON: a JobCreateParameters body (``properties``) plus ``workspace``, ``experiment``,
-``jobName`` (or ``name``), optional ``subscriptionId``, ``resourceGroup``, ``replyTo`` (a queue in
-the service's storage account) and ``correlationId``. The job is created by `jobs.create`, so the
-same validation applies and a redelivered message finds the job it created (create-or-match by name).
-Refusals (the caller's fault: bad JSON, unknown workspace, invalid job) are permanent: recorded and
-the message completes. Anything else raises, and the queue retries it (poison after 5 tries).
-Replies are at-least-once: a crash between sending and recording may send one twice.
+``jobName`` (or ``name``), optional ``subscriptionId``, ``resourceGroup`` (the local stack's when
+absent), ``replyTo`` and ``correlationId``, and ``authorization``: the submitter's ``Bearer <token>``,
+validated exactly as the API validates tokens; that principal must hold `SUBMIT_ACTION` on the
+workspace. The job is created by `jobs.create`, so the same validation applies and a redelivered
+message finds the job it created (create-or-match by name). Replies go only to reply queues of the
+data account: ``job-replies`` or ``job-replies-<suffix>`` (`REPLY_QUEUE_RE`), never a queue of the
+service. Refusals (the caller's fault: bad JSON, no or bad token, missing role, unknown workspace,
+invalid job) are permanent: recorded, redacted (no token, no secret value, no mount command), and the
+message completes. Anything else raises, and the queue retries it (poison after 5 tries). Replies
+are at-least-once: a crash between sending and recording may send one twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,11 +41,23 @@ from shared.domain.errors import ApiError
 from shared.domain.keys import PROVIDER, JobRef, WorkspaceRef
 from shared.services import jobs
 from shared.services.api_common import Page, store, table_token
-from shared.services.scoring import defaults
 
-QUEUE_NAME_RE = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+REPLY_QUEUE_RE = re.compile(r"job-replies(?:-[a-z0-9]+){0,10}")
+MAX_QUEUE_NAME = 63
 MAX_RECORDED_BODY = 30_000
+MAX_RECORDED_FIELD = 1024
 T_REJECTED_TYPE = f"{PROVIDER}/rejectedSubmissions"
+AUTHORIZATION_FIELD = "authorization"
+TOKEN_FIELDS = frozenset({AUTHORIZATION_FIELD, "token", "accesstoken", "access_token", "bearer"})
+SUBMIT_ACTION = f"{PROVIDER}/workspaces/experiments/jobs/write"
+DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"  # the local stack's
+DEFAULT_RESOURCE_GROUP = "demo"
+
+
+def defaults() -> tuple[str, str]:
+    """The subscription and resource group of a message that names none."""
+    return (os.environ.get("BATCHAI_DEFAULT_SUBSCRIPTION", DEFAULT_SUBSCRIPTION),
+            os.environ.get("BATCHAI_DEFAULT_RESOURCE_GROUP", DEFAULT_RESOURCE_GROUP))
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,7 @@ def _job_ref(d: dict[str, Any]) -> JobRef:
     ws = WorkspaceRef(str(d.get("subscriptionId") or sub), str(d.get("resourceGroup") or rg), _field(d, "workspace"))
     ref = ws.experiment(_field(d, "experiment")).job(_field(d, "jobName", "name"))
     try:
+        validation.check_subscription(ws.subscription)
         validation.check_name("resourceGroup", ws.resource_group)
         validation.check_name("workspace", ws.workspace)
         validation.check_name("experiment", ref.experiment.name)
@@ -90,13 +109,39 @@ def _reply_to(d: dict[str, Any]) -> str | None:
     value = d.get("replyTo")
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not QUEUE_NAME_RE.match(value):
-        raise Refused("InvalidReplyQueue", f"'replyTo' is not a valid queue name: {value!r}.", "replyTo")
+    if not isinstance(value, str) or len(value) > MAX_QUEUE_NAME or not REPLY_QUEUE_RE.fullmatch(value):
+        raise Refused("InvalidReplyQueue", f"'replyTo' must name a reply queue: 'job-replies' or "
+                                           f"'job-replies-<lower-case letters and digits>', not {str(value)[:80]!r}.",
+                      "replyTo")
     return value
 
 
 def send_reply(settings: Settings, queue: str, reply: dict[str, Any]) -> None:
-    storage.ensure_queue(settings.storage_connection_string, queue).send_message(json.dumps(reply))
+    storage.ensure_queue(settings.data_connection, queue).send_message(json.dumps(reply))
+
+
+def _submitter(settings: Settings, d: dict[str, Any]) -> Any:
+    """The principal the message's token proves; Refused with ARM's 401 code otherwise."""
+    from shared.services import authorization
+
+    token = d.get(AUTHORIZATION_FIELD)
+    try:
+        return authorization.authenticate(settings, token if isinstance(token, str) else None)
+    except ApiError as e:
+        if e.status >= 500:
+            raise
+        raise Refused(e.code, e.message, AUTHORIZATION_FIELD) from None
+
+
+def _authorize(settings: Settings, principal: Any, ref: JobRef) -> None:
+    from shared.services import authorization
+
+    try:
+        authorization.require(settings, principal, SUBMIT_ACTION, ref.experiment.workspace.arm_id)
+    except ApiError as e:
+        if e.status >= 500:
+            raise
+        raise Refused(e.code, e.message) from None
 
 
 def _job_info(ref: JobRef) -> dict[str, str]:
@@ -118,7 +163,9 @@ def handle(settings: Settings, delivery: Delivery, now: datetime) -> Outcome:
             raise Refused("InvalidJson", "The message must be a JSON object.")
         d = parsed
         reply_to = _reply_to(d)
+        principal = _submitter(settings, d)
         ref = _job_ref(d)
+        _authorize(settings, principal, ref)
         body = {"properties": d.get("properties")} if "properties" in d else d.get("job")
         try:
             jobs.create(settings, ref, body)
@@ -139,19 +186,41 @@ def handle(settings: Settings, delivery: Delivery, now: datetime) -> Outcome:
     return Outcome(True, ref)
 
 
+def redacted_body(d: dict[str, Any]) -> str:
+    """What is kept of a refused message: its JSON without tokens, secret values or mount commands."""
+    kept = {k: v for k, v in d.items() if k.lower() not in TOKEN_FIELDS}
+    return json.dumps(resources.redact(kept))[:MAX_RECORDED_BODY]
+
+
+def _partition(d: dict[str, Any], ref: JobRef | None) -> str:
+    """Where a refusal is listed: the message's resource group when it names a valid one, else the default."""
+    if ref is not None:
+        return ref.experiment.workspace.pk
+    sub, rg = defaults()
+    sub, rg = str(d.get("subscriptionId") or sub), str(d.get("resourceGroup") or rg)
+    try:
+        validation.check_subscription(sub)
+        validation.check_name("resourceGroup", rg)
+    except ApiError:
+        sub, rg = defaults()
+    return WorkspaceRef(sub, rg, "-").pk
+
+
+def _text(d: dict[str, Any], *names: str) -> str:
+    return next((str(d[n])[:MAX_RECORDED_FIELD] for n in names if d.get(n)), "")
+
+
 def _record_rejection(settings: Settings, delivery: Delivery, d: dict[str, Any], ref: JobRef | None, r: Refused,
                       now: datetime) -> None:
-    sub, rg = defaults()
-    ws = ref.experiment.workspace if ref else WorkspaceRef(str(d.get("subscriptionId") or sub),
-                                                           str(d.get("resourceGroup") or rg), "-")
     row = f"{delivery.inserted.strftime('%Y%m%dT%H%M%S%fZ')}-{delivery.message_id}"
     storage.table(settings.storage_connection_string, storage.T_REJECTED).upsert_entity({
-        "PartitionKey": ws.pk, "RowKey": row, "code": r.code, "message": r.message, "target": r.target or "",
-        "messageId": delivery.message_id, "insertionTime": resources.iso(delivery.inserted),
+        "PartitionKey": _partition(d, ref), "RowKey": row, "code": r.code, "message": r.message,
+        "target": r.target or "", "messageId": delivery.message_id, "insertionTime": resources.iso(delivery.inserted),
         "dequeueCount": delivery.dequeue_count, "recordedAt": resources.iso(now),
-        "workspace": str(d.get("workspace") or ""), "experiment": str(d.get("experiment") or ""),
-        "jobName": str(d.get("jobName") or d.get("name") or ""), "correlationId": str(d.get("correlationId") or ""),
-        "replyTo": str(d.get("replyTo") or ""), "body": delivery.body[:MAX_RECORDED_BODY]})
+        "workspace": _text(d, "workspace"), "experiment": _text(d, "experiment"),
+        "jobName": _text(d, "jobName", "name"), "correlationId": _text(d, "correlationId"),
+        "replyTo": _text(d, "replyTo"), "bodyLength": len(delivery.body),
+        "body": redacted_body(d) if d else ""})
 
 
 def _accepted(settings: Settings, ref: JobRef, reply_to: str, correlation: Any, now: datetime) -> None:
@@ -203,7 +272,7 @@ def _render_rejection(e: Any) -> dict[str, Any]:
     sub, rg = e["PartitionKey"].split("|")
     props = {k: e.get(k) for k in ("code", "message", "target", "messageId", "insertionTime", "dequeueCount",
                                    "recordedAt", "workspace", "experiment", "jobName", "correlationId", "replyTo",
-                                   "body")}
+                                   "bodyLength", "body")}
     return {"id": f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{PROVIDER}/rejectedSubmissions/{e['RowKey']}",
             "name": e["RowKey"], "type": T_REJECTED_TYPE, "properties": props}
 

@@ -1,5 +1,6 @@
 """Usages of a subscription (GET .../locations/{location}/usages): clusters, and vCPUs in use in
-total and per VM family, for dedicated and low-priority nodes, against `Settings.quota`.
+total and per VM family, for dedicated and low-priority nodes, against `Settings.quota`; and the
+quota checks of cluster create and resize, the only place those limits are enforced.
 
 Counted from the stored clusters of the subscription and the node rows of their sched partitions:
 every node that is not lost holds its VM size's cores (`vm_sizes.size_info`, what a quota counts on
@@ -11,12 +12,14 @@ use. Every cluster of a subscription counts in every location (the local stack h
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from shared.adapters import sched_store, storage
 from shared.adapters.compute import vm_sizes
 from shared.config import Settings
-from shared.domain import resources, states
+from shared.domain import resources, states, validation
+from shared.domain.errors import ApiError
 from shared.domain.keys import ClusterRef, WorkspaceRef
 from shared.services.api_common import store
 
@@ -66,3 +69,84 @@ def list_usages(settings: Settings, subscription: str, location: str) -> list[di
             out.append(_usage(f"{display} Cluster {word} vCPUs", f"{display} Cluster {localized} vCPUs",
                               cores[(priority, family)], quota.family_limit(family, priority)))
     return out
+
+
+# Quota checks -------------------------------------------------------------------------------------
+# A cluster holds the cores of the most nodes it may have (a manual cluster's targetNodeCount, an
+# autoscale cluster's maximumNodeCount), so the clusters admitted can never together exceed a limit,
+# whatever their autoscalers do later. Refusals are ARM's: 409 ClusterQuotaReached (Batch AI's
+# answer for its cluster count), 409 OperationNotAllowed with the compute provider's wording for cores.
+
+def _priority(props: Mapping[str, Any]) -> str:
+    priority = str(props.get("vmPriority") or "dedicated").lower()
+    return priority if priority in PRIORITIES else "dedicated"
+
+
+def claimed_nodes(props: Mapping[str, Any]) -> int:
+    scale = props.get("scaleSettings") or {}
+    if scale.get("autoScale"):
+        return int(scale["autoScale"]["maximumNodeCount"])
+    return int((scale.get("manual") or {}).get("targetNodeCount") or 0)
+
+
+def _claims(settings: Settings, subscription: str, excluded: ClusterRef) -> tuple[int, Counter[tuple[str, str]]]:
+    """(other clusters, {(priority, family): cores they hold}) of the subscription, `excluded` aside."""
+    clusters = 0
+    cores: Counter[tuple[str, str]] = Counter()
+    for doc in store(settings, storage.T_CLUSTERS).scan(pk_prefix=f"{subscription.lower()}|"):
+        if (doc.pk, doc.rk) == (excluded.workspace.child_pk, excluded.name.lower()):
+            continue
+        props = doc.data.get("properties") or {}
+        size = str(props.get("vmSize") or "")
+        clusters += 1
+        cores[(_priority(props), vm_sizes.family(size))] += claimed_nodes(props) * vm_sizes.size_info(size).cores
+    return clusters, cores
+
+
+def _cores_refused(what: str, location: str, limit: int, usage: int, wanted: int) -> ApiError:
+    return ApiError(409, "OperationNotAllowed", (
+        f"Operation could not be completed as it results in exceeding approved {what} quota. Additional details - "
+        f"Location: {location}, Current Limit: {limit}, Current Usage: {usage}, Additional Required: {wanted}, "
+        f"(Minimum) New Limit Required: {usage + wanted}. Clusters hold the vCPUs of their targetNodeCount "
+        f"(manual) or maximumNodeCount (autoScale); lower those of other clusters or raise the quota."))
+
+
+def check_quota(settings: Settings, ref: ClusterRef, props: Mapping[str, Any], new: bool) -> None:
+    """Refuse a cluster (`new`) or a scale change whose nodes would pass the subscription's quotas."""
+    quota = settings.quota
+    others, held = _claims(settings, ref.workspace.subscription, ref)
+    if new and others + 1 > quota.clusters:
+        raise ApiError(409, "ClusterQuotaReached", (
+            f"Operation results in exceeding quota limits of Microsoft.BatchAI/clusters. Maximum allowed: "
+            f"{quota.clusters}, Current in use: {others}. Please contact support to increase the quota for "
+            f"resource type Microsoft.BatchAI/clusters"))
+    size = str(props.get("vmSize") or "")
+    priority, family = _priority(props), vm_sizes.family(size)
+    wanted = claimed_nodes(props) * vm_sizes.size_info(size).cores
+    if wanted == 0:
+        return
+    location = settings.default_location
+    family_usage = held[(priority, family)]
+    family_limit = quota.family_limit(family, priority)
+    word = _WORDS[priority][1]
+    if family_usage + wanted > family_limit:
+        raise _cores_refused(f"{vm_sizes.family_display(family)} {word} Cores", location, family_limit,
+                             family_usage, wanted)
+    total = sum(n for (p, _), n in held.items() if p == priority)
+    limit = quota.dedicated_cores if priority == "dedicated" else quota.lowpriority_cores
+    if total + wanted > limit:
+        raise _cores_refused(f"Total Regional {word} Cores", location, limit, total, wanted)
+
+
+def node_ceiling(settings: Settings, props: Mapping[str, Any]) -> tuple[int, str]:
+    """The most nodes any cluster of this VM size and priority may ever have, and why."""
+    size = str(props.get("vmSize") or "")
+    priority, family = _priority(props), vm_sizes.family(size)
+    cores = max(1, vm_sizes.size_info(size).cores)
+    quota = settings.quota
+    limit = min(quota.family_limit(family, priority),
+                quota.dedicated_cores if priority == "dedicated" else quota.lowpriority_cores)
+    if limit // cores < validation.MAX_NODES:
+        return limit // cores, (f"its VM size {size} has {cores} vCPUs and the {_WORDS[priority][1].lower()} quota "
+                                f"of {vm_sizes.family_display(family)} allows {limit} vCPUs")
+    return validation.MAX_NODES, "a cluster has at most that many nodes"

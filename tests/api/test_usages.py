@@ -50,7 +50,7 @@ def test_family_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_usages_count_vm_size_cores_of_nodes_not_lost(api_endpoint: dict[str, str]) -> None:
-    sub = f"usages-{uuid.uuid4().hex[:8]}"
+    sub = str(uuid.uuid4())  # a subscription of its own: the counts are this test's alone
     client = BatchAI(StaticToken(api_endpoint["token"]), sub, base_url=api_endpoint["url"],
                      connection_verify=api_endpoint["ca_file"], polling_interval=0.2)
     rg = api_endpoint["resource_group"]

@@ -308,7 +308,7 @@ def test_manual_scale_down_honours_node_deallocation_option(s: Stack) -> None:
 
 @PROCESSES_ONLY
 def test_usages_report_nodes_cores_per_family_against_limits(s: Stack) -> None:
-    sub = f"usage-{uuid.uuid4().hex[:8]}"  # a subscription of its own: the counts are this test's alone
+    sub = str(uuid.uuid4())  # a subscription of its own: the counts are this test's alone
     client = BatchAI(StaticToken(s.endpoint["token"]), sub, base_url=s.endpoint["url"],
                      connection_verify=s.endpoint["ca_file"])
     client.workspaces.begin_create(s.rg, "use", models.WorkspaceCreateParameters(location="local")).result()

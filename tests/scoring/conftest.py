@@ -37,13 +37,23 @@ class ScoringStack(Stack):
         for name, text in items.items():
             client.upload_blob(name, text.encode(), overwrite=True)
 
-    def upload_manifest(self, ws: str, name: str, manifest: dict[str, Any] | str) -> str:
-        """Upload a manifest; the run id it starts."""
-        blob = f"{ws}/{name}.json"
+    def manifest_blob(self, ws: str, name: str) -> str:
+        return f"{self.sub}/{self.rg}/{ws}/{name}.json"
+
+    def upload_manifest(self, ws: str, name: str, manifest: dict[str, Any] | str, token: str | None = None) -> str:
+        """Upload a manifest for the submitter of `token` (the stack's owner by default); the run id it starts."""
+        blob = self.manifest_blob(ws, name)
         data = manifest if isinstance(manifest, str) else json.dumps(manifest)
         client = self.blobs.get_blob_client(storage.C_TRIGGERS, blob)
-        result = client.upload_blob(data.encode(), overwrite=True)
+        result = client.upload_blob(data.encode(), overwrite=True,
+                                    metadata={"authorization": f"Bearer {token or self.endpoint['token']}"})
         return sc.run_id(blob, result["etag"])
+
+    def register(self, ws: str, containers: list[str]) -> None:
+        """Make these containers of the data account the workspace's data containers (and only these)."""
+        r = self.http.patch(f"{self.endpoint['url']}{self.ws_path(ws)}", params={"api-version": "2018-05-01"},
+                            json={"properties": {"dataContainers": containers}})
+        assert r.status_code == 200, r.text
 
     def api(self, path: str, **params: str) -> httpx.Response:
         return self.http.get(f"{self.endpoint['url']}{path}", params={"api-version": "2018-05-01", **params})
@@ -82,10 +92,16 @@ def manifest(input_container: str, output_container: str, **extra: Any) -> dict[
             "output": {"container": output_container, "prefix": "out/"}, "jobTemplate": template(), **extra}
 
 
+# The data containers the scoring tests' workspace registers (inputs and outputs of every run).
+CONTAINERS = ["inputs-a", "outputs-a", "inputs-r", "outputs-r", "inputs-t10", "outputs-t10", "inputs-t2",
+              "outputs-t2", "inputs-empty", "out-x", "inputs-cli", "outputs-cli"]
+
+
 @pytest.fixture(scope="session")
 def scoring_stack(local_stack: dict[str, Any]) -> ScoringStack:
     s = ScoringStack(local_stack)
     s.workspace(WS)
+    s.register(WS, CONTAINERS)
     s.client.experiments.begin_create(s.rg, WS, EXP).result()
     s.manual_cluster(WS, CLUSTER, 2)
     s.idle_nodes(WS, CLUSTER, 2)

@@ -9,6 +9,7 @@ import pytest
 
 from shared.decisions import scoring as decide
 from shared.domain import scoring as sc
+from shared.domain.keys import WorkspaceRef
 from shared.domain.scoring import ItemResult, Threshold
 
 
@@ -122,12 +123,22 @@ def _manifest(**over: object) -> bytes:
     return json.dumps(base).encode()
 
 
-PATH = sc.ManifestPath.parse("ws/m.json")
+SUB = "5f1c0a2e-3b4d-4c6e-8f90-a1b2c3d4e5f6"
+PATH = sc.ManifestPath.parse(f"{SUB}/rg/ws/m.json")
+
+
+def test_manifest_paths_name_the_workspace() -> None:
+    assert PATH.workspace_ref == WorkspaceRef(SUB, "rg", "ws") and PATH.name == "m"
+    assert sc.ManifestPath.parse(f"{SUB}/rg/ws/dir/m.json").name == "dir/m"
+    for bad in ("ws/m.json", f"{SUB}/rg/m.json", "not-a-guid/rg/ws/m.json", f"{SUB}/../ws/m.json",
+                f"{SUB}/rg/ws\n/m.json", f"{SUB}/rg/\u212aws/m.json", f"{SUB}/rg/ws/"):
+        with pytest.raises(sc.ManifestPathError):
+            sc.ManifestPath.parse(bad)
 
 
 def test_manifest_defaults_and_template_wiring() -> None:
-    m = sc.parse_manifest(_manifest(), PATH, "sub", "rg", "acct", "key")
-    assert (m.workspace.subscription, m.workspace.resource_group, m.workspace.workspace) == ("sub", "rg", "ws")
+    m = sc.parse_manifest(_manifest(), PATH, "acct", "key")
+    assert (m.workspace.subscription, m.workspace.resource_group, m.workspace.workspace) == (SUB, "rg", "ws")
     assert m.items_per_job == 50 and m.input_prefix == "p/" and m.output_prefix == ""
     assert m.threshold == Threshold(0.0, 100.0) and m.max_retries == 1 and m.final_job is None
     props = sc.job_properties(m, m.job_template, "bsr-x-0000-1", "acct", "key")
@@ -140,7 +151,10 @@ def test_manifest_defaults_and_template_wiring() -> None:
 @pytest.mark.parametrize("raw, reason", [
     (b"{", "not valid JSON"),
     (b"[]", "must be a JSON object"),
-    (_manifest(workspace="other"), "sits under 'ws/'"),
+    (_manifest(workspace="other"), f"sits under '{SUB}/rg/ws/'"),
+    (_manifest(resourceGroup="other"), "names resourceGroup 'other'"),
+    (_manifest(subscriptionId="00000000-0000-0000-0000-000000000000"), "names subscriptionId"),
+    (_manifest(padding="x" * sc.MAX_MANIFEST_BYTES), "the limit is"),
     (_manifest(cluster=""), "'cluster' is required"),
     (_manifest(itemsPerJob=0), "'itemsPerJob' must be an integer"),
     (_manifest(errorThreshold={"failedItemsPercent": 150}), "failedItemsPercent"),
@@ -151,7 +165,7 @@ def test_manifest_defaults_and_template_wiring() -> None:
 ])
 def test_bad_manifests_say_why(raw: bytes, reason: str) -> None:
     with pytest.raises(sc.ManifestError, match=reason.replace("(", r"\(").replace(")", r"\)")):
-        sc.parse_manifest(raw, PATH, "sub", "rg", "acct", "key")
+        sc.parse_manifest(raw, PATH, "acct", "key")
 
 
 def test_results_file_parsing() -> None:

@@ -8,9 +8,9 @@ from functions import triggers
 from shared.localhost.loader import load_functions
 
 EXPECTED: dict[str, dict[str, Any]] = {
-    "scoring_manifest": {"type": "blobTrigger", "path": "batchai-triggers/{workspace}/{name}.json",
-                         "connection": "AzureWebJobsStorage"},
-    "job_submission": {"type": "queueTrigger", "queueName": "job-submissions", "connection": "AzureWebJobsStorage"},
+    "scoring_manifest": {"type": "blobTrigger", "connection": "BatchaiData",
+                         "path": "batchai-triggers/{subscription}/{resourceGroup}/{workspace}/{name}.json"},
+    "job_submission": {"type": "queueTrigger", "queueName": "job-submissions", "connection": "BatchaiData"},
     "scoring_runs_tick": {"type": "timerTrigger", "schedule": "%BATCHAI_SCORING_SCHEDULE%", "runOnStartup": False,
                           "useMonitor": False},
     "submission_replies_tick": {"type": "timerTrigger", "schedule": "%BATCHAI_SCORING_SCHEDULE%",

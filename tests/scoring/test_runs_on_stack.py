@@ -58,7 +58,7 @@ def test_the_same_blob_version_again_starts_no_new_run(scoring_stack: ScoringSta
     run = s.upload_manifest(WS, "redelivered", manifest("inputs-r", "outputs-r", itemsPerJob=2))
     first = s.wait_run(WS, run)["properties"]
     assert first["state"] == "succeeded"
-    blob = s.blobs.get_blob_client(storage.C_TRIGGERS, f"{WS}/redelivered.json")
+    blob = s.blobs.get_blob_client(storage.C_TRIGGERS, s.manifest_blob(WS, "redelivered"))
     triggers.scoring_manifest(_input_stream(blob))
     triggers.scoring_manifest(_input_stream(blob))
     runs = [r["name"] for r in s.api(f"{s.ws_path(WS)}/batchScoringRuns").json()["value"]
@@ -77,7 +77,8 @@ def _input_stream(blob) -> object:
 
     props = blob.get_blob_properties()
     return func.blob.InputStream(data=blob.download_blob().readall(), name=f"{storage.C_TRIGGERS}/{blob.blob_name}",
-                                 uri=blob.url, length=props.size, blob_properties={"ETag": props.etag})
+                                 uri=blob.url, length=props.size, blob_properties={"ETag": props.etag},
+                                 metadata=dict(props.metadata))
 
 
 @pytest.mark.parametrize("percent, state", [(10, "succeeded"), (2, "failed")])

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def _message(s: ScoringStack, job: str, command: str = "echo from-the-queue", **extra: Any) -> dict[str, Any]:
-    return {"workspace": WS, "experiment": EXP, "jobName": job,
+    return {"workspace": WS, "experiment": EXP, "jobName": job, "authorization": f"Bearer {s.endpoint['token']}",
             "properties": {"cluster": {"id": s.cluster_id(WS, CLUSTER)},
                            "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/l",
                            "customToolkitSettings": {"commandLine": command}}, **extra}
@@ -60,11 +60,11 @@ def _rejections(s: ScoringStack) -> list[dict[str, Any]]:
 def test_valid_base64_message_runs_its_job_and_replies_accepted_then_finished(subs_stack: ScoringStack) -> None:
     s = subs_stack
     storage.queue(_conn(s), storage.Q_SUBMISSIONS).send_message(json.dumps(
-        _message(s, "fromqueue", "echo scored; exit 0", replyTo="replies-ok", correlationId="corr-1")))
+        _message(s, "fromqueue", "echo scored; exit 0", replyTo="job-replies-ok", correlationId="corr-1")))
     job = _wait_job(s, "fromqueue")
     assert job.execution_state == "succeeded"
     assert "scored" in s.download(s.output_files(WS, EXP, "fromqueue")["stdout.txt"].download_url)
-    accepted, finished = _replies(s, "replies-ok", 2)
+    accepted, finished = _replies(s, "job-replies-ok", 2)
     assert accepted["outcome"] == "accepted" and accepted["correlationId"] == "corr-1"
     assert accepted["job"]["id"].endswith(f"/experiments/{EXP}/jobs/fromqueue")
     assert finished["outcome"] == "finished" and finished["correlationId"] == "corr-1"
@@ -74,10 +74,10 @@ def test_valid_base64_message_runs_its_job_and_replies_accepted_then_finished(su
 def test_plain_text_message_is_accepted_and_the_finished_reply_carries_the_failure(subs_stack: ScoringStack) -> None:
     s = subs_stack
     plain = QueueClient.from_connection_string(_conn(s), storage.Q_SUBMISSIONS)  # no base64 policy: raw text
-    plain.send_message(json.dumps(_message(s, "plaintext", "exit 4", replyTo="replies-plain", correlationId=7)))
+    plain.send_message(json.dumps(_message(s, "plaintext", "exit 4", replyTo="job-replies-plain", correlationId=7)))
     job = _wait_job(s, "plaintext")
     assert job.execution_state == "failed" and job.execution_info.exit_code == 4
-    accepted, finished = _replies(s, "replies-plain", 2)
+    accepted, finished = _replies(s, "job-replies-plain", 2)
     assert (accepted["outcome"], finished["outcome"]) == ("accepted", "finished")
     assert finished["correlationId"] == 7 and finished["executionState"] == "failed" and finished["exitCode"] == 4
 
@@ -94,7 +94,7 @@ def test_invalid_message_is_rejected_once_with_a_queryable_reason(subs_stack: Sc
                                                                    code: str, reason: str) -> None:
     s = subs_stack
     payload = body(s)
-    text = payload if isinstance(payload, str) else json.dumps({**payload, "replyTo": f"replies-{code.lower()}",
+    text = payload if isinstance(payload, str) else json.dumps({**payload, "replyTo": f"job-replies-{code.lower()}",
                                                                 "correlationId": case})
     sent = storage.queue(_conn(s), storage.Q_SUBMISSIONS).send_message(text)
 
@@ -112,6 +112,6 @@ def test_invalid_message_is_rejected_once_with_a_queryable_reason(subs_stack: Sc
     again = next(r for r in _rejections(s) if r["properties"]["messageId"] == sent.id)["properties"]
     assert again["dequeueCount"] == 1  # recorded by its only delivery
     if not isinstance(payload, str):
-        (reply,) = _replies(s, f"replies-{code.lower()}", 1)
+        (reply,) = _replies(s, f"job-replies-{code.lower()}", 1)
         assert reply["outcome"] == "rejected" and reply["correlationId"] == case
         assert reply["reason"]["code"] == code

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shared.adapters import secret_box
 from shared.adapters.compute.port import ClusterSpec, ComputeProvider
 from shared.config import Settings
 
@@ -25,7 +26,7 @@ def provider_for(settings: Settings, spec: ClusterSpec | None = None) -> Compute
     if settings.provider == "vmss":
         from shared.adapters.compute.vmss import VmssProvider
 
-        return VmssProvider.from_settings(settings.azure)
+        return VmssProvider.from_settings(settings.azure, open_secrets=lambda doc: secret_box.open_all(settings, doc))
     if settings.provider == "aci":
         from shared.adapters.compute.aci import AciProvider
 
@@ -38,4 +39,5 @@ def file_servers_for(settings: Settings) -> FileServerVms:
     from shared.adapters.azure_clients import AzureClients
     from shared.adapters.compute.fileserver_vm import FileServerVms
 
-    return FileServerVms(AzureClients.from_settings(settings.azure), settings.azure)
+    return FileServerVms(AzureClients.from_settings(settings.azure), settings.azure,
+                         open_secret=lambda value: secret_box.open_all(settings, value))

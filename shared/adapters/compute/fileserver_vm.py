@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +85,9 @@ def _state(resource: Any) -> str:
 class FileServerVms:
     """Provisions and deletes file server VMs in the compute resource group."""
 
-    def __init__(self, clients: AzureClients, settings: AzureComputeSettings) -> None:
+    def __init__(self, clients: AzureClients, settings: AzureComputeSettings,
+                 open_secret: Callable[[str], str] | None = None) -> None:
+        self._open = open_secret or (lambda value: value)
         self._compute = clients.compute
         self._network = clients.network
         self._settings = settings
@@ -146,7 +148,7 @@ class FileServerVms:
             computer_name=names.vm[:64], admin_username=spec.admin_user, linux_configuration=linux,
             custom_data=base64.b64encode(render_file_server_cloud_init(spec.disk_count).encode()).decode())
         if spec.admin_password:
-            os_profile.admin_password = spec.admin_password
+            os_profile.admin_password = self._open(spec.admin_password)  # sealed at rest, opened for ARM only
         caching = CACHING.get(spec.caching.lower(), "None")
         return cm.VirtualMachine(
             location=self._settings.location, tags={"batchai-file-server": spec.arm_id[:256]},

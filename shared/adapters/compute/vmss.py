@@ -15,6 +15,7 @@ server errors are azure-core's RetryPolicy (it honours Retry-After); other ARM r
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,6 +43,7 @@ BUSY_STATES = ("creating", "updating", "deleting", "migrating")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 FileServerIps = Callable[[ClusterSpec], Mapping[str, str]]
+Opener = Callable[[Any], Any]  # opens the sealed secrets of a document (`shared.adapters.secret_box`)
 
 
 def _hash(cluster_key: str) -> str:
@@ -88,16 +90,17 @@ class VmssProvider:
     name = "vmss"
 
     def __init__(self, clients: AzureClients, settings: AzureComputeSettings,
-                 file_server_ips: FileServerIps | None = None) -> None:
+                 file_server_ips: FileServerIps | None = None, open_secrets: Opener | None = None) -> None:
         self._compute = clients.compute
         self._network = clients.network
         self._settings = settings
         self._rg = settings.resource_group
         self._file_server_ips = file_server_ips or (lambda spec: {})
+        self._open = open_secrets or (lambda document: document)
 
     @classmethod
-    def from_settings(cls, settings: AzureComputeSettings) -> VmssProvider:
-        return cls(AzureClients.from_settings(settings), settings)
+    def from_settings(cls, settings: AzureComputeSettings, open_secrets: Opener | None = None) -> VmssProvider:
+        return cls(AzureClients.from_settings(settings), settings, open_secrets=open_secrets)
 
     # -- the port -------------------------------------------------------------------------
     def reconcile(self, spec: ClusterSpec, target: int, remove: Sequence[str] = ()) -> None:
@@ -165,6 +168,9 @@ class VmssProvider:
 
     # -- the scale set model -------------------------------------------------------------------
     def scale_set_model(self, spec: ClusterSpec, capacity: int) -> cm.VirtualMachineScaleSet:
+        # The stored secrets (mount keys, the admin password) leave here, opened, for ARM's custom data
+        # and OS profile, which ARM never returns.
+        spec = dataclasses.replace(spec, properties=self._open(spec.properties))
         props = spec.properties
         settings = self._settings
         spot = spec.vm_priority == "lowpriority"
