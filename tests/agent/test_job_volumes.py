@@ -84,9 +84,11 @@ def test_tensorflow_job_with_a_share_and_a_blob_container_mounted_for_the_job(
         assert seen["AZ_BATCHAI_WORKER_HOSTS"] == ",".join(workers)
         assert seen["AZ_BATCHAI_TASK_INDEX"] == str(index)
         assert seen["data"] == "the training data"  # the container's blob, under bfs
-    assert "worker-0 read the training data" in (on_share / "stdouterr" / "stdout.txt").read_text()
-    assert "worker-1 read the training data" in (on_share / "stdouterr" / "stdout-1.txt").read_text()
-    assert "worker-1 read the training data" in (blob_text(nodes[1].conn, f"{prefix}/stdouterr/stdout-1.txt") or "")
+    # Each TensorFlow process has its own output files, as Batch AI named them.
+    assert "worker-0 read the training data" in (on_share / "stdouterr" / "stdout-wk-0.txt").read_text()
+    assert "worker-1 read the training data" in (on_share / "stdouterr" / "stdout-wk-1.txt").read_text()
+    assert "worker-1 read the training data" in (blob_text(nodes[1].conn, f"{prefix}/stdouterr/stdout-wk-1.txt")
+                                                  or "")
 
 
 def test_the_output_segment_reads_the_job_id_by_position() -> None:
