@@ -5,6 +5,7 @@ Key Vault references resolved by the service; machines get the references to rea
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -87,7 +88,8 @@ def test_a_task_the_node_does_not_hold_is_refused(node_api: CredentialsService) 
     # The job moved on (requeued): the node's copy of the assignment is stale.
     ref = JobRef.from_key(task_b.job_key)
     ResourceStore(node_api.conn, storage.T_JOBS).update(ref.experiment.job_pk, ref.name.lower(),
-                                                         lambda d: d["internal"].update(phase="queued"))
+                                                         lambda d: d["internal"].update(
+                                                             phase="queued", submittedAt=datetime.now(UTC).isoformat()))
     assert status("pb", tokens["pb"]) == (409, "AssignmentSuperseded")
     # Released (asg row gone): nothing to fetch.
     storage.table(node_api.conn, storage.T_SCHED).delete_entity(key, sched_store.assignment_row(task_b.job_key))
