@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,14 @@ Runner = Callable[[Sequence[str], Mapping[str, str]], subprocess.CompletedProces
 
 
 def run_command(argv: Sequence[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run a mount command with `env` added to the agent's environment."""
-    return subprocess.run(list(argv), env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=MOUNT_COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    """Run a mount command with `env` added to the agent's environment. Its output goes to files, not
+    pipes: FUSE mounts leave a daemon behind, which may hold whatever it inherited open for ever."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        done = subprocess.run(list(argv), env={**os.environ, **env}, stdout=out, stderr=err, text=True,
+                              timeout=MOUNT_COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(done.args, done.returncode, out.read(), err.read())
 
 
 def _tail(result: subprocess.CompletedProcess[str]) -> str:
