@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from shared.emulator.arm.podman_groups import PodmanContainerGroups
 from shared.emulator.arm.server import ArmEmulator
 from shared.emulator.cloud import LocalCloud, MachineBackend, ip_allocator, start_issuer
 from shared.emulator.imds import Imds
@@ -60,7 +61,9 @@ def start(a: argparse.Namespace) -> tuple[LocalCloud, dict[str, object]]:
         cloud.machines = Machines(network, a.image, a.stack_id, state)
         backend = MachineBackend(cloud.machines, a.stack_id, notice_s=a.preempt_notice)
         held: list[ArmEmulator] = []
-        arm = ArmEmulator(state, a.subscription_id, backend=backend, tenant_id=a.tenant_id,  # the stack's TLS
+        # Container groups run for real too, without a network (the machines' addresses are the ARM's to give).
+        groups = PodmanContainerGroups(state, a.stack_id)
+        arm = ArmEmulator(state, a.subscription_id, backend=backend, tenant_id=a.tenant_id, container_groups=groups,
                           allocate_ip=ip_allocator(network, lambda: {vm.private_ip for vm in held[0].vm_records()}))
         held.append(arm)
         cloud.arm = arm.start("127.0.0.1", a.arm_port)
