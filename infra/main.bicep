@@ -27,9 +27,6 @@ param appSubnetPrefix string = '10.40.16.0/24'
 @description('SSH public key put on nodes whose cluster gives none (empty: clusters must give one).')
 param nodeSshPublicKey string = ''
 
-@description('pip requirement or wheel URL the nodes install the agent from.')
-param agentPackage string = 'batchai'
-
 @description('Allow the service to create Azure Container Instances groups (aci clusters).')
 param enableContainerInstances bool = true
 
@@ -85,6 +82,19 @@ module storage 'modules/storage.bicep' = {
   }
 }
 
+// Users' data and ingress (job submissions queue, scoring manifests, registered data containers).
+module dataStorage 'modules/storage.bicep' = {
+  name: 'data-storage'
+  params: {
+    name: take('${prefix}data${suffix}', 24)
+    location: location
+    tags: tags
+    subnetIds: [network.outputs.nodesSubnetId, network.outputs.appSubnetId]
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    principalIds: [identities.outputs.servicePrincipalId]
+  }
+}
+
 module vault 'modules/keyvault.bicep' = {
   name: 'keyvault'
   params: {
@@ -93,6 +103,7 @@ module vault 'modules/keyvault.bicep' = {
     tags: tags
     readerPrincipalId: identities.outputs.servicePrincipalId
     storageAccountName: storage.outputs.name
+    dataStorageAccountName: dataStorage.outputs.name
     subnetIds: [network.outputs.appSubnetId]
     logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
@@ -141,8 +152,17 @@ module functionApp 'modules/functionapp.bicep' = {
       BATCHAI_IDENTITY_RESOURCE_ID: identities.outputs.nodesId
       BATCHAI_IDENTITY_CLIENT_ID: identities.outputs.nodesClientId
       BATCHAI_SSH_PUBLIC_KEY: nodeSshPublicKey
-      BATCHAI_AGENT_PACKAGE: agentPackage
       BATCHAI_STORAGE_ACCOUNT: storage.outputs.name
+      // Nodes ask the app for their credentials with an IMDS token of their scale set's identity.
+      BATCHAI_NODE_SERVICE_URL: 'https://${prefix}-${suffix}.azurewebsites.net'
+      BATCHAI_NODE_TOKEN_AUDIENCE: 'api://${apiClientId}'
+      BATCHAI_MESSAGE_KEY: '@Microsoft.KeyVault(VaultName=${vault.outputs.name};SecretName=message-key)'
+      BATCHAI_SECRETS_KEY: '@Microsoft.KeyVault(VaultName=${vault.outputs.name};SecretName=secrets-key)'
+      BATCHAI_DATA_CONNECTION_STRING: '@Microsoft.KeyVault(SecretUri=${vault.outputs.dataConnectionSecretUri})'
+      BatchaiData__queueServiceUri: 'https://${dataStorage.outputs.name}.queue.${environment().suffixes.storage}'
+      BatchaiData__blobServiceUri: dataStorage.outputs.blobEndpoint
+      BatchaiData__credential: 'managedidentity'
+      BatchaiData__clientId: identities.outputs.serviceClientId
       BATCHAI_OWNER_OBJECT_IDS: join(ownerObjectIds, ',')
       // Timer schedules (six-field NCRONTAB) the functions resolve from app settings.
       BATCHAI_RECONCILE_SCHEDULE: '0 */1 * * * *'
@@ -157,5 +177,6 @@ module functionApp 'modules/functionapp.bicep' = {
 output functionAppName string = functionApp.outputs.name
 output apiUrl string = 'https://${functionApp.outputs.defaultHostName}'
 output storageAccountName string = storage.outputs.name
+output dataStorageAccountName string = dataStorage.outputs.name
 output keyVaultName string = vault.outputs.name
 output nodesSubnetId string = network.outputs.nodesSubnetId

@@ -120,7 +120,6 @@ class AzureComputeSettings:
     identity_resource_id: str = ""  # BATCHAI_IDENTITY_RESOURCE_ID: user-assigned identity given to nodes
     identity_client_id: str = ""  # BATCHAI_IDENTITY_CLIENT_ID
     ssh_public_key: str = ""  # BATCHAI_SSH_PUBLIC_KEY: used when a cluster gives none
-    agent_package: str = "batchai"  # BATCHAI_AGENT_PACKAGE: pip requirement or wheel URL of the node agent
     storage_account: str = ""  # BATCHAI_STORAGE_ACCOUNT: the service's account name, reached by identity
     arm_endpoint: str = "https://management.azure.com"  # BATCHAI_ARM_ENDPOINT
     # BATCHAI_ARM_CA_FILE: a CA bundle to trust for ARM (a private endpoint or a test double); unset: system CAs
@@ -148,7 +147,6 @@ class AzureComputeSettings:
             identity_resource_id=env.get("BATCHAI_IDENTITY_RESOURCE_ID", ""),
             identity_client_id=env.get("BATCHAI_IDENTITY_CLIENT_ID", ""),
             ssh_public_key=env.get("BATCHAI_SSH_PUBLIC_KEY", ""),
-            agent_package=env.get("BATCHAI_AGENT_PACKAGE", "batchai"),
             storage_account=env.get("BATCHAI_STORAGE_ACCOUNT", ""),
             arm_endpoint=env.get("BATCHAI_ARM_ENDPOINT", "https://management.azure.com"),
             arm_ca_file=env.get("BATCHAI_ARM_CA_FILE", ""),

@@ -1,9 +1,13 @@
-// Key Vault (RBAC, soft delete, purge protection) holding the service's storage connection string.
+// Key Vault (RBAC, soft delete, purge protection) holding the storage connection strings, and the
+// keys deploy.sh puts there (message-key: node messages are signed with it; secrets-key: secrets are
+// sealed at rest with it).
 param name string
 param location string
 param tags object
 param readerPrincipalId string
 param storageAccountName string
+@description('The data account (users\' data and ingress): its connection string is kept beside the service\'s.')
+param dataStorageAccountName string
 param subnetIds array
 param logAnalyticsWorkspaceId string
 
@@ -29,6 +33,20 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
       bypass: 'AzureServices'
       virtualNetworkRules: [for id in subnetIds: { id: id }]
     }
+  }
+}
+
+resource dataAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: dataStorageAccountName
+}
+
+resource dataConnection 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  #checkov:skip=CKV_AZURE_41:rewritten from the account's current key on every deployment; an expiry would stop the service without a rotation
+  parent: vault
+  name: 'data-connection-string'
+  properties: {
+    contentType: 'text/plain; azure-storage-connection-string'
+    value: 'DefaultEndpointsProtocol=https;AccountName=${dataAccount.name};AccountKey=${dataAccount.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}'
   }
 }
 
@@ -63,3 +81,4 @@ resource audit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
 
 output name string = vault.name
 output storageConnectionSecretUri string = storageConnection.properties.secretUri
+output dataConnectionSecretUri string = dataConnection.properties.secretUri

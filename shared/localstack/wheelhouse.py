@@ -108,3 +108,19 @@ def publish(conn: str, house: Path) -> list[str]:
             container.delete_blob(name)
     return uploaded
 
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m shared.localstack.wheelhouse [--python-version 3.12]`: build it, print its directory
+    (infra/deploy.sh uploads it to the service account's wheelhouse container)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m shared.localstack.wheelhouse", description=main.__doc__)
+    parser.add_argument("--python-version", default="3.12", help="the nodes' Python (Ubuntu 24.04: 3.12)")
+    parser.add_argument("--extra", action="append", default=[], help="another requirement nodes get too")
+    args = parser.parse_args(argv)
+    print(build_wheelhouse(args.extra, args.python_version))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
