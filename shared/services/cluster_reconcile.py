@@ -35,7 +35,8 @@ from shared.config import Settings
 from shared.decisions import autoscaler
 from shared.decisions.autoscaler import Drain, InstanceView, NodeView, ScaleInput, ScalePolicy
 from shared.domain.keys import ClusterRef
-from shared.services import nodes
+from shared.services import nodes, removal
+from shared.services.guarded import each
 
 ACTIVE = ("creating", "running")
 
@@ -58,8 +59,8 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
                       provider: ComputeProvider | None = None) -> ReconcileResult:
     key = cluster.key if isinstance(cluster, ClusterRef) else cluster
     doc = nodes.load_cluster(settings, key)
-    if doc is None:
-        return remove_cluster(settings, key, provider)
+    if doc is None or (doc.data.get("internal") or {}).get("deletingSince"):
+        return remove_cluster(settings, key, provider)  # deleted, or being deleted: it grows no more
     spec = nodes.cluster_spec(key, doc)
     provider = provider or provider_for(settings, spec)
     if isinstance(provider, TaskRunner):
@@ -101,19 +102,17 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
     return result
 
 
+def tick(settings: Settings, now: datetime) -> None:
+    """One reconcile tick: the deletions in flight advance first (a cluster deleted this tick loses
+    its nodes in the same tick), then every cluster; a failure of either does not stop the other."""
+    each([removal.reconcile_all, reconcile_all], lambda step: step(settings, now), "reconcile step")
+
+
 def reconcile_all(settings: Settings, now: datetime) -> list[ReconcileResult]:
     """Reconcile every cluster that has a document, node rows or local instances. A failure of one
     cluster does not stop the others; the failures are raised together at the end."""
-    results: list[ReconcileResult] = []
-    errors: list[Exception] = []
-    for key in sorted(cluster_keys(settings)):
-        try:
-            results.append(reconcile_cluster(settings, key, now))
-        except Exception as e:  # noqa: BLE001 - collected and raised below
-            errors.append(e)
-    if errors:
-        raise ExceptionGroup("cluster reconcile failed for some clusters", errors)
-    return results
+    return each(sorted(cluster_keys(settings)), lambda key: reconcile_cluster(settings, key, now),
+                "reconciling the cluster")
 
 
 def cluster_keys(settings: Settings) -> set[str]:
@@ -136,18 +135,14 @@ def partitions_with(settings: Settings, row_prefix: str) -> set[str]:
 
 
 def remove_cluster(settings: Settings, key: str, provider: ComputeProvider | None = None) -> ReconcileResult:
-    """The cluster document is gone: stop its jobs, delete its instances, then its node rows."""
+    """The cluster document is gone (or being deleted): stop its jobs, delete its instances, then its
+    node rows."""
     provider = provider or provider_for(settings, None)
     rows = sched_store.partition(settings.storage_connection_string, key)
-    node_rows = nodes.node_rows(rows)
-    name = ClusterRef.from_key(key).name
-    if node_rows:
-        for row in rows:
-            if row["RowKey"].startswith((sched_store.PENDING, sched_store.ASSIGNMENT)) and row.get("jobKey"):
-                nodes.terminate(settings, row["jobKey"], f"cluster {name} was deleted")
+    removal.terminate_cluster_jobs(settings, key)
     provider.delete_cluster(key)
     alive = {i.node_id for i in provider.list_instances(key)}
-    for row in node_rows:
+    for row in nodes.node_rows(rows):
         node_id = nodes.node_id_of(row)
         if node_id not in alive and nodes.delete_node(settings, key, node_id):
             with contextlib.suppress(ResourceNotFoundError):  # never beat, or already deleted
