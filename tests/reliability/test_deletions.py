@@ -1,0 +1,107 @@
+"""Intent-only deletes: a DELETE records intent and an operation, reading the operation changes
+nothing, and the reconcile tick advances each cascade (one failing operation never stalls the
+others). Over real Azurite, with nodes simulated by their rows, queues and events."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from shared.adapters import operation_store
+from shared.domain.keys import ClusterRef
+from shared.domain.messages import Assignment, StopTask
+from shared.services import removal, scheduling, task_events
+from shared.services.guarded import ItemFailed
+from tests.scheduling.conftest import T0, World
+
+T1, T2, T3 = (T0 + timedelta(seconds=s) for s in (1, 2, 3))
+
+
+def running_job(world: World, name: str) -> tuple[str, str]:
+    """A job running on a node of its own: (node id, assignment id)."""
+    node = world.node(f"n-{name}")
+    job = world.submit(name)
+    scheduling.run_pass(world.settings, world.key, T0)
+    asg_id = world.asg(job).assignment_id
+    task_events.handle_task_event(world.settings, world.event("task-started", node, job, asg_id), T0)
+    assert world.internal(job)["phase"] == "running"
+    assert world.messages(node) == [Assignment(asg_id, job.key, 1, 0)]
+    return node, asg_id
+
+
+def test_a_running_job_is_gone_on_the_second_tick_and_reading_its_operation_changes_nothing(world: World) -> None:
+    world.cluster_doc()
+    job = world.exp.job("run")
+    node, asg_id = running_job(world, "run")
+
+    op_id = removal.delete_job(world.settings, job).op_id
+    assert op_id is not None
+    for _ in range(3):  # the operation endpoints read; nothing advances the deletion but the tick
+        assert removal.poll(world.settings, op_id).status == "InProgress"
+    internal = world.internal(job)
+    assert internal["phase"] == "running" and internal["deletingSince"]
+    assert world.messages(node) == []  # intent only: the request stopped nothing
+
+    first = removal.reconcile_all(world.settings, T1)
+    assert op_id in first.waiting and world.internal(job)["phase"] == "terminating"
+    assert world.messages(node) == [StopTask(asg_id, "deleted")]
+
+    task_events.handle_task_event(world.settings, world.event("task-exited", node, job, asg_id, exit_code=143,
+                                                              stop_reason="deleted"), T1)
+    second = removal.reconcile_all(world.settings, T2)
+    assert op_id in second.finished
+    assert removal.poll(world.settings, op_id).status == "Succeeded"
+    assert world.asg(job) is None and world.node_row(node)["state"] == "idle"
+    with pytest.raises(AssertionError):
+        world.job(job)  # the document is gone
+    assert op_id not in {i for i, _ in operation_store.in_flight(world.conn)}
+
+
+def test_a_queued_job_is_gone_on_the_first_tick(world: World) -> None:
+    world.cluster_doc()
+    job = world.submit("waiting")
+    op_id = removal.delete_job(world.settings, job).op_id
+    assert world.pending_keys() == [job.key]  # nothing happened yet but the intent
+    assert op_id in removal.reconcile_all(world.settings, T1).finished
+    assert world.pending_keys() == []
+    assert removal.poll(world.settings, op_id).status == "Succeeded"
+
+
+def test_a_cluster_deletion_fails_queued_jobs_and_stops_running_ones(world: World) -> None:
+    world.cluster_doc()
+    running = world.exp.job("busy")
+    node, asg_id = running_job(world, "busy")
+    queued = world.submit("later")
+
+    op_id = removal.delete_cluster(world.settings, ClusterRef(world.ws, "gpu")).op_id
+    assert world.internal(queued)["phase"] == "queued"  # intent only
+    assert op_id in removal.reconcile_all(world.settings, T1).finished
+    failed = world.internal(queued)
+    assert failed["phase"] == "failed"
+    assert [(e["code"], e["message"]) for e in failed["executionInfo"]["errors"]] == [
+        ("ClusterDeleted", "The cluster 'gpu' was deleted.")]
+    assert world.internal(running)["phase"] == "terminating"
+    assert world.messages(node) == [StopTask(asg_id, "cluster-deleted")]
+
+    task_events.handle_task_event(world.settings, world.event("task-exited", node, running, asg_id, exit_code=143,
+                                                              stop_reason="cluster-deleted"), T2)
+    ended = world.internal(running)
+    assert ended["phase"] == "failed" and ended["executionInfo"]["errors"][-1]["code"] == "ClusterDeleted"
+
+
+def test_a_failing_operation_does_not_stall_the_others(world: World) -> None:
+    world.cluster_doc()
+    job = world.submit("fine")
+    broken = "00000000-0000-0000-0000-0000000000bd"
+    operation_store.create(world.conn, broken, "delete-job", {"job": "not a job key"}, T0.isoformat())
+    try:
+        op_id = removal.delete_job(world.settings, job).op_id
+        with pytest.raises(ExceptionGroup) as raised:
+            removal.reconcile_all(world.settings, T1)
+        assert [type(e) for e in raised.value.exceptions] == [ItemFailed]
+        assert broken in str(raised.value.exceptions[0])
+        assert removal.poll(world.settings, op_id).status == "Succeeded"
+        assert removal.poll(world.settings, broken).status == "InProgress"  # tried again on the next tick
+    finally:
+        operation_store.forget(world.conn, broken)
