@@ -26,6 +26,7 @@ from shared.decisions.node_plan import NodeHealth
 from shared.domain.keys import JobRef
 from shared.services import nodes
 from shared.services.cluster_reconcile import partitions_with
+from shared.services.guarded import each
 
 RUNNING_PHASES = ("assigned", "running")
 
@@ -61,18 +62,10 @@ def reap_cluster(settings: Settings, cluster_key: str, now: datetime) -> ReapRes
 
 
 def reap_all(settings: Settings, now: datetime) -> list[ReapResult]:
-    """Reap every cluster with node or assignment rows; failures are raised together at the end."""
+    """Reap every cluster with node or assignment rows (live work only); one cluster's failure never
+    stops the others (the failures are raised together at the end)."""
     keys = partitions_with(settings, sched_store.NODE) | partitions_with(settings, sched_store.ASSIGNMENT)
-    results: list[ReapResult] = []
-    errors: list[Exception] = []
-    for key in sorted(keys):
-        try:
-            results.append(reap_cluster(settings, key, now))
-        except Exception as e:  # noqa: BLE001 - collected and raised below
-            errors.append(e)
-    if errors:
-        raise ExceptionGroup("reaper failed for some clusters", errors)
-    return results
+    return each(sorted(keys), lambda key: reap_cluster(settings, key, now), "reaping the cluster")
 
 
 def heartbeats(conn: str, cluster_key: str) -> dict[str, datetime]:

@@ -45,6 +45,7 @@ from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.messages import NodeAddress
 from shared.domain.states import JobPhase
 from shared.services import assignments, job_state
+from shared.services.guarded import Guard, each
 
 MAX_OPS = 100  # entity-group transaction limit (Azurite drops the connection beyond it)
 MAX_CONFLICTS = 25
@@ -302,61 +303,78 @@ class SafetyResult:
 
 def safety_pass(settings: Settings, now: datetime) -> SafetyResult:
     """Repair every cluster that has a sched partition or queued jobs (idempotent; any tick may be
-    missed, doubled or late)."""
+    missed, doubled or late). Reads live work only: the sched table and the queued jobs (the jobs'
+    phase column), never every job ever stored. Each cluster, and each row in it, is repaired on its
+    own: one bad entity never stops the repair of the others (their failures are raised after)."""
     conn = settings.storage_connection_string
     queued: dict[str, list[Any]] = {}
-    for doc in job_state.jobs(settings).scan():
-        internal = doc.data.get("internal") or {}
-        if internal.get("phase") == JobPhase.QUEUED and internal.get("clusterKey"):
-            queued.setdefault(internal["clusterKey"], []).append(doc)
+    for doc in job_state.jobs(settings).query("phase", JobPhase.QUEUED):
+        cluster_key = (doc.data.get("internal") or {}).get("clusterKey")
+        if cluster_key:
+            queued.setdefault(cluster_key, []).append(doc)
     keys = {e["PartitionKey"] for e in storage.table(conn, storage.T_SCHED).list_entities(
         select=["PartitionKey", "RowKey"])}
     result = SafetyResult(clusters=sorted(keys | set(queued)))
-    for cluster_key in result.clusters:
-        _repair_cluster(settings, cluster_key, queued.get(cluster_key, []), now, result)
+    each(result.clusters, lambda key: _repair_cluster(settings, key, queued.get(key, []), now, result),
+         "repairing the cluster")
     return result
 
 
 def _repair_cluster(settings: Settings, cluster_key: str, queued_docs: list[Any], now: datetime,
                     result: SafetyResult) -> None:
-    conn = settings.storage_connection_string
     snap = read_snapshot(settings, cluster_key)
-    for job_key, entity in snap.asgs.items():
-        asg = assignments.parse(entity)
-        doc = job_state.get(settings, JobRef.from_key(job_key))
-        internal = (doc.data.get("internal") or {}) if doc else {}
-        in_dispatch = (doc is not None and internal.get("phase") == JobPhase.QUEUED
-                       and int(internal.get("attempt") or 1) == asg.attempt)
-        if not assignments.holds(doc, asg) and not in_dispatch:
-            if assignments.release(settings, cluster_key, job_key, asg.assignment_id, now):
-                result.released.append(job_key)
-        elif not asg.dispatched and now - asg.created_at >= REDISPATCH_AFTER:
-            assignments.dispatch(settings, asg, now)
-            result.redispatched.append(job_key)
     queued_keys = {JobRef.from_key(f"{doc.pk}|{doc.rk}").key for doc in queued_docs}
+    guard = Guard(f"repairing {cluster_key}:")
+    for job_key, entity in list(snap.asgs.items()):
+        guard.run(job_key, _repair_asg, settings, cluster_key, job_key, entity, now, result)
     for job_key, row in list(snap.pending.items()):
-        if job_key in queued_keys:
-            continue  # queued in the scan, which came before the snapshot: its pending row stands
-        doc = job_state.get(settings, JobRef.from_key(job_key))  # read again: the scan may be old
-        if doc is None or (doc.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
-            _drop_pending(settings, row)
-            result.dropped_pending.append(job_key)
-            del snap.pending[job_key]
+        guard.run(job_key, _repair_pending, settings, snap, queued_keys, job_key, row, result)
     for doc in queued_docs:
-        job_key = JobRef.from_key(f"{doc.pk}|{doc.rk}").key
-        if job_key in snap.pending or job_key in snap.asgs:
-            continue
-        fresh = job_state.get(settings, JobRef.from_key(job_key))  # read again: the scan may be old
-        if fresh is None or (fresh.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
-            continue
-        if assignments.get(settings, cluster_key, job_key) is not None:
-            continue
-        add_pending_for(settings, cluster_key, job_key, fresh.data)
-        snap.pending[job_key] = {}
-        result.readded.append(job_key)
+        guard.run(f"{doc.pk}|{doc.rk}", _reindex, settings, cluster_key, snap, doc, result)
     if snap.pending:
-        sched_store.kick(conn, cluster_key)
+        sched_store.kick(settings.storage_connection_string, cluster_key)
         result.kicked.append(cluster_key)
+    guard.check()
+
+
+def _repair_asg(settings: Settings, cluster_key: str, job_key: str, entity: Entity, now: datetime,
+                result: SafetyResult) -> None:
+    asg = assignments.parse(entity)
+    doc = job_state.get(settings, JobRef.from_key(job_key))
+    internal = (doc.data.get("internal") or {}) if doc else {}
+    in_dispatch = (doc is not None and internal.get("phase") == JobPhase.QUEUED
+                   and int(internal.get("attempt") or 1) == asg.attempt)
+    if not assignments.holds(doc, asg) and not in_dispatch:
+        if assignments.release(settings, cluster_key, job_key, asg.assignment_id, now):
+            result.released.append(job_key)
+    elif not asg.dispatched and now - asg.created_at >= REDISPATCH_AFTER:
+        assignments.dispatch(settings, asg, now)
+        result.redispatched.append(job_key)
+
+
+def _repair_pending(settings: Settings, snap: Snapshot, queued_keys: set[str], job_key: str, row: Entity,
+                    result: SafetyResult) -> None:
+    if job_key in queued_keys:
+        return  # queued in the query, which came before the snapshot: its pending row stands
+    doc = job_state.get(settings, JobRef.from_key(job_key))  # read again: the query may be old
+    if doc is None or (doc.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
+        _drop_pending(settings, row)
+        result.dropped_pending.append(job_key)
+        del snap.pending[job_key]
+
+
+def _reindex(settings: Settings, cluster_key: str, snap: Snapshot, doc: Any, result: SafetyResult) -> None:
+    job_key = JobRef.from_key(f"{doc.pk}|{doc.rk}").key
+    if job_key in snap.pending or job_key in snap.asgs:
+        return
+    fresh = job_state.get(settings, JobRef.from_key(job_key))  # read again: the query may be old
+    if fresh is None or (fresh.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
+        return
+    if assignments.get(settings, cluster_key, job_key) is not None:
+        return
+    add_pending_for(settings, cluster_key, job_key, fresh.data)
+    snap.pending[job_key] = {}
+    result.readded.append(job_key)
 
 
 def add_pending_for(settings: Settings, cluster_key: str, job_key: str, data: dict[str, Any]) -> None:
