@@ -39,6 +39,9 @@ from shared.services import nodes, removal
 from shared.services.guarded import each
 
 ACTIVE = ("creating", "running")
+#: Most instances one tick may start, per provider: a local instance is a process started during
+#: the tick, so a huge target must not start processes in a loop (the next tick starts more).
+MAX_STARTS_PER_TICK = {"local": 8}
 
 
 @dataclass
@@ -75,7 +78,7 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
         policy=ScalePolicy.from_properties(doc.data.get("properties") or {}),
         nodes=[_view(r) for r in node_rows], instances=[InstanceView(i.node_id, i.state) for i in instances],
         pending_node_counts=pending, now=now, idle_timeout_s=settings.idle_timeout_s,
-        first_reconcile=not internal.get("scaleInitialized")))
+        first_reconcile=not internal.get("scaleInitialized"), max_starts=MAX_STARTS_PER_TICK.get(provider.name)))
     result = ReconcileResult(key, wanted=decision.wanted, provider_target=decision.provider_target,
                              allocation_state=decision.allocation_state)
 
@@ -83,7 +86,10 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
     for node_id in decision.start_failed:
         _mark_start_failed(settings, key, node_id, details.get(node_id, ""), now)
     for view in decision.gone:
-        _drop_gone(settings, key, view, now)
+        _drop_gone(settings, key, view, now, "its instance is gone")
+        result.dropped.append(view.node_id)
+    for view in decision.lost:
+        _drop_gone(settings, key, view, now, f"the provider reports its instance failed: {details.get(view.node_id)}")
         result.dropped.append(view.node_id)
     remove = set(decision.remove)
     for drain in decision.drain:
@@ -170,17 +176,17 @@ def _mark_start_failed(settings: Settings, key: str, node_id: str, detail: str, 
     nodes.mutate_node(settings, key, node_id, change)
 
 
-def _drop_gone(settings: Settings, key: str, view: NodeView, now: datetime) -> None:
-    """The instance vanished: the row becomes lost (so no pass assigns it), its job is requeued,
-    the row deleted."""
+def _drop_gone(settings: Settings, key: str, view: NodeView, now: datetime, why: str) -> None:
+    """The instance vanished or died: the row becomes lost (so no pass assigns it), its job is
+    requeued, the row deleted."""
     if view.state not in ("leaving", "lost") or view.job_key:
         def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
             if row is None or row["state"] == "lost":
                 return None
-            return nodes.moved(row, "lost", "its instance is gone", now)
+            return nodes.moved(row, "lost", why, now)
 
         row = nodes.mutate_node(settings, key, view.node_id, change)
-        nodes.requeue_all(settings, row, f"node {view.node_id} lost: its instance is gone", count_retry=True)
+        nodes.requeue_all(settings, row, f"node {view.node_id} lost: {why}", count_retry=True)
     nodes.delete_node(settings, key, view.node_id)
 
 

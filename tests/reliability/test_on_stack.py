@@ -85,3 +85,18 @@ def test_a_job_needing_more_nodes_than_its_cluster_can_have_is_refused(one_node:
     assert "nodeCount" in str(refused.value)
     with pytest.raises(ResourceNotFoundError):
         stack.client.jobs.get(stack.rg, ws, EXP, "huge")
+
+
+def test_a_cluster_of_100000_nodes_is_refused(one_node: tuple[Stack, str]) -> None:
+    """The API bounds targetNodeCount (the provider also starts at most a few agents per tick)."""
+    stack, ws = one_node
+    params = models.ClusterCreateParameters(
+        vm_size="STANDARD_D1_V2", user_account_settings=models.UserAccountSettings(admin_user_name="u"),
+        scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=100_000)))
+    with pytest.raises(Exception) as refused:
+        stack.client.clusters.begin_create(stack.rg, ws, "huge", params).result()
+    assert getattr(refused.value, "status_code", None) == 400, refused.value
+    assert "targetNodeCount" in str(refused.value)
+    assert processes_with("huge") == []
+    with pytest.raises(ResourceNotFoundError):
+        stack.client.clusters.get(stack.rg, ws, "huge")
