@@ -97,6 +97,5 @@ def test_a_cluster_of_100000_nodes_is_refused(one_node: tuple[Stack, str]) -> No
         stack.client.clusters.begin_create(stack.rg, ws, "huge", params).result()
     assert getattr(refused.value, "status_code", None) == 400, refused.value
     assert "targetNodeCount" in str(refused.value)
-    assert processes_with("huge") == []
     with pytest.raises(ResourceNotFoundError):
         stack.client.clusters.get(stack.rg, ws, "huge")
