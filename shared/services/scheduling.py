@@ -4,12 +4,14 @@ A pass commits each batch of its decision as ONE entity-group transaction: for e
 the chosen node rows (If-Match: idle -> running, jobKey, assignmentId), the delete of the job's
 pending row (If-Match) and the create of its `asg|` row. So no node is over-committed and no job
 is assigned twice however many passes run at once: a conflict (412/409) rolls the whole batch
-back; the pass drops its decision, re-reads and decides again. After a commit, `dispatch` moves
-each job to assigned and sends the nodes their Assignments.
+back; the pass drops its decision, re-reads and decides again. A gang larger than one transaction
+is reserved over several, with its asg row as the reservation (`gangs`). After a commit, `dispatch`
+moves each job to assigned and sends the nodes their Assignments.
 
 The safety pass (timer) repairs what a crash between those steps leaves behind: asg rows never
 dispatched, asg rows whose job no longer holds them, queued jobs missing from the pending index,
-pending rows of jobs that are no longer queued; and it kicks every cluster with pending work.
+pending rows of jobs that are no longer queued, reservations of large gangs whose pass died; and
+it kicks every cluster with pending work.
 """
 
 from __future__ import annotations
@@ -44,10 +46,10 @@ from shared.decisions.scheduler import (
 from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.messages import NodeAddress
 from shared.domain.states import JobPhase
-from shared.services import assignments, job_state
+from shared.services import assignments, gangs, job_state
+from shared.services.assignments import MAX_OPS
 from shared.services.guarded import Guard, each
 
-MAX_OPS = 100  # entity-group transaction limit (Azurite drops the connection beyond it)
 MAX_CONFLICTS = 25
 REDISPATCH_AFTER = timedelta(seconds=5)
 
@@ -162,8 +164,6 @@ def _pending_job(row: Entity) -> PendingJob:
 
 def request_for(snap: Snapshot, packing: str, now: datetime, new_id: Callable[[], str]) -> SchedulingRequest:
     pending = [_pending_job(r) for r in snap.pending.values()]
-    # A gang larger than one transaction can hold cannot be committed atomically.
-    pending = [p for p in pending if p.node_count + 2 <= MAX_OPS]
     return SchedulingRequest(nodes=[_node_view(i, r) for i, r in snap.nodes.items()], pending=pending, now=now,
                              new_ids=[new_id() for _ in pending], packing=packing)
 
@@ -211,7 +211,6 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
              new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> PassResult:
     """Assign what can be assigned now, batch by batch, until the decision is empty."""
     result = PassResult(cluster_key)
-    client = assignments.sched(settings)
     cluster_read = _readers.submit(read_cluster, settings, cluster_key)  # read beside the first snapshot
     snap = read_pass_snapshot(settings, cluster_key)
     cluster_doc = cluster_read.result()
@@ -222,10 +221,13 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
         if not reply.assignments:
             return result
         batch = _batch(reply.assignments)
-        ops, asg_rows = commit_operations(snap, cluster_key, batch, now)
-        try:
-            written = client.submit_transaction(ops)
-        except TableTransactionError:
+        if batch:
+            committed = _commit(settings, snap, cluster_key, batch, now)
+        else:  # the first placement is a gang larger than one transaction
+            big = reply.assignments[0]
+            reserved = gangs.reserve(settings, cluster_key, big, snap.nodes, snap.pending[big.job_key], now)
+            committed = None if reserved is None else [(big, reserved)]
+        if committed is None:
             result.conflicts += 1
             if result.conflicts >= MAX_CONFLICTS:
                 # Others keep changing the partition; a queued kick finishes the work later.
@@ -234,16 +236,30 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
                 return result
             snap = read_pass_snapshot(settings, cluster_key)
             continue
-        etags = {op[1]["RowKey"]: (meta or {}).get("etag") for op, meta in zip(ops, written, strict=False)}
-        for placement, entity in zip(batch, asg_rows, strict=True):
-            etag = etags.get(entity["RowKey"])
-            asg = (assignments.parse(entity, etag) if etag
-                   else assignments.parse(client.get_entity(cluster_key, entity["RowKey"])))
+        for placement, asg in committed:
             if assignments.dispatch(settings, asg, now):
                 result.assigned.append(placement)
             else:
                 result.released.append(placement.job_key)
         snap = read_pass_snapshot(settings, cluster_key)
+
+
+def _commit(settings: Settings, snap: Snapshot, cluster_key: str, batch: list[Placement],
+            now: datetime) -> list[tuple[Placement, assignments.AsgRow]] | None:
+    """Commit a batch as one transaction; its asg rows, or None after a conflict (nothing written)."""
+    client = assignments.sched(settings)
+    ops, asg_rows = commit_operations(snap, cluster_key, batch, now)
+    try:
+        written = client.submit_transaction(ops)
+    except TableTransactionError:
+        return None
+    etags = {op[1]["RowKey"]: (meta or {}).get("etag") for op, meta in zip(ops, written, strict=False)}
+    committed = []
+    for placement, entity in zip(batch, asg_rows, strict=True):
+        etag = etags.get(entity["RowKey"])
+        committed.append((placement, assignments.parse(entity, etag) if etag
+                          else assignments.parse(client.get_entity(cluster_key, entity["RowKey"]))))
+    return committed
 
 
 # --- one pass at a time per cluster in this process --------------------------------------------
@@ -339,6 +355,10 @@ def _repair_cluster(settings: Settings, cluster_key: str, queued_docs: list[Any]
 
 def _repair_asg(settings: Settings, cluster_key: str, job_key: str, entity: Entity, now: datetime,
                 result: SafetyResult) -> None:
+    if entity.get("reserving"):  # a large gang's reservation: never dispatched half-done
+        if gangs.rollback_stale(settings, entity, now):
+            result.released.append(job_key)
+        return
     asg = assignments.parse(entity)
     doc = job_state.get(settings, JobRef.from_key(job_key))
     internal = (doc.data.get("internal") or {}) if doc else {}

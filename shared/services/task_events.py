@@ -10,7 +10,6 @@ twice. A job that ends or is requeued frees its nodes and deletes its asg row in
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -97,7 +96,7 @@ def _record(settings: Settings, event: NodeEvent, now: datetime) -> AsgRow | Non
             return asg
         tasks = {**asg.tasks, key: {"exitCode": event.exit_code, "stopReason": event.stop_reason,
                                     "error": event.error, "nodeId": event.node_id, "at": event.at or now.isoformat()}}
-        if assignments.update(settings, asg, {"tasks": json.dumps(tasks)}):
+        if assignments.update(settings, asg, assignments.split("tasks", tasks)):
             asg.tasks = tasks
             return asg
     raise ConcurrentUpdates(f"assignment of {event.job_key} kept changing")
