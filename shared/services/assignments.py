@@ -1,10 +1,10 @@
 """Assignment rows (`asg|{job key}` in a cluster's sched partition) and what holding one means.
 
 Owned here: the asg row fields (jobKey, assignmentId, nodes, attempt, slots, tasks, dispatched,
-createdAt), the node-row changes of taking and freeing a node for a job (idle <-> running, jobKey,
-assignmentId, jobs, usedSlots), `release()` (free the nodes and delete the asg row in ONE
-ETag-checked transaction) and `dispatch()` (move the job to assigned and send each node its
-`Assignment`). The scheduling pass creates asg rows; task events record task results in them.
+createdAt, reserving), `release()` (free the nodes and delete the asg row in ONE ETag-checked
+transaction; the node-row fields of freeing come from `node_state.free_fields`) and `dispatch()`
+(move the job to assigned and send each node its `Assignment`). The scheduling pass creates asg
+rows; task events record task results in them.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from shared.adapters.resource_store import Doc
 from shared.config import Settings
 from shared.domain.keys import JobRef
 from shared.domain.messages import Assignment, NodeAddress, NodeMessage, StopTask
-from shared.domain.states import JobPhase, node_transition
-from shared.services import job_state
+from shared.domain.states import JobPhase
+from shared.services import job_state, node_state
 
 ATTEMPTS = 20
-NODE_HISTORY = 20
 MAX_OPS = 100  # entity-group transaction limit (Azurite drops the connection beyond it)
 CHUNK = 30_000  # characters per string property (UTF-16 in Table storage: 60 KB < 64 KiB)
 HOLDING_PHASES = frozenset({JobPhase.ASSIGNED, JobPhase.RUNNING, JobPhase.TERMINATING})
@@ -116,50 +115,7 @@ def update(settings: Settings, asg: AsgRow, fields: Entity) -> bool:
     return True
 
 
-# --- node rows --------------------------------------------------------------------------------
-
-def node_jobs(row: Entity) -> dict[str, dict[str, Any]]:
-    """The jobs a node row holds: {job key: {assignmentId, slots}} (whole-node rows: jobKey only)."""
-    if row.get("jobs"):
-        return json.loads(row["jobs"])
-    if row.get("jobKey"):
-        return {row["jobKey"]: {"assignmentId": row.get("assignmentId") or "", "slots": 1}}
-    return {}
-
-
-def _moved(row: Entity, target: str, reason: str, now: datetime) -> Entity:
-    entry = node_transition(row["state"], target, reason, now)
-    history = json.loads(row.get("history") or "[]")[-(NODE_HISTORY - 1):] + [entry]
-    return {"state": target, "stateSince": now.isoformat(), "history": json.dumps(history)}
-
-
-def take_fields(row: Entity, job_key: str, assignment_id: str, slots: int, now: datetime) -> Entity:
-    """The merge that gives a node (idle, or running under gpu-slots packing) to a job."""
-    jobs = node_jobs(row)
-    jobs[job_key] = {"assignmentId": assignment_id, "slots": slots}
-    fields: Entity = {"jobs": json.dumps(jobs), "usedSlots": sum(int(j["slots"]) for j in jobs.values())}
-    if not row.get("jobKey"):
-        fields.update(jobKey=job_key, assignmentId=assignment_id)
-    if row["state"] != "running":
-        fields.update(_moved(row, "running", f"assigned job {job_key}", now))
-    return fields
-
-
-def free_fields(row: Entity, job_key: str, assignment_id: str, now: datetime) -> Entity | None:
-    """The merge that takes a job off a node (None: the node does not hold that assignment). The
-    node goes back to idle when nothing is left on it, unless it is leaving, unusable or lost."""
-    jobs = node_jobs(row)
-    if jobs.get(job_key, {}).get("assignmentId") != assignment_id:
-        return None
-    del jobs[job_key]
-    first = next(iter(jobs.items()), None)
-    fields: Entity = {"jobs": json.dumps(jobs) if jobs else "",
-                      "usedSlots": sum(int(j["slots"]) for j in jobs.values()),
-                      "jobKey": first[0] if first else "", "assignmentId": first[1]["assignmentId"] if first else ""}
-    if not jobs and row["state"] == "running":
-        fields.update(_moved(row, "idle", f"job {job_key} ended", now), idleSince=now.isoformat())
-    return fields
-
+# --- node rows (their fields are `node_state`'s) --------------------------------------------
 
 def _node_rows(client: TableClient, cluster_key: str, node_ids: list[str]) -> list[Entity]:
     rows = []
@@ -185,7 +141,7 @@ def release(settings: Settings, cluster_key: str, job_key: str, assignment_id: s
             return False
         frees: list[tuple[str, Entity, dict[str, Any]]] = []
         for row in _node_rows(client, cluster_key, asg.node_ids):
-            fields = free_fields(row, job_key, assignment_id, now)
+            fields = node_state.free_fields(row, job_key, assignment_id, now)
             if fields is not None:
                 frees.append(("update", {"PartitionKey": cluster_key, "RowKey": row["RowKey"], **fields},
                               {"mode": UpdateMode.MERGE, ETAG_KW: row.metadata["etag"],

@@ -19,7 +19,6 @@ drive: their jobs are `aci_jobs`'s.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,7 +34,7 @@ from shared.config import Settings
 from shared.decisions import autoscaler
 from shared.decisions.autoscaler import Drain, InstanceView, NodeView, ScaleInput, ScalePolicy
 from shared.domain.keys import ClusterRef
-from shared.services import nodes, removal
+from shared.services import node_state, nodes, removal
 from shared.services.guarded import each
 
 ACTIVE = ("creating", "running")
@@ -150,7 +149,7 @@ def remove_cluster(settings: Settings, key: str, provider: ComputeProvider | Non
     alive = {i.node_id for i in provider.list_instances(key)}
     for row in nodes.node_rows(rows):
         node_id = nodes.node_id_of(row)
-        if node_id not in alive and nodes.delete_node(settings, key, node_id):
+        if node_id not in alive and node_state.delete(settings, key, node_id):
             with contextlib.suppress(ResourceNotFoundError):  # never beat, or already deleted
                 storage.container(settings.storage_connection_string, storage.C_HEARTBEATS).delete_blob(
                     storage.heartbeat_blob(key, node_id))
@@ -166,43 +165,25 @@ def _view(row: dict[str, Any]) -> NodeView:
 
 
 def _mark_start_failed(settings: Settings, key: str, node_id: str, detail: str, now: datetime) -> None:
-    error = json.dumps({"code": "NodeStartFailed", "message": f"node {node_id} failed to start: {detail}"})
-
-    def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
-        if row is None or row["state"] not in ("starting", "preparing"):
-            return None
-        return nodes.moved(row, "unusable", "the node agent exited before it was ready", now, error=error)
-
-    nodes.mutate_node(settings, key, node_id, change)
+    error = {"code": "NodeStartFailed", "message": f"node {node_id} failed to start: {detail}"}
+    node_state.make_unusable(settings, key, node_id, "the node agent exited before it was ready", error, now,
+                             only_from={"starting", "preparing"})
 
 
 def _drop_gone(settings: Settings, key: str, view: NodeView, now: datetime, why: str) -> None:
     """The instance vanished or died: the row becomes lost (so no pass assigns it), its job is
     requeued, the row deleted."""
     if view.state not in ("leaving", "lost") or view.job_key:
-        def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
-            if row is None or row["state"] == "lost":
-                return None
-            return nodes.moved(row, "lost", why, now)
-
-        row = nodes.mutate_node(settings, key, view.node_id, change)
+        row = node_state.lose(settings, key, view.node_id, why, now)
         nodes.requeue_all(settings, row, f"node {view.node_id} lost: {why}", count_retry=True)
-    nodes.delete_node(settings, key, view.node_id)
+    node_state.delete(settings, key, view.node_id)
 
 
 def _drain(settings: Settings, key: str, drain: Drain, now: datetime) -> bool:
     """Mark the node leaving (only if it is still as decided), then stop its job per the option.
     False when the node changed since the snapshot."""
     reason = f"scale-down:{drain.action}" if drain.action else "scale-down"
-
-    def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
-        if row is None or row["state"] == "leaving":
-            return None
-        if (row.get("jobKey") or "") != drain.job_key or (row["state"] == "running") != bool(drain.action):
-            return None
-        return nodes.moved(row, "leaving", reason, now, leavingReason=reason)
-
-    row = nodes.mutate_node(settings, key, drain.node_id, change)
+    row = node_state.make_leaving(settings, key, drain.node_id, reason, now, drain.job_key, busy=bool(drain.action))
     if row is None:
         return True  # an instance with no row yet: nothing to mark
     if row["state"] != "leaving":
@@ -211,7 +192,7 @@ def _drain(settings: Settings, key: str, drain: Drain, now: datetime) -> bool:
     if drain.action == autoscaler.REQUEUE:
         nodes.requeue_all(settings, row, why, count_retry=False)
     elif drain.action == autoscaler.TERMINATE:
-        for job_key in nodes.held_jobs(row):
+        for job_key in node_state.held_jobs(row):
             nodes.terminate(settings, job_key, why)
     return True
 
@@ -222,39 +203,21 @@ def _protect_busy(settings: Settings, key: str, provider: ScaleInProtection, nod
     records what was last set, so only nodes that changed between idle and running cost a call."""
     changed: dict[str, bool] = {}
     for row in node_rows:
-        node_id = nodes.node_id_of(row)
+        node_id = node_state.node_id_of(row)
         busy = row["state"] == "running"
         if node_id in removing or row["state"] not in ("idle", "running") \
                 or bool(row.get("scaleInProtected")) == busy:
             continue
         provider.protect(key, [node_id], busy=busy)
-
-        def change(current: dict[str, Any] | None, b: bool = busy) -> dict[str, Any] | None:
-            if current is None or bool(current.get("scaleInProtected")) == b:
-                return None
-            return {"scaleInProtected": b}
-
-        nodes.mutate_node(settings, key, node_id, change)
+        node_state.record_protection(settings, key, node_id, busy)
         changed[node_id] = busy
     return changed
 
 
 def _adopt(settings: Settings, key: str, provider: ComputeProvider, now: datetime) -> list[str]:
     """Record a starting row for every active instance that has none (new instances included)."""
-    adopted = []
-    for instance in provider.list_instances(key):
-        if instance.state not in ACTIVE:
-            continue
-
-        def change(row: dict[str, Any] | None, i: Any = instance) -> dict[str, Any] | None:
-            return None if row is not None else nodes.new_row_fields("starting", now, nodeId=i.node_id,
-                                                                     address=i.address)
-
-        before = nodes.get_node(settings, key, instance.node_id)
-        if before is None:
-            nodes.mutate_node(settings, key, instance.node_id, change)
-            adopted.append(instance.node_id)
-    return adopted
+    return [i.node_id for i in provider.list_instances(key)
+            if i.state in ACTIVE and node_state.adopt(settings, key, i.node_id, i.address, now)]
 
 
 def _write_allocation(settings: Settings, doc: Doc, state: str, now: datetime,
@@ -264,7 +227,7 @@ def _write_allocation(settings: Settings, doc: Doc, state: str, now: datetime,
     store = ResourceStore(settings.storage_connection_string, storage.T_CLUSTERS)
     errors = [rejected] if rejected else []
     current: Doc | None = doc
-    for _ in range(nodes.ATTEMPTS):
+    for _ in range(node_state.ATTEMPTS):
         if current is None:
             return  # deleted meanwhile
         internal = dict(current.data.get("internal") or {})
@@ -281,4 +244,4 @@ def _write_allocation(settings: Settings, doc: Doc, state: str, now: datetime,
             return
         except StaleEtag:
             current = store.get(doc.pk, doc.rk)
-    raise nodes.ConcurrentUpdates(f"cluster document {doc.pk}/{doc.rk} kept changing")
+    raise node_state.ConcurrentUpdates(f"cluster document {doc.pk}/{doc.rk} kept changing")

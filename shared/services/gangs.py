@@ -27,7 +27,7 @@ from shared.config import Settings
 from shared.decisions.scheduler import Placement
 from shared.domain.keys import JobRef
 from shared.domain.messages import NodeAddress
-from shared.services import assignments, job_state
+from shared.services import assignments, job_state, node_state
 from shared.services.assignments import MAX_OPS, AsgRow
 
 STALE_AFTER = timedelta(seconds=30)
@@ -106,7 +106,7 @@ def _take(cluster_key: str, node_ids: list[str], nodes: dict[str, Entity], place
     ops: list[tuple[str, Entity, dict[str, Any]]] = []
     for node_id in node_ids:
         row = nodes[node_id]
-        fields = assignments.take_fields(row, placement.job_key, placement.assignment_id, placement.slots, now)
+        fields = node_state.take_fields(row, placement.job_key, placement.assignment_id, placement.slots, now)
         ops.append(("update", {"PartitionKey": cluster_key, "RowKey": row["RowKey"], **fields},
                     {"mode": UpdateMode.MERGE, "etag": row.metadata["etag"],
                      "match_condition": MatchConditions.IfNotModified}))

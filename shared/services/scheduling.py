@@ -46,7 +46,7 @@ from shared.decisions.scheduler import (
 from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.messages import NodeAddress
 from shared.domain.states import JobPhase
-from shared.services import assignments, gangs, job_state
+from shared.services import assignments, gangs, job_state, node_state
 from shared.services.assignments import MAX_OPS
 from shared.services.guarded import Guard, each
 
@@ -149,7 +149,7 @@ def cluster_packing(settings: Settings, cluster_key: str) -> str:
 
 
 def _node_view(node_id: str, row: Entity) -> NodeView:
-    jobs = assignments.node_jobs(row)
+    jobs = node_state.node_jobs(row)
     gpus, cores = int(row.get("gpus") or 0), int(row.get("cores") or 0)
     return NodeView(node_id=node_id, state=row.get("state", ""), slots=gpus or cores or 1,
                     used_slots=sum(int(j.get("slots") or 1) for j in jobs.values()), jobs=tuple(jobs))
@@ -191,7 +191,7 @@ def commit_operations(snap: Snapshot, cluster_key: str, batch: list[Placement],
     for p in batch:
         for node_id in p.node_ids:
             row = merged.get(node_id, snap.nodes[node_id])
-            fields = assignments.take_fields(row, p.job_key, p.assignment_id, p.slots, now)
+            fields = node_state.take_fields(row, p.job_key, p.assignment_id, p.slots, now)
             merged[node_id] = {**row, **fields}
             changes[node_id] = {**changes.get(node_id, {}), **fields}
         pend = snap.pending[p.job_key]
