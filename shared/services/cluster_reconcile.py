@@ -123,7 +123,9 @@ def reconcile_all(settings: Settings, now: datetime) -> list[ReconcileResult]:
 def cluster_keys(settings: Settings) -> set[str]:
     conn = settings.storage_connection_string
     keys = {f"{d.pk}|{d.rk}" for d in ResourceStore(conn, storage.T_CLUSTERS).scan()}
-    keys |= partitions_with(settings, sched_store.NODE)
+    # Partitions of deleted clusters too: their nodes are removed and the jobs still indexed there stopped.
+    for prefix in (sched_store.NODE, sched_store.PENDING, sched_store.ASSIGNMENT):
+        keys |= partitions_with(settings, prefix)
     provider = provider_for(settings, None)
     listed = getattr(provider, "clusters", None)
     if callable(listed):

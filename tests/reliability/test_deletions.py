@@ -4,14 +4,16 @@ others). Over real Azurite, with nodes simulated by their rows, queues and event
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from shared.adapters import operation_store
 from shared.domain.keys import ClusterRef
 from shared.domain.messages import Assignment, StopTask
-from shared.services import removal, scheduling, task_events
+from shared.services import cluster_reconcile, removal, scheduling, task_events
 from shared.services.guarded import ItemFailed
 from tests.scheduling.conftest import T0, World
 
@@ -105,3 +107,15 @@ def test_a_failing_operation_does_not_stall_the_others(alone: World) -> None:
         assert removal.poll(alone.settings, broken).status == "InProgress"  # tried again on the next tick
     finally:
         operation_store.forget(alone.conn, broken)
+
+
+def test_jobs_left_in_the_index_of_a_deleted_cluster_are_stopped(alone: World, tmp_path: Path) -> None:
+    """A job indexed after its cluster's deletion took its jobs (a create racing the delete) is failed
+    by the reconciler, which visits every partition that still holds work."""
+    job = alone.submit("late")  # its cluster has no document: it was deleted meanwhile
+    settings = dataclasses.replace(alone.settings, state_dir=tmp_path)
+    results = cluster_reconcile.reconcile_all(settings, T1)
+    assert alone.key in {r.cluster_key for r in results if r.deleted}
+    internal = alone.internal(job)
+    assert internal["phase"] == "failed" and internal["executionInfo"]["errors"][-1]["code"] == "ClusterDeleted"
+    assert alone.pending_keys() == []
