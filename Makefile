@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up up-cloud down demo test lint bench
+.PHONY: install up up-cloud down demo test lint bench fuzz
 
 $(STAMP): requirements.txt requirements-dev.txt package-lock.json pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,3 +35,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/dispatch.py
+
+# A longer, random property-based run against the swagger (the suite's own run is short and derandomized).
+fuzz: install
+	BATCHAI_FUZZ_EXAMPLES=$${BATCHAI_FUZZ_EXAMPLES:-300} BATCHAI_FUZZ_RANDOM=1 $(BIN)/python -m pytest -q tests/fuzz

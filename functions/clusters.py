@@ -1,7 +1,8 @@
 """Timer triggers of cluster nodes: the reconciler (with the autoscaler) and the node reaper.
 
 Schedules are NCRONTAB app settings, resolved by the host:
-- BATCHAI_RECONCILE_SCHEDULE: Azure "0 */1 * * * *" (every minute); local stack "*/2 * * * * *".
+- BATCHAI_RECONCILE_SCHEDULE: Azure "0 */1 * * * *" (every minute); local stack "*/2 * * * * *". The
+  reconciler's tick advances the deletions in flight (`removal`), then every cluster.
 - BATCHAI_REAPER_SCHEDULE:    Azure "30 */1 * * * *" (every minute, offset); local "*/2 * * * * *".
 - BATCHAI_ACI_SCHEDULE:       Azure "*/15 * * * * *"; local "*/2 * * * * *". Jobs of container-instance
   clusters (BATCHAI_PROVIDER=aci); with another provider the tick does nothing.
@@ -16,8 +17,8 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from shared.config import Settings
+from shared.services import cluster_reconcile as reconciler
 from shared.services.aci_jobs import tick as aci_tick
-from shared.services.cluster_reconcile import reconcile_all
 from shared.services.fileserver_reconcile import reconcile_file_servers
 from shared.services.reaper import reap_all
 
@@ -34,7 +35,7 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_RECONCILE_SCHEDULE%", run_on_startup=False,
                   use_monitor=False)
 def cluster_reconcile(timer: func.TimerRequest) -> None:
-    reconcile_all(Settings.from_env(), datetime.now(UTC))
+    reconciler.tick(Settings.from_env(), datetime.now(UTC))
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_REAPER_SCHEDULE%", run_on_startup=False,

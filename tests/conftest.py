@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,12 +59,11 @@ def api_issuer(issuer_server: IssuerServer) -> Issuer:
 def api_endpoint(storage_conn: str, issuer_server: IssuerServer, tmp_path_factory: pytest.TempPathFactory
                  ) -> Iterator[dict[str, str]]:
     """The HTTP functions of function_app.py served over https on loopback, in this process, trusting
-    `api_issuer`'s tokens for the local stack's audience, with its owner principal as the service's owner.
+    `api_issuer`'s tokens for the local stack's audience, with its owner principal as the service's owner,
+    and the deletions that DELETEs record advanced as the reconcile timer does (`deletion_ticks`).
 
     Yields url, token (the owner's), ca_file, subscription_id, resource_group and issuer, as endpoint.json does.
     """
-    import threading
-
     import uvicorn
 
     from shared.localhost.http import HttpFront, http_function
@@ -87,15 +88,39 @@ def api_endpoint(storage_conn: str, issuer_server: IssuerServer, tmp_path_factor
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, 20, "the API server to start", interval=0.02)
+    ticks = deletion_ticks()
     yield {"url": f"https://127.0.0.1:{port}", "token": token, "ca_file": str(tls.ca_file),
            "subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "demo",
            "issuer": issuer.url}
     server.should_exit = True
     thread.join(timeout=10)
+    ticks.set()
     import function_app
     # The API has no shutdown handlers; clearing the flag keeps AsgiFunctionApp.__del__ from starting an
     # event loop while the interpreter exits.
     function_app.app.startup_task_done = False
+
+
+def deletion_ticks(interval_s: float = 0.2) -> threading.Event:
+    """The reconcile timer's deletion step (`removal.reconcile_all`) on a thread, for the in-process API
+    (no timer host runs there; the cluster reconciler would start nodes, so it does not run). Set the
+    returned event to stop it. A failed tick is logged and retried, as the host does."""
+    from datetime import UTC, datetime
+
+    from shared.config import Settings
+    from shared.services import removal
+
+    settings, stop = Settings.from_env(), threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval_s):
+            try:
+                removal.reconcile_all(settings, datetime.now(UTC))
+            except Exception:
+                logging.getLogger("tests.deletions").exception("deletion tick failed")
+
+    threading.Thread(target=run, name="deletion-ticks", daemon=True).start()
+    return stop
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,10 @@
 A document is the resource's JSON (``id``, ``name``, ``type``, ``properties``, ...) plus an
 ``internal`` dict that only services read. Table string properties hold at most 64 KiB, so the
 JSON is stored in chunks ``doc0..docN``. Every write after a read passes the read's ETag.
+
+The fields of ``internal`` named in `COLUMNS` (a job's ``phase``) are also written as columns of
+their own, with every write of the document, so that timers can ask the table for live work
+(`query`) instead of reading every document ever stored.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from shared.adapters import storage
 
 CHUNK = 30_000  # characters per property (UTF-16 in Table storage: 60 KB < 64 KiB)
 MAX_CHUNKS = 30
+COLUMNS = ("phase",)
 
 
 def encode_token(token: Any) -> str | None:
@@ -59,7 +64,9 @@ def _encode(data: dict[str, Any]) -> dict[str, str]:
     chunks = [text[i:i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
     if len(chunks) > MAX_CHUNKS:
         raise ValueError(f"document too large ({len(text)} characters)")
-    return {f"doc{i}": c for i, c in enumerate(chunks)}
+    internal = data.get("internal") if isinstance(data.get("internal"), dict) else {}
+    columns = {name: str(internal[name]) for name in COLUMNS if internal.get(name) is not None}
+    return {**columns, **{f"doc{i}": c for i, c in enumerate(chunks)}}
 
 
 def _decode(entity: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +160,13 @@ class ResourceStore:
                                            results_per_page=size).by_page(continuation_token=token)
         items = [_doc(e) for e in next(pages)]
         return items, pages.continuation_token
+
+    def query(self, column: str, value: str) -> Iterator[Doc]:
+        """Every document whose `COLUMNS` column `column` holds `value` (e.g. the queued jobs)."""
+        if column not in COLUMNS:
+            raise ValueError(f"{column!r} is not a column of the documents")
+        for entity in self.client.query_entities(f"{column} eq @value", parameters={"value": value}):
+            yield _doc(entity)
 
     def scan(self, pk_prefix: str | None = None, pk: str | None = None) -> Iterator[Doc]:
         """Every document of a partition, or of the partitions whose key starts with a prefix."""

@@ -5,6 +5,10 @@ snapshot and therefore does no harm.
 
 Definitions used throughout:
 - An *active instance* is one the provider reports as creating or running (not deleting, not failed).
+- A *failed* instance is dead (a killed machine, an agent process that exited): a node that had
+  joined (idle, running, or leaving with a job) is *lost* at once, not after the heartbeat timeout:
+  its row leaves the schedulable set, its job is requeued, its instance removed, its row dropped. A
+  node that failed while starting or preparing is shown unusable instead (the user sees why).
 - *Capacity* is what counts towards the cluster's size: active instances whose row is not leaving
   or lost (instances with no row yet count too, they are nodes starting), plus failed instances
   whose row is unusable (kept so the user sees why). Starting nodes count: no double scale-up.
@@ -14,9 +18,10 @@ Definitions used throughout:
   demand (it would only hold nodes that can never run it).
 
 Autoscale: wanted = clamp(busy + demand, min, max) (and at least initialNodeCount on the first
-reconcile). Scale-up starts `wanted - capacity` instances. Scale-down removes only nodes idle for
-longer than the idle timeout (oldest first); nodes unusable for longer than it are replaced
-whatever the demand. Never a starting, preparing or busy node.
+reconcile). Scale-up starts `wanted - capacity` instances, at most `max_starts` per tick when the
+provider sets a cap (the local one does: each instance is a process started during the tick).
+Scale-down removes only nodes idle for longer than the idle timeout (oldest first); nodes
+unusable for longer than it are replaced whatever the demand. Never a starting, preparing or busy node.
 
 Manual: wanted = targetNodeCount. Lowering takes out unusable nodes first, then starting, preparing,
 idle (longest idle first), and only then busy nodes, applying nodeDeallocationOption to those:
@@ -96,6 +101,7 @@ class ScaleInput:
     now: datetime
     idle_timeout_s: float
     first_reconcile: bool = False  # initialNodeCount applies
+    max_starts: int | None = None  # most instances one tick may start (None: no cap)
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class ScaleDecision:
     drain: list[Drain] = field(default_factory=list)  # rows to mark leaving first (job action per node)
     adopt: list[str] = field(default_factory=list)  # instances with no row: create a starting row
     gone: list[NodeView] = field(default_factory=list)  # rows whose instance vanished: requeue, drop row
+    lost: list[NodeView] = field(default_factory=list)  # joined rows whose instance failed: requeue, remove, drop
     start_failed: list[str] = field(default_factory=list)  # starting/preparing rows whose process failed
     allocation_state: str = STEADY
 
@@ -141,7 +148,9 @@ def decide(inp: ScaleInput) -> ScaleDecision:
     gone = [n for n in inp.nodes if n.node_id not in instances]
     adopt = sorted(i for i in active if i not in rows)
     start_failed = sorted(i for i in failed if i in rows and rows[i].state in ("starting", "preparing"))
-    remove: list[str] = sorted(i for i in failed if i not in rows)  # dead and unknown: clean up
+    lost = [rows[i] for i in sorted(failed) if i in rows and _joined(rows[i])]
+    # Dead and unknown, or dead after joining: clean up (lost nodes are replaced like any other).
+    remove: list[str] = sorted(i for i in failed if i not in rows) + [n.node_id for n in lost]
 
     capacity: list[NodeView] = [rows.get(i, NodeView(i, "starting")) for i in sorted(active)
                                 if rows.get(i) is None or rows[i].state not in ("leaving", "lost")]
@@ -154,7 +163,8 @@ def decide(inp: ScaleInput) -> ScaleDecision:
     # Leaving rows: remove once their job has ended (or at once when no job holds them).
     waiting: list[str] = []
     for n in inp.nodes:
-        if n.state == "leaving" and n.node_id in instances and instances[n.node_id].state != "deleting":
+        if n.state == "leaving" and n.node_id in instances and instances[n.node_id].state != "deleting" \
+                and n not in lost:
             if n.job_key:
                 waiting.append(n.node_id)
             else:
@@ -189,6 +199,8 @@ def decide(inp: ScaleInput) -> ScaleDecision:
     taken = {d.node_id for d in drain}
     kept_capacity = len([n for n in capacity if n.node_id not in taken])
     to_start = max(0, wanted - kept_capacity)
+    if inp.max_starts is not None:
+        to_start = min(to_start, inp.max_starts)
     remove_set = set(remove)
     kept_active = len([i for i in active if i not in remove_set])
     provider_target = kept_active + to_start
@@ -198,8 +210,13 @@ def decide(inp: ScaleInput) -> ScaleDecision:
                 or any(i.state in ("creating", "deleting") for i in inp.instances)
                 or any(n.state in ("starting", "leaving") and n.node_id in instances for n in inp.nodes))
     return ScaleDecision(provider_target=provider_target, wanted=wanted, remove=sorted(remove_set),
-                         drain=drain, adopt=adopt, gone=gone, start_failed=start_failed,
+                         drain=drain, adopt=adopt, gone=gone, lost=lost, start_failed=start_failed,
                          allocation_state=RESIZING if resizing else STEADY)
+
+
+def _joined(node: NodeView) -> bool:
+    """A node that had joined the cluster and may hold work (so its failure loses that work)."""
+    return node.state in ("idle", "running") or (node.state == "leaving" and bool(node.job_key))
 
 
 def _removal_order(capacity: list[NodeView], policy: ScalePolicy, now: datetime, idle_timeout_s: float

@@ -20,12 +20,14 @@ from typing import Any
 
 #: Stop reasons that requeue the job, and whether the requeue counts as a retry.
 REQUEUE_STOPS: dict[str, bool] = {"preempted": False, "requeue": False, "node-removed": True}
+CLUSTER_DELETED = "cluster-deleted"
 #: Stop reasons that fail the job, with the error code recorded.
 FAILING_STOPS: dict[str, str] = {"terminated": "JobTerminated", "deleted": "JobDeleted",
-                                 "walltime": "JobWallClockTimeExceeded"}
+                                 "walltime": "JobWallClockTimeExceeded", CLUSTER_DELETED: "ClusterDeleted"}
 FAILING_MESSAGES: dict[str, str] = {"terminated": "The job was terminated.",
                                     "deleted": "The job was deleted while it ran.",
-                                    "walltime": "The job ran longer than its maxWallClockTime."}
+                                    "walltime": "The job ran longer than its maxWallClockTime.",
+                                    CLUSTER_DELETED: "The job's cluster was deleted."}
 #: Stops the service sends after it has decided; their exits are noise.
 AFTERMATH_STOPS = frozenset({"job-finished", "failed-peer"})
 

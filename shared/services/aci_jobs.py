@@ -40,6 +40,7 @@ from shared.domain.messages import NodeAddress
 from shared.domain.states import JobPhase
 from shared.services import assignments, job_state, nodes
 from shared.services.assignments import HOLDING_PHASES, AsgRow
+from shared.services.guarded import Guard
 
 ACI_NODE = "aci"  # the one "node" a container group plays in the task plan
 
@@ -59,14 +60,16 @@ def tick(settings: Settings, now: datetime, provider: TaskRunner | None = None,
     result = AciTick()
     if not isinstance(runner, TaskRunner):
         return result
+    guard = Guard("container-instance jobs:")  # one bad job or cluster never stalls the others
     for key in sorted(_busy_partitions(settings) if clusters is None else set(clusters)):
-        rows = sched_store.partition(settings.storage_connection_string, key)
+        rows = guard.run(key, sched_store.partition, settings.storage_connection_string, key) or []
         for row in rows:
             if row["RowKey"].startswith(sched_store.ASSIGNMENT):
-                _advance(settings, runner, assignments.parse(row), now, result)
+                guard.run(row["RowKey"], lambda r: _advance(settings, runner, assignments.parse(r), now, result), row)
         for row in rows:
             if row["RowKey"].startswith(sched_store.PENDING):
-                _start(settings, runner, key, row, now, new_id, result)
+                guard.run(row["RowKey"], _start, settings, runner, key, row, now, new_id, result)
+    guard.check()
     return result
 
 

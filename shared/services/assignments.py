@@ -1,10 +1,10 @@
 """Assignment rows (`asg|{job key}` in a cluster's sched partition) and what holding one means.
 
 Owned here: the asg row fields (jobKey, assignmentId, nodes, attempt, slots, tasks, dispatched,
-createdAt), the node-row changes of taking and freeing a node for a job (idle <-> running, jobKey,
-assignmentId, jobs, usedSlots), `release()` (free the nodes and delete the asg row in ONE
-ETag-checked transaction) and `dispatch()` (move the job to assigned and send each node its
-`Assignment`). The scheduling pass creates asg rows; task events record task results in them.
+createdAt, reserving), `release()` (free the nodes and delete the asg row in ONE ETag-checked
+transaction; the node-row fields of freeing come from `node_state.free_fields`) and `dispatch()`
+(move the job to assigned and send each node its `Assignment`). The scheduling pass creates asg
+rows; task events record task results in them.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from shared.adapters.resource_store import Doc
 from shared.config import Settings
 from shared.domain.keys import JobRef
 from shared.domain.messages import Assignment, NodeAddress, NodeMessage, StopTask
-from shared.domain.states import JobPhase, node_transition
-from shared.services import job_state
+from shared.domain.states import JobPhase
+from shared.services import job_state, node_state
 
 ATTEMPTS = 20
-NODE_HISTORY = 20
+MAX_OPS = 100  # entity-group transaction limit (Azurite drops the connection beyond it)
+CHUNK = 30_000  # characters per string property (UTF-16 in Table storage: 60 KB < 64 KiB)
 HOLDING_PHASES = frozenset({JobPhase.ASSIGNED, JobPhase.RUNNING, JobPhase.TERMINATING})
 
 Entity = dict[str, Any]
@@ -63,10 +64,26 @@ def sched(settings: Settings) -> TableClient:
 def parse(entity: Entity, etag: str | None = None) -> AsgRow:
     """An asg row as read (its ETag in `metadata`), or as just written (`etag` from the write)."""
     return AsgRow(cluster_key=entity["PartitionKey"], job_key=entity["jobKey"], assignment_id=entity["assignmentId"],
-                  nodes=[NodeAddress(**n) for n in json.loads(entity.get("nodes") or "[]")],
+                  nodes=[NodeAddress(**n) for n in json.loads(joined(entity, "nodes") or "[]")],
                   attempt=int(entity.get("attempt") or 1), slots=int(entity.get("slots") or 1),
-                  tasks=json.loads(entity.get("tasks") or "{}"), dispatched=bool(entity.get("dispatched")),
+                  tasks=json.loads(joined(entity, "tasks") or "{}"), dispatched=bool(entity.get("dispatched")),
                   created_at=datetime.fromisoformat(entity["createdAt"]), etag=etag or entity.metadata["etag"])
+
+
+def split(name: str, value: Any) -> Entity:
+    """`value` as JSON in properties `name`, `name1`, `name2`, ... of at most `CHUNK` characters each (a
+    Table string property holds 64 KiB: the node list and task results of a large gang take several)."""
+    text = json.dumps(value, separators=(",", ":"))
+    parts = [text[i:i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
+    return {(name if i == 0 else f"{name}{i}"): part for i, part in enumerate(parts)}
+
+
+def joined(entity: Entity, name: str) -> str:
+    parts, i = [entity.get(name) or ""], 1
+    while f"{name}{i}" in entity:
+        parts.append(entity[f"{name}{i}"] or "")
+        i += 1
+    return "".join(parts)
 
 
 def get(settings: Settings, cluster_key: str, job_key: str) -> AsgRow | None:
@@ -79,7 +96,7 @@ def get(settings: Settings, cluster_key: str, job_key: str) -> AsgRow | None:
 def new_entity(cluster_key: str, job_key: str, assignment_id: str, nodes: list[NodeAddress], attempt: int,
                slots: int, now: datetime) -> Entity:
     return {"PartitionKey": cluster_key, "RowKey": sched_store.assignment_row(job_key), "jobKey": job_key,
-            "assignmentId": assignment_id, "nodes": json.dumps([n.__dict__ for n in nodes]), "attempt": attempt,
+            "assignmentId": assignment_id, **split("nodes", [n.__dict__ for n in nodes]), "attempt": attempt,
             "slots": slots, "tasks": "{}", "dispatched": False, "createdAt": now.isoformat()}
 
 
@@ -98,50 +115,7 @@ def update(settings: Settings, asg: AsgRow, fields: Entity) -> bool:
     return True
 
 
-# --- node rows --------------------------------------------------------------------------------
-
-def node_jobs(row: Entity) -> dict[str, dict[str, Any]]:
-    """The jobs a node row holds: {job key: {assignmentId, slots}} (whole-node rows: jobKey only)."""
-    if row.get("jobs"):
-        return json.loads(row["jobs"])
-    if row.get("jobKey"):
-        return {row["jobKey"]: {"assignmentId": row.get("assignmentId") or "", "slots": 1}}
-    return {}
-
-
-def _moved(row: Entity, target: str, reason: str, now: datetime) -> Entity:
-    entry = node_transition(row["state"], target, reason, now)
-    history = json.loads(row.get("history") or "[]")[-(NODE_HISTORY - 1):] + [entry]
-    return {"state": target, "stateSince": now.isoformat(), "history": json.dumps(history)}
-
-
-def take_fields(row: Entity, job_key: str, assignment_id: str, slots: int, now: datetime) -> Entity:
-    """The merge that gives a node (idle, or running under gpu-slots packing) to a job."""
-    jobs = node_jobs(row)
-    jobs[job_key] = {"assignmentId": assignment_id, "slots": slots}
-    fields: Entity = {"jobs": json.dumps(jobs), "usedSlots": sum(int(j["slots"]) for j in jobs.values())}
-    if not row.get("jobKey"):
-        fields.update(jobKey=job_key, assignmentId=assignment_id)
-    if row["state"] != "running":
-        fields.update(_moved(row, "running", f"assigned job {job_key}", now))
-    return fields
-
-
-def free_fields(row: Entity, job_key: str, assignment_id: str, now: datetime) -> Entity | None:
-    """The merge that takes a job off a node (None: the node does not hold that assignment). The
-    node goes back to idle when nothing is left on it, unless it is leaving, unusable or lost."""
-    jobs = node_jobs(row)
-    if jobs.get(job_key, {}).get("assignmentId") != assignment_id:
-        return None
-    del jobs[job_key]
-    first = next(iter(jobs.items()), None)
-    fields: Entity = {"jobs": json.dumps(jobs) if jobs else "",
-                      "usedSlots": sum(int(j["slots"]) for j in jobs.values()),
-                      "jobKey": first[0] if first else "", "assignmentId": first[1]["assignmentId"] if first else ""}
-    if not jobs and row["state"] == "running":
-        fields.update(_moved(row, "idle", f"job {job_key} ended", now), idleSince=now.isoformat())
-    return fields
-
+# --- node rows (their fields are `node_state`'s) --------------------------------------------
 
 def _node_rows(client: TableClient, cluster_key: str, node_ids: list[str]) -> list[Entity]:
     rows = []
@@ -155,8 +129,9 @@ def _node_rows(client: TableClient, cluster_key: str, node_ids: list[str]) -> li
 
 def release(settings: Settings, cluster_key: str, job_key: str, assignment_id: str, now: datetime,
             known: AsgRow | None = None, kick: bool = True) -> bool:
-    """Free the assignment's nodes and delete its asg row, in one transaction. Idempotent: False
-    when the asg row is gone or belongs to another assignment. Kicks the cluster after a release,
+    """Free the assignment's nodes and delete its asg row, in one transaction (a gang larger than one
+    transaction: its nodes in several, each with the asg row If-Match, the delete last). Idempotent:
+    False when the asg row is gone or belongs to another assignment. Kicks the cluster after a release,
     unless the caller runs a pass itself (`kick=False`: a redelivery of its trigger must then run
     that pass again). `known`: the asg row as the caller last wrote it (its ETag saves a read)."""
     client = sched(settings)
@@ -164,19 +139,27 @@ def release(settings: Settings, cluster_key: str, job_key: str, assignment_id: s
         asg, known = (known, None) if known is not None else (get(settings, cluster_key, job_key), None)
         if asg is None or asg.assignment_id != assignment_id:
             return False
-        ops: list[tuple[str, Entity, dict[str, Any]]] = []
+        frees: list[tuple[str, Entity, dict[str, Any]]] = []
         for row in _node_rows(client, cluster_key, asg.node_ids):
-            fields = free_fields(row, job_key, assignment_id, now)
+            fields = node_state.free_fields(row, job_key, assignment_id, now)
             if fields is not None:
-                ops.append(("update", {"PartitionKey": cluster_key, "RowKey": row["RowKey"], **fields},
-                            {"mode": UpdateMode.MERGE, ETAG_KW: row.metadata["etag"],
-                             "match_condition": MatchConditions.IfNotModified}))
-        ops.append(("delete", {"PartitionKey": cluster_key, "RowKey": sched_store.assignment_row(job_key)},
-                    {ETAG_KW: asg.etag, "match_condition": MatchConditions.IfNotModified}))
+                frees.append(("update", {"PartitionKey": cluster_key, "RowKey": row["RowKey"], **fields},
+                              {"mode": UpdateMode.MERGE, ETAG_KW: row.metadata["etag"],
+                               "match_condition": MatchConditions.IfNotModified}))
+        row_key = sched_store.assignment_row(job_key)
         try:
-            client.submit_transaction(ops)
+            while len(frees) > MAX_OPS - 1:
+                chunk, frees = frees[:MAX_OPS - 1], frees[MAX_OPS - 1:]
+                written = client.submit_transaction(chunk + [("update", {"PartitionKey": cluster_key,
+                                                                         "RowKey": row_key, "releasing": True},
+                                                              {"mode": UpdateMode.MERGE, ETAG_KW: asg.etag,
+                                                               "match_condition": MatchConditions.IfNotModified})])
+                asg.etag = (written[-1] or {}).get("etag") or asg.etag
+            client.submit_transaction(frees + [("delete", {"PartitionKey": cluster_key, "RowKey": row_key},
+                                                {ETAG_KW: asg.etag,
+                                                 "match_condition": MatchConditions.IfNotModified})])
         except TableTransactionError:
-            continue
+            continue  # re-read: the nodes freed so far no longer hold the assignment
         if kick:
             sched_store.kick(settings.storage_connection_string, cluster_key)
         return True

@@ -19,7 +19,6 @@ drive: their jobs are `aci_jobs`'s.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,9 +34,13 @@ from shared.config import Settings
 from shared.decisions import autoscaler
 from shared.decisions.autoscaler import Drain, InstanceView, NodeView, ScaleInput, ScalePolicy
 from shared.domain.keys import ClusterRef
-from shared.services import nodes
+from shared.services import node_state, nodes, removal
+from shared.services.guarded import each
 
 ACTIVE = ("creating", "running")
+#: Most instances one tick may start, per provider: a local instance is a process started during
+#: the tick, so a huge target must not start processes in a loop (the next tick starts more).
+MAX_STARTS_PER_TICK = {"local": 8}
 
 
 @dataclass
@@ -58,8 +61,8 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
                       provider: ComputeProvider | None = None) -> ReconcileResult:
     key = cluster.key if isinstance(cluster, ClusterRef) else cluster
     doc = nodes.load_cluster(settings, key)
-    if doc is None:
-        return remove_cluster(settings, key, provider)
+    if doc is None or (doc.data.get("internal") or {}).get("deletingSince"):
+        return remove_cluster(settings, key, provider)  # deleted, or being deleted: it grows no more
     spec = nodes.cluster_spec(key, doc)
     provider = provider or provider_for(settings, spec)
     if isinstance(provider, TaskRunner):
@@ -74,7 +77,7 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
         policy=ScalePolicy.from_properties(doc.data.get("properties") or {}),
         nodes=[_view(r) for r in node_rows], instances=[InstanceView(i.node_id, i.state) for i in instances],
         pending_node_counts=pending, now=now, idle_timeout_s=settings.idle_timeout_s,
-        first_reconcile=not internal.get("scaleInitialized")))
+        first_reconcile=not internal.get("scaleInitialized"), max_starts=MAX_STARTS_PER_TICK.get(provider.name)))
     result = ReconcileResult(key, wanted=decision.wanted, provider_target=decision.provider_target,
                              allocation_state=decision.allocation_state)
 
@@ -82,7 +85,10 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
     for node_id in decision.start_failed:
         _mark_start_failed(settings, key, node_id, details.get(node_id, ""), now)
     for view in decision.gone:
-        _drop_gone(settings, key, view, now)
+        _drop_gone(settings, key, view, now, "its instance is gone")
+        result.dropped.append(view.node_id)
+    for view in decision.lost:
+        _drop_gone(settings, key, view, now, f"the provider reports its instance failed: {details.get(view.node_id)}")
         result.dropped.append(view.node_id)
     remove = set(decision.remove)
     for drain in decision.drain:
@@ -101,25 +107,25 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
     return result
 
 
+def tick(settings: Settings, now: datetime) -> None:
+    """One reconcile tick: the deletions in flight advance first (a cluster deleted this tick loses
+    its nodes in the same tick), then every cluster; a failure of either does not stop the other."""
+    each([removal.reconcile_all, reconcile_all], lambda step: step(settings, now), "reconcile step")
+
+
 def reconcile_all(settings: Settings, now: datetime) -> list[ReconcileResult]:
     """Reconcile every cluster that has a document, node rows or local instances. A failure of one
     cluster does not stop the others; the failures are raised together at the end."""
-    results: list[ReconcileResult] = []
-    errors: list[Exception] = []
-    for key in sorted(cluster_keys(settings)):
-        try:
-            results.append(reconcile_cluster(settings, key, now))
-        except Exception as e:  # noqa: BLE001 - collected and raised below
-            errors.append(e)
-    if errors:
-        raise ExceptionGroup("cluster reconcile failed for some clusters", errors)
-    return results
+    return each(sorted(cluster_keys(settings)), lambda key: reconcile_cluster(settings, key, now),
+                "reconciling the cluster")
 
 
 def cluster_keys(settings: Settings) -> set[str]:
     conn = settings.storage_connection_string
     keys = {f"{d.pk}|{d.rk}" for d in ResourceStore(conn, storage.T_CLUSTERS).scan()}
-    keys |= partitions_with(settings, sched_store.NODE)
+    # Partitions of deleted clusters too: their nodes are removed and the jobs still indexed there stopped.
+    for prefix in (sched_store.NODE, sched_store.PENDING, sched_store.ASSIGNMENT):
+        keys |= partitions_with(settings, prefix)
     provider = provider_for(settings, None)
     listed = getattr(provider, "clusters", None)
     if callable(listed):
@@ -136,20 +142,16 @@ def partitions_with(settings: Settings, row_prefix: str) -> set[str]:
 
 
 def remove_cluster(settings: Settings, key: str, provider: ComputeProvider | None = None) -> ReconcileResult:
-    """The cluster document is gone: stop its jobs, delete its instances, then its node rows."""
+    """The cluster document is gone (or being deleted): stop its jobs, delete its instances, then its
+    node rows."""
     provider = provider or provider_for(settings, None)
     rows = sched_store.partition(settings.storage_connection_string, key)
-    node_rows = nodes.node_rows(rows)
-    name = ClusterRef.from_key(key).name
-    if node_rows:
-        for row in rows:
-            if row["RowKey"].startswith((sched_store.PENDING, sched_store.ASSIGNMENT)) and row.get("jobKey"):
-                nodes.terminate(settings, row["jobKey"], f"cluster {name} was deleted")
+    removal.terminate_cluster_jobs(settings, key)
     provider.delete_cluster(key)
     alive = {i.node_id for i in provider.list_instances(key)}
-    for row in node_rows:
+    for row in nodes.node_rows(rows):
         node_id = nodes.node_id_of(row)
-        if node_id not in alive and nodes.delete_node(settings, key, node_id):
+        if node_id not in alive and node_state.delete(settings, key, node_id):
             with contextlib.suppress(ResourceNotFoundError):  # never beat, or already deleted
                 storage.container(settings.storage_connection_string, storage.C_HEARTBEATS).delete_blob(
                     storage.heartbeat_blob(key, node_id))
@@ -165,43 +167,25 @@ def _view(row: dict[str, Any]) -> NodeView:
 
 
 def _mark_start_failed(settings: Settings, key: str, node_id: str, detail: str, now: datetime) -> None:
-    error = json.dumps({"code": "NodeStartFailed", "message": f"node {node_id} failed to start: {detail}"})
-
-    def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
-        if row is None or row["state"] not in ("starting", "preparing"):
-            return None
-        return nodes.moved(row, "unusable", "the node agent exited before it was ready", now, error=error)
-
-    nodes.mutate_node(settings, key, node_id, change)
+    error = {"code": "NodeStartFailed", "message": f"node {node_id} failed to start: {detail}"}
+    node_state.make_unusable(settings, key, node_id, "the node agent exited before it was ready", error, now,
+                             only_from={"starting", "preparing"})
 
 
-def _drop_gone(settings: Settings, key: str, view: NodeView, now: datetime) -> None:
-    """The instance vanished: the row becomes lost (so no pass assigns it), its job is requeued,
-    the row deleted."""
+def _drop_gone(settings: Settings, key: str, view: NodeView, now: datetime, why: str) -> None:
+    """The instance vanished or died: the row becomes lost (so no pass assigns it), its job is
+    requeued, the row deleted."""
     if view.state not in ("leaving", "lost") or view.job_key:
-        def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
-            if row is None or row["state"] == "lost":
-                return None
-            return nodes.moved(row, "lost", "its instance is gone", now)
-
-        row = nodes.mutate_node(settings, key, view.node_id, change)
-        nodes.requeue_all(settings, row, f"node {view.node_id} lost: its instance is gone", count_retry=True)
-    nodes.delete_node(settings, key, view.node_id)
+        row = node_state.lose(settings, key, view.node_id, why, now)
+        nodes.requeue_all(settings, row, f"node {view.node_id} lost: {why}", count_retry=True)
+    node_state.delete(settings, key, view.node_id)
 
 
 def _drain(settings: Settings, key: str, drain: Drain, now: datetime) -> bool:
     """Mark the node leaving (only if it is still as decided), then stop its job per the option.
     False when the node changed since the snapshot."""
     reason = f"scale-down:{drain.action}" if drain.action else "scale-down"
-
-    def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
-        if row is None or row["state"] == "leaving":
-            return None
-        if (row.get("jobKey") or "") != drain.job_key or (row["state"] == "running") != bool(drain.action):
-            return None
-        return nodes.moved(row, "leaving", reason, now, leavingReason=reason)
-
-    row = nodes.mutate_node(settings, key, drain.node_id, change)
+    row = node_state.make_leaving(settings, key, drain.node_id, reason, now, drain.job_key, busy=bool(drain.action))
     if row is None:
         return True  # an instance with no row yet: nothing to mark
     if row["state"] != "leaving":
@@ -210,7 +194,7 @@ def _drain(settings: Settings, key: str, drain: Drain, now: datetime) -> bool:
     if drain.action == autoscaler.REQUEUE:
         nodes.requeue_all(settings, row, why, count_retry=False)
     elif drain.action == autoscaler.TERMINATE:
-        for job_key in nodes.held_jobs(row):
+        for job_key in node_state.held_jobs(row):
             nodes.terminate(settings, job_key, why)
     return True
 
@@ -221,39 +205,21 @@ def _protect_busy(settings: Settings, key: str, provider: ScaleInProtection, nod
     records what was last set, so only nodes that changed between idle and running cost a call."""
     changed: dict[str, bool] = {}
     for row in node_rows:
-        node_id = nodes.node_id_of(row)
+        node_id = node_state.node_id_of(row)
         busy = row["state"] == "running"
         if node_id in removing or row["state"] not in ("idle", "running") \
                 or bool(row.get("scaleInProtected")) == busy:
             continue
         provider.protect(key, [node_id], busy=busy)
-
-        def change(current: dict[str, Any] | None, b: bool = busy) -> dict[str, Any] | None:
-            if current is None or bool(current.get("scaleInProtected")) == b:
-                return None
-            return {"scaleInProtected": b}
-
-        nodes.mutate_node(settings, key, node_id, change)
+        node_state.record_protection(settings, key, node_id, busy)
         changed[node_id] = busy
     return changed
 
 
 def _adopt(settings: Settings, key: str, provider: ComputeProvider, now: datetime) -> list[str]:
     """Record a starting row for every active instance that has none (new instances included)."""
-    adopted = []
-    for instance in provider.list_instances(key):
-        if instance.state not in ACTIVE:
-            continue
-
-        def change(row: dict[str, Any] | None, i: Any = instance) -> dict[str, Any] | None:
-            return None if row is not None else nodes.new_row_fields("starting", now, nodeId=i.node_id,
-                                                                     address=i.address)
-
-        before = nodes.get_node(settings, key, instance.node_id)
-        if before is None:
-            nodes.mutate_node(settings, key, instance.node_id, change)
-            adopted.append(instance.node_id)
-    return adopted
+    return [i.node_id for i in provider.list_instances(key)
+            if i.state in ACTIVE and node_state.adopt(settings, key, i.node_id, i.address, now)]
 
 
 def _write_allocation(settings: Settings, doc: Doc, state: str, now: datetime,
@@ -263,7 +229,7 @@ def _write_allocation(settings: Settings, doc: Doc, state: str, now: datetime,
     store = ResourceStore(settings.storage_connection_string, storage.T_CLUSTERS)
     errors = [rejected] if rejected else []
     current: Doc | None = doc
-    for _ in range(nodes.ATTEMPTS):
+    for _ in range(node_state.ATTEMPTS):
         if current is None:
             return  # deleted meanwhile
         internal = dict(current.data.get("internal") or {})
@@ -280,4 +246,4 @@ def _write_allocation(settings: Settings, doc: Doc, state: str, now: datetime,
             return
         except StaleEtag:
             current = store.get(doc.pk, doc.rk)
-    raise nodes.ConcurrentUpdates(f"cluster document {doc.pk}/{doc.rk} kept changing")
+    raise node_state.ConcurrentUpdates(f"cluster document {doc.pk}/{doc.rk} kept changing")

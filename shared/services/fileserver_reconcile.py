@@ -4,7 +4,8 @@ Owns the file server document's `provisioningState` (and its transition time), `
 and `internal.error` after creation: `creating` documents get `FileServerVms.provision_file_server`
 once per tick until it succeeds (mountSettings stored, `succeeded`) or fails (`failed`, the error
 recorded); `deleting` documents get `delete_file_server` until their resources are gone, then the
-document is deleted. Every write is a read-modify-write with the document's ETag (`ResourceStore.
+document is deleted. Each file server is guarded: one that fails never stalls the others (the
+failures are raised after the tick). Every write is a read-modify-write with the document's ETag (`ResourceStore.
 update`), so a doubled tick writes the same thing. Locally (provider local) file servers are
 directories and this does nothing.
 """
@@ -22,6 +23,7 @@ from shared.adapters.compute.fileserver_vm import FileServerOperation, FileServe
 from shared.adapters.resource_store import Doc, ResourceStore
 from shared.config import Settings
 from shared.domain.resources import iso
+from shared.services.guarded import each
 
 CREATING, SUCCEEDED, FAILED, DELETING = "creating", "succeeded", "failed", "deleting"
 
@@ -38,16 +40,19 @@ def reconcile_file_servers(settings: Settings, now: datetime, servers: FileServe
         return result
     vms = servers if servers is not None else file_servers_for(settings)
     store = ResourceStore(settings.storage_connection_string, storage.T_FILESERVERS)
-    for doc in list(store.scan()):
-        state = (doc.data.get("properties") or {}).get("provisioningState")
-        if state == CREATING:
-            result.states[doc.data["id"]] = _provision(store, vms, doc, now)
-        elif state == DELETING:
-            if _delete(store, vms, doc):
-                result.deleted.append(doc.data["id"])
-            else:
-                result.states[doc.data["id"]] = DELETING
+    each(list(store.scan()), lambda doc: _step(store, vms, doc, now, result), "file server")
     return result
+
+
+def _step(store: ResourceStore, vms: FileServerVms, doc: Doc, now: datetime, result: FileServerTick) -> None:
+    state = (doc.data.get("properties") or {}).get("provisioningState")
+    if state == CREATING:
+        result.states[doc.data["id"]] = _provision(store, vms, doc, now)
+    elif state == DELETING:
+        if _delete(store, vms, doc):
+            result.deleted.append(doc.data["id"])
+        else:
+            result.states[doc.data["id"]] = DELETING
 
 
 def spec_of(doc: Doc) -> FileServerSpec:

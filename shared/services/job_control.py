@@ -23,16 +23,21 @@ from shared.services.scheduling import pending_row_key
 ATTEMPTS = 20
 
 
-def stop_reason_of(reason: str) -> tuple[str, str]:
-    """The StopTask reason ("terminated" | "walltime" | "deleted") and the free-text detail."""
+def stop_reason_of(reason: str, stop: str | None = None) -> tuple[str, str]:
+    """The StopTask reason (one of `FAILING_STOPS`: "terminated" unless `stop` or `reason` names
+    another) and the free-text detail."""
+    if stop is not None:
+        return stop, reason
     return (reason, "") if reason in FAILING_STOPS else ("terminated", reason)
 
 
-def terminate_job(settings: Settings, job_ref: JobRef, reason: str, now: datetime | None = None) -> None:
-    """Queued: out of the pending index and failed (JobTerminated). Assigned/running: terminating,
-    StopTask to each node. Terminating: the StopTasks are sent again. Terminal: nothing."""
+def terminate_job(settings: Settings, job_ref: JobRef, reason: str, now: datetime | None = None,
+                  stop: str | None = None) -> None:
+    """Queued: out of the pending index and failed (the stop's error code: JobTerminated unless
+    `stop` says otherwise). Assigned/running: terminating, StopTask to each node. Terminating: the
+    StopTasks are sent again. Terminal: nothing."""
     now = now or datetime.now(UTC)
-    stop, detail = stop_reason_of(reason)
+    stop, detail = stop_reason_of(reason, stop)
     for _ in range(ATTEMPTS):
         doc = job_state.get(settings, job_ref)
         if doc is None:

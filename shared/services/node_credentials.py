@@ -20,7 +20,7 @@ other queue, no container listing, no delete):
 A node's events go through `post_event`, never a SAS of the events queue (which would let a node
 speak for any other: preempt it, make it unusable): the service puts them on the queue once the
 event names the node that proved itself.
-The service deletes a node's queues when it removes the node (`nodes.delete_node`).
+The service deletes a node's queues when it removes the node (`node_state.delete`).
 Refusals are ARM errors: 400 bad body, 401 no or bad token, 403 a valid token that does not prove
 this node or names that are not its to write.
 """

@@ -3,7 +3,7 @@ requeued counting a retry, their instance removed, their row and heartbeat blob 
 reconciler replaces them if the target says so); nodes stuck starting or preparing past the start timeout are
 unusable (kept with the error so the user sees why; scaling removes them); jobs past
 `constraints.maxWallClockTime` that their agent did not stop are terminated with reason walltime.
-Decisions are `decisions.node_plan`'s; node rows are written through `services.nodes`. A node's last
+Decisions are `decisions.node_plan`'s; node rows are written through `services.node_state`. A node's last
 beat is the storage server's Last-Modified of its heartbeat blob (`storage.heartbeat_blob`): one
 listing per cluster, and no trust in the node's clock.
 """
@@ -11,7 +11,6 @@ listing per cluster, and no trust in the node's clock.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,8 +23,9 @@ from shared.config import Settings
 from shared.decisions import node_plan
 from shared.decisions.node_plan import NodeHealth
 from shared.domain.keys import JobRef
-from shared.services import nodes
+from shared.services import node_state, nodes
 from shared.services.cluster_reconcile import partitions_with
+from shared.services.guarded import each
 
 RUNNING_PHASES = ("assigned", "running")
 
@@ -61,18 +61,10 @@ def reap_cluster(settings: Settings, cluster_key: str, now: datetime) -> ReapRes
 
 
 def reap_all(settings: Settings, now: datetime) -> list[ReapResult]:
-    """Reap every cluster with node or assignment rows; failures are raised together at the end."""
+    """Reap every cluster with node or assignment rows (live work only); one cluster's failure never
+    stops the others (the failures are raised together at the end)."""
     keys = partitions_with(settings, sched_store.NODE) | partitions_with(settings, sched_store.ASSIGNMENT)
-    results: list[ReapResult] = []
-    errors: list[Exception] = []
-    for key in sorted(keys):
-        try:
-            results.append(reap_cluster(settings, key, now))
-        except Exception as e:  # noqa: BLE001 - collected and raised below
-            errors.append(e)
-    if errors:
-        raise ExceptionGroup("reaper failed for some clusters", errors)
-    return results
+    return each(sorted(keys), lambda key: reap_cluster(settings, key, now), "reaping the cluster")
 
 
 def heartbeats(conn: str, cluster_key: str) -> dict[str, datetime]:
@@ -98,33 +90,21 @@ def _lose(settings: Settings, key: str, lost: node_plan.Lost, now: datetime, spe
     node_id = lost.node.node_id
     since = lost.last_seen.isoformat() if lost.last_seen else "it registered"
     reason = f"node {node_id} lost: no heartbeat since {since}"
-
-    def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
-        if row is None or row["state"] in ("lost", "starting"):
-            return None
-        return nodes.moved(row, "lost", reason, now)
-
-    row = nodes.mutate_node(settings, key, node_id, change)
+    row = node_state.lose(settings, key, node_id, reason, now, unless=("lost", "starting"))
     if row is None or row["state"] != "lost":
         return
     nodes.requeue_all(settings, row, reason, count_retry=True)
     nodes.remove_instances(settings, spec, [node_id])
-    nodes.delete_node(settings, key, node_id)
+    node_state.delete(settings, key, node_id)
     delete_heartbeat(settings.storage_connection_string, key, node_id)
 
 
 def _mark_stuck(settings: Settings, key: str, node: NodeHealth, now: datetime) -> None:
     message = (f"node {node.node_id} did not become ready within {settings.node_start_timeout_s:g} s "
                f"(still {node.state})")
-
-    def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
-        if row is None or row["state"] != node.state or row.get("stateSince") != (
-                node.state_since.isoformat() if node.state_since else None):
-            return None
-        return nodes.moved(row, "unusable", "start timeout", now,
-                           error=json.dumps({"code": "NodeStartTimeout", "message": message}))
-
-    nodes.mutate_node(settings, key, node.node_id, change)
+    node_state.make_unusable(settings, key, node.node_id, "start timeout",
+                             {"code": "NodeStartTimeout", "message": message}, now, only_from={node.state},
+                             since=node.state_since.isoformat() if node.state_since else None)
 
 
 def _past_wall_clock(settings: Settings, asg: dict[str, Any], now: datetime) -> bool:

@@ -1,31 +1,35 @@
 """Deletion of every resource with its children, and the long-running operations that track it.
 
-Cascade: a workspace takes its experiments (with their jobs), then its clusters and file servers;
-an experiment takes its jobs. Each step is idempotent and re-run on every poll of the operation,
-so a crash, a retried DELETE or a child created during the deletion is handled on the next poll.
-A resource being deleted renders provisioningState `deleting` (internal.deletingSince) and refuses
-new children (409).
+The API records intent only: a DELETE marks the resource deleting (`internal.deletingSince`; a file
+server on vmss shows provisioningState `deleting` for its reconciler), records an operation
+(InProgress, indexed as in flight) and answers 202; a missing resource answers 204. A resource being
+deleted renders provisioningState `deleting` and refuses new children (409). Terminate records the
+job's stop (`job_control`) and, while tasks stop, an operation too. GET of an operation is a pure
+read (`poll`).
 
+`reconcile_all` (run by the reconcile timer) advances every operation in flight, each one guarded
+so that one failing cascade never stalls the others, and finishes it when nothing is left; every
+step is idempotent, so a missed, doubled or late tick, a crash, a retried DELETE or a child created
+during the deletion is handled by a later tick. Cascades:
 - Job: `job_control.stop_for_delete` stops its tasks (reason "deleted"); the document is removed
-  once no task runs. Queued jobs go at once; running ones make the DELETE asynchronous (202 and an
-  operation that reports InProgress until their tasks have stopped). Output blobs are kept.
-- Cluster: jobs still queued, assigned or running on it are terminated through
-  `job_control.terminate_job` with reason "The cluster '<name>' was deleted." (they end `failed`
-  with error code JobTerminated and that message; their documents stay so users can read why),
+  once no task runs. Output blobs are kept.
+- Experiment: its jobs, then the document. Workspace: its experiments (with their jobs), then its
+  clusters and file servers, then the document.
+- Cluster: jobs still queued, assigned or running on it (its sched partition's pending and
+  assignment rows) are terminated with stop "cluster-deleted" (they end `failed`, error code
+  ClusterDeleted, "The cluster '<name>' was deleted."; their documents stay so users can read why),
   then the cluster document is removed. Its nodes are removed by the cluster reconciler, which
   clears a sched partition that has no cluster document; until then the name cannot be reused.
-- File server: the document and its local directory are removed (on vmss: marked `deleting`; the
-  reconciler deletes its VM, then the document).
-
-Every delete of an existing resource answers with an operation (202), as the real service did; a
-missing one answers 204. Operations (table `operations`) record the intent; `poll` re-evaluates and
-completes them.
+- File server: locally its directory, then the document; on vmss the file server reconciler
+  deletes its VM, then the document.
 """
 
 from __future__ import annotations
 
 import shutil
 import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -33,10 +37,15 @@ from azure.core.exceptions import HttpResponseError
 
 from shared.adapters import local_paths, operation_store, sched_store, storage
 from shared.config import Settings
+from shared.decisions.job_outcome import CLUSTER_DELETED
 from shared.domain import resources, states
 from shared.domain.errors import ApiError, not_found
 from shared.domain.keys import ClusterRef, ExperimentRef, JobRef, WorkspaceRef
 from shared.services.api_common import Accepted, check_if_match, store, utcnow
+from shared.services.guarded import each
+
+#: An in-flight index row with no operation this long after it was written is a create that failed.
+ORPHAN_INDEX_AFTER = timedelta(minutes=5)
 
 
 def job_control() -> ModuleType:
@@ -82,33 +91,52 @@ def remove_experiment(settings: Settings, ref: ExperimentRef) -> bool:
     return done
 
 
+def cluster_deleted_reason(name: str) -> str:
+    return f"The cluster '{name}' was deleted."
+
+
 def remove_cluster(settings: Settings, ref: ClusterRef) -> bool:
     table = store(settings, storage.T_CLUSTERS)
     if table.get(ref.workspace.child_pk, ref.name.lower()) is None:
         return True
-    reason = f"The cluster '{ref.name}' was deleted."
-    for doc in list(store(settings, storage.T_JOBS).scan(pk_prefix=ref.workspace.child_pk + "|")):
-        internal = doc.data.get("internal") or {}
-        if internal.get("clusterKey") == ref.key and internal.get("phase") not in states.JOB_TERMINAL:
-            job_control().terminate_job(settings, JobRef.from_key(f"{doc.pk}|{doc.rk}"), reason)
+    terminate_cluster_jobs(settings, ref.key)
     table.delete(ref.workspace.child_pk, ref.name.lower())
     sched_store.kick(settings.storage_connection_string, ref.key)
     return True
 
 
+def terminate_cluster_jobs(settings: Settings, cluster_key: str) -> list[str]:
+    """Stop every job the cluster's sched partition still holds (pending or assigned): live work
+    only, never the cluster's whole history. The job keys it stopped."""
+    name = ClusterRef.from_key(cluster_key).name
+    held = sorted({row["jobKey"] for row in sched_store.partition(settings.storage_connection_string, cluster_key)
+                   if row["RowKey"].startswith((sched_store.PENDING, sched_store.ASSIGNMENT)) and row.get("jobKey")})
+    each(held, lambda key: job_control().terminate_job(settings, JobRef.from_key(key), cluster_deleted_reason(name),
+                                                       stop=CLUSTER_DELETED), "stopping the jobs of a deleted cluster")
+    return held
+
+
 def remove_fileserver(settings: Settings, ws: WorkspaceRef, name: str) -> bool:
-    """Whether the file server is gone; on vmss it goes once the reconciler has deleted its VM."""
+    """Whether the file server is gone. One with a VM (provisioningState `deleting`, set for its
+    reconciler) goes once the file server reconciler has deleted the VM; a local one goes here."""
     table = store(settings, storage.T_FILESERVERS)
     doc = table.get(ws.child_pk, name.lower())
-    if doc is not None and settings.provider == "vmss":
-        from shared.services.fileserver_reconcile import mark_deleting
-
-        mark_deleting(settings, ws.child_pk, name.lower(), utcnow())  # its VM goes on the next tick
+    if doc is None:
+        return True
+    if (doc.data.get("properties") or {}).get("provisioningState") == "deleting":
         return False
-    if doc is not None:
-        shutil.rmtree(local_paths.fileserver_dir(settings.state_dir, doc.data["id"]), ignore_errors=True)
-        table.delete(ws.child_pk, name.lower())
+    if settings.provider == "vmss":
+        _mark_vm_deleting(settings, ws, name)
+        return False
+    shutil.rmtree(local_paths.fileserver_dir(settings.state_dir, doc.data["id"]), ignore_errors=True)
+    table.delete(ws.child_pk, name.lower())
     return True
+
+
+def _mark_vm_deleting(settings: Settings, ws: WorkspaceRef, name: str) -> None:
+    from shared.services.fileserver_reconcile import mark_deleting
+
+    mark_deleting(settings, ws.child_pk, name.lower(), utcnow())
 
 
 def remove_workspace(settings: Settings, ref: WorkspaceRef) -> bool:
@@ -162,35 +190,75 @@ def resource_id(*names: str) -> str:
 
 
 def delete(settings: Settings, kind: str, target: dict[str, str], resource: str) -> Accepted:
-    """Run what the deletion can do now and answer with its operation, as the real service did (202 and an
-    operation to poll). The operation is recorded finished when nothing is left to wait for; else polls
-    finish it. A finished one never re-runs: a resource created again under the name is not touched."""
-    done = _run(settings, kind, target)
-    return Accepted(start_operation(settings, kind, target, resource, finished=done))
+    """Record the deletion (the resource was marked by the caller) and answer with its operation, as the
+    real service did (202 and an operation to poll). The reconcile timer does the work and finishes it;
+    a finished operation never re-runs, so a resource created again under the name is not touched."""
+    return Accepted(start_operation(settings, kind, target, resource))
 
 
 def poll(settings: Settings, op_id: str) -> operation_store.Operation:
-    """The operation after re-evaluating it (Succeeded, Failed with an error, or InProgress)."""
-    conn = settings.storage_connection_string
-    op = operation_store.get(conn, op_id)
+    """The operation as recorded (Succeeded, Failed with an error, or InProgress): a pure read."""
+    op = operation_store.get(settings.storage_connection_string, op_id)
     if op is None:
         raise not_found("operation", op_id)
-    if op.status != "InProgress":
-        return op
+    return op
+
+
+@dataclass
+class DeletionTick:
+    finished: list[str] = field(default_factory=list)  # operation ids finished this tick
+    waiting: list[str] = field(default_factory=list)  # still in progress (tasks stopping, VMs deleting)
+
+
+def reconcile_all(settings: Settings, now: datetime) -> DeletionTick:
+    """Advance every operation in flight; a failing one does not stop the others (raised together after)."""
+    result = DeletionTick()
+    conn = settings.storage_connection_string
+
+    def step(item: tuple[str, str]) -> None:
+        op_id, created_at = item
+        op = operation_store.get(conn, op_id)
+        if op is None:
+            if _older_than(created_at, now, ORPHAN_INDEX_AFTER):
+                operation_store.forget(conn, op_id)  # its create failed half-way: no operation to advance
+            return
+        if op.status != "InProgress":
+            operation_store.forget(conn, op_id)  # finished by an earlier tick that stopped before this
+            return
+        if advance(settings, op, now):
+            result.finished.append(op_id)
+        else:
+            result.waiting.append(op_id)
+
+    each(operation_store.in_flight(conn), step, "advancing the operation")
+    return result
+
+
+def advance(settings: Settings, op: operation_store.Operation, now: datetime) -> bool:
+    """One idempotent step of an operation in progress; True when it finished (Succeeded, or Failed
+    with the ARM error a permanent refusal gave)."""
+    conn = settings.storage_connection_string
     try:
-        finished = _run(settings, op.kind, op.target)
-        error = None
+        finished, error = _run(settings, op.kind, op.target), None
     except ApiError as e:
         finished, error = True, e.body()["error"]
-    if finished:
-        status = "Failed" if error else "Succeeded"
-        try:
-            operation_store.finish(conn, op, status, resources.iso(utcnow()), error)
-        except HttpResponseError as e:
-            if e.status_code != 412:
-                raise
-        return operation_store.get(conn, op_id) or op
-    return op
+    if not finished:
+        return False
+    try:
+        operation_store.finish(conn, op, "Failed" if error else "Succeeded", resources.iso(now), error)
+    except HttpResponseError as e:
+        if e.status_code != 412:
+            raise  # 412: a concurrent tick finished it first, with the same outcome
+    operation_store.forget(conn, op.op_id)
+    return True
+
+
+def _older_than(at: str, now: datetime, age: timedelta) -> bool:
+    try:
+        created = datetime.fromisoformat(at)
+    except ValueError:
+        return True
+    return now - (created if created.tzinfo else created.replace(tzinfo=UTC)) > age
 
 
 def _precheck(settings: Settings, table: str, pk: str, rk: str, if_match: str | None) -> bool:
@@ -200,15 +268,20 @@ def _precheck(settings: Settings, table: str, pk: str, rk: str, if_match: str | 
     return doc is not None
 
 
+def _intent(settings: Settings, table: str, pk: str, rk: str, if_match: str | None) -> bool:
+    """Mark the resource deleting; False when there is nothing to delete."""
+    return _precheck(settings, table, pk, rk, if_match) and _mark_deleting(settings, table, pk, rk)
+
+
 def delete_workspace(settings: Settings, ref: WorkspaceRef, if_match: str | None = None) -> Accepted:
-    if not _precheck(settings, storage.T_WORKSPACES, ref.pk, ref.workspace.lower(), if_match):
+    if not _intent(settings, storage.T_WORKSPACES, ref.pk, ref.workspace.lower(), if_match):
         return Accepted(None, existed=False)
     return delete(settings, "delete-workspace", {"workspace": ref.child_pk},
                   resource_id(ref.subscription, ref.resource_group, ref.workspace))
 
 
 def delete_experiment(settings: Settings, ref: ExperimentRef, if_match: str | None = None) -> Accepted:
-    if not _precheck(settings, storage.T_EXPERIMENTS, ref.workspace.child_pk, ref.name.lower(), if_match):
+    if not _intent(settings, storage.T_EXPERIMENTS, ref.workspace.child_pk, ref.name.lower(), if_match):
         return Accepted(None, existed=False)
     ws = ref.workspace
     return delete(settings, "delete-experiment", {"workspace": ws.child_pk, "experiment": ref.name},
@@ -216,7 +289,7 @@ def delete_experiment(settings: Settings, ref: ExperimentRef, if_match: str | No
 
 
 def delete_job(settings: Settings, ref: JobRef, if_match: str | None = None) -> Accepted:
-    if not _precheck(settings, storage.T_JOBS, ref.experiment.job_pk, ref.name.lower(), if_match):
+    if not _intent(settings, storage.T_JOBS, ref.experiment.job_pk, ref.name.lower(), if_match):
         return Accepted(None, existed=False)
     ws = ref.experiment.workspace
     return delete(settings, "delete-job", {"job": ref.key},
@@ -224,7 +297,7 @@ def delete_job(settings: Settings, ref: JobRef, if_match: str | None = None) -> 
 
 
 def delete_cluster(settings: Settings, ref: ClusterRef, if_match: str | None = None) -> Accepted:
-    if not _precheck(settings, storage.T_CLUSTERS, ref.workspace.child_pk, ref.name.lower(), if_match):
+    if not _intent(settings, storage.T_CLUSTERS, ref.workspace.child_pk, ref.name.lower(), if_match):
         return Accepted(None, existed=False)
     ws = ref.workspace
     return delete(settings, "delete-cluster", {"workspace": ws.child_pk, "cluster": ref.name},
@@ -232,7 +305,9 @@ def delete_cluster(settings: Settings, ref: ClusterRef, if_match: str | None = N
 
 
 def delete_fileserver(settings: Settings, ws: WorkspaceRef, name: str, if_match: str | None = None) -> Accepted:
-    if not _precheck(settings, storage.T_FILESERVERS, ws.child_pk, name.lower(), if_match):
+    if not _intent(settings, storage.T_FILESERVERS, ws.child_pk, name.lower(), if_match):
         return Accepted(None, existed=False)
+    if settings.provider == "vmss":
+        _mark_vm_deleting(settings, ws, name)  # what its reconciler acts on
     return delete(settings, "delete-fileserver", {"workspace": ws.child_pk, "fileServer": name},
                   resource_id(ws.subscription, ws.resource_group, ws.workspace, name))

@@ -4,12 +4,14 @@ A pass commits each batch of its decision as ONE entity-group transaction: for e
 the chosen node rows (If-Match: idle -> running, jobKey, assignmentId), the delete of the job's
 pending row (If-Match) and the create of its `asg|` row. So no node is over-committed and no job
 is assigned twice however many passes run at once: a conflict (412/409) rolls the whole batch
-back; the pass drops its decision, re-reads and decides again. After a commit, `dispatch` moves
-each job to assigned and sends the nodes their Assignments.
+back; the pass drops its decision, re-reads and decides again. A gang larger than one transaction
+is reserved over several, with its asg row as the reservation (`gangs`). After a commit, `dispatch`
+moves each job to assigned and sends the nodes their Assignments.
 
 The safety pass (timer) repairs what a crash between those steps leaves behind: asg rows never
 dispatched, asg rows whose job no longer holds them, queued jobs missing from the pending index,
-pending rows of jobs that are no longer queued; and it kicks every cluster with pending work.
+pending rows of jobs that are no longer queued, reservations of large gangs whose pass died; and
+it kicks every cluster with pending work.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ from shared.decisions.scheduler import (
 from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.messages import NodeAddress
 from shared.domain.states import JobPhase
-from shared.services import assignments, job_state
+from shared.services import assignments, gangs, job_state, node_state
+from shared.services.assignments import MAX_OPS
+from shared.services.guarded import Guard, each
 
-MAX_OPS = 100  # entity-group transaction limit (Azurite drops the connection beyond it)
 MAX_CONFLICTS = 25
 REDISPATCH_AFTER = timedelta(seconds=5)
 
@@ -146,7 +149,7 @@ def cluster_packing(settings: Settings, cluster_key: str) -> str:
 
 
 def _node_view(node_id: str, row: Entity) -> NodeView:
-    jobs = assignments.node_jobs(row)
+    jobs = node_state.node_jobs(row)
     gpus, cores = int(row.get("gpus") or 0), int(row.get("cores") or 0)
     return NodeView(node_id=node_id, state=row.get("state", ""), slots=gpus or cores or 1,
                     used_slots=sum(int(j.get("slots") or 1) for j in jobs.values()), jobs=tuple(jobs))
@@ -161,8 +164,6 @@ def _pending_job(row: Entity) -> PendingJob:
 
 def request_for(snap: Snapshot, packing: str, now: datetime, new_id: Callable[[], str]) -> SchedulingRequest:
     pending = [_pending_job(r) for r in snap.pending.values()]
-    # A gang larger than one transaction can hold cannot be committed atomically.
-    pending = [p for p in pending if p.node_count + 2 <= MAX_OPS]
     return SchedulingRequest(nodes=[_node_view(i, r) for i, r in snap.nodes.items()], pending=pending, now=now,
                              new_ids=[new_id() for _ in pending], packing=packing)
 
@@ -190,7 +191,7 @@ def commit_operations(snap: Snapshot, cluster_key: str, batch: list[Placement],
     for p in batch:
         for node_id in p.node_ids:
             row = merged.get(node_id, snap.nodes[node_id])
-            fields = assignments.take_fields(row, p.job_key, p.assignment_id, p.slots, now)
+            fields = node_state.take_fields(row, p.job_key, p.assignment_id, p.slots, now)
             merged[node_id] = {**row, **fields}
             changes[node_id] = {**changes.get(node_id, {}), **fields}
         pend = snap.pending[p.job_key]
@@ -210,7 +211,6 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
              new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> PassResult:
     """Assign what can be assigned now, batch by batch, until the decision is empty."""
     result = PassResult(cluster_key)
-    client = assignments.sched(settings)
     cluster_read = _readers.submit(read_cluster, settings, cluster_key)  # read beside the first snapshot
     snap = read_pass_snapshot(settings, cluster_key)
     cluster_doc = cluster_read.result()
@@ -221,10 +221,13 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
         if not reply.assignments:
             return result
         batch = _batch(reply.assignments)
-        ops, asg_rows = commit_operations(snap, cluster_key, batch, now)
-        try:
-            written = client.submit_transaction(ops)
-        except TableTransactionError:
+        if batch:
+            committed = _commit(settings, snap, cluster_key, batch, now)
+        else:  # the first placement is a gang larger than one transaction
+            big = reply.assignments[0]
+            reserved = gangs.reserve(settings, cluster_key, big, snap.nodes, snap.pending[big.job_key], now)
+            committed = None if reserved is None else [(big, reserved)]
+        if committed is None:
             result.conflicts += 1
             if result.conflicts >= MAX_CONFLICTS:
                 # Others keep changing the partition; a queued kick finishes the work later.
@@ -233,16 +236,30 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
                 return result
             snap = read_pass_snapshot(settings, cluster_key)
             continue
-        etags = {op[1]["RowKey"]: (meta or {}).get("etag") for op, meta in zip(ops, written, strict=False)}
-        for placement, entity in zip(batch, asg_rows, strict=True):
-            etag = etags.get(entity["RowKey"])
-            asg = (assignments.parse(entity, etag) if etag
-                   else assignments.parse(client.get_entity(cluster_key, entity["RowKey"])))
+        for placement, asg in committed:
             if assignments.dispatch(settings, asg, now):
                 result.assigned.append(placement)
             else:
                 result.released.append(placement.job_key)
         snap = read_pass_snapshot(settings, cluster_key)
+
+
+def _commit(settings: Settings, snap: Snapshot, cluster_key: str, batch: list[Placement],
+            now: datetime) -> list[tuple[Placement, assignments.AsgRow]] | None:
+    """Commit a batch as one transaction; its asg rows, or None after a conflict (nothing written)."""
+    client = assignments.sched(settings)
+    ops, asg_rows = commit_operations(snap, cluster_key, batch, now)
+    try:
+        written = client.submit_transaction(ops)
+    except TableTransactionError:
+        return None
+    etags = {op[1]["RowKey"]: (meta or {}).get("etag") for op, meta in zip(ops, written, strict=False)}
+    committed = []
+    for placement, entity in zip(batch, asg_rows, strict=True):
+        etag = etags.get(entity["RowKey"])
+        committed.append((placement, assignments.parse(entity, etag) if etag
+                          else assignments.parse(client.get_entity(cluster_key, entity["RowKey"]))))
+    return committed
 
 
 # --- one pass at a time per cluster in this process --------------------------------------------
@@ -302,61 +319,82 @@ class SafetyResult:
 
 def safety_pass(settings: Settings, now: datetime) -> SafetyResult:
     """Repair every cluster that has a sched partition or queued jobs (idempotent; any tick may be
-    missed, doubled or late)."""
+    missed, doubled or late). Reads live work only: the sched table and the queued jobs (the jobs'
+    phase column), never every job ever stored. Each cluster, and each row in it, is repaired on its
+    own: one bad entity never stops the repair of the others (their failures are raised after)."""
     conn = settings.storage_connection_string
     queued: dict[str, list[Any]] = {}
-    for doc in job_state.jobs(settings).scan():
-        internal = doc.data.get("internal") or {}
-        if internal.get("phase") == JobPhase.QUEUED and internal.get("clusterKey"):
-            queued.setdefault(internal["clusterKey"], []).append(doc)
+    for doc in job_state.jobs(settings).query("phase", JobPhase.QUEUED):
+        cluster_key = (doc.data.get("internal") or {}).get("clusterKey")
+        if cluster_key:
+            queued.setdefault(cluster_key, []).append(doc)
     keys = {e["PartitionKey"] for e in storage.table(conn, storage.T_SCHED).list_entities(
         select=["PartitionKey", "RowKey"])}
     result = SafetyResult(clusters=sorted(keys | set(queued)))
-    for cluster_key in result.clusters:
-        _repair_cluster(settings, cluster_key, queued.get(cluster_key, []), now, result)
+    each(result.clusters, lambda key: _repair_cluster(settings, key, queued.get(key, []), now, result),
+         "repairing the cluster")
     return result
 
 
 def _repair_cluster(settings: Settings, cluster_key: str, queued_docs: list[Any], now: datetime,
                     result: SafetyResult) -> None:
-    conn = settings.storage_connection_string
     snap = read_snapshot(settings, cluster_key)
-    for job_key, entity in snap.asgs.items():
-        asg = assignments.parse(entity)
-        doc = job_state.get(settings, JobRef.from_key(job_key))
-        internal = (doc.data.get("internal") or {}) if doc else {}
-        in_dispatch = (doc is not None and internal.get("phase") == JobPhase.QUEUED
-                       and int(internal.get("attempt") or 1) == asg.attempt)
-        if not assignments.holds(doc, asg) and not in_dispatch:
-            if assignments.release(settings, cluster_key, job_key, asg.assignment_id, now):
-                result.released.append(job_key)
-        elif not asg.dispatched and now - asg.created_at >= REDISPATCH_AFTER:
-            assignments.dispatch(settings, asg, now)
-            result.redispatched.append(job_key)
     queued_keys = {JobRef.from_key(f"{doc.pk}|{doc.rk}").key for doc in queued_docs}
+    guard = Guard(f"repairing {cluster_key}:")
+    for job_key, entity in list(snap.asgs.items()):
+        guard.run(job_key, _repair_asg, settings, cluster_key, job_key, entity, now, result)
     for job_key, row in list(snap.pending.items()):
-        if job_key in queued_keys:
-            continue  # queued in the scan, which came before the snapshot: its pending row stands
-        doc = job_state.get(settings, JobRef.from_key(job_key))  # read again: the scan may be old
-        if doc is None or (doc.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
-            _drop_pending(settings, row)
-            result.dropped_pending.append(job_key)
-            del snap.pending[job_key]
+        guard.run(job_key, _repair_pending, settings, snap, queued_keys, job_key, row, result)
     for doc in queued_docs:
-        job_key = JobRef.from_key(f"{doc.pk}|{doc.rk}").key
-        if job_key in snap.pending or job_key in snap.asgs:
-            continue
-        fresh = job_state.get(settings, JobRef.from_key(job_key))  # read again: the scan may be old
-        if fresh is None or (fresh.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
-            continue
-        if assignments.get(settings, cluster_key, job_key) is not None:
-            continue
-        add_pending_for(settings, cluster_key, job_key, fresh.data)
-        snap.pending[job_key] = {}
-        result.readded.append(job_key)
+        guard.run(f"{doc.pk}|{doc.rk}", _reindex, settings, cluster_key, snap, doc, result)
     if snap.pending:
-        sched_store.kick(conn, cluster_key)
+        sched_store.kick(settings.storage_connection_string, cluster_key)
         result.kicked.append(cluster_key)
+    guard.check()
+
+
+def _repair_asg(settings: Settings, cluster_key: str, job_key: str, entity: Entity, now: datetime,
+                result: SafetyResult) -> None:
+    if entity.get("reserving"):  # a large gang's reservation: never dispatched half-done
+        if gangs.rollback_stale(settings, entity, now):
+            result.released.append(job_key)
+        return
+    asg = assignments.parse(entity)
+    doc = job_state.get(settings, JobRef.from_key(job_key))
+    internal = (doc.data.get("internal") or {}) if doc else {}
+    in_dispatch = (doc is not None and internal.get("phase") == JobPhase.QUEUED
+                   and int(internal.get("attempt") or 1) == asg.attempt)
+    if not assignments.holds(doc, asg) and not in_dispatch:
+        if assignments.release(settings, cluster_key, job_key, asg.assignment_id, now):
+            result.released.append(job_key)
+    elif not asg.dispatched and now - asg.created_at >= REDISPATCH_AFTER:
+        assignments.dispatch(settings, asg, now)
+        result.redispatched.append(job_key)
+
+
+def _repair_pending(settings: Settings, snap: Snapshot, queued_keys: set[str], job_key: str, row: Entity,
+                    result: SafetyResult) -> None:
+    if job_key in queued_keys:
+        return  # queued in the query, which came before the snapshot: its pending row stands
+    doc = job_state.get(settings, JobRef.from_key(job_key))  # read again: the query may be old
+    if doc is None or (doc.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
+        _drop_pending(settings, row)
+        result.dropped_pending.append(job_key)
+        del snap.pending[job_key]
+
+
+def _reindex(settings: Settings, cluster_key: str, snap: Snapshot, doc: Any, result: SafetyResult) -> None:
+    job_key = JobRef.from_key(f"{doc.pk}|{doc.rk}").key
+    if job_key in snap.pending or job_key in snap.asgs:
+        return
+    fresh = job_state.get(settings, JobRef.from_key(job_key))  # read again: the query may be old
+    if fresh is None or (fresh.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
+        return
+    if assignments.get(settings, cluster_key, job_key) is not None:
+        return
+    add_pending_for(settings, cluster_key, job_key, fresh.data)
+    snap.pending[job_key] = {}
+    result.readded.append(job_key)
 
 
 def add_pending_for(settings: Settings, cluster_key: str, job_key: str, data: dict[str, Any]) -> None:

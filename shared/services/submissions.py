@@ -41,6 +41,7 @@ from shared.domain.errors import ApiError
 from shared.domain.keys import PROVIDER, JobRef, WorkspaceRef
 from shared.services import jobs
 from shared.services.api_common import Page, store, table_token
+from shared.services.guarded import each
 
 REPLY_QUEUE_RE = re.compile(r"job-replies(?:-[a-z0-9]+){0,10}")
 MAX_QUEUE_NAME = 63
@@ -241,31 +242,34 @@ def _accepted(settings: Settings, ref: JobRef, reply_to: str, correlation: Any, 
 
 
 def reconcile_replies(settings: Settings, now: datetime) -> int:
-    """Publish the finished reply of every remembered submission whose job ended; the number sent."""
+    """Publish the finished reply of every remembered submission whose job ended; the number sent.
+    Each submission is guarded: one that fails never stalls the others (raised after the tick)."""
     table = storage.table(settings.storage_connection_string, storage.T_SUBMISSIONS)
-    sent = 0
-    for row in list(table.list_entities()):
-        ref = JobRef.from_key(f"{row['PartitionKey']}|{row['RowKey']}")
-        doc = store(settings, storage.T_JOBS).get(ref.experiment.job_pk, ref.name.lower())
-        reply: dict[str, Any] = {"outcome": "finished", "correlationId": json.loads(row["correlationId"]),
-                                 "job": _job_info(ref), "at": resources.iso(now)}
-        if doc is None:
-            reply["executionState"] = "deleted"
-        elif states.JobPhase(doc.data["internal"].get("phase")) in states.JOB_TERMINAL:
-            props = resources.render_job(doc.data)["properties"]
-            info = props.get("executionInfo") or {}
-            reply.update(executionState=props["executionState"], exitCode=info.get("exitCode"),
-                         errors=info.get("errors") or [])
-        else:
-            continue
-        if not row.get("acceptedSent"):
-            continue  # the accepted reply goes first (the message handler is still on it)
-        send_reply(settings, row["replyTo"], reply)
-        with contextlib.suppress(ResourceNotFoundError):
-            table.delete_entity(row["PartitionKey"], row["RowKey"], etag=row.metadata["etag"],
-                                match_condition=MatchConditions.IfNotModified)
-        sent += 1
-    return sent
+    return sum(each(list(table.list_entities()), lambda row: _reply_if_finished(settings, table, row, now),
+                    "submission reply"))
+
+
+def _reply_if_finished(settings: Settings, table: Any, row: Any, now: datetime) -> int:
+    ref = JobRef.from_key(f"{row['PartitionKey']}|{row['RowKey']}")
+    doc = store(settings, storage.T_JOBS).get(ref.experiment.job_pk, ref.name.lower())
+    reply: dict[str, Any] = {"outcome": "finished", "correlationId": json.loads(row["correlationId"]),
+                             "job": _job_info(ref), "at": resources.iso(now)}
+    if doc is None:
+        reply["executionState"] = "deleted"
+    elif states.JobPhase(doc.data["internal"].get("phase")) in states.JOB_TERMINAL:
+        props = resources.render_job(doc.data)["properties"]
+        info = props.get("executionInfo") or {}
+        reply.update(executionState=props["executionState"], exitCode=info.get("exitCode"),
+                     errors=info.get("errors") or [])
+    else:
+        return 0
+    if not row.get("acceptedSent"):
+        return 0  # the accepted reply goes first (the message handler is still on it)
+    send_reply(settings, row["replyTo"], reply)
+    with contextlib.suppress(ResourceNotFoundError):
+        table.delete_entity(row["PartitionKey"], row["RowKey"], etag=row.metadata["etag"],
+                            match_condition=MatchConditions.IfNotModified)
+    return 1
 
 
 def _render_rejection(e: Any) -> dict[str, Any]:

@@ -10,7 +10,6 @@ twice. A job that ends or is requeued frees its nodes and deletes its asg row in
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -97,7 +96,7 @@ def _record(settings: Settings, event: NodeEvent, now: datetime) -> AsgRow | Non
             return asg
         tasks = {**asg.tasks, key: {"exitCode": event.exit_code, "stopReason": event.stop_reason,
                                     "error": event.error, "nodeId": event.node_id, "at": event.at or now.isoformat()}}
-        if assignments.update(settings, asg, {"tasks": json.dumps(tasks)}):
+        if assignments.update(settings, asg, assignments.split("tasks", tasks)):
             asg.tasks = tasks
             return asg
     raise ConcurrentUpdates(f"assignment of {event.job_key} kept changing")
@@ -182,15 +181,17 @@ def requeue_code(reason: str) -> str:
 def requeue_job(settings: Settings, job_key: str, assignment_id: str, reason: str, count_retry: bool,
                 now: datetime | None = None) -> str:
     """Put a job whose assignment broke (node lost, preempted, removed) back in the queue, or fail it
-    with MaxRetriesExceeded once `settings.max_retries` counted retries are used. Fenced by the
-    assignment id; the job keeps its original submit time, so it keeps its place in the queue.
-    Returns "requeued", "failed" or "stale"."""
+    with MaxRetriesExceeded once `settings.max_retries` counted retries are used. A job that never
+    started (its node died before any task began) counts no retry: it cannot be what broke the node.
+    Fenced by the assignment id; the job keeps its original submit time, so it keeps its place in
+    the queue. Returns "requeued", "failed" or "stale"."""
     now = now or datetime.now(UTC)
     ref = JobRef.from_key(job_key)
     error = job_state.error(requeue_code(reason), reason)
 
     def retries_after(internal: dict[str, Any]) -> int:
-        return int(internal.get("retries") or 0) + (1 if count_retry else 0)
+        started = bool((internal.get("executionInfo") or {}).get("startTime"))
+        return int(internal.get("retries") or 0) + (1 if count_retry and started else 0)
 
     def stopped(internal: dict[str, Any]) -> str | None:
         """A job stopping for terminate, delete or the wall clock is not brought back."""

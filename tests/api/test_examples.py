@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from shared.domain.contract import example, swagger
-from tests.api.conftest import API, unique
+from tests.api.conftest import API, unique, wait_until
 
 # Fields of an example response that depend on what the example's request did not send.
 NOT_IN_REQUEST = {
@@ -112,7 +112,7 @@ def test_every_put_and_patch_example(http: httpx.Client, api_endpoint: dict[str,
     assert body["properties"]["toolType"] == "custom" and body["properties"]["executionState"] == "queued"
 
     assert http.delete(f"{base}?{API}").status_code == 202
-    assert http.get(f"{base}?{API}").status_code == 404
+    wait_until(lambda: http.get(f"{base}?{API}").status_code == 404, what="the workspace's deletion")
 
 
 def test_list_operations_matches_the_example(http: httpx.Client) -> None:

@@ -1,6 +1,7 @@
-"""Deletion: asynchronous while tasks stop (202 + operation), cascades to children, and what a
-cluster's deletion does to its jobs. Job phases are moved with the scheduler's own `job_state`,
-as its task events would."""
+"""Deletion: a DELETE records intent (202 + operation) and the reconcile timer's deletion step (run
+beside the in-process API) does the cascade; the operation ends once tasks stopped and children are
+gone; what a cluster's deletion does to its jobs. Job phases are moved with the scheduler's own
+`job_state`, as its task events would."""
 
 from __future__ import annotations
 
@@ -60,11 +61,13 @@ def test_deleting_a_running_job_waits_for_its_tasks(http: httpx.Client, client: 
     assert r.status_code == 202 and "/operationresults/" in r.headers["Azure-AsyncOperation"]
     assert "/operationstatuses/" in r.headers["Location"] and r.headers["Retry-After"]
     assert http.get(r.headers["Azure-AsyncOperation"]).json()["status"] == "InProgress"
-    job = http.get(url).json()["properties"]
+    assert http.get(url).json()["properties"]["provisioningState"] == "deleting"
+    job = wait_until(lambda: (p := http.get(url).json()["properties"])["executionState"] == "terminating" and p,
+                     what="the deletion to stop the job")
     assert (job["provisioningState"], job["executionState"]) == ("deleting", "terminating")
     assert http.get(r.headers["Location"]).status_code == 202
     stopped(ref)
-    assert http.get(r.headers["Location"]).status_code == 200
+    wait_until(lambda: http.get(r.headers["Location"]).status_code == 200, what="the deletion to end")
     assert http.get(url).status_code == 404
     assert http.get(r.headers["Location"]).status_code == 200  # a finished operation stays finished
     assert http.get(r.headers["Azure-AsyncOperation"]).json()["status"] == "Succeeded"
@@ -105,12 +108,13 @@ def test_workspace_deletion_cascades(http: httpx.Client, ws: WorkspaceRef) -> No
     assert http.get(f"{ws.arm_id}?{API}").json()["properties"]["provisioningState"] == "deleting"
     refused = http.put(f"{ws.arm_id}/experiments/e2?{API}", json={})
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "ParentResourceBeingDeleted"
-    assert http.get(f"{queued.arm_id}?{API}").status_code == 404  # queued jobs go at once
-    assert http.get(f"{running.arm_id}?{API}").json()["properties"]["executionState"] == "terminating"
+    wait_until(lambda: http.get(f"{queued.arm_id}?{API}").status_code == 404, what="the queued job to go")
+    wait_until(lambda: http.get(f"{running.arm_id}?{API}").json()["properties"]["executionState"] == "terminating",
+               what="the running job to be stopped")
     assert http.get(r.headers["Location"]).status_code == 202
 
     stopped(running)
-    assert http.get(r.headers["Location"]).status_code == 200
+    wait_until(lambda: http.get(r.headers["Location"]).status_code == 200, what="the deletion to end")
     conn = settings.storage_connection_string
     for table, pk in [(storage.T_EXPERIMENTS, ws.child_pk), (storage.T_CLUSTERS, ws.child_pk),
                       (storage.T_FILESERVERS, ws.child_pk), (storage.T_WORKSPACES, None)]:
@@ -123,10 +127,11 @@ def test_workspace_deletion_cascades(http: httpx.Client, ws: WorkspaceRef) -> No
 def test_cluster_deletion_fails_its_queued_jobs(http: httpx.Client, ws: WorkspaceRef) -> None:
     queued = put_job(http, ws, "q")
     assert http.delete(f"{ws.arm_id}/clusters/c?{API}").status_code == 202
-    job = http.get(f"{queued.arm_id}?{API}").json()["properties"]
-    assert job["executionState"] == "failed"
+    job = wait_until(lambda: (p := http.get(f"{queued.arm_id}?{API}").json()["properties"])["executionState"]
+                     == "failed" and p, what="the cluster's queued job to fail")
     error = job["executionInfo"]["errors"][0]
-    assert error["code"] == "JobTerminated" and "cluster 'c' was deleted" in error["message"]
+    assert error["code"] == "ClusterDeleted" and "cluster 'c' was deleted" in error["message"]
+    wait_until(lambda: http.get(f"{ws.arm_id}/clusters/c?{API}").status_code == 404, what="the cluster to go")
 
     conn = Settings.from_env().storage_connection_string
     sched = storage.table(conn, storage.T_SCHED)

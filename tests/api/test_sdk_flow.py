@@ -12,7 +12,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.batchai import BatchAI, models
 
 from shared.domain.contract import example
-from tests.api.conftest import API, unique
+from tests.api.conftest import API, unique, wait_until
 
 
 def cluster_body() -> dict:
@@ -126,7 +126,8 @@ def test_remaining_operations(client: BatchAI, http: httpx.Client, rg: str, ws_p
     assert "Microsoft.BatchAI/clusters/read" in ops and "Microsoft.BatchAI/workspaces/write" in ops
 
     assert http.delete(f"{ws_path(ws)}/fileServers/nfs?{API}").status_code == 202
-    assert http.get(f"{ws_path(ws)}/fileServers/nfs?{API}").status_code == 404
+    wait_until(lambda: http.get(f"{ws_path(ws)}/fileServers/nfs?{API}").status_code == 404,
+               what="the file server's deletion")
     client.workspaces.begin_delete(rg, ws).result()
     with pytest.raises(ResourceNotFoundError):
         client.workspaces.get(rg, ws)

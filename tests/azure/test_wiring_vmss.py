@@ -19,7 +19,7 @@ from shared.decisions import node_plan
 from shared.domain.keys import ClusterRef, WorkspaceRef
 from shared.domain.messages import NodeEvent
 from shared.emulator.arm import ArmEmulator
-from shared.services import nodes
+from shared.services import node_state, nodes
 from shared.services.cluster_reconcile import reconcile_cluster
 from tests.azure.helpers import SUBSCRIPTION, azure_settings, wait_until
 from tests.nodes.helpers import put_cluster
@@ -111,7 +111,7 @@ def test_reconciler_scales_a_spot_scale_set_with_demand_and_idleness(arm: ArmEmu
                                                         inventory={"cores": 6, "gpus": 1}), ready_at)
     assert {nodes.get_node(settings, key, n)["state"] for n in node_ids} == {"idle"}
     busy = node_ids[1]
-    nodes.mutate_node(settings, key, busy, lambda row: nodes.moved(row, "running", "assigned", ready_at,
+    node_state.mutate(settings, key, busy, lambda row: node_state.moved(row, "running", "assigned", ready_at,
                                                                    jobKey=first[0], assignmentId="a1"))
     for row in sched_store.partition(storage_conn, key):
         if row["RowKey"].startswith(sched_store.PENDING):
@@ -140,7 +140,7 @@ def test_reconciler_scales_a_spot_scale_set_with_demand_and_idleness(arm: ArmEmu
     assert [nodes.node_id_of(r) for r in nodes.node_rows(sched_store.partition(storage_conn, key))] == [busy]
 
     # The job ends: the node is idle again and its protection is released once.
-    nodes.mutate_node(settings, key, busy, lambda row: nodes.moved(row, "idle", "task ended", late,
+    node_state.mutate(settings, key, busy, lambda row: node_state.moved(row, "idle", "task ended", late,
                                                                    jobKey="", assignmentId="",
                                                                    idleSince=late.isoformat()))
     result = reconcile_cluster(settings, key, late + timedelta(seconds=10))

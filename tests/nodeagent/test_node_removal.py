@@ -12,7 +12,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from shared.adapters import storage
 from shared.adapters.compute.port import ClusterSpec, Instance
 from shared.config import Settings
-from shared.services import nodes
+from shared.services import node_state, nodes
 from shared.services.cluster_reconcile import reconcile_cluster
 from tests.nodeagent.conftest import new_cluster, node_of
 from tests.nodeagent.service import CredentialsService
@@ -71,5 +71,5 @@ def test_deleting_a_node_row_deletes_its_queues_even_when_the_row_is_already_gon
     node_id = node_of(key, 3)
     settings: Settings = node_api.settings()
     storage.ensure_queue(node_api.conn, storage.node_queue_name(node_id))
-    assert nodes.delete_node(settings, key, node_id)  # no row: an earlier attempt deleted it, not the queues
+    assert node_state.delete(settings, key, node_id)  # no row: an earlier attempt deleted it, not the queues
     assert _queues_exist(node_api.conn, node_id) == [False, False]

@@ -143,8 +143,9 @@ def test_gone_failed_and_start_failed_instances():
     d = run(manual(2), rows, instances=instances)
     assert [g.node_id for g in d.gone] == ["gone"]
     assert d.start_failed == ["s"]
-    assert d.remove == ["orphan"]  # a dead instance nobody knows
-    # s stays (unusable, counted) and the dead idle node is the reaper's: one new node is started.
+    assert [n.node_id for n in d.lost] == ["dead"]  # failed after it joined: lost at once, not at the heartbeat timeout
+    assert d.remove == ["dead", "orphan"]  # and a dead instance nobody knows
+    # s stays (unusable, counted); the dead idle node is replaced: one new node is started.
     assert d.provider_target == 1
 
 

@@ -145,6 +145,9 @@ def test_waitforjobcompletion_option(settings: Settings, provider: LocalProvider
 
 def test_reaper_requeues_the_job_of_a_lost_node(settings: Settings, provider: LocalProvider):
     cluster, job, busy, idle = cluster_with_busy_node(settings, provider, "lost1", "requeue")
+    assignment = internal_of(settings, job)["assignmentId"]
+    handle_task_event(settings, NodeEvent("task-started", cluster.key, busy, T0.isoformat(), assignment_id=assignment,
+                                          job_key=job.key, task_index=0), T0)  # it ran: losing it costs a retry
     beat(settings, cluster.key, idle)  # now, after T0; the busy node never beat since it registered at T0 - 100 s
     result = reap_cluster(settings, cluster.key, T0)
     assert result.lost == [busy]

@@ -131,6 +131,7 @@ def test_requeue_is_bounded_by_max_retries(world: World) -> None:
     assert pending[0]["submittedAt"] == submitted and pending[0]["attempt"] == 3
     asg_id = _assigned(world, job, [n1])
     assert world.asg(job).attempt == 3
+    _handle(world, "task-started", n1, job, asg_id)  # only a job that started counts a retry
     assert task_events.requeue_job(world.settings, job.key, asg_id, f"node {n1} lost", True, now=T2) == "failed"
     internal = world.internal(job)
     assert internal["phase"] == "failed" and internal["executionInfo"]["errors"][-1]["code"] == "MaxRetriesExceeded"

@@ -1,0 +1,113 @@
+"""Gangs larger than one entity-group transaction (a transaction holds at most `MAX_OPS` operations):
+their nodes are reserved in several ETag-checked transactions, with the asg row as the reservation.
+
+1. The first transaction deletes the job's pending row (If-Match), creates its asg row marked
+   `reserving` and takes the first nodes (If-Match each, as a scheduling pass does).
+2. Each further transaction takes the next nodes and updates the asg row (If-Match): only the
+   pass that created the reservation can extend it; the last one clears `reserving`.
+3. A conflict on any of them rolls the reservation back: the pending row is written again (first,
+   so the job is never out of the index once the asg row is gone), then the nodes are freed and the
+   asg row deleted (`assignments.release`, itself chunked). The pass re-reads and decides again.
+
+Nothing is dispatched while the asg row is `reserving`. A pass that dies half-way leaves a
+reservation that the safety pass rolls back once it is older than `STALE_AFTER`
+(`rollback_stale`), so no node stays held by a job that was never dispatched.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.data.tables import TableTransactionError, UpdateMode
+
+from shared.adapters import sched_store
+from shared.config import Settings
+from shared.decisions.scheduler import Placement
+from shared.domain.keys import JobRef
+from shared.domain.messages import NodeAddress
+from shared.services import assignments, job_state, node_state
+from shared.services.assignments import MAX_OPS, AsgRow
+
+STALE_AFTER = timedelta(seconds=30)
+
+Entity = dict[str, Any]
+
+
+def fits_one_transaction(node_count: int) -> bool:
+    """Whether a gang commits in one transaction (its nodes, the pending delete, the asg create)."""
+    return node_count + 2 <= MAX_OPS
+
+
+def reserve(settings: Settings, cluster_key: str, placement: Placement, nodes: dict[str, Entity],
+            pending: Entity, now: datetime) -> AsgRow | None:
+    """Reserve a large gang's nodes (snapshot rows `nodes`, the job's `pending` row); the asg row,
+    ready to dispatch, or None after a conflict (rolled back: decide again)."""
+    client = assignments.sched(settings)
+    gang = [NodeAddress(n, str(nodes[n].get("address") or "")) for n in placement.node_ids]
+    entity = {**assignments.new_entity(cluster_key, placement.job_key, placement.assignment_id, gang,
+                                       placement.attempt, placement.slots, now), "reserving": True}
+    first, rest = placement.node_ids[:MAX_OPS - 2], placement.node_ids[MAX_OPS - 2:]
+    ops = _take(cluster_key, first, nodes, placement, now)
+    ops.append(("delete", {"PartitionKey": cluster_key, "RowKey": pending["RowKey"]},
+                {"etag": pending.metadata["etag"], "match_condition": MatchConditions.IfNotModified}))
+    ops.append(("create", entity, {}))
+    try:
+        written = client.submit_transaction(ops)
+    except TableTransactionError:
+        return None  # nothing was written
+    etag = (written[-1] or {}).get("etag")
+    while rest:
+        chunk, rest = rest[:MAX_OPS - 1], rest[MAX_OPS - 1:]
+        ops = _take(cluster_key, chunk, nodes, placement, now)
+        ops.append(("update", {"PartitionKey": cluster_key, "RowKey": entity["RowKey"], "reserving": bool(rest)},
+                    {"mode": UpdateMode.MERGE, "etag": etag, "match_condition": MatchConditions.IfNotModified}))
+        try:
+            written = client.submit_transaction(ops)
+        except TableTransactionError:
+            rollback(settings, cluster_key, pending, placement.job_key, placement.assignment_id, now)
+            return None
+        etag = (written[-1] or {}).get("etag")
+    return assignments.get(settings, cluster_key, placement.job_key)
+
+
+def rollback(settings: Settings, cluster_key: str, pending: Entity, job_key: str, assignment_id: str,
+             now: datetime) -> bool:
+    """Undo a reservation: the pending row back (as it was), then the nodes freed and the asg row
+    deleted. Idempotent; False when the reservation is gone or another assignment's."""
+    fields = {k: pending[k] for k in ("PartitionKey", "RowKey", "jobKey", "priority", "submittedAt", "nodeCount",
+                                      "attempt") if k in pending}
+    assignments.sched(settings).upsert_entity(fields)
+    return assignments.release(settings, cluster_key, job_key, assignment_id, now)
+
+
+def rollback_stale(settings: Settings, entity: Entity, now: datetime) -> bool:
+    """The safety pass's part: a reservation left `reserving` longer than `STALE_AFTER` (its pass
+    died) is rolled back, its job's pending row rebuilt from the asg row. False otherwise."""
+    if not entity.get("reserving"):
+        return False
+    asg = assignments.parse(entity)
+    if now - asg.created_at < STALE_AFTER:
+        return False
+    doc = job_state.get(settings, JobRef.from_key(asg.job_key))
+    if doc is None:
+        return assignments.release(settings, asg.cluster_key, asg.job_key, asg.assignment_id, now)
+    props, internal = doc.data.get("properties") or {}, doc.data.get("internal") or {}
+    priority = str(props.get("schedulingPriority") or "normal").lower()
+    submitted = datetime.fromisoformat(internal["submittedAt"])
+    pending = sched_store.pending_entity(asg.cluster_key, asg.job_key, priority, submitted,
+                                         int(props.get("nodeCount") or len(asg.nodes)), asg.attempt)
+    return rollback(settings, asg.cluster_key, pending, asg.job_key, asg.assignment_id, now)
+
+
+def _take(cluster_key: str, node_ids: list[str], nodes: dict[str, Entity], placement: Placement,
+          now: datetime) -> list[tuple[str, Entity, dict[str, Any]]]:
+    ops: list[tuple[str, Entity, dict[str, Any]]] = []
+    for node_id in node_ids:
+        row = nodes[node_id]
+        fields = node_state.take_fields(row, placement.job_key, placement.assignment_id, placement.slots, now)
+        ops.append(("update", {"PartitionKey": cluster_key, "RowKey": row["RowKey"], **fields},
+                    {"mode": UpdateMode.MERGE, "etag": row.metadata["etag"],
+                     "match_condition": MatchConditions.IfNotModified}))
+    return ops
