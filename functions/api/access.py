@@ -101,6 +101,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{JOB}/listOutputFiles"): Rule(rbac.JOBS_OUTPUT_FILES, JOB),
     ("GET", f"{JOB}/listOutputFiles"): Rule(rbac.JOBS_OUTPUT_FILES, JOB),
     ("POST", f"{JOB}/listRemoteLoginInformation"): Rule(rbac.JOBS_REMOTE_LOGIN, JOB),
+    ("GET", f"{JOB}/metrics"): Rule(rbac.JOBS_READ, JOB),
     ("GET", f"{WS}/clusters"): _list(rbac.CLUSTERS_READ, WS),
     ("PUT", CLUSTER): Rule(rbac.CLUSTERS_WRITE, CLUSTER),
     ("PATCH", CLUSTER): Rule(rbac.CLUSTERS_WRITE, CLUSTER),

@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from shared.cli import clusters, experiments, fileservers, jobs, nodes, roles, scoring, stack, usages, workspaces
 from shared.cli.context import ENDPOINT_ENV, STATE_DIR_ENV, CliError, Session
+from shared.cli.metrics import job_metrics
 from shared.cli.output import err_console
 
 
@@ -81,6 +82,7 @@ app.add_typer(workspaces.app, name="workspace")
 app.add_typer(clusters.app, name="cluster")
 app.add_typer(experiments.app, name="experiment")
 app.add_typer(jobs.app, name="job")
+jobs.app.command("metrics")(job_metrics)
 app.add_typer(fileservers.app, name="file-server")
 app.command("list-usages")(usages.list_usages)
 app.add_typer(nodes.app, name="node")
