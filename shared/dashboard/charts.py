@@ -36,7 +36,7 @@ class Line:
 @dataclass(frozen=True)
 class Chart:
     lines: list[Line]
-    x_ticks: list[tuple[float, str]]
+    x_ticks: list[tuple[float, str, str]]  # (position, label, text-anchor)
     y_ticks: list[tuple[float, str]]
     x_label: str
     width: int = WIDTH
@@ -87,7 +87,8 @@ def line_chart(series: Sequence[tuple[str, str, Sequence[tuple[float, float]]]],
         dots = [Dot(px(x), py(y), x, y) for x, y in ordered] if len(ordered) <= MAX_DOTS else []
         lines.append(Line(label, css, " ".join(f"{a},{b}" for a, b in coords), dots))
     y_ticks = [(py(v), _number(v)) for v in _ticks(y_lo, y_hi)]
-    x_ticks = [(px(v), x_text(v)) for v in ([x_lo, x_hi] if xs and x_lo != x_hi else xs[:1])]
+    ends = [x_lo, x_hi] if xs and min(xs) != max(xs) else xs[:1]
+    x_ticks = [(px(v), x_text(v), "middle" if len(ends) == 1 else ("start", "end")[i]) for i, v in enumerate(ends)]
     return Chart(lines, x_ticks, y_ticks, x_label)
 
 

@@ -161,7 +161,7 @@ def job(settings: Settings, access: Access, ref: JobRef, now: datetime) -> JobVi
     if rendered["properties"]["executionState"] == "queued":
         waiting = waiting_reasons(settings, internal["clusterKey"], now).get(ref.key, WAITING["unindexed"])
     return JobView(rendered, timeline, waiting,
-                   can_terminate=access.allowed(rbac.JOBS_TERMINATE, ref.arm_id),
+                   can_terminate=not ended(rendered) and access.allowed(rbac.JOBS_TERMINATE, ref.arm_id),
                    can_delete=access.allowed(rbac.JOBS_DELETE, ref.arm_id),
                    can_read_files=access.allowed(rbac.JOBS_OUTPUT_FILES, ref.arm_id))
 

@@ -8,8 +8,10 @@ import os
 import re
 import ssl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
@@ -101,3 +103,47 @@ def world(api_endpoint: dict[str, str], api_issuer: Issuer) -> Iterator[World]:
 def principal_claims(issuer: Issuer, name: str) -> dict:
     import jwt
     return jwt.decode(principal_token(issuer, name), options={"verify_signature": False})
+
+
+# --- the browser ------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def browser_factory(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+                    ) -> Iterator[Callable[[list[str]], Any]]:
+    """Starts Debian's headless Chromium trusting the given https servers; skips (loudly, with the reason)
+    only where Chromium cannot start. The driver is closed after the test; on failure its screenshot and
+    page source are kept under the session's base temp directory (browser-artifacts/)."""
+    from tests.dashboard import browser
+
+    drivers: list[Any] = []
+
+    def start(trusted_urls: list[str]) -> Any:
+        try:
+            driver = browser.start(tmp_path / "profile", tmp_path / "downloads", trusted_urls)
+        except browser.ChromiumUnavailable as why:
+            pytest.skip(f"BROWSER TESTS SKIPPED: {why}")
+        driver.downloads = tmp_path / "downloads"
+        drivers.append(driver)
+        request.node.browser_drivers = drivers
+        return driver
+
+    (tmp_path / "downloads").mkdir()
+    request.node.artifacts = tmp_path_factory.getbasetemp() / "browser-artifacts"
+    yield start
+    for driver in drivers:
+        driver.quit()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for i, driver in enumerate(getattr(item, "browser_drivers", [])):
+        directory = item.artifacts
+        directory.mkdir(parents=True, exist_ok=True)
+        stem = re.sub(r"[^\w.-]+", "_", item.nodeid)[-150:] + f"-{i}"
+        driver.save_screenshot(str(directory / f"{stem}.png"))
+        (directory / f"{stem}.html").write_text(driver.page_source)
+        report.sections.append(("browser artifacts", f"{directory / stem}.png and .html ({driver.current_url})"))
