@@ -113,3 +113,40 @@ def test_every_dashboard_route_has_a_rule_or_signs_people_in() -> None:
 
     routes = {(m, r.path) for r in site.routes if isinstance(r, APIRoute) for m in r.methods}
     assert {k for k in routes if k[1] not in OPEN_PATHS} == set(DASHBOARD_RULES)
+
+
+def test_scoring_runs_show_progress_and_refused_submissions_and_usages_show_to_who_may_read_them(
+        world: World, storage_conn: str) -> None:
+    from shared.adapters import storage
+    from shared.adapters.resource_store import ResourceStore
+    from shared.domain.keys import WorkspaceRef
+    from shared.localstack.token import OWNER_NAME
+
+    sub, rg = world.ws.split("/")[2], world.ws.split("/")[4]
+    ref = WorkspaceRef(sub, rg, "ws")
+    progress = {"items": {"total": 10, "succeeded": 4, "failed": 1, "pending": 5},
+                "jobs": {"total": 3, "succeeded": 1, "failed": 0, "running": 2, "retries": 0}}
+    run = {"id": f"{world.ws}/batchScoringRuns/r1", "name": "r1",
+           "type": "Microsoft.BatchAI/workspaces/batchScoringRuns",
+           "properties": {"state": "scoring", "stateTransitionTime": "2026-03-01T09:00:00.000Z",
+                          "creationTime": "2026-03-01T09:00:00.000Z", "progress": progress, "errors": []},
+           "internal": {}}
+    runs = ResourceStore(storage_conn, storage.T_SCORING_RUNS)
+    if runs.get(ref.child_pk, "r1") is None:
+        runs.insert(ref.child_pk, "r1", run)
+    storage.table(storage_conn, storage.T_REJECTED).upsert_entity({
+        "PartitionKey": ref.pk, "RowKey": f"20260301T090000000000Z-{world.run}", "code": "InvalidJobDefinition",
+        "message": f"refused-{world.run}", "workspace": "ws", "experiment": "e", "jobName": "bad",
+        "recordedAt": "2026-03-01T09:00:00.000Z"})
+
+    reader = sign_in(world.endpoint, world.people["reader"])
+    shown = reader.get(world.page(world.ws, "runs")).text
+    assert 'id="run-r1"' in shown
+    assert '<progress max="10" value="5">' in shown and '<progress max="3" value="1">' in shown
+    home = reader.get("/dashboard/").text
+    assert f"refused-{world.run}" in home  # Reader on the workspace the submission named
+    assert "Usage against limits" not in home  # usages are read at the subscription
+    nobody = sign_in(world.endpoint, world.people["nobody"]).get("/dashboard/").text
+    assert f"refused-{world.run}" not in nobody
+    owner = sign_in(world.endpoint, OWNER_NAME).get("/dashboard/").text
+    assert "Usage against limits" in owner and "<meter" in owner and f"refused-{world.run}" in owner
