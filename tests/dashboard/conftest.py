@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -74,10 +73,12 @@ class World:
     def job(self) -> str:
         return f"{self.ws}/experiments/e/jobs/j"
 
-    def follow(self, http: httpx.Client, response: httpx.Response) -> httpx.Response:
-        while response.status_code in (302, 303, 307, 308):
-            response = http.get(urljoin(str(response.url), response.headers["location"]))
-        return response
+    def new_job(self) -> str:
+        """A job of its own for a test that changes it (queued: the cluster has no nodes)."""
+        path = f"{self.ws}/experiments/e/jobs/t{uuid.uuid4().hex[:8]}"
+        with api_client(self.endpoint, self.endpoint["token"]) as owner:
+            assert owner.put(f"{path}?{API}", json=job_body(self.ws)).status_code == 200
+        return path
 
 
 @pytest.fixture(scope="session")

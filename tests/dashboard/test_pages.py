@@ -28,6 +28,8 @@ def test_each_page_shows_what_the_principals_roles_let_them_read(world: World) -
     assert jobs.status_code == 200 and 'id="job-j"' in jobs.text
     job = reader.get(world.page(world.job))
     assert job.status_code == 200 and 'id="job-status"' in job.text
+    assert "fewer nodes than it needs" in job.text  # queued on a cluster of no nodes: the scheduler's reason
+    assert "fewer nodes than it needs" in jobs.text
     assert 'id="terminate"' not in job.text and 'id="delete"' not in job.text and 'id="log"' not in job.text
     assert reader.get(world.page(world.job, "log")).status_code == 403  # Reader may not list output files
     assert reader.get(world.page(world.job, "metrics")).status_code == 200
@@ -49,15 +51,18 @@ def test_a_principal_without_roles_sees_nothing(world: World) -> None:
 
 
 def test_changes_need_the_sessions_csrf_token_and_the_right_role(world: World) -> None:
+    job = world.new_job()
     owner = sign_in(world.endpoint, world.people["owner"])
-    page = owner.get(world.page(world.job))
+    page = owner.get(world.page(job))
     token = csrf_of(page.text)
-    target = world.page(world.job, "terminate")
+    target = world.page(job, "terminate")
     assert owner.post(target).status_code == 403
     assert owner.post(target, headers={"X-CSRF-Token": "forged"}).status_code == 403
     assert owner.post(target, headers={"X-CSRF-Token": token, "Sec-Fetch-Site": "cross-site"}).status_code == 403
     done = owner.post(target, headers={"X-CSRF-Token": token, "HX-Request": "true"})
-    assert done.status_code == 204 and done.headers["hx-redirect"] == world.page(world.job)
+    assert done.status_code == 204 and done.headers["hx-redirect"] == world.page(job)
+    delete = world.page(job, "delete")
+    assert owner.post(delete, headers={"X-CSRF-Token": token}).status_code == 303
     reader = sign_in(world.endpoint, world.people["reader"])
     reader_token = csrf_of(reader.get("/dashboard/").text)
     assert reader.post(target, headers={"X-CSRF-Token": reader_token}).status_code == 403  # no terminate right
