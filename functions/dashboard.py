@@ -67,7 +67,13 @@ async def viewer(request: Request) -> pages.Viewer:
     session = await run_in_threadpool(sessions.load, conf, _session_id(request), utcnow())
     if session is None:
         raise pages.SignInNeeded()
-    principal = await run_in_threadpool(authorization.authenticate, conf, f"Bearer {session.token}")
+    try:
+        principal = await run_in_threadpool(authorization.authenticate, conf, f"Bearer {session.token}")
+    except authorization.AuthError as refused:
+        if refused.status != 401:
+            raise
+        await run_in_threadpool(sessions.end, conf, _session_id(request))  # e.g. the issuer's key changed
+        raise pages.SignInNeeded() from None
     granted = authorization.Access(conf, principal)
     rule = rules.DASHBOARD_RULES.get((request.method, getattr(request.scope.get("route"), "path", "")))
     if rule is None:

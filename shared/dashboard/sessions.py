@@ -1,4 +1,4 @@
-"""Dashboard sessions and sign-ins in progress: table `dashboardsessions` (owned here).
+"""Dashboard sessions (table `dashboardsessions`, owned here) and sign-ins in progress (a cookie).
 
 A session is a random id that only the browser holds, in an HttpOnly, Secure, SameSite=Lax cookie
 (`__Host-` prefixed: set by this host only, for every path); the table keeps its SHA-256, the user's
@@ -6,14 +6,18 @@ access token (sealed at rest with the service's secrets key), a CSRF token and w
 token's expiry: the dashboard never holds a credential longer than the identity provider gave it).
 Every change the dashboard makes must carry the CSRF token (`check_csrf`).
 
-A sign-in in progress (``login`` rows, one use, LOGIN_LIFETIME_S) keeps the PKCE verifier (sealed), the
-nonce and the page to return to, under the SHA-256 of its OAuth state; a second cookie binds it to the
-browser that started it, so nobody can complete a sign-in in someone else's browser.
+A sign-in in progress (LOGIN_LIFETIME_S) is kept by the browser that started it, in a second cookie:
+its OAuth state, PKCE verifier, nonce and the page to return to, encrypted and authenticated (AES-GCM,
+a key derived from the service's secrets key), so nobody can finish a sign-in in another browser and
+starting one writes nothing on the service. Rows are written only for people the issuer signed in.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +26,10 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shared.adapters import secret_box, storage
 from shared.config import Settings
@@ -31,7 +39,7 @@ SESSION_COOKIE = "__Host-batchai-session"
 LOGIN_COOKIE = "__Host-batchai-login"
 CSRF_HEADER = "x-csrf-token"
 LOGIN_LIFETIME_S = 600
-SESSION, LOGIN = "session", "login"
+SESSION = "session"
 
 
 @dataclass(frozen=True)
@@ -90,31 +98,40 @@ def check_csrf(session: Session, presented: str | None) -> bool:
 
 
 def begin_login(settings: Settings, state: str, verifier: str, nonce: str, next_path: str, now: datetime) -> str:
-    """Remember a sign-in in progress; the value for the browser's login cookie."""
-    binding = secrets.token_urlsafe(32)
-    _table(settings).upsert_entity({
-        "PartitionKey": LOGIN, "RowKey": _hash(state), "binding": _hash(binding), "nonce": nonce,
-        "verifier": secret_box.secret_box(settings).seal(verifier), "next": next_path,
-        "expires": (now + timedelta(seconds=LOGIN_LIFETIME_S)).isoformat()})
-    return binding
+    """The login cookie's value: the sign-in in progress, encrypted and authenticated with a key of its own."""
+    payload = json.dumps({"state": state, "verifier": verifier, "nonce": nonce, "next": next_path,
+                          "expires": (now + timedelta(seconds=LOGIN_LIFETIME_S)).timestamp()})
+    nonce_bytes = os.urandom(12)
+    sealed = AESGCM(_login_key(settings.secrets_key)).encrypt(nonce_bytes, payload.encode(), LOGIN_COOKIE.encode())
+    return base64.urlsafe_b64encode(nonce_bytes + sealed).decode().rstrip("=")
 
 
-def take_login(settings: Settings, state: str, binding: str | None, now: datetime) -> PendingLogin | None:
-    """The sign-in the OAuth state names, when this browser started it and it is not stale; used up."""
-    row = _get(settings, LOGIN, _hash(state)) if state else None
-    if row is None:
+def take_login(settings: Settings, state: str, cookie: str | None, now: datetime) -> PendingLogin | None:
+    """The sign-in the browser's login cookie holds, when it is the one the OAuth state names and not stale."""
+    if not cookie or not state:
         return None
-    _delete(settings, LOGIN, _hash(state))
-    if not binding or not secrets.compare_digest(str(row["binding"]), _hash(binding)):
+    try:
+        raw = base64.urlsafe_b64decode(cookie + "=" * (-len(cookie) % 4))
+        found = json.loads(AESGCM(_login_key(settings.secrets_key)).decrypt(raw[:12], raw[12:],
+                                                                             LOGIN_COOKIE.encode()))
+    except (InvalidTag, ValueError):
         return None
-    if datetime.fromisoformat(str(row["expires"])) <= now:
+    if not secrets.compare_digest(str(found["state"]), state) or float(found["expires"]) <= now.timestamp():
         return None
-    return PendingLogin(secret_box.secret_box(settings).open(str(row["verifier"])), str(row["nonce"]),
-                        str(row["next"]))
+    return PendingLogin(str(found["verifier"]), str(found["nonce"]), str(found["next"]))
+
+
+@lru_cache(maxsize=4)
+def _login_key(secrets_key: str) -> bytes:
+    """The login cookies' key, derived from the service's secrets key (never used as is for anything else)."""
+    if not secrets_key:
+        raise secret_box.SecretBoxError("BATCHAI_SECRETS_KEY is not set: sign-ins cannot be protected without it")
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"batchai dashboard sign-in cookie").derive(
+        base64.b64decode(secrets_key))
 
 
 def _sweep(settings: Settings, now: datetime) -> None:
-    """Forget ended sessions and stale sign-ins (at each sign-in: the table holds only what may still be used)."""
+    """Forget ended sessions (at each sign-in: the table holds only sessions that may still be used)."""
     client = _table(settings)
     for row in client.query_entities("expires lt @now", parameters={"now": now.isoformat()},
                                      select=["PartitionKey", "RowKey"]):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.adapters import storage
+from shared.adapters import secret_box, storage
 from shared.config import Settings
 from shared.dashboard import sessions
 
@@ -34,17 +34,19 @@ def test_a_session_keeps_no_token_in_plain_text_and_ends_with_the_token(settings
     sessions.end(settings, session_id)  # again: nothing to end
 
 
-def test_a_sign_in_in_progress_is_used_once_by_its_browser(settings: Settings) -> None:
-    binding = sessions.begin_login(settings, "state-1", "verifier-1", "nonce-1", "/dashboard/x", NOW)
-    assert sessions.take_login(settings, "state-1", "another-browser", NOW) is None
-    assert sessions.take_login(settings, "state-1", binding, NOW) is None  # used up by the failed try
-    binding = sessions.begin_login(settings, "state-2", "verifier-2", "nonce-2", "/dashboard/y", NOW)
+def test_a_sign_in_in_progress_is_held_by_its_browser_alone(settings: Settings) -> None:
+    cookie = sessions.begin_login(settings, "state-1", "verifier-1", "nonce-1", "/dashboard/x", NOW)
+    assert "verifier-1" not in cookie and "nonce-1" not in cookie
+    assert sessions.take_login(settings, "state-1", cookie, NOW) == sessions.PendingLogin(
+        "verifier-1", "nonce-1", "/dashboard/x")
+    assert sessions.take_login(settings, "state-2", cookie, NOW) is None  # another sign-in's state
+    assert sessions.take_login(settings, "state-1", None, NOW) is None  # another browser
     late = NOW + timedelta(seconds=sessions.LOGIN_LIFETIME_S)
-    assert sessions.take_login(settings, "state-2", binding, late) is None
-    binding = sessions.begin_login(settings, "state-3", "verifier-3", "nonce-3", "/dashboard/z", NOW)
-    taken = sessions.take_login(settings, "state-3", binding, NOW)
-    assert taken == sessions.PendingLogin("verifier-3", "nonce-3", "/dashboard/z")
-    assert sessions.take_login(settings, "state-3", binding, NOW) is None
+    assert sessions.take_login(settings, "state-1", cookie, late) is None
+    flipped = cookie[:20] + ("A" if cookie[20] != "A" else "B") + cookie[21:]
+    assert sessions.take_login(settings, "state-1", flipped, NOW) is None
+    other_key = dataclasses.replace(settings, secrets_key=secret_box.new_key())
+    assert sessions.take_login(other_key, "state-1", cookie, NOW) is None
 
 
 def test_csrf_tokens_must_match_exactly() -> None:
