@@ -3,9 +3,10 @@
 import azure.functions as func
 
 from functions import clusters, scheduling, triggers
+from functions.dashboard import with_dashboard
 from functions.http_api import api
 
-app = func.AsgiFunctionApp(app=api, http_auth_level=func.AuthLevel.ANONYMOUS)
+app = func.AsgiFunctionApp(app=with_dashboard(api), http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(clusters.bp)
 app.register_functions(scheduling.bp)
 app.register_functions(triggers.bp)

@@ -1,7 +1,8 @@
 """Train a small neural network (64-64-10, numpy only) on scikit-learn's digits data set.
 
-Runs as a Batch AI job: prints progress per epoch to stdout, writes `model.npz` and `metrics.json` to
-the output directory ($AZ_BATCHAI_OUTPUT_MODEL, or --output). The demo imports `load_split`,
+Runs as a Batch AI job: prints progress per epoch to stdout, logs the loss and test accuracy of each
+epoch as job metrics (`batchai_metrics`, on every batchai task's PYTHONPATH), writes `model.npz` and
+`metrics.json` to the output directory ($AZ_BATCHAI_OUTPUT_MODEL, or --output). The demo imports `load_split`,
 `load_model` and `accuracy` from here to check the downloaded model on the same held-out split.
 """
 
@@ -16,6 +17,12 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_digits
+
+try:
+    from batchai_metrics import log as log_metric
+except ImportError:  # run by hand, outside a batchai task: no metrics to log
+    def log_metric(name: str, value: float, step: int | None = None) -> None:
+        return None
 
 Params = dict[str, np.ndarray]
 
@@ -105,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         test_acc = accuracy(params, x_test, y_test)
         history.append({"epoch": epoch, "loss": round(loss, 5), "test_accuracy": round(test_acc, 5)})
         print(f"epoch {epoch}/{args.epochs}  loss {loss:.4f}  test accuracy {test_acc:.4f}", flush=True)
+        log_metric("loss", loss, step=epoch)
+        log_metric("test_accuracy", test_acc, step=epoch)
     model_path = save_model(params, Path(args.output))
     metrics = {"epochs": args.epochs, "train_accuracy": accuracy(params, x_train, y_train),
                "test_accuracy": accuracy(params, x_test, y_test), "seconds": round(time.monotonic() - started, 3),

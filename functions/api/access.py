@@ -101,6 +101,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{JOB}/listOutputFiles"): Rule(rbac.JOBS_OUTPUT_FILES, JOB),
     ("GET", f"{JOB}/listOutputFiles"): Rule(rbac.JOBS_OUTPUT_FILES, JOB),
     ("POST", f"{JOB}/listRemoteLoginInformation"): Rule(rbac.JOBS_REMOTE_LOGIN, JOB),
+    ("GET", f"{JOB}/metrics"): Rule(rbac.JOBS_READ, JOB),
     ("GET", f"{WS}/clusters"): _list(rbac.CLUSTERS_READ, WS),
     ("PUT", CLUSTER): Rule(rbac.CLUSTERS_WRITE, CLUSTER),
     ("PATCH", CLUSTER): Rule(rbac.CLUSTERS_WRITE, CLUSTER),
@@ -123,6 +124,30 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", roles.ASSIGNMENTS): _list(rbac.ROLE_ASSIGNMENTS_READ, _ROLE_SCOPE, assignment_scope, refuse=False),
     ("GET", roles.DEFINITIONS): Rule(rbac.ROLE_DEFINITIONS_READ, _ROLE_SCOPE),
     ("GET", roles.DEFINITION): Rule(rbac.ROLE_DEFINITIONS_READ, _ROLE_SCOPE),
+}
+
+
+# The dashboard's pages (functions.dashboard), checked for the principal of the session: the same actions
+# over the same scopes as the API routes that read or change the same things.
+DASHBOARD = "/dashboard"
+DASHBOARD_WS = f"{DASHBOARD}{RG}/workspaces/{{workspaceName}}"
+DASHBOARD_EXP = DASHBOARD_WS + "/experiments/{experimentName}"
+DASHBOARD_JOB = DASHBOARD_EXP + "/jobs/{jobName}"
+DASHBOARD_RULES: dict[tuple[str, str], Rule] = {
+    ("GET", f"{DASHBOARD}/"): Rule(rbac.WORKSPACES_READ),  # any signed-in principal: every list on it is filtered
+    ("GET", DASHBOARD_WS): Rule(rbac.WORKSPACES_READ, WS),
+    ("GET", f"{DASHBOARD_WS}/clusters"): Rule(rbac.CLUSTERS_READ, WS),
+    ("GET", f"{DASHBOARD_WS}/runs"): Rule(rbac.SCORING_RUNS_READ, WS),
+    ("GET", DASHBOARD_EXP): Rule(rbac.JOBS_READ, EXP),
+    ("GET", f"{DASHBOARD_EXP}/jobs"): Rule(rbac.JOBS_READ, EXP),
+    ("GET", DASHBOARD_JOB): Rule(rbac.JOBS_READ, JOB),
+    ("GET", f"{DASHBOARD_JOB}/status"): Rule(rbac.JOBS_READ, JOB),
+    ("GET", f"{DASHBOARD_JOB}/metrics"): Rule(rbac.JOBS_READ, JOB),
+    ("GET", f"{DASHBOARD_JOB}/log"): Rule(rbac.JOBS_OUTPUT_FILES, JOB),
+    ("GET", f"{DASHBOARD_JOB}/files"): Rule(rbac.JOBS_OUTPUT_FILES, JOB),
+    ("GET", f"{DASHBOARD_JOB}/download"): Rule(rbac.JOBS_OUTPUT_FILES, JOB),
+    ("POST", f"{DASHBOARD_JOB}/terminate"): Rule(rbac.JOBS_TERMINATE, JOB),
+    ("POST", f"{DASHBOARD_JOB}/delete"): Rule(rbac.JOBS_DELETE, JOB),
 }
 
 

@@ -15,6 +15,7 @@ from shared.agent.layout import TaskDirs
 from shared.agent.retry import GaveUp
 from shared.agent.runtime import TaskStartError
 from shared.domain.messages import AssignedTask
+from shared.domain.metrics import task_pythonpath
 from shared.domain.secret_refs import SecretUnresolved, Slot, resolve
 
 #: Reads a Key Vault secret's value from its secret URL (https://<vault>/secrets/<name>[/<version>]).
@@ -75,6 +76,7 @@ def task_env(base: Mapping[str, str], dirs: TaskDirs, a: AssignedTask, gpus: int
     env.update({f"AZ_BATCHAI_INPUT_{i}": path for i, path in dirs.inputs.items()})
     env.update({f"AZ_BATCHAI_OUTPUT_{i}": str(path) for i, path in dirs.outputs.items()})
     env.update(plan_env)
+    env["PYTHONPATH"] = task_pythonpath(env.get("PYTHONPATH"))  # batchai_metrics, importable by every task
     return env
 
 

@@ -3,9 +3,9 @@
 The groups, verbs and flags of `az batchai` (azure-cli 2.0.67): workspace, cluster (with node and file),
 experiment, job (with file and node), file-server, list-usages; names may also be given as positional
 arguments. Beyond it: stack (the local stack, tokens for its principals), node (local nodes: preempt),
-scoring, role (role assignments, as `az role`). Every resource command goes through the official
-azure-mgmt-batchai SDK's client. Service errors print their ARM error code and message and exit 1; usage
-errors exit 2; no traceback for either.
+scoring, role (role assignments, as `az role`), dashboard (the web dashboard's link), job metrics. Every
+resource command goes through the official azure-mgmt-batchai SDK's client. Service errors print their ARM
+error code and message and exit 1; usage errors exit 2; no traceback for either.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typer.core import TyperGroup
 
 from shared.cli import clusters, experiments, fileservers, jobs, nodes, roles, scoring, stack, usages, workspaces
 from shared.cli.context import ENDPOINT_ENV, STATE_DIR_ENV, CliError, Session
+from shared.cli.dashboard import dashboard
+from shared.cli.metrics import job_metrics
 from shared.cli.output import err_console
 
 
@@ -81,11 +83,13 @@ app.add_typer(workspaces.app, name="workspace")
 app.add_typer(clusters.app, name="cluster")
 app.add_typer(experiments.app, name="experiment")
 app.add_typer(jobs.app, name="job")
+jobs.app.command("metrics")(job_metrics)
 app.add_typer(fileservers.app, name="file-server")
 app.command("list-usages")(usages.list_usages)
 app.add_typer(nodes.app, name="node")
 app.add_typer(scoring.app, name="scoring")
 app.add_typer(roles.app, name="role")
+app.command("dashboard")(dashboard)
 
 
 @app.callback()

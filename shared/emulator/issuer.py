@@ -4,9 +4,9 @@
 callers agree on one key) and signs RS256 tokens whose header `kid` is the key's RFC 7638 thumbprint.
 `IssuerServer` serves the discovery document and the keys over https, at the paths Entra ID uses:
 issuer `https://HOST:PORT/{tenant}/v2.0`, discovery `{issuer}/.well-known/openid-configuration`,
-keys `https://HOST:PORT/{tenant}/discovery/v2.0/keys`. The discovery document also names the
-authorization and token endpoints (`/{tenant}/oauth2/v2.0/authorize|token`) that an interactive
-login adds with `IssuerServer.route`; they are not served yet.
+keys `https://HOST:PORT/{tenant}/discovery/v2.0/keys`, and the interactive sign-in the discovery document
+names: `/{tenant}/oauth2/v2.0/authorize` (a page where a person picks a principal) and `.../token`
+(authorization code with PKCE; `shared.emulator.login`). Routes added with `IssuerServer.route` come first.
 
 The issuer URL contains the server's port. Started on port 0, the server fixes the issuer's URL
 when it starts (an issuer loaded with url="" gets it then); with a fixed port the caller can pass
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import os
 import ssl
@@ -35,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from shared.emulator.login import PAGE_HEADERS, Login, LoginError, form_of
 from shared.localstack.tls import TlsFiles
 
 KEY_FILE = "issuer-key.pem"
@@ -119,7 +121,7 @@ class Issuer:
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "tid", "oid", "name",
-                                 "preferred_username", "email", "appid", "xms_mirid"],
+                                 "preferred_username", "email", "appid", "xms_mirid", "nonce", "groups"],
         }
 
     def jwks(self) -> dict[str, Any]:
@@ -163,6 +165,7 @@ class IssuerServer:
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request served
         self._routes: dict[tuple[str, str], Handler] = {}
+        self.login = Login(lambda claims, lifetime: self.issuer.sign(claims, lifetime), issuer.tenant_id)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -212,11 +215,47 @@ class IssuerServer:
             ("GET", urlsplit(self.issuer.url).path.rstrip("/") + "/.well-known/openid-configuration"):
                 lambda _: HttpReply.json(200, self.issuer.discovery()),
             ("GET", urlsplit(document["jwks_uri"]).path): lambda _: HttpReply.json(200, self.issuer.jwks()),
+            ("GET", urlsplit(document["authorization_endpoint"]).path): self._sign_in_page,
+            ("POST", urlsplit(document["authorization_endpoint"]).path): self._sign_in,
+            ("POST", urlsplit(document["token_endpoint"]).path): self._token,
         }
-        handler = builtin.get((request.method, request.path)) or self._routes.get((request.method, request.path))
+        handler = self._routes.get((request.method, request.path)) or builtin.get((request.method, request.path))
         if handler is None:
             return HttpReply.json(404, {"error": "not_found", "error_description": f"no route {request.path}"})
         return handler(request)
+
+
+    def _sign_in_page(self, request: HttpRequest) -> HttpReply:
+        try:
+            return _html(200, self.login.page(request.query))
+        except LoginError as error:
+            return _error_page(error)
+
+    def _sign_in(self, request: HttpRequest) -> HttpReply:
+        form = form_of(request.body)
+        try:
+            return HttpReply(302, headers={"Location": self.login.submit(form), **PAGE_HEADERS})
+        except LoginError as error:
+            try:  # the request was sound, what the person typed was not: show the page again, saying why
+                return _html(400, self.login.page(form, error.description))
+            except LoginError:
+                return _error_page(error)
+
+    def _token(self, request: HttpRequest) -> HttpReply:
+        try:
+            tokens = self.login.token(form_of(request.body))
+        except LoginError as error:
+            return HttpReply.json(400, {"error": error.error, "error_description": error.description})
+        return HttpReply(200, json.dumps(tokens).encode(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+def _error_page(error: LoginError) -> HttpReply:
+    return _html(400, f"<!doctype html><title>Sign-in error</title><p>{html.escape(error.error)}: "
+                      f"{html.escape(error.description)}</p>")
+
+
+def _html(status: int, page: str) -> HttpReply:
+    return HttpReply(status, page.encode(), "text/html; charset=utf-8", PAGE_HEADERS)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -31,6 +31,7 @@ from shared.adapters.compute.capabilities import ComputeRejected, ScaleInProtect
 from shared.adapters.compute.port import ComputeProvider
 from shared.adapters.resource_store import Doc, ResourceStore, StaleEtag
 from shared.config import Settings
+from shared.dashboard import cluster_history
 from shared.decisions import autoscaler
 from shared.decisions.autoscaler import Drain, InstanceView, NodeView, ScaleInput, ScalePolicy
 from shared.domain.keys import ClusterRef
@@ -80,6 +81,7 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
         first_reconcile=not internal.get("scaleInitialized"), max_starts=MAX_STARTS_PER_TICK.get(provider.name)))
     result = ReconcileResult(key, wanted=decision.wanted, provider_target=decision.provider_target,
                              allocation_state=decision.allocation_state)
+    cluster_history.record(settings, key, now, node_rows, pending, decision.wanted)  # the dashboard's chart
 
     details = {i.node_id: i.detail for i in instances}
     for node_id in decision.start_failed:

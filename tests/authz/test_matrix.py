@@ -80,6 +80,7 @@ def cases(w: World, op: str) -> list[Case]:
         Case("POST", t["JOB"] + "/listOutputFiles", f"{nojob}/listOutputFiles", "SCO", 404),
         Case("GET", t["JOB"] + "/listOutputFiles", f"{nojob}/listOutputFiles", "SCO", 404),
         Case("POST", t["JOB"] + "/listRemoteLoginInformation", f"{nojob}/listRemoteLoginInformation", "CO", 404),
+        Case("GET", t["JOB"] + "/metrics", f"{job}/metrics", ALL_A, 200),
         Case("GET", t["WS"] + "/clusters", f"{a}/clusters", ALL_A, 200),
         Case("PUT", t["C"], f"{a}/clusters/c", "CO", 412, CLUSTER, WRONG),
         Case("PATCH", t["C"], f"{a}/clusters/c", "CO", 412, {}, WRONG),
