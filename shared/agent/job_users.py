@@ -77,9 +77,10 @@ class Claim:
         self.user = user
         self._fd: int | None = fd
 
-    def release(self) -> None:
+    def release(self) -> int | None:
+        """Let go; the number of leftover processes ended when this was the uid's last task (else None)."""
         if self._fd is None:
-            return
+            return None
         fd, self._fd = self._fd, None
         with _locked(self.pool / ".lock"):
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -87,13 +88,15 @@ class Claim:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # another task of the same assignment still runs as it
                 os.close(fd)
-                return
-            for pid in processes_of(self.user.uid):  # what the job left running (a daemon it started)
+                return None
+            leftovers = processes_of(self.user.uid)  # what the job left running (a daemon it started)
+            for pid in leftovers:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(FileNotFoundError):
                 (self.pool / str(self.user.uid)).unlink()
             os.close(fd)
+            return len(leftovers)
 
 
 class UserPool:

@@ -140,6 +140,7 @@ class TaskRunner:
             _end(log, outcome)
             self._keep_log(prepared, log)
         finally:
+            prepared.close()
             log.close()
             _close(streamer, outcome)
         return outcome

@@ -57,10 +57,12 @@ class PreparedTask:
         return sorted({str(p) for p in paths})
 
     def release(self, log: ExecutionLog) -> None:
-        """Let go of the job's user (its leftovers end), undo the mounts, close the directories."""
+        """Let go of the job's user (its leftovers end), undo the mounts."""
         try:
             if self.claim is not None:
-                self.claim.release()
+                ended = self.claim.release()
+                if ended:
+                    log.write(f"job user: {ended} process(es) the job left running were ended")
         finally:
             try:
                 for volumes in reversed(self.volumes):
@@ -68,10 +70,14 @@ class PreparedTask:
                 if any(v.sources or v.blob_mounts for v in self.volumes):
                     log.write("mounts undone")
             finally:
-                if self.held is not None:
-                    self.held.close()
-                if self.dirs is not None and self.claim is not None:
-                    lock_away(self.dirs.job_dir)
+                self.volumes = []
+
+    def close(self) -> None:
+        """Close the task's directories; the assignment's becomes root's alone."""
+        if self.held is not None:
+            self.held.close()
+        if self.dirs is not None and self.claim is not None:
+            lock_away(self.dirs.job_dir)
 
 
 def _mounted(log: ExecutionLog, level: str, volumes: MountedVolumes) -> MountedVolumes:
@@ -120,6 +126,8 @@ def prepare_task(a: AssignedTask, layout: NodeLayout, prepared: PreparedTask, lo
     names = sorted({v["name"] for v in a.job.get("environmentVariables") or []})
     log.write(f"environment: {len(env)} variables, of the job: {', '.join(names) or 'none'}; "
               f"secrets: {len(a.job.get('secrets') or [])}")
+    log.write("\n".join(f"  {k}={v}" for k, v in sorted(env.items())
+                        if k.startswith("AZ_BATCHAI_") or k == "TF_CONFIG"))
     if user is not None:
         reach = [*dirs.private_dirs(), dirs.mount_root, dirs.job_mount_root, *(h.path for h in held.held()),
                  *prepared.sources(), *isolation.reachable]
