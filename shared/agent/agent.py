@@ -105,7 +105,7 @@ class Agent:
         self._setup_control = TaskControl()
         self.node = NodeContext(options.storage, self.layout, self.channel, int(self.inventory["gpus"]),
                                 base_env(os.environ), self.mount_cluster, self.mount_job, self.give_up,
-                                options.read_secret, options.isolation or process_node())
+                                options.read_secret, options.isolation or process_node(options.state_dir))
         self._verifiers: dict[str, MessageVerifier] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------

@@ -5,7 +5,8 @@ starts with, and what a task takes from them (`JobIsolation.begin`).
   the agent is root (always on a machine; in the process topology too, where tests run as root). An
   agent that is not root cannot switch users: its jobs run as itself, and their logs say so.
 - View: besides its own directories and the mounts, a job must reach the node's Python (the
-  interpreter the node's jobs name); see `shared.agent.sandbox`.
+  interpreter the node's jobs name); in the process topology it sees nothing else of the stack's
+  state directory (other nodes, shares, jobs); see `shared.agent.sandbox`.
 - Network: on a machine, the job uids' traffic to IMDS, the WireServer and the node API is rejected
   (`shared.agent.firewall`); a process node gets no rules (the host's network is not the agent's).
 """
@@ -34,6 +35,7 @@ class JobIsolation:
     users: UserPool | None = None
     firewall: Firewall | None = None
     reachable: tuple[Path, ...] = ()  # paths every job must reach besides its own (the node's Python)
+    hidden: tuple[Path, ...] = ()  # where a job sees only what it was given (see shared.agent.sandbox)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _installed: list[Destination] | None = None
 
@@ -51,9 +53,11 @@ class JobIsolation:
             return self._installed
 
 
-def process_node() -> JobIsolation:
-    """A node of the process topology: users when the agent is root, no network rules."""
-    return JobIsolation(users=UserPool() if os.geteuid() == 0 else None, reachable=node_python())
+def process_node(state_dir: Path | None = None) -> JobIsolation:
+    """A node of the process topology: users when the agent is root, no network rules; in the stack's
+    state directory (every node, share and job of the stack) a job sees only what it was given."""
+    return JobIsolation(users=UserPool() if os.geteuid() == 0 else None, reachable=node_python(),
+                        hidden=(state_dir,) if state_dir is not None else ())
 
 
 def machine(closed_urls: Iterable[str]) -> JobIsolation:

@@ -10,10 +10,12 @@ no_new_privs (no setuid program gives the job root back) and execs the command.
 The view: a job user must reach its directories, the mounts and the node's Python, but a directory
 on the way may let only root in (a node whose working directory lies under a private directory,
 such as the process topology's nodes under the stack's state directory, or a Python installed in
-root's home). For each such directory the launcher gives the job a private mount namespace in
-which it is a read-only tmpfs holding only the entries on the way, bound from the real ones: the
-job reaches what it was given and sees nothing else of that directory. Where no directory on the
-way stops the job (a machine), there is no view and no namespace.
+root's home). For each such directory, and for each directory on the way under a `hidden` root (the
+process topology's state directory, where every node, share and job of the stack lies side by
+side), the launcher gives the job a private mount namespace in which it is a read-only tmpfs
+holding only the entries on the way, bound from the real ones: the job reaches what it was given
+and sees nothing else of that directory. What it was given it sees whole. Where no directory on the
+way stops the job and nothing is hidden (a machine), there is no view and no namespace.
 
 Run as a file (``python -I -S sandbox.py FD``): it imports nothing but the standard library.
 """
@@ -43,17 +45,23 @@ def _searchable(directory: Path, uid: int, gid: int) -> bool:
     return bool(st.st_mode & bit)
 
 
-def view_for(paths: Iterable[Path], uid: int, gid: int) -> View:
-    """For every directory on the way to `paths` (resolved) that the user may not enter: the entries
-    of it on the way. Shallow directories first (a deeper one is reached through the view above it)."""
+def _within(path: Path, roots: Iterable[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def view_for(paths: Iterable[Path], uid: int, gid: int, hidden: Iterable[Path] = ()) -> View:
+    """For every directory on the way to `paths` (resolved) that the user may not enter, or that lies
+    under a `hidden` root: the entries of it on the way. Shallow directories first (a deeper one is
+    reached through the view above it); none inside one of `paths` (those are seen whole)."""
+    reals = [Path(path).resolve() for path in paths]
+    hidden_roots = [Path(root).resolve() for root in hidden]
     needed: dict[Path, set[str]] = {}
-    for path in paths:
-        real = Path(path).resolve()
+    for real in reals:
         for ancestor in reversed(real.parents):
-            if ancestor == real or not ancestor.is_dir():
+            if _within(ancestor, reals):
                 continue
             child = real.relative_to(ancestor).parts[0]
-            if not _searchable(ancestor, uid, gid):
+            if _within(ancestor, hidden_roots) or not _searchable(ancestor, uid, gid):
                 needed.setdefault(ancestor, set()).add(child)
     return tuple((str(d), tuple(sorted(needed[d]))) for d in sorted(needed, key=lambda d: (len(d.parts), str(d))))
 

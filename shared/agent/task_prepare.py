@@ -131,7 +131,7 @@ def prepare_task(a: AssignedTask, layout: NodeLayout, prepared: PreparedTask, lo
     if user is not None:
         reach = [*dirs.private_dirs(), dirs.mount_root, dirs.job_mount_root, *(h.path for h in held.held()),
                  *prepared.sources(), *isolation.reachable]
-        prepared.run_as = RunAs(user.uid, user.gid, view_for(reach, user.uid, user.gid))
+        prepared.run_as = RunAs(user.uid, user.gid, view_for(reach, user.uid, user.gid, isolation.hidden))
         if prepared.run_as.view:
-            log.write("view: the job reaches " + "; ".join(f"{d}: {', '.join(e)}" for d, e in prepared.run_as.view)
-                      + " (directories only root may enter)")
+            log.write("view: of these directories the job sees only " + "; ".join(
+                f"{d}: {', '.join(e)}" for d, e in prepared.run_as.view))

@@ -18,10 +18,9 @@ import pytest
 
 from shared.agent.job_users import FIRST_UID, POOL_SIZE, UserPool
 from shared.agent.sandbox import view_for
+from shared.config import AZURITE_ACCOUNT, AZURITE_KEY
 from shared.domain.messages import AssignedTask, StopTask
 from tests.agent.conftest import AgentProc, Events, assignment, blob_text, job_props, wait_until
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
 
 def stdout(agent: AgentProc, a: AssignedTask) -> str:
@@ -173,3 +172,32 @@ def test_the_view_names_the_entries_of_root_only_directories_on_the_way(tmp_path
     view = view_for([private / "shown" / "deeper"], FIRST_UID, FIRST_UID)
     assert (str(private), ("shown",)) in view
     assert all(directory != str(private / "shown") for directory, _ in view)
+
+
+def test_in_the_state_directory_a_job_sees_only_what_it_was_given(start_agent: Callable[..., AgentProc],
+                                                                 events: Events) -> None:
+    agent = start_agent()
+    account_dir = agent.state_dir / "fileshares" / AZURITE_ACCOUNT.lower()
+    (account_dir / "others").mkdir(parents=True, exist_ok=True)
+    (account_dir / "others" / "data.txt").write_text("another workspace's data\n")
+    name = f"mine{uuid.uuid4().hex[:6]}"
+    share = {"accountName": AZURITE_ACCOUNT, "azureFileUrl": f"https://{AZURITE_ACCOUNT}.file.core.windows.net/{name}",
+             "credentials": {"accountKey": AZURITE_KEY}, "relativeMountPath": "afs"}
+    command = (f'ls {account_dir}; ls {agent.state_dir}; cat {account_dir}/others/data.txt; echo "rc=$?"; '
+               'echo mine > "$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/written.txt"')
+    a, exited = run(agent, events, job_props(command, mountVolumes={"azureFileShares": [share]}))
+    assert exited["exit_code"] == 0, exited
+    out = stdout(agent, a)
+    assert out.splitlines()[0] == name and "another workspace's data" not in out and "rc=1" in out, out
+    assert (account_dir / name / "written.txt").read_text() == "mine\n"
+
+
+def test_a_hidden_root_shows_only_the_entries_on_the_way(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    for name in ("nodes/n1/jobs/a", "nodes/n2", "fileshares/acct/s1", "fileshares/acct/s2", "azurite"):
+        (state / name).mkdir(parents=True)
+    view = dict(view_for([state / "nodes/n1/jobs/a", state / "fileshares/acct/s1"], FIRST_UID, FIRST_UID,
+                         hidden=[state]))
+    assert view[str(state)] == ("fileshares", "nodes")
+    assert view[str(state / "nodes")] == ("n1",) and view[str(state / "nodes/n1/jobs")] == ("a",)
+    assert view[str(state / "fileshares/acct")] == ("s1",)
