@@ -7,6 +7,8 @@ starts with, and what a task takes from them (`JobIsolation.begin`).
 - View: besides its own directories and the mounts, a job must reach the node's Python (the
   interpreter the node's jobs name); in the process topology it sees nothing else of the stack's
   state directory (other nodes, shares, jobs); see `shared.agent.sandbox`.
+- Accounts: on a machine, a job's user gets an account named after its assignment, so that mpirun
+  reaches the job's user on the gang's other nodes over ssh (`shared.agent.job_accounts`).
 - Network: on a machine, the job uids' traffic to IMDS, the WireServer and the node API is rejected
   (`shared.agent.firewall`); a process node gets no rules (the host's network is not the agent's).
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.agent.firewall import Destination, Firewall
+from shared.agent.job_accounts import JobAccounts
 from shared.agent.job_users import Claim, UserPool, uid_range
 
 
@@ -36,6 +39,7 @@ class JobIsolation:
     firewall: Firewall | None = None
     reachable: tuple[Path, ...] = ()  # paths every job must reach besides its own (the node's Python)
     hidden: tuple[Path, ...] = ()  # where a job sees only what it was given (see shared.agent.sandbox)
+    accounts: JobAccounts | None = None  # a machine's: job users get accounts (ssh between the gang's nodes)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _installed: list[Destination] | None = None
 
@@ -63,4 +67,5 @@ def process_node(state_dir: Path | None = None) -> JobIsolation:
 def machine(closed_urls: Iterable[str]) -> JobIsolation:
     """A machine: users (the agent is root) and the network rules closing `closed_urls` to jobs."""
     first, last = uid_range()
-    return JobIsolation(users=UserPool(), firewall=Firewall(first, last, closed_urls), reachable=node_python())
+    return JobIsolation(users=UserPool(), firewall=Firewall(first, last, closed_urls), reachable=node_python(),
+                        accounts=JobAccounts())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import signal
 from collections.abc import Iterator
@@ -32,10 +33,11 @@ NEXT = "next"
 class JobUser:
     uid: int
     gid: int  # a group of the same number: the job's files are shared with nobody
+    name: str  # the same on every node of the assignment's gang (see shared.agent.job_accounts)
 
-    @property
-    def name(self) -> str:
-        return f"batchai-job-{self.uid}"
+
+def account_name(assignment_id: str) -> str:
+    return "job-" + hashlib.sha256(assignment_id.encode()).hexdigest()[:12]
 
 
 def uid_range() -> tuple[int, int]:
@@ -135,7 +137,7 @@ class UserPool:
             try:
                 if os.pread(fd, 4096, 0).decode() == assignment_id and _in_use(fd):
                     fcntl.flock(fd, fcntl.LOCK_SH)
-                    return Claim(self.pool, JobUser(int(entry.name), int(entry.name)), fd)
+                    return Claim(self.pool, JobUser(int(entry.name), int(entry.name), account_name(assignment_id)), fd)
             except BaseException:
                 os.close(fd)
                 raise
@@ -155,7 +157,7 @@ class UserPool:
         os.ftruncate(fd, 0)
         os.pwrite(fd, assignment_id.encode(), 0)
         fcntl.flock(fd, fcntl.LOCK_SH)  # from exclusive to shared: other tasks of the assignment may join
-        return Claim(self.pool, JobUser(uid, uid), fd)
+        return Claim(self.pool, JobUser(uid, uid, account_name(assignment_id)), fd)
 
 
 def _in_use(fd: int) -> bool:

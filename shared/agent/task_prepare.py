@@ -16,6 +16,7 @@ from shared.agent.environment import SecretReader, resolve_secrets, task_env
 from shared.agent.execution_log import ExecutionLog, secret_values
 from shared.agent.firewall import FirewallError
 from shared.agent.isolation import JobIsolation
+from shared.agent.job_accounts import JobAccounts
 from shared.agent.job_dirs import PreparedDirs, lock_away, prepare
 from shared.agent.job_users import Claim, JobUser
 from shared.agent.layout import NodeLayout, TaskDirs, task_dirs
@@ -39,6 +40,7 @@ class PreparedTask:
     held: PreparedDirs | None = None
     env: dict[str, str] = field(default_factory=dict)
     run_as: RunAs | None = None
+    accounts: JobAccounts | None = None  # where the job user's account was made (removed with it)
 
     @property
     def user(self) -> JobUser | None:
@@ -63,6 +65,8 @@ class PreparedTask:
                 ended = self.claim.release()
                 if ended:
                     log.write(f"job user: {ended} process(es) the job left running were ended")
+                if ended is not None and self.accounts is not None:
+                    self.accounts.remove(self.claim.user.name)
         finally:
             try:
                 for volumes in reversed(self.volumes):
@@ -123,6 +127,15 @@ def prepare_task(a: AssignedTask, layout: NodeLayout, prepared: PreparedTask, lo
     log.write(f"directories: working {dirs.wd}, temp {dirs.job_temp}, stdout/stderr {held.stdouterr.path}"
               + "".join(f", output {k} {v.path}" for k, v in held.outputs.items()))
     env = prepared.env = task_env(base_env, dirs, a, gpus, plan.env, user.name if user else None)
+    if user is not None and isolation.accounts is not None:
+        prepared.accounts = isolation.accounts
+        try:
+            rsh = isolation.accounts.create(user.name, user.uid, user.gid, dirs.home, a.assignment_id)
+        except OSError as error:
+            raise TaskStartError("TaskPreparationFailed", f"cannot make the job's account: {error}") from error
+        if rsh is not None:
+            env["OMPI_MCA_plm_rsh_agent"] = str(rsh)
+        log.write(f"job account {user.name}" + (" (ssh to the gang's nodes)" if rsh is not None else ""))
     names = sorted({v["name"] for v in a.job.get("environmentVariables") or []})
     log.write(f"environment: {len(env)} variables, of the job: {', '.join(names) or 'none'}; "
               f"secrets: {len(a.job.get('secrets') or [])}")

@@ -123,7 +123,7 @@ def test_the_pool_gives_each_assignment_its_own_uid_and_shares_it_within_one(tmp
     pool = UserPool(tmp_path / "pool", first=FIRST_UID + POOL_SIZE - 50, size=3)
     a1, b1 = pool.claim("a"), pool.claim("b")
     a2 = pool.claim("a")  # another task of assignment a on this host (a gang node of the same machine)
-    assert a1.user == a2.user and a1.user != b1.user
+    assert a1.user == a2.user and a1.user.uid != b1.user.uid and a1.user.name != b1.user.name
     c1 = pool.claim("c")
     with pytest.raises(RuntimeError):
         pool.claim("d")  # three in use
@@ -131,7 +131,7 @@ def test_the_pool_gives_each_assignment_its_own_uid_and_shares_it_within_one(tmp
     with pytest.raises(RuntimeError):
         pool.claim("d")  # a2 still holds a's uid
     a2.release()
-    assert pool.claim("d").user == a1.user
+    assert pool.claim("d").user.uid == a1.user.uid
     b1.release()
     c1.release()
 
