@@ -13,7 +13,8 @@ Machine (a VM, or an emulator machine): ``python -m shared.agent --config /etc/b
 the private IP IMDS reports, storage is reached with scoped SAS from the node credentials API
 (no account key on the machine), Scheduled Events are polled at the config's IMDS, cluster volumes
 are checked and job volumes mounted for real. Messages are verified with the key the credentials
-name; Key Vault references are read with the machine's identity.
+name; Key Vault references are read with the machine's identity. Jobs cannot reach the machine's
+IMDS or the node API (see shared.agent.firewall).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shared.agent.agent import Agent, AgentOptions
 from shared.agent.config import AgentConfig
 from shared.agent.environment import SecretReader
 from shared.agent.imds import ImdsClient
+from shared.agent.isolation import machine
 from shared.agent.machine_mounts import MachineMounter, run_command
 from shared.agent.node_api import NodeApi
 from shared.agent.node_storage import KeyedStorage
@@ -67,6 +69,7 @@ def machine_options(config: AgentConfig, heartbeat_s: float, settings: Settings)
         mount_root=config.mount_root,
         machine_mounts=MachineMounter(run_command, config.storage_endpoints, config.file_server_ips),
         scheduled_events_url=imds.scheduled_events_url, vm_name=vm_name, declared_gpus=config.gpus,
+        isolation=machine([config.imds_url, config.service_url]),
         poll_max_s=settings.agent_poll_max_s, poll_min_s=min(settings.agent_poll_min_s, settings.agent_poll_max_s))
 
 

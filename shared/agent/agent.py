@@ -35,12 +35,13 @@ from typing import Any
 from azure.storage.queue import QueueMessage
 
 from shared.adapters.message_signing import BadMessage, MessageVerifier
-from shared.agent.blobsync import BlobMount
 from shared.agent.environment import SecretReader, base_env
 from shared.agent.inventory import inventory
+from shared.agent.isolation import JobIsolation, process_node
 from shared.agent.layout import NodeLayout
 from shared.agent.ledger import Ledger
 from shared.agent.machine_mounts import MachineMounter
+from shared.agent.mount_plan import mount_targets
 from shared.agent.mounts import MountedVolumes, Mounter
 from shared.agent.node_api import NodeApi, NodeApiRefused
 from shared.agent.node_storage import NodeStorage
@@ -80,6 +81,7 @@ class AgentOptions:
     declared_gpus: int | None = None  # GPUs the agent cannot see itself
     poll_max_s: float = 1.0
     poll_min_s: float = 0.1  # the first waits after activity (a message, a task's end), doubling up to poll_max_s
+    isolation: JobIsolation | None = None  # how jobs are kept apart here; None: a process node's
 
 
 class Agent:
@@ -103,7 +105,7 @@ class Agent:
         self._setup_control = TaskControl()
         self.node = NodeContext(options.storage, self.layout, self.channel, int(self.inventory["gpus"]),
                                 base_env(os.environ), self.mount_cluster, self.mount_job, self.give_up,
-                                options.read_secret)
+                                options.read_secret, options.isolation or process_node(options.state_dir))
         self._verifiers: dict[str, MessageVerifier] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -316,19 +318,21 @@ class Agent:
             self.channel.send("node-unusable", error=result.error)
         log.info("node setup: %s", "ready" if result.ready else result.error)
 
-    def mount_cluster(self, cluster: dict[str, Any]) -> list[BlobMount]:
+    def mount_cluster(self, cluster: dict[str, Any]) -> MountedVolumes:
+        volumes, root = cluster_volumes(cluster), self.layout.mount_root
         with self._mount_lock:
             if self.options.machine_mounts is not None:
-                return self.options.machine_mounts.verify_cluster(cluster_volumes(cluster), self.layout.mount_root)
+                self.options.machine_mounts.verify_cluster(volumes, root)
+                return MountedVolumes(sources=[target for _, target in mount_targets(volumes, root)])
             return Mounter(self.options.storage, self.options.state_dir, self.layout.sync_dir, self.give_up,
-                           self.node.base_env).mount(cluster_volumes(cluster), self.layout.mount_root)
+                           self.node.base_env).mount(volumes, root)
 
     def mount_job(self, volumes: dict[str, Any] | None, root: Path, job_dir: Path) -> MountedVolumes:
         if self.options.machine_mounts is not None:
             return self.options.machine_mounts.mount_job(volumes, root, job_dir)
         mounter = Mounter(self.options.storage, self.options.state_dir, job_dir / "sync", self.give_up,
                           self.node.base_env)
-        return MountedVolumes(blob_mounts=mounter.mount(volumes, root))
+        return mounter.mount(volumes, root, commands=False)
 
     # --- background ---------------------------------------------------------------------------
 

@@ -4,8 +4,12 @@ Works with Docker and with podman's Docker-compatible service. A task whose job 
 never falls back to the host: an unreachable engine is a `TaskStartError`.
 
 A container runs the task's command under bash when the image has it, else sh, with the launch's
-environment (minus the host-only variables that would hide the image's own, such as PATH), its bind
-mounts at the same paths, the host network for multi-node jobs and the GPUs of the task. Its stdout
+environment (the job's allow-listed one, see shared.agent.environment, minus the variables that would
+hide the image's own, such as PATH; HOME is the job's), its bind mounts at the same paths, the host
+network for multi-node jobs and the GPUs of the task. It runs as the job's user (`run_as`), never as
+root: in a rootful engine the container's root is the host's, which could read every bind and every
+other job's files; an image that needs root for its setup must be built with it (its files stay
+readable to any user), and the job's own directories are its user's. Its stdout
 and stderr are streamed into the launch's files while it runs; the container is removed once they
 are drained. Podman notes (see notes/containers.md): no ulimits are passed (any would replace the
 engine's defaults), and containers are removed explicitly, never with auto-remove.
@@ -26,6 +30,7 @@ from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 from docker.types import DeviceRequest
 
+from shared.agent.confine import open_file
 from shared.agent.container_images import SecretReader, ensure_image
 from shared.agent.runtime import TaskLaunch, TaskStartError
 
@@ -102,12 +107,15 @@ def create_options(launch: TaskLaunch) -> dict[str, Any]:
     options: dict[str, Any] = {
         "entrypoint": ["/bin/sh", "-c"],
         "command": [_SHELL_SCRIPT, "batchai-task", launch.command],
-        "environment": {k: v for k, v in launch.env.items() if k not in HOST_ONLY_ENV},
+        "environment": {k: v for k, v in launch.env.items() if k not in HOST_ONLY_ENV}
+        | ({"HOME": launch.home} if launch.home else {}),
         "working_dir": launch.cwd or None,
         "volumes": {path: {"bind": path, "mode": "rw"} for path in launch.binds},
         "labels": {LABEL_MANAGED: "true", LABEL_TASK: launch.name, **launch.labels},
         "detach": True,
     }
+    if launch.run_as is not None:
+        options["user"] = f"{launch.run_as.uid}:{launch.run_as.gid}"
     if settings.get("shmSize"):
         options["shm_size"] = settings["shmSize"]
     if launch.host_network:
@@ -128,6 +136,9 @@ class ContainerTask:
         self._streams: list[threading.Thread] = []
         self._stream_errors: list[BaseException] = []
 
+    def describe(self) -> str:
+        return f"container {self.container.id[:12]}"
+
     def begin(self) -> None:
         try:
             self.container.start()
@@ -135,7 +146,7 @@ class ContainerTask:
             _ignore_gone(lambda: self.container.remove(force=True))
             raise TaskStartError("ContainerStartFailed", f"the task's container did not start: {e}") from e
         for path, stdout in ((self.launch.stdout_path, True), (self.launch.stderr_path, False)):
-            out = open(path, "ab")  # noqa: SIM115 - closed by its stream thread
+            out = open_file(path, "ab")  # closed by its stream thread
             thread = threading.Thread(target=self._stream, args=(out, stdout), daemon=True, name=f"logs-{path}")
             thread.start()
             self._streams.append(thread)

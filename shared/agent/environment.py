@@ -1,5 +1,8 @@
-"""The environment a task (or the node setup task) runs with: the node's own environment minus the
-agent's secrets, the user's variables and secrets, the AZ_BATCHAI_* variables, and the toolkit's.
+"""The environment a task (or the node setup task) runs with, built from an allow-list and never the
+agent's own: of the node's environment only the search path, the locale, the time zone and the CA
+settings (`base_env`); then the user's variables and secrets, the AZ_BATCHAI_* variables, the job's
+HOME and TMPDIR (its own directories), and the toolkit's. Whatever else the agent was started with
+(its storage connection string, its service settings) never reaches a task.
 
 Secrets given as Key Vault references are read before the task starts (`resolve_secrets`, with the
 node's reader: its managed identity on a machine; a process node gets them resolved by the service).
@@ -21,13 +24,13 @@ from shared.domain.secret_refs import SecretUnresolved, Slot, resolve
 #: Reads a Key Vault secret's value from its secret URL (https://<vault>/secrets/<name>[/<version>]).
 SecretReader = Callable[[str], str]
 
-#: The agent's own settings (storage keys among them) never reach a task.
-HIDDEN_PREFIXES = ("BATCHAI_",)
-HIDDEN_NAMES = {"AzureWebJobsStorage"}
+#: What of the node's own environment a task gets.
+PASSED = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "SSL_CERT_FILE", "SSL_CERT_DIR"})
+PASSED_PREFIXES = ("LC_",)
 
 
 def base_env(environ: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if not k.startswith(HIDDEN_PREFIXES) and k not in HIDDEN_NAMES}
+    return {k: v for k, v in environ.items() if k in PASSED or k.startswith(PASSED_PREFIXES)}
 
 
 def user_env(variables: list[dict[str, Any]] | None, secrets: list[dict[str, Any]] | None) -> dict[str, str]:
@@ -60,8 +63,11 @@ def resolve_secrets(doc: dict[str, Any], read_secret: SecretReader | None) -> di
 
 
 def task_env(base: Mapping[str, str], dirs: TaskDirs, a: AssignedTask, gpus: int,
-             plan_env: Mapping[str, str]) -> dict[str, str]:
+             plan_env: Mapping[str, str], user_name: str | None = None) -> dict[str, str]:
     env = dict(base)
+    env.update({"HOME": str(dirs.home), "TMPDIR": str(dirs.job_temp)})
+    if user_name:
+        env.update({"USER": user_name, "LOGNAME": user_name})
     env.update(user_env(a.job.get("environmentVariables"), a.job.get("secrets")))
     env.update({
         "AZ_BATCHAI_MOUNT_ROOT": str(dirs.mount_root),

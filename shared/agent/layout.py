@@ -2,7 +2,8 @@
 
 Node (``--workdir``): ``mounts/`` ($AZ_BATCHAI_MOUNT_ROOT, unless the agent config names another),
 ``jobs/<assignment id>/`` (``mounts/`` = $AZ_BATCHAI_JOB_MOUNT_ROOT, ``temp/`` = $AZ_BATCHAI_JOB_TEMP,
-``wd/`` the task's working directory, ``local/`` node-local stand-ins for paths outside the mounts),
+``wd/`` the task's working directory, ``home/`` its $HOME, ``local/`` node-local stand-ins for paths
+outside the mounts, ``execution*.log`` the agent's log of the task, ``sync/`` its blob-mount manifests),
 ``setup/``, ``sync/`` (blob-mount manifests), ``ledger.json``, ``preempt`` (the simulated eviction
 notice).
 
@@ -11,6 +12,7 @@ and stdout/stderr in ``<stdOutErrPathPrefix>/<segment path>/stdouterr``, where t
 ``{sub}/{rg}/workspaces/{ws}/experiments/{exp}/jobs/{job}/{jobOutputDirectoryPathSegment}`` (or the
 segment itself when it is already that full path). A prefix that resolves under a mount root is
 used as is (the files land in the mount); any other prefix maps to the task's ``local/`` directory.
+None of these paths may climb ('..'): a prefix, suffix or segment that does is refused (InvalidPath).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from string import Template
 
 from shared.adapters import local_paths
+from shared.agent.runtime import TaskStartError
 from shared.domain.keys import arm_names
 from shared.domain.messages import AssignedTask
 
@@ -93,6 +96,17 @@ def stream_name(kind: str, task_index: int) -> str:
     return f"{kind}.txt" if task_index == 0 else f"{kind}-{task_index}.txt"
 
 
+def execution_log_name(task_index: int) -> str:
+    """execution.log for task 0, execution-3.log for task 3: what the node did for the task."""
+    return "execution.log" if task_index == 0 else f"execution-{task_index}.log"
+
+
+def no_climbing(path: str, what: str) -> str:
+    if ".." in path.split("/"):
+        raise TaskStartError("InvalidPath", f"{what} {path!r} climbs out of its directory ('..')")
+    return path
+
+
 @dataclass
 class TaskDirs:
     mount_root: Path
@@ -101,16 +115,17 @@ class TaskDirs:
     shared_job_temp: Path
     wd: Path
     stdouterr: Path
+    job_dir: Path = Path()
+    home: Path = Path()
     inputs: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)
 
-    def all_dirs(self) -> list[Path]:
-        return [self.mount_root, self.job_mount_root, self.job_temp, self.shared_job_temp, self.wd, self.stdouterr,
-                *self.outputs.values()]
+    def private_dirs(self) -> list[Path]:
+        """The task's own directories: only its user may enter them."""
+        return [self.wd, self.job_temp, self.home, self.shared_job_temp]
 
-    def create(self) -> None:
-        for d in self.all_dirs():
-            d.mkdir(parents=True, exist_ok=True)
+    def all_dirs(self) -> list[Path]:
+        return [self.mount_root, self.job_mount_root, *self.private_dirs(), self.stdouterr, *self.outputs.values()]
 
 
 def task_dirs(layout: NodeLayout, a: AssignedTask) -> TaskDirs:
@@ -121,18 +136,25 @@ def task_dirs(layout: NodeLayout, a: AssignedTask) -> TaskDirs:
     local = job_dir / "local"
     segment = segment_path(a.job_arm_id, job.get("jobOutputDirectoryPathSegment") or safe_name(a.assignment_id))
 
-    def resolve(prefix: str | None, *rest: str) -> Path:
+    no_climbing(segment, "jobOutputDirectoryPathSegment")
+
+    def resolve(prefix: str | None, what: str, *rest: str) -> Path:
+        for part in rest:
+            no_climbing(part, f"the pathSuffix of {what}")
         tail = "/".join([segment, *[r.strip("/") for r in rest if r.strip("/")]])
         if not prefix:
             return local / tail
-        return localize(f"{expand(prefix, roots).rstrip('/')}/{tail}", [mount_root, job_mount_root], local)
+        return localize(f"{no_climbing(expand(prefix, roots), f'the path prefix of {what}').rstrip('/')}/{tail}",
+                        [mount_root, job_mount_root], local)
 
     dirs = TaskDirs(
         mount_root=mount_root, job_mount_root=job_mount_root, job_temp=job_dir / "temp",
         shared_job_temp=local_paths.shared_job_temp_dir(layout.state_dir, safe_name(a.assignment_id)),
-        wd=job_dir / "wd", stdouterr=resolve(job.get("stdOutErrPathPrefix"), "stdouterr"))
+        wd=job_dir / "wd", stdouterr=resolve(job.get("stdOutErrPathPrefix"), "stdouterr", "stdouterr"),
+        job_dir=job_dir, home=job_dir / "home")
     for d in job.get("inputDirectories") or []:
         dirs.inputs[d["id"]] = expand(d["path"], roots)
     for d in job.get("outputDirectories") or []:
-        dirs.outputs[d["id"]] = resolve(d.get("pathPrefix"), "outputs", d.get("pathSuffix") or "")
+        dirs.outputs[d["id"]] = resolve(d.get("pathPrefix"), f"output directory {d['id']}", "outputs",
+                                        d.get("pathSuffix") or "")
     return dirs

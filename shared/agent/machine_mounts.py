@@ -77,7 +77,12 @@ class MachineMounter:
         return []
 
     def mount_job(self, volumes: Mapping[str, Any] | None, root: Path, job_dir: Path) -> MountedVolumes:
-        """Mount a job's volumes under `root`; undone by the result's `release`. Raises TaskStartError."""
+        """Mount a job's volumes under `root`; undone by the result's `release`. Raises TaskStartError.
+        A job's unmanaged file systems are refused: their mountCommand would run as root on the node
+        (cloud-init runs the cluster's, when the node boots)."""
+        if (volumes or {}).get("unmanagedFileSystems"):
+            raise TaskStartError("MountFailed", "unmanagedFileSystems are mounted only for a cluster (its "
+                                 "mountCommand runs as root on the node when it boots); a job cannot mount one")
         steps = plan_mounts(volumes, root, job_dir / "mount-config", self.endpoints, self.file_server_ips)
         root.mkdir(parents=True, exist_ok=True)
         done: list[MountStep] = []
@@ -88,7 +93,8 @@ class MachineMounter:
         except BaseException:
             self._unmount(done)
             raise
-        return MountedVolumes(release=lambda: self._unmount(done))
+        return MountedVolumes(release=lambda: self._unmount(done), sources=[step.target for step in steps],
+                              log=[f"{step.kind} at {step.target} ({' '.join(step.argv[:4])})" for step in steps])
 
     def _mount(self, step: MountStep) -> None:
         if self.is_mount(step.target):

@@ -8,7 +8,9 @@ task ends):
 - azureBlobFileSystems: ``blobfuse2 mount T --config-file=F``, F (0600) a blobfuse2 config whose
   endpoint comes from the node's storage endpoint templates, the key in $AZURE_STORAGE_ACCESS_KEY;
 - fileServers: ``mount -t nfs <ip>:/data[/sourceDirectory] T -o <mountOptions>``;
-- unmanagedFileSystems: the user's ``mountCommand`` with T appended, run by bash, as Batch AI did.
+- unmanagedFileSystems: the user's ``mountCommand`` with T appended, run by bash, as Batch AI did (the
+  agent runs it for no job: see `shared.agent.machine_mounts`).
+Paths taken from the volumes (relativeMountPath, the share path, sourceDirectory) are plain: no '..'.
 Every step unmounts its target with ``umount T`` (``blobfuse2 unmount T`` for blob containers).
 """
 
@@ -23,6 +25,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from shared.agent.confine import PathEscape, relative_parts
 from shared.agent.runtime import TaskStartError
 
 DEFAULT_MODE = "0777"
@@ -48,10 +51,21 @@ class MountStep:
 
 
 def target_of(root: Path, relative: str | None) -> Path:
-    rel = (relative or "").strip("/")
-    if not rel or ".." in Path(rel).parts:
+    try:
+        parts = relative_parts(relative or "", "relativeMountPath")
+    except PathEscape as error:
+        raise TaskStartError("MountFailed", f"invalid relativeMountPath {relative!r}: {error}") from error
+    if not parts:
         raise TaskStartError("MountFailed", f"invalid relativeMountPath {relative!r}")
-    return root / rel
+    return root.joinpath(*parts)
+
+
+def _plain_path(text: str, what: str) -> str:
+    """`text` as '/a/b' of plain components (no '..', '.', or empty ones): what a share or export path may be."""
+    try:
+        return "".join(f"/{part}" for part in relative_parts(text, what))
+    except PathEscape as error:
+        raise TaskStartError("MountFailed", f"{what} {text!r}: {error}") from error
 
 
 def _key(kind: str, volume: Mapping[str, Any]) -> str:
@@ -66,7 +80,8 @@ def _key(kind: str, volume: Mapping[str, Any]) -> str:
 def _file_share(i: int, share: Mapping[str, Any], root: Path, config_dir: Path) -> MountStep:
     target = target_of(root, share.get("relativeMountPath"))
     url = urlparse(share["azureFileUrl"])
-    if not url.netloc or not url.path.strip("/"):
+    path = _plain_path(url.path, "the share path of azureFileUrl")
+    if not url.netloc or not path or "/" in url.netloc or url.netloc.startswith("."):
         raise TaskStartError("MountFailed", f"azureFileUrl {share['azureFileUrl']!r} names no share")
     credentials = config_dir / f"afs{i}.cred"
     options = (f"vers=3.1.1,credentials={credentials},serverino,nosharesock,actimeo=30,"
@@ -74,7 +89,7 @@ def _file_share(i: int, share: Mapping[str, Any], root: Path, config_dir: Path) 
                f"file_mode={share.get('fileMode') or DEFAULT_MODE}")
     secret = f"username={share['accountName']}\npassword={_key('azureFileShares', share)}\n"
     return MountStep("azureFileShares", target,
-                     ("mount", "-t", "cifs", f"//{url.netloc}{url.path.rstrip('/')}", str(target), "-o", options),
+                     ("mount", "-t", "cifs", f"//{url.netloc}{path}", str(target), "-o", options),
                      files=(SecretFile(credentials, secret, kept=False),), dirs=(target,),
                      unmount=("umount", str(target)))
 
@@ -113,7 +128,7 @@ def _file_server(ref: Mapping[str, Any], root: Path, file_server_ips: Mapping[st
     ip = file_server_ips.get(server_id.lower())
     if not ip:
         raise TaskStartError("MountFailed", f"file server {server_id!r} has no known internal IP on this node")
-    source = f"{ip}:/data" + (f"/{ref['sourceDirectory'].strip('/')}" if ref.get("sourceDirectory") else "")
+    source = f"{ip}:/data" + _plain_path(ref.get("sourceDirectory") or "", "sourceDirectory")
     return MountStep("fileServers", target,
                      ("mount", "-t", "nfs", source, str(target), "-o", ref.get("mountOptions") or DEFAULT_NFS_OPTIONS),
                      dirs=(target,), unmount=("umount", str(target)))

@@ -2,7 +2,12 @@
 A command too long for one argument (the kernel takes at most 128 KiB per argument; the API takes
 command lines of up to 256 KiB) is read by bash from an in-memory file instead.
 
-stdout/stderr go to the launch's files (appended). Stopping signals the whole group: SIGTERM,
+A launch with a user (`run_as`) starts through the launcher of `shared.agent.sandbox`, which drops to
+that user (and gives it its view) before it becomes the command; the launcher, not the command,
+gets the environment's variables through a descriptor, so root never starts with the job's.
+
+stdout/stderr go to the launch's files (appended; opened by the agent, never through a link the job
+put in their place). Stopping signals the whole group: SIGTERM,
 then SIGKILL when anything of the group is still alive after the grace. When the task's shell
 exits on its own, whatever it left running in its group is killed too (unless the runtime is
 told to keep leftovers: a setup task may start daemons on purpose).
@@ -17,6 +22,8 @@ import subprocess
 import threading
 import time
 
+from shared.agent import sandbox
+from shared.agent.confine import open_file
 from shared.agent.runtime import RunningTask, TaskLaunch, TaskStartError
 
 REAP_WAIT_S = 5.0
@@ -49,6 +56,9 @@ class RunningProcess:
         self.pgid = process.pid  # start_new_session: the leader's pid is the group id
         self.kill_leftovers = kill_leftovers
         self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"pid {self.process.pid}"
 
     def _ended(self, returncode: int) -> int:
         if self.kill_leftovers:
@@ -92,17 +102,24 @@ class ProcessRuntime:
         command = launch.command.encode()
         script = _in_memory(command) if len(command) > MAX_ARGUMENT_BYTES else None
         argv = ["bash", "-c", launch.command] if script is None else ["bash", f"/dev/fd/{script}"]
+        fds = [] if script is None else [script]
+        env, cwd = launch.env, launch.cwd
+        if launch.run_as is not None:
+            spec = sandbox.spec_fd(argv, launch.env, launch.cwd, launch.run_as.uid, launch.run_as.gid,
+                                   launch.run_as.view)
+            fds.append(spec)
+            argv, env, cwd = sandbox.launcher_argv(spec), {}, "/"
         try:
-            with open(launch.stdout_path, "ab") as out, open(launch.stderr_path, "ab") as err:
+            with open_file(launch.stdout_path, "ab") as out, open_file(launch.stderr_path, "ab") as err:
                 process = subprocess.Popen(
-                    argv, env=launch.env, cwd=launch.cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                    start_new_session=True, pass_fds=() if script is None else (script,))
+                    argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    start_new_session=True, pass_fds=tuple(fds))
         except OSError as error:
             raise TaskStartError("TaskStartFailed", f"cannot start {launch.name or 'the task'} "
                                  f"(working directory {launch.cwd}): {error}") from error
         finally:
-            if script is not None:
-                os.close(script)
+            for fd in fds:
+                os.close(fd)
         return RunningProcess(process, self.kill_leftovers)
 
 

@@ -2,12 +2,25 @@
 
 A runtime starts one task and writes its stdout/stderr to the files named in the launch; the
 agent streams those files to blob storage. Stopping sends SIGTERM, then SIGKILL after the grace.
+A launch with `run_as` runs as that user (the job's own, see shared.agent.job_users); without it,
+as the agent's (a node setup task, or an agent that is not root).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+#: For each directory on the way to the task's paths that its user may not enter: the entries it
+#: must reach there (see shared.agent.sandbox).
+View = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class RunAs:
+    uid: int
+    gid: int
+    view: View = ()
 
 
 @dataclass
@@ -23,9 +36,14 @@ class TaskLaunch:
     gpus: int = 0
     name: str = ""  # a label for the process or container
     labels: dict[str, str] = field(default_factory=dict)  # extra container labels (job, assignment) for cleanup
+    run_as: RunAs | None = None  # the job's user; None: the agent's own
+    home: str = ""  # $HOME of a container task (the host's is never passed into one)
 
 
 class RunningTask(Protocol):
+    def describe(self) -> str:
+        """What runs, for the task's execution log ("pid 42", "container 3f2a...")."""
+
     def poll(self) -> int | None:
         """The exit code if the task ended, else None."""
 

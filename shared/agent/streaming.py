@@ -4,7 +4,9 @@ Each file is followed from the offset already uploaded; every append names that 
 (``appendpos``), so a retry after a lost response never duplicates bytes, and a storage outage
 only delays the upload: the bytes stay in the file and are sent when storage answers again. The
 blobs come from an `OutputBlobs` (the node's access to its task's output prefix), asked again at
-every flush so that scoped access is renewed while a long task runs.
+every flush so that scoped access is renewed while a long task runs. The files lie where the task
+writes: a file is read only when it is a regular file reached without following a link (a job that
+swaps in a link or a FIFO gets nothing uploaded from it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from shared.agent.confine import open_file
 from shared.agent.node_storage import OutputBlobs
 from shared.agent.retry import NO_SDK_RETRY, Backoff, GaveUp, is_transient
 
@@ -68,11 +71,15 @@ class LogStreamer:
         blob = self.blobs.blob(stream.blob)
         if not stream.created:
             self._create(stream)
-        size = stream.path.stat().st_size if stream.path.exists() else 0
-        while stream.uploaded < size:
-            with open(stream.path, "rb") as f:
-                f.seek(stream.uploaded)
-                chunk = f.read(min(MAX_BLOCK, size - stream.uploaded))
+        while True:
+            try:
+                with open_file(stream.path, "rb") as f:
+                    f.seek(stream.uploaded)
+                    chunk = f.read(MAX_BLOCK)
+            except OSError:  # missing, or not a regular file reached without a link: nothing to send
+                return
+            if not chunk:
+                return
             try:
                 blob.append_block(chunk, appendpos_condition=stream.uploaded, **NO_SDK_RETRY)
             except ResourceNotFoundError:

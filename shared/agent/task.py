@@ -1,30 +1,32 @@
 """Running one assignment (one task of a job) on this node, from its directories to ``task-exited``.
 
-Key Vault references read (the job's and its cluster's, see `environment.resolve_secrets`) ->
-mounts (the cluster's, then the job's, before anything is created under their roots: a task's
-stdout/stderr or output directory may lie on a job volume), directories and environment ->
-``task-started`` -> job preparation (if any) -> the toolkit's command (or serve the gang until
-stopped) -> upload outputs and blob-mount changes -> undo the job's mounts -> ``task-exited`` with
-the exit code, the error and the stop reason. Each assignment runs on its own thread, so that the
-agent keeps reading stop messages while it runs. Every process the task starts on this node shares
-its mounts.
+Preparation (`shared.agent.task_prepare`: Key Vault references, plan, mounts, the job's user and
+network rules, directories, environment) -> ``task-started`` -> job preparation (if any) -> the
+toolkit's command (or serve the gang until stopped) -> upload outputs and blob-mount changes -> let
+go of the job's user, undo the job's mounts -> ``task-exited`` with the exit code, the error and the
+stop reason. Every step goes to the task's execution log (`shared.agent.execution_log`), streamed
+beside its stdout. The job's processes run as the job's own user (`RunAs`), in a container or on the
+node; the agent reaches their files only through the directories it holds (`shared.agent.confine`).
+Each assignment runs on its own thread, so that the agent keeps reading stop messages while it runs.
+Every process the task starts on this node shares its mounts.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.agent.blobsync import BlobMount, upload_tree
-from shared.agent.environment import SecretReader, resolve_secrets, task_env
-from shared.agent.layout import NodeLayout, TaskDirs, stream_name, task_dirs
+from shared.agent.blobsync import upload_tree
+from shared.agent.confine import open_file
+from shared.agent.environment import SecretReader
+from shared.agent.execution_log import ExecutionLog
+from shared.agent.isolation import JobIsolation, process_node
+from shared.agent.layout import NodeLayout, execution_log_name, stream_name
 from shared.agent.mounts import MountedVolumes
 from shared.agent.node_storage import NodeStorage, OutputBlobs
 from shared.agent.process_runtime import ProcessRuntime
@@ -32,11 +34,11 @@ from shared.agent.retry import GaveUp
 from shared.agent.runtime import TaskLaunch, TaskRuntime, TaskStartError
 from shared.agent.streaming import LogStreamer
 from shared.agent.supervise import StopRequest, Supervisor, TaskControl, wall_clock_limit_s
+from shared.agent.task_prepare import MountJob, PreparedTask, prepare_task
 from shared.agent.transport import AgentChannel
-from shared.decisions.toolkits import PlanError, TaskPlan, gang_port, plan_task
 from shared.domain.messages import AssignedTask
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def runtime_for(job: dict[str, Any], read_secret: SecretReader | None = None) -> TaskRuntime:
@@ -52,18 +54,6 @@ def runtime_for(job: dict[str, Any], read_secret: SecretReader | None = None) ->
     return containers.DockerRuntime(read_secret=read_secret)
 
 
-def _binds(dirs: TaskDirs) -> list[str]:
-    """Directories a container needs at the same paths: the task's, and where the mounts' links point."""
-    paths = {str(p) for p in dirs.all_dirs()}
-    for root in (dirs.mount_root, dirs.job_mount_root):
-        for current, subdirs, _ in os.walk(root):
-            for name in subdirs:
-                link = Path(current) / name
-                if link.is_symlink():
-                    paths.add(os.path.realpath(link))
-    return sorted(paths)
-
-
 @dataclass
 class NodeContext:
     """What every task on this node shares."""
@@ -72,11 +62,11 @@ class NodeContext:
     channel: AgentChannel
     gpus: int
     base_env: dict[str, str]
-    mount_cluster: Callable[[dict[str, Any]], list[BlobMount]]
-    # (job mountVolumes, job mount root, the assignment's directory) -> the mounted volumes
-    mount_job: Callable[[dict[str, Any] | None, Path, Path], MountedVolumes]
+    mount_cluster: Callable[[dict[str, Any]], MountedVolumes]
+    mount_job: MountJob
     give_up: threading.Event
     read_secret: SecretReader | None = None  # Key Vault, with the node's identity (None: it has none)
+    isolation: JobIsolation = field(default_factory=process_node)
 
 
 @dataclass
@@ -116,80 +106,88 @@ class TaskRunner:
             except GaveUp:
                 raise
             except Exception as error:  # unforeseen (e.g. storage refused an upload): the task is still reported
-                log.exception("task %s failed in the agent", self.a.assignment_id)
+                logger.exception("task %s failed in the agent", self.a.assignment_id)
                 outcome = Outcome(error={"code": "NodeAgentError", "message": f"{type(error).__name__}: {error}"})
             self._event("task-exited", exit_code=outcome.exit_code, error=outcome.error,
                         stop_reason=outcome.stop_reason)
-            log.info("task %s exited: code %s, stop %s, error %s", self.a.assignment_id, outcome.exit_code,
+            logger.info("task %s exited: code %s, stop %s, error %s", self.a.assignment_id, outcome.exit_code,
                      outcome.stop_reason, (outcome.error or {}).get("code"))
         except GaveUp:
-            log.error("task %s: the agent exits before the task could be reported", self.a.assignment_id)
+            logger.error("task %s: the agent exits before the task could be reported", self.a.assignment_id)
             return
         self.on_done(self.a.assignment_id)
 
     def _run(self) -> Outcome:
         a, node = self.a, self.node
         outcome = Outcome()
-        dirs: TaskDirs | None = None
-        mounts: list[BlobMount] = []
-        job_volumes = MountedVolumes()
         blobs = node.storage.outputs(a.output_container, a.assignment_id)
+        job_dir = node.layout.job_dir(a.assignment_id)
+        name = execution_log_name(a.task_index)
+        log = ExecutionLog(job_dir / name)
+        streamer = LogStreamer(blobs, [(log.path, f"{a.output_prefix.rstrip('/')}/stdouterr/{name}")],
+                               give_up=node.give_up).start()
+        prepared = PreparedTask(a)
         try:
-            a = self.a = dataclasses.replace(a, job=resolve_secrets(a.job, node.read_secret),
-                                             cluster=resolve_secrets(a.cluster, node.read_secret))
+            log.write(f"task {a.task_index} of job {a.job_arm_id} (assignment {a.assignment_id}, attempt "
+                      f"{a.attempt}) on node {node.channel.node_id}")
             try:
-                plan = plan_task(a.job, a.task_index, a.nodes, port=gang_port(a.assignment_id))
-            except PlanError as error:
-                raise TaskStartError(error.code, error.message) from error
-            except (NotImplementedError, ValueError, KeyError) as error:
-                raise TaskStartError("ToolkitNotSupported", str(error)) from error
-            dirs = task_dirs(node.layout, a)
-            mounts = node.mount_cluster(a.cluster)
-            job_volumes = node.mount_job(a.job.get("mountVolumes"), dirs.job_mount_root,
-                                         node.layout.job_dir(a.assignment_id))
-            mounts += job_volumes.blob_mounts
-            try:
-                dirs.create()
-            except OSError as error:
-                raise TaskStartError("TaskPreparationFailed",
-                                     f"cannot create the job's directories: {error}") from error
-            env = task_env(node.base_env, dirs, a, node.gpus, plan.env)
-            runtime = runtime_for(a.job, node.read_secret)
-            if self.control.stop is not None:  # stopped before it started
-                outcome.stop_reason = self.control.stop.reason
-                return outcome
-            self._event("task-started")
-            limit_s = wall_clock_limit_s(a.job)
-            supervisor = Supervisor(self.control, time.monotonic() + limit_s, limit_s)
-            self._execute(runtime, plan, dirs, env, blobs, supervisor, outcome)
-        except TaskStartError as error:
-            outcome.error = {"code": error.code, "message": error.message}
-        finally:
-            try:
-                self._upload(dirs, mounts, blobs, outcome)
+                self._prepare_and_run(prepared, blobs, log, outcome)
             finally:
-                job_volumes.release()
+                try:
+                    self._upload(prepared, blobs, outcome, log)
+                finally:
+                    prepared.release(log)
+            _end(log, outcome)
+            self._keep_log(prepared, log)
+        finally:
+            prepared.close()
+            log.close()
+            _close(streamer, outcome)
         return outcome
 
-    def _launch(self, command: str, dirs: TaskDirs, env: dict[str, str], stdout: Path, stderr: Path,
-                name: str) -> TaskLaunch:
-        return TaskLaunch(command=command, env=env, cwd=str(dirs.wd), stdout_path=str(stdout),
-                          stderr_path=str(stderr), container=self.a.job.get("containerSettings"),
-                          binds=_binds(dirs), host_network=True, gpus=self.node.gpus, name=name,
-                          labels={"batchai.assignment": self.a.assignment_id,
-                                  "batchai.node": self.node.channel.node_id})
+    def _prepare_and_run(self, prepared: PreparedTask, blobs: OutputBlobs, log: ExecutionLog,
+                         outcome: Outcome) -> None:
+        node = self.node
+        try:
+            prepare_task(self.a, node.layout, prepared, log, node.read_secret, node.mount_cluster, node.mount_job,
+                         node.isolation, node.base_env, node.gpus)
+            self.a = prepared.task
+            runtime = runtime_for(self.a.job, node.read_secret)
+            if self.control.stop is not None:  # stopped before it started
+                outcome.stop_reason = self.control.stop.reason
+                log.write(f"stopped before it started ({outcome.stop_reason})")
+                return
+            self._event("task-started")
+            limit_s = wall_clock_limit_s(self.a.job)
+            supervisor = Supervisor(self.control, time.monotonic() + limit_s, limit_s)
+            self._execute(runtime, prepared, blobs, supervisor, outcome, log)
+        except TaskStartError as error:
+            outcome.error = {"code": error.code, "message": error.message}
 
-    def _execute(self, runtime: TaskRuntime, plan: TaskPlan, dirs: TaskDirs, env: dict[str, str],
-                 blobs: OutputBlobs, supervisor: Supervisor, outcome: Outcome) -> None:
-        a = self.a
+    def _launch(self, command: str, prepared: PreparedTask, stdout: Path, stderr: Path, name: str) -> TaskLaunch:
+        assert prepared.dirs is not None
+        return TaskLaunch(command=command, env=prepared.env, cwd=str(prepared.dirs.wd), stdout_path=str(stdout),
+                          stderr_path=str(stderr), container=self.a.job.get("containerSettings"),
+                          binds=prepared.binds(), host_network=True, gpus=self.node.gpus, name=name,
+                          labels={"batchai.assignment": self.a.assignment_id,
+                                  "batchai.node": self.node.channel.node_id},
+                          run_as=prepared.run_as, home=str(prepared.dirs.home))
+
+    def _execute(self, runtime: TaskRuntime, prepared: PreparedTask, blobs: OutputBlobs, supervisor: Supervisor,
+                 outcome: Outcome, log: ExecutionLog) -> None:
+        a, plan, held = self.a, prepared.plan, prepared.held
+        assert plan is not None and held is not None
         prefix = a.output_prefix.rstrip("/")
+        image = ((a.job.get("containerSettings") or {}).get("imageSourceRegistry") or {}).get("image")
+        if image:
+            log.write(f"container image {image}")
         prep = (a.job.get("jobPreparation") or {}).get("commandLine")
         if prep:
             suffix = "" if a.task_index == 0 else f"-{a.task_index}"
-            files = {k: dirs.stdouterr / f"{k}-job_prep{suffix}.txt" for k in ("stdout", "stderr")}
+            files = {k: held.file(f"{k}-job_prep{suffix}.txt") for k in ("stdout", "stderr")}
             code, stop = self._run_streamed(runtime, supervisor, blobs, self._launch(
-                prep, dirs, env, files["stdout"], files["stderr"], f"{a.job_key}-{a.task_index}-prep"),
-                [(files[k], f"{prefix}/stdouterr/{files[k].name}") for k in files])
+                prep, prepared, files["stdout"], files["stderr"], f"{a.job_key}-{a.task_index}-prep"),
+                [(files[k], f"{prefix}/stdouterr/{files[k].name}") for k in files], log, "job preparation")
             if stop is not None:
                 outcome.exit_code, outcome.stop_reason, outcome.error = code, stop.reason, stop.error
                 return
@@ -199,48 +197,87 @@ class TaskRunner:
                                  "message": f"job preparation exited with code {code}: {tail_text(files['stderr'])}"}
                 return
         if plan.command is None:
+            log.write("serving the gang until stopped")
             stop = supervisor.serve()
             outcome.exit_code, outcome.stop_reason = 0, stop.reason
             return
-        files = {k: dirs.stdouterr / stream_name(k, a.task_index) for k in ("stdout", "stderr")}
-        per_process = [dirs.stdouterr / name for p in plan.processes for name in p.output_files()]
+        files = {k: held.file(stream_name(k, a.task_index)) for k in ("stdout", "stderr")}
+        per_process = [held.file(name) for p in plan.processes for name in p.output_files()]
         code, stop = self._run_streamed(runtime, supervisor, blobs, self._launch(
-            plan.command, dirs, env, files["stdout"], files["stderr"], f"{a.job_key}-{a.task_index}"),
-            [(path, f"{prefix}/stdouterr/{path.name}") for path in (*files.values(), *per_process)])
+            plan.command, prepared, files["stdout"], files["stderr"], f"{a.job_key}-{a.task_index}"),
+            [(path, f"{prefix}/stdouterr/{path.name}") for path in (*files.values(), *per_process)], log, "command")
         outcome.exit_code = code
         if stop is not None:
             outcome.stop_reason, outcome.error = stop.reason, stop.error
 
     def _run_streamed(self, runtime: TaskRuntime, supervisor: Supervisor, blobs: OutputBlobs, launch: TaskLaunch,
-                      streams: list[tuple[Path, str]]) -> tuple[int | None, StopRequest | None]:
-        for path, _ in streams:
-            path.touch()
+                      streams: list[tuple[Path, str]], log: ExecutionLog,
+                      what: str) -> tuple[int | None, StopRequest | None]:
         streamer = LogStreamer(blobs, streams, give_up=self.node.give_up).start()
+        user = f"uid {launch.run_as.uid}" if launch.run_as else "the agent's user"
         try:
             running = runtime.start(launch)
-            return supervisor.run(running)
+            log.write(f"{what} started ({running.describe()}, {user})")
+            code, stop = supervisor.run(running)
+            if stop is not None:
+                log.write(f"{what} stopped ({stop.reason}), exit code {code}")
+            else:
+                log.write(f"{what} exited with code {code}")
+            return code, stop
         finally:
             streamer.close()
 
-    def _upload(self, dirs: TaskDirs | None, mounts: list[BlobMount], blobs: OutputBlobs, outcome: Outcome) -> None:
+    def _upload(self, prepared: PreparedTask, blobs: OutputBlobs, outcome: Outcome, log: ExecutionLog) -> None:
         """Outputs and blob-mount changes go up whatever happened; a failure here is the task's error."""
         try:
-            for output_id, path in (dirs.outputs.items() if dirs else []):
-                upload_tree(blobs, path, f"{self.a.output_prefix.rstrip('/')}/outputs/{output_id}",
-                            self.node.give_up)
-            for mount in mounts:
-                mount.upload_changes()
+            for output_id, held in (prepared.held.outputs.items() if prepared.held else []):
+                count = upload_tree(blobs, Path(f"/proc/self/fd/{held.fd}"),
+                                    f"{self.a.output_prefix.rstrip('/')}/outputs/{output_id}", self.node.give_up)
+                log.write(f"output {output_id}: {count} file(s) uploaded")
+            for volumes in prepared.volumes:
+                for mount in volumes.blob_mounts:
+                    count = mount.upload_changes()
+                    log.write(f"blob mount {mount.local_dir}: {count} changed file(s) uploaded")
         except GaveUp:
             raise
         except Exception as error:
+            log.write(f"upload failed: {type(error).__name__}: {error}")
             if outcome.error is None:
                 outcome.error = {"code": "OutputUploadFailed", "message": f"{type(error).__name__}: {error}"}
+
+    def _keep_log(self, prepared: PreparedTask, log: ExecutionLog) -> None:
+        """A copy of the execution log beside stdout.txt (on a share, where users look for it)."""
+        if prepared.held is None:
+            return
+        try:
+            with open_file(prepared.held.stdouterr.entry(log.path.name), "w") as copy:
+                copy.write(log.text())
+        except OSError as error:  # the job put something else there: the blob is the log
+            log.write(f"the log's copy in the stdout/stderr directory was not written: {error}")
+
+
+def _end(log: ExecutionLog, outcome: Outcome) -> None:
+    error = outcome.error or {}
+    log.write(f"task ended: exit code {outcome.exit_code}"
+              + (f", stopped ({outcome.stop_reason})" if outcome.stop_reason else "")
+              + (f", error {error.get('code')}: {error.get('message')}" if error else ""))
+
+
+def _close(streamer: LogStreamer, outcome: Outcome) -> None:
+    try:
+        streamer.close()
+    except GaveUp:
+        raise
+    except Exception as error:
+        if outcome.error is None:
+            outcome.error = {"code": "OutputUploadFailed", "message": f"execution log: {type(error).__name__}: {error}"}
 
 
 def tail_text(path: Path, limit: int = 2000) -> str:
     try:
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - limit))
+        with open_file(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - limit))
             return f.read().decode(errors="replace").strip()
     except OSError:
         return ""

@@ -12,7 +12,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters import service_identity, storage
+from shared.adapters import local_paths, service_identity, storage
 from shared.adapters.message_signing import MessageSigner, new_key
 from shared.config import AZURITE_ACCOUNT
 from shared.domain.messages import Assignment
@@ -97,15 +97,14 @@ def test_no_secret_travels_through_a_queue(start_agent: Callable[..., AgentProc]
     node_id, cluster_key = new_node_id(), new_cluster_key()
     secrets = {"job": f"job-{uuid.uuid4().hex}", "setup": f"setup-{uuid.uuid4().hex}",
                "key": f"key-{uuid.uuid4().hex}", "job-key": f"jobkey-{uuid.uuid4().hex}"}
-    go = tmp_path / "go"
     share = {"accountName": AZURITE_ACCOUNT, "azureFileUrl": f"https://{AZURITE_ACCOUNT}.file.core.windows.net/s",
              "relativeMountPath": "afs"}
+    go = local_paths.fileshare_dir(tmp_path / "state", AZURITE_ACCOUNT, share["azureFileUrl"]) / "go"  # the job sees it
     setup_task = {"commandLine": "true", "secrets": [{"name": "P", "value": secrets["setup"]}]}
     volumes = {"azureFileShares": [{**share, "credentials": {"accountKey": secrets["key"]}}]}
     cluster = {"nodeSetup": {"setupTask": setup_task, "mountVolumes": volumes}}
-    job = job_props('echo "secret=$S"; while [ ! -e "$GO" ]; do sleep 0.1; done',
+    job = job_props('echo "secret=$S"; while [ ! -e "$AZ_BATCHAI_JOB_MOUNT_ROOT/jafs/go" ]; do sleep 0.1; done',
                     secrets=[{"name": "S", "value": secrets["job"]}],
-                    environmentVariables=[{"name": "GO", "value": str(go)}],
                     mountVolumes={"azureFileShares": [{**share, "relativeMountPath": "jafs",
                                                        "credentials": {"accountKey": secrets["job-key"]}}]})
     a = assignment(node_id, job, cluster=cluster)

@@ -47,7 +47,7 @@ def test_custom_job_sees_its_environment_and_uploads_outputs(start_agent: Callab
     assert events.wait(agent.node_id, "task-started", a.assignment_id)["task_index"] == 0
     exited = events.wait(agent.node_id, "task-exited", a.assignment_id, timeout=30)
     assert exited["exit_code"] == 0 and "error" not in exited, exited
-    stdout = blob_text(agent.conn, f"{a.output_prefix}/stdouterr/stdout.txt") or ""
+    stdout = "\n" + (blob_text(agent.conn, f"{a.output_prefix}/stdouterr/stdout.txt") or "")  # a line may be first
     for var in ("AZ_BATCHAI_MOUNT_ROOT", "AZ_BATCHAI_JOB_MOUNT_ROOT", "AZ_BATCHAI_OUTPUT_MODEL",
                 "AZ_BATCHAI_INPUT_DATA", "AZ_BATCHAI_JOB_TEMP", "AZ_BATCHAI_SHARED_JOB_TEMP",
                 "AZ_BATCHAI_STDOUTERR_DIR", "AZ_BATCHAI_TASK_INDEX", "AZ_BATCHAI_NUM_GPUS"):
