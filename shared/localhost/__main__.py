@@ -1,6 +1,9 @@
 """`python -m shared.localhost --app function_app --port N --state-dir DIR`: the local trigger host.
 
-Logs go to stderr and to `<state-dir>/logs/host.log`; SIGTERM or SIGINT stops it gracefully.
+Logs go to stderr and to `<state-dir>/logs/host.log`; SIGTERM or SIGINT stops it gracefully: no new
+work, running functions get the shutdown grace, then the process exits. Threads still blocked in a
+storage call then (a function past the grace, a poll of storage that is down) are abandoned, not
+waited for: what they held comes back to its queue when its lease ends.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from logging.handlers import RotatingFileHandler
@@ -66,9 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     options, to_stderr = _parse(argv)
     _configure_logging(options.state_dir, to_stderr)
     sys.path.insert(0, str(Path.cwd()))
-    asyncio.run(_main(options))
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_main(options))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()  # unlike asyncio.run, does not wait for threads blocked in storage calls
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    logging.shutdown()
+    os._exit(code)  # the threads `loop.close` left are not joined either

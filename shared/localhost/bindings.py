@@ -18,7 +18,7 @@ from typing import Any
 
 import azure.functions as func
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.queue import QueueClient
+from azure.storage.queue import LinearRetry, QueueClient
 
 from shared.adapters import queue_signals, storage
 from shared.localhost.hostjson import resolve_settings
@@ -137,6 +137,20 @@ def encode_message(text: str, encoding: str) -> str:
 def raw_queue(conn: str, name: str) -> QueueClient:
     """A queue client that sends and receives message text as is (the host does the encoding)."""
     return QueueClient.from_connection_string(conn, name, **storage.client_options(conn))
+
+
+def poll_options(conn: str, retry: type[Any] = LinearRetry) -> dict[str, Any]:
+    """SDK client options for the host's own polling (`retry`: that SDK's LinearRetry): one quick
+    retry. A poll runs in a thread that cannot be interrupted, so the SDK's default backoff (15 s,
+    then 45 s) would hold the trigger loop, and a stop, that long while storage is down; the loop
+    waits between failed polls instead."""
+    return {**storage.client_options(conn),
+            "retry_policy": retry(backoff=1, retry_total=1, random_jitter_range=0)}
+
+
+def poll_queue(conn: str, name: str) -> QueueClient:
+    """The client a queue listener polls with (message text as is, quick retries)."""
+    return QueueClient.from_connection_string(conn, name, **poll_options(conn))
 
 
 def send_text(conn: str, queue_name: str, text: str, encoding: str) -> None:

@@ -16,9 +16,9 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 from azure.functions.blob import InputStream
-from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient, LinearRetry
 
-from shared.localhost.bindings import FunctionSpec
+from shared.localhost.bindings import FunctionSpec, poll_options
 from shared.localhost.hoststore import HostStore, Receipt
 from shared.localhost.invoke import Invoker
 
@@ -63,7 +63,7 @@ class BlobScanner:
         self.interval_s = interval_s
         self.path = BlobPath.parse(str(spec.trigger["path"]))
         self._container: ContainerClient = BlobServiceClient.from_connection_string(
-            spec.connection).get_container_client(self.path.container)
+            spec.connection, **poll_options(spec.connection, LinearRetry)).get_container_client(self.path.container)
         self._done: set[tuple[str, str]] = set()
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
 

@@ -148,13 +148,16 @@ class Host:
         runners = self.runners(invoker)
         observer = _queue_observer([r for _, r in runners if isinstance(r, QueueListener)])
         queue_signals.subscribe(observer)
-        tasks = [asyncio.create_task(_supervise(name, r.run, stop)) for name, r in runners]
+        tasks = [asyncio.create_task(_supervise(name, r.run, stop), name=name) for name, r in runners]
         log.info("Host '%s' started: %d functions", self.host_id, len(self.http) + len(self.specs))
         if on_ready:
             on_ready(self)
         await stop.wait()
         log.info("Stopping: no new work; waiting up to %.0f s for running functions", self.options.shutdown_grace_s)
-        await asyncio.wait(tasks, timeout=self.options.shutdown_grace_s)
+        _, pending = await asyncio.wait(tasks, timeout=self.options.shutdown_grace_s)
+        if pending:
+            log.warning("Trigger loops still busy after %.0f s: %s", self.options.shutdown_grace_s,
+                        ", ".join(sorted(t.get_name() for t in pending)))
         queue_signals.unsubscribe(observer)
         for _, r in runners:
             drain = getattr(r, "drain", None)

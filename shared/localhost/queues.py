@@ -20,13 +20,14 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.functions.queue import QueueMessage as FunctionQueueMessage
 from azure.storage.queue import QueueClient, QueueMessage
 
-from shared.localhost.bindings import FunctionSpec, raw_queue, send_text
+from shared.localhost.bindings import FunctionSpec, poll_queue, send_text
 from shared.localhost.hostjson import QueueOptions
 from shared.localhost.invoke import Invoker
 
 log = logging.getLogger("batchai.localhost")
 
 MIN_POLL_S = 0.1
+MAX_ERROR_WAIT_S = 5.0  # between polls that failed (storage down): 0.5 s, doubling up to this
 DEFAULT_LEASE_S = 600.0  # the host takes a message for 10 minutes and renews halfway
 
 
@@ -60,7 +61,7 @@ class QueueListener:
         self.rng = rng or random.Random()
         self.queue_name = str(spec.trigger["queueName"]).lower()
         self._conn = spec.connection
-        self._client: QueueClient = raw_queue(self._conn, self.queue_name)
+        self._client: QueueClient = poll_queue(self._conn, self.queue_name)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -81,6 +82,7 @@ class QueueListener:
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = MIN_POLL_S
+        failures = 0
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         log.info("Listening to queue '%s' for '%s'", self.queue_name, self.spec.name)
         while not stop.is_set():
@@ -91,8 +93,12 @@ class QueueListener:
             try:
                 messages = await asyncio.to_thread(self._receive)
             except AzureError as e:
-                log.warning("Polling queue '%s' failed (%s); retrying", self.queue_name, e)
-                messages = []
+                failures += 1
+                wait = min(MAX_ERROR_WAIT_S, 0.5 * 2 ** (failures - 1))
+                log.warning("Polling queue '%s' failed (%s); retrying in %.1f s", self.queue_name, e, wait)
+                await self._sleep(stop, wait)
+                continue
+            failures = 0
             if messages:
                 delay = MIN_POLL_S
                 for m in messages:
@@ -152,15 +158,24 @@ class QueueListener:
                         m.id, self.queue_name)
 
     async def _renew(self, m: QueueMessage, receipt: list[Any]) -> None:
+        """Renew the lease halfway through it; a failed renewal is tried again soon (the lease has time
+        left), until the message is gone or its receipt stale."""
+        wait = self.lease_s / 2
         while True:
-            await asyncio.sleep(self.lease_s / 2)
+            await asyncio.sleep(wait)
             try:
                 updated = await asyncio.to_thread(self._client.update_message, m.id, receipt[0],
                                                   visibility_timeout=int(self.lease_s))
-            except AzureError as e:
-                log.warning("Renewing the lease of message %s on '%s' failed (%s)", m.id, self.queue_name, e)
+            except ResourceNotFoundError as e:
+                log.warning("Message %s on '%s' lost its lease (%s)", m.id, self.queue_name, e)
                 return
+            except AzureError as e:
+                wait = min(self.lease_s / 8, MAX_ERROR_WAIT_S)
+                log.warning("Renewing the lease of message %s on '%s' failed (%s); retrying in %.1f s",
+                            m.id, self.queue_name, e, wait)
+                continue
             receipt[0] = updated.pop_receipt
+            wait = self.lease_s / 2
 
     def _release(self, m: QueueMessage, pop_receipt: str) -> None:
         self._client.update_message(m.id, pop_receipt, visibility_timeout=int(self.options.visibility_timeout_s))

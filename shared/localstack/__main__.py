@@ -19,13 +19,15 @@ def main(argv: list[str] | None = None) -> int:
     state = a.state_dir.resolve()
     if a.command == "up":
         endpoint = start_stack(state)
-        shown = {k: v for k, v in endpoint.to_dict().items() if k != "token"}
+        shown = {k: v for k, v in endpoint.to_dict().items() if k not in ("token", "notices")}
         print(json.dumps(shown, indent=2))
         print(f"endpoint file (with the API token): {endpoint_path(state)}")
         return 0
     if a.command == "down":
-        stop_stack(state)
-        print(f"local stack stopped (state kept in {state})")
+        report = stop_stack(state)
+        killed = sorted(name for name, clean in report.items() if not clean)
+        print(f"local stack stopped (state kept in {state})"
+              + (f"; had to kill {', '.join(killed)} (did not exit on SIGTERM)" if killed else ""))
         return 0
     status = stack_status(state)
     endpoint = read_endpoint(state)

@@ -35,6 +35,7 @@ class Endpoint:
     ports: dict[str, int] = field(default_factory=dict)  # https, blob, queue, table (+ issuer, arm, imds)
     topology: str = "processes"  # "processes" | "machines"
     issuer: str = ""  # the stack's token issuer (its OpenID discovery document: {issuer}/.well-known/...)
+    notices: list[str] = field(default_factory=list)  # what its last start found (storage that did not stop cleanly)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

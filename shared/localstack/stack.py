@@ -1,33 +1,37 @@
 """The one-command local stack: Azurite, the storage the service needs, the token issuer and the owner's
 token, the local trigger host serving function_app.py over https, and the endpoint file clients read.
 
-`start_stack` is idempotent (a running stack is returned as is); `stop_stack` stops the trigger host
-with every process it started (its process group and descendants: node agents) and then Azurite.
-State (Azurite data, TLS, the issuer key, logs, node directories) stays under the state directory.
+`start_stack` is idempotent: a running stack is returned as is, and a stack of which some processes
+died gets those restarted on the same ports while the others keep running. A crashed trigger host is
+restarted alone (storage keeps its in-memory state and the nodes their jobs); a crashed Azurite is
+restarted on its saved data and the start says what its crash may have lost (`Endpoint.notices`).
+`stop_stack` stops each process with SIGTERM, in order: the trigger host (it finishes what it runs),
+the nodes (powered off: the service requeues their jobs at its next start), the local cloud, and
+Azurite last (it saves its data and exits). State (Azurite data, TLS, the issuer key, logs, node
+directories) stays under the state directory.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
+import logging
 import os
-import signal
 import socket
-import ssl
-import subprocess
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import psutil
 
 from shared.adapters import message_signing, secret_box, storage
+from shared.adapters.compute import local
+from shared.config import AZURITE_ACCOUNT, AZURITE_KEY
 from shared.emulator.network import ensure_network, remove_network
 from shared.localhost.hostjson import HostConfig
-from shared.localstack import cloud_topology, wheelhouse
-from shared.localstack.azurite import ROOT, free_port, start_azurite, stop_pid
+from shared.localstack import cloud_topology, processes, wheelhouse
+from shared.localstack.azurite import ROOT, Azurite, free_port, start_azurite
 from shared.localstack.endpoint import (
     DEFAULT_RESOURCE_GROUP,
     DEFAULT_SUBSCRIPTION,
@@ -37,6 +41,8 @@ from shared.localstack.endpoint import (
 )
 from shared.localstack.tls import TlsFiles, ensure_tls
 from shared.localstack.token import api_settings, owner_token
+
+log = logging.getLogger("batchai.localstack")
 
 # App settings that make the local stack quick, passed to the trigger host as environment variables.
 # The process environment overrides them, and start_stack(settings=...) overrides both. Timer
@@ -60,10 +66,11 @@ LOCAL_SETTINGS: dict[str, str] = {
 PROCESSES, MACHINES = "processes", "machines"
 DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "https": 7071, "issuer": 7072, "keyvault": 7075}
 MACHINE_PORTS = {**DEFAULT_PORTS, "arm": 7073, "imds": 7074}
-HOST_STOP_GRACE_S = 15.0  # the host waits up to 10 s for running functions
-AZURITE_STOP_GRACE_S = 15.0  # Azurite saves its data on SIGTERM once its connections are idle (~10 s)
-EMULATOR_STOP_GRACE_S = 60.0  # it removes the stack's machines first
-_children: dict[int, subprocess.Popen[bytes]] = {}  # processes this Python process started, reaped on stop
+ROLES = ("azurite", "emulator", "host")
+ROLE_PORTS = {"azurite": ("blob", "queue", "table"), "host": ("https",),
+              "emulator": ("issuer", "keyvault", "arm", "imds")}
+NODE_POWER_OFF_S = 30.0
+PORT_RELEASE_S = 5.0  # a killed process's listening socket may outlive it by a moment
 
 
 def _port_free(port: int) -> bool:
@@ -87,21 +94,23 @@ def _choose_ports(previous: Endpoint | None, fixed: bool, defaults: dict[str, in
     return chosen
 
 
-def _process(pid: int | None, started: float | None) -> psutil.Process | None:
-    """The live process with this pid and start time (never a reused pid), else None."""
-    if not pid:
+def _restart_ports(previous: Endpoint, live: dict[str, bool], defaults: dict[str, int]) -> dict[str, int] | None:
+    """The previous ports, when every port of a role to restart is free again (else None): what still
+    runs (nodes included) keeps talking to the same addresses."""
+    if set(defaults) - set(previous.ports):
         return None
-    try:
-        proc = psutil.Process(pid)
-        if started is not None and abs(proc.create_time() - started) > 0.01:
+    needed = [previous.ports[name] for role in ROLES if not live.get(role)
+              for name in ROLE_PORTS[role] if name in defaults]
+    deadline = time.monotonic() + PORT_RELEASE_S
+    while not all(_port_free(p) for p in needed):
+        if time.monotonic() > deadline:
             return None
-        return None if proc.status() == psutil.STATUS_ZOMBIE else proc
-    except psutil.NoSuchProcess:
-        return None
+        time.sleep(0.05)
+    return dict(previous.ports)
 
 
 def _alive(endpoint: Endpoint, name: str) -> psutil.Process | None:
-    return _process(endpoint.pids.get(name), endpoint.started.get(name))
+    return processes.process(endpoint.pids.get(name), endpoint.started.get(name))
 
 
 def read_endpoint(state_dir: Path | str) -> Endpoint | None:
@@ -109,15 +118,11 @@ def read_endpoint(state_dir: Path | str) -> Endpoint | None:
     return read_endpoint_file(Path(state_dir).resolve())
 
 
-def _roles(endpoint: Endpoint) -> tuple[str, ...]:
-    return ("host", "azurite", "emulator")
-
-
 def stack_status(state_dir: Path | str) -> dict[str, Any]:
     endpoint = read_endpoint(state_dir)
     if endpoint is None:
         return {"running": False, "processes": {}}
-    procs = {name: bool(_alive(endpoint, name)) for name in _roles(endpoint)}
+    procs = {name: bool(_alive(endpoint, name)) for name in ROLES}
     return {"running": all(procs.values()), "processes": {n: endpoint.pids.get(n) if up else None
                                                           for n, up in procs.items()}, "endpoint": endpoint}
 
@@ -147,184 +152,150 @@ def _node_settings(state_dir: Path, bind: str, ports: dict[str, int], tls: TlsFi
             "BATCHAI_LOCAL_ISSUER_DIR": str(state_dir / "local" / "issuer")}
 
 
-def _start_host(state_dir: Path, port: int, env: dict[str, str], app: str, bind: str) -> subprocess.Popen[bytes]:
-    logs = state_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / "host.stderr.log", "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared.localhost", "--app", app, "--port", str(port), "--bind", bind,
-             "--state-dir", str(state_dir), "--no-stderr-log"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)  # its own process group: `down` stops the host and its node agents
-    _children[process.pid] = process
-    return process
+@dataclass
+class _Start:
+    """One start of the stack: what it runs (kept or started), and what it started (stopped on failure)."""
 
+    state_dir: Path
+    ports: dict[str, int]
+    pids: dict[str, int] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+    new: list[str] = field(default_factory=list)
 
-def _log_tail(state_dir: Path, lines: int = 20) -> str:
-    parts = []
-    for name in ("host.stderr.log", "host.log"):
-        path = state_dir / "logs" / name
-        if path.exists():
-            parts.append(f"--- {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
-    return "\n".join(parts)
+    def keep(self, previous: Endpoint, role: str) -> None:
+        self.pids[role], self.started[role] = previous.pids[role], previous.started[role]
 
+    def add(self, role: str, pid: int) -> None:
+        self.pids[role], self.started[role] = pid, psutil.Process(pid).create_time()
+        self.new.append(role)
 
-def _wait_https(endpoint: Endpoint, host: subprocess.Popen[bytes], state_dir: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if host.poll() is not None:
-            raise RuntimeError(f"the trigger host exited with {host.returncode}\n{_log_tail(state_dir)}")
-        try:
-            httpx.get(endpoint.url + "/", verify=ssl.create_default_context(cafile=endpoint.ca_file), timeout=2)
-            return
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the trigger host did not answer at {endpoint.url} in {timeout_s:.0f} s\n"
-                                   f"{_log_tail(state_dir)}") from None
-        time.sleep(0.1)
+    def undo(self) -> None:
+        stops = {"host": lambda p, t: processes.stop_host(p, t), "emulator": processes.stop_emulator,
+                 "azurite": lambda p, t: processes.stop_storage(p, t, self.state_dir / "azurite")}
+        for role in ("host", "emulator", "azurite"):
+            if role in self.new:
+                stops[role](self.pids[role], self.started[role])
 
 
 def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, fixed_ports: bool = True,
                 app: str = "function_app", timeout_s: float = 90.0, topology: str = PROCESSES) -> Endpoint:
-    """Start the stack under `state_dir` (or return the running one) and write its endpoint file.
+    """Start the stack under `state_dir` (or return the running one, or restart the parts of it that
+    died, on the same ports) and write its endpoint file.
 
-    fixed_ports: use the previous or default ports (10000-10002, 7071) where free; False picks free ones.
-    topology: PROCESSES (nodes are agent processes here) or MACHINES (see `cloud_topology`).
+    fixed_ports: for a fresh stack, the previous or default ports (10000-10002, 7071) where free; False
+    picks free ones. topology: PROCESSES (nodes are agent processes here) or MACHINES (see `cloud_topology`).
     """
     state_dir = Path(state_dir).resolve()
     previous = read_endpoint_file(state_dir)
-    if previous and previous.topology == topology and all(_alive(previous, n) for n in _roles(previous)):
+    defaults = MACHINE_PORTS if topology == MACHINES else DEFAULT_PORTS
+    same = previous is not None and previous.topology == topology
+    live = {role: _alive(previous, role) is not None for role in ROLES} if previous and same else {}
+    if previous and same and all(live.values()):
         token = owner_token(state_dir, previous.issuer, previous.token)
         if token != previous.token:  # renewed
             previous.token = token
             write_endpoint_file(state_dir, previous)
         return previous
-    if previous and previous.pids:
-        _stop_processes(previous)  # half of an earlier stack (or the other topology): start afresh
-    ports = _choose_ports(previous if previous and previous.topology == topology else None, fixed_ports,
-                          MACHINE_PORTS if topology == MACHINES else DEFAULT_PORTS)
+    ports = _restart_ports(previous, live, defaults) if previous and same else None
+    if ports is None:  # a fresh start: whatever is left of an earlier stack (or the other topology) stops
+        if previous is not None:
+            _stop_processes(previous, state_dir)
+        live = {}
+        ports = _choose_ports(previous if same else None, fixed_ports, defaults)
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
-    subscription = previous.subscription_id if previous else DEFAULT_SUBSCRIPTION
-    plan = cloud_topology.prepare(state_dir) if topology == MACHINES else None
-    bind = plan.network.gateway if plan else "127.0.0.1"
-    azurite = start_azurite(state_dir / "azurite", ports["blob"], ports["queue"], ports["table"],
-                            log=state_dir / "logs" / "azurite.log", host=bind, accounts=plan.accounts if plan else None)
-    _children[azurite.process.pid] = azurite.process
-    host: subprocess.Popen[bytes] | None = None
-    cloud: subprocess.Popen[bytes] | None = None
+    run = _Start(state_dir, ports)
     try:
-        conn = azurite.connection_string
-        storage.ensure_all(conn)
-        tls = ensure_tls(state_dir / "tls", ips=[bind] if plan else ())
-        env = _host_env(state_dir, conn, settings)
-        pids = {"azurite": azurite.process.pid}
-        data_conn = conn
-        if plan is not None:
-            data_conn = azurite.account_connection_string(cloud_topology.DATA_ACCOUNT)
-            storage.ensure_all(data_conn)
-            wheelhouse.publish(conn, wheelhouse.build_wheelhouse(cloud_topology.NODE_EXTRAS))
-        cloud, ready = cloud_topology.start_emulator(state_dir, subscription, ports, plan)
-        _children[cloud.pid] = cloud
-        pids["emulator"] = cloud.pid
-        machine = cloud_topology.host_settings(plan, azurite, ready, tls, ports["https"], subscription) if plan else {}
-        token = owner_token(state_dir, str(ready["issuer"]), previous.token if previous else None)
-        nodes = _node_settings(state_dir, bind, ports, tls, ready)
-        env = {**env, **cloud_topology.issuer_settings(ready, tls), **api_settings(str(ready["issuer"])), **nodes,
-               **machine, "BatchaiData": data_conn, **(settings or {})}
-        host = _start_host(state_dir, ports["https"], env, app, bind)
-        pids["host"] = host.pid
-        prefix = HostConfig.load(ROOT / "host.json").route_prefix.strip("/")
-        endpoint = Endpoint(
-            url=f"https://{bind}:{ports['https']}" + (f"/{prefix}" if prefix else ""), token=token,
-            ca_file=str(tls.ca_file), storage_connection_string=data_conn, subscription_id=subscription,
-            resource_group=previous.resource_group if previous else DEFAULT_RESOURCE_GROUP,
-            pids=pids, started={n: psutil.Process(p).create_time() for n, p in pids.items()}, ports=ports,
-            topology=topology, issuer=str(ready["issuer"]))
-        write_endpoint_file(state_dir, endpoint)
-        _wait_https(endpoint, host, state_dir, timeout_s)
+        endpoint = _start_parts(run, previous if same else None, live, settings, app, timeout_s, topology)
     except BaseException:
-        if host is not None:
-            _stop_host(host.pid, None)
-        if cloud is not None:
-            _stop_emulator(cloud.pid, None)
-        _stop_azurite(azurite.process.pid, None)
+        run.undo()
         raise
     return endpoint
 
 
-def _signal_all(procs: list[psutil.Process], sig: int) -> None:
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(sig)
+def _start_parts(run: _Start, previous: Endpoint | None, live: dict[str, bool], settings: dict[str, str] | None,
+                 app: str, timeout_s: float, topology: str) -> Endpoint:
+    state_dir, ports = run.state_dir, run.ports
+    subscription = previous.subscription_id if previous else DEFAULT_SUBSCRIPTION
+    plan = cloud_topology.prepare(state_dir) if topology == MACHINES else None
+    bind = plan.network.gateway if plan else "127.0.0.1"
+    accounts = plan.accounts if plan else {AZURITE_ACCOUNT: AZURITE_KEY}
+    notices: list[str] = []
+    if previous and live.get("azurite"):
+        azurite = Azurite(None, ports["blob"], ports["queue"], ports["table"], host=bind, accounts=dict(accounts),
+                          location=state_dir / "azurite", pid=previous.pids["azurite"])
+        run.keep(previous, "azurite")
+    else:
+        azurite = start_azurite(state_dir / "azurite", ports["blob"], ports["queue"], ports["table"],
+                                log=state_dir / "logs" / "azurite.log", host=bind,
+                                accounts=plan.accounts if plan else None)
+        run.add("azurite", processes.remember(azurite.process).pid)  # type: ignore[arg-type]
+        if azurite.unclean:
+            notices.append(azurite.unclean)
+            log.warning("%s", azurite.unclean)
+    conn = azurite.connection_string
+    storage.ensure_all(conn)
+    tls = ensure_tls(state_dir / "tls", ips=[bind] if plan else ())
+    data_conn = conn
+    if plan is not None:
+        data_conn = azurite.account_connection_string(cloud_topology.DATA_ACCOUNT)
+        storage.ensure_all(data_conn)
+        wheelhouse.publish(conn, wheelhouse.build_wheelhouse(cloud_topology.NODE_EXTRAS))
+    if previous and live.get("emulator"):
+        from shared.emulator.__main__ import ready_path
+
+        ready = json.loads(ready_path(state_dir).read_text())
+        run.keep(previous, "emulator")
+    else:
+        cloud, ready = cloud_topology.start_emulator(state_dir, subscription, ports, plan)
+        run.add("emulator", processes.remember(cloud).pid)
+    token = owner_token(state_dir, str(ready["issuer"]), previous.token if previous else None)
+    prefix = HostConfig.load(ROOT / "host.json").route_prefix.strip("/")
+    url = f"https://{bind}:{ports['https']}" + (f"/{prefix}" if prefix else "")
+    host = None
+    if previous and live.get("host"):
+        run.keep(previous, "host")
+    else:
+        machine = cloud_topology.host_settings(plan, azurite, ready, tls, ports["https"], subscription) if plan else {}
+        env = {**_host_env(state_dir, conn, settings), **cloud_topology.issuer_settings(ready, tls),
+               **api_settings(str(ready["issuer"])), **_node_settings(state_dir, bind, ports, tls, ready),
+               **machine, "BatchaiData": data_conn, **(settings or {})}
+        host = processes.start_host(state_dir, ports["https"], env, app, bind)
+        run.add("host", host.pid)
+    endpoint = Endpoint(
+        url=url, token=token, ca_file=str(tls.ca_file), storage_connection_string=data_conn,
+        subscription_id=subscription, resource_group=previous.resource_group if previous else DEFAULT_RESOURCE_GROUP,
+        pids=dict(run.pids), started=dict(run.started), ports=ports, topology=topology, issuer=str(ready["issuer"]),
+        notices=notices)
+    write_endpoint_file(state_dir, endpoint)
+    if host is not None:
+        processes.wait_https(endpoint.url, endpoint.ca_file, host, state_dir, timeout_s)
+    return endpoint
 
 
-def _group_members(pgid: int, since: float | None) -> list[psutil.Process]:
-    """Processes in the host's process group started no earlier than the host (node agents whose
-    parent died included), so a reused process group id is never signalled."""
-    members = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if os.getpgid(proc.pid) == pgid and (since is None or proc.create_time() >= since - 0.01):
-                members.append(proc)
-    return members
+def _stop_processes(endpoint: Endpoint, state_dir: Path) -> dict[str, bool]:
+    """Stop in order: the host (no new work), the nodes (powered off), the local cloud, storage (last:
+    everything else writes to it). Each entry: whether that part stopped on SIGTERM."""
+    def stop(role: str, how: Any) -> bool:
+        pid = endpoint.pids.get(role)
+        return how(pid, endpoint.started.get(role)) if pid else True
+
+    report = {"host": stop("host", processes.stop_host)}
+    local.stop_all(state_dir, grace_s=NODE_POWER_OFF_S)
+    report["emulator"] = stop("emulator", processes.stop_emulator)
+    report["azurite"] = stop("azurite", lambda p, t: processes.stop_storage(p, t, state_dir / "azurite"))
+    return report
 
 
-def _stop_host(pid: int, started: float | None) -> None:
-    """SIGTERM the host, its descendants and its process group; SIGKILL whatever outlives the grace."""
-    family: dict[int, psutil.Process] = {}
-    proc = _process(pid, started)
-    if proc is not None:
-        family[proc.pid] = proc
-        with contextlib.suppress(psutil.NoSuchProcess):
-            family.update({c.pid: c for c in proc.children(recursive=True)})
-    family.update({m.pid: m for m in _group_members(pid, started)})
-    procs = list(family.values())
-    _signal_all(procs, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=HOST_STOP_GRACE_S)
-    _signal_all(alive, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=5)
-    _reap(pid)
-
-
-def _stop_azurite(pid: int, started: float | None) -> None:
-    if _process(pid, started) is not None:
-        stop_pid(pid, AZURITE_STOP_GRACE_S)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    child = _children.pop(pid, None)
-    if child is not None:
-        child.wait(timeout=10)
-
-
-def _stop_emulator(pid: int, started: float | None) -> None:
-    """SIGTERM: the local cloud removes the stack's machines before it exits."""
-    proc = _process(pid, started)
-    if proc is not None:
-        proc.terminate()
-        _, alive = psutil.wait_procs([proc], timeout=EMULATOR_STOP_GRACE_S)
-        _signal_all(alive, signal.SIGKILL)
-    _reap(pid)
-
-
-def _stop_processes(endpoint: Endpoint) -> None:
-    if endpoint.pids.get("host"):
-        _stop_host(endpoint.pids["host"], endpoint.started.get("host"))
-    if endpoint.pids.get("emulator"):
-        _stop_emulator(endpoint.pids["emulator"], endpoint.started.get("emulator"))
-    if endpoint.pids.get("azurite"):
-        _stop_azurite(endpoint.pids["azurite"], endpoint.started.get("azurite"))
-
-
-def stop_stack(state_dir: Path | str) -> None:
-    """Stop the stack under `state_dir` (a no-op when it is down); the endpoint file keeps the owner's token."""
+def stop_stack(state_dir: Path | str) -> dict[str, bool]:
+    """Stop the stack under `state_dir` (a no-op when it is down); the endpoint file keeps the owner's token.
+    Returns, per process, whether it stopped on SIGTERM (False: it had to be killed)."""
     state_dir = Path(state_dir).resolve()
     endpoint = read_endpoint_file(state_dir)
     if endpoint is None:
-        return
-    _stop_processes(endpoint)
+        return {}
+    report = _stop_processes(endpoint, state_dir)
     if endpoint.topology == MACHINES:
         remove_network(ensure_network(cloud_topology.stack_id_of(state_dir)))
     endpoint.pids, endpoint.started = {}, {}
     write_endpoint_file(state_dir, endpoint)
+    return report

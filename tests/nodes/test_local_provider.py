@@ -9,6 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import psutil
 import pytest
 
 from shared.adapters import storage
@@ -43,8 +44,11 @@ def test_reconcile_starts_to_target_and_is_idempotent(provider: LocalProvider):
         assert re.fullmatch(r"[0-9a-f]{6}-\d+", node_id) and len(node_id) <= 40
         record = json.loads((provider.state_dir / "nodes" / node_id / "instance.json").read_text())
         assert record["cluster"] == key
-        # A child of this process, in its process group: stopping the stack's group stops it.
-        assert os.getpgid(record["pid"]) == os.getpgid(0)
+        # The agent runs under its node's own process, a child of this one in a session of its own:
+        # the caller's signals and death do not reach the node.
+        node = psutil.Process(record["node"])
+        assert node.ppid() == os.getpid() and os.getsid(node.pid) == node.pid != os.getsid(0)
+        assert psutil.Process(record["pid"]).ppid() == node.pid
         wait_until(lambda n=node_id: (provider.state_dir / "nodes" / n / "started").exists())
     assert provider.clusters() == {key}
     assert live(provider, "s|rg|ws|other") == []
@@ -117,24 +121,26 @@ def test_delete_cluster_and_stop_all(provider: LocalProvider):
     assert provider.list_instances("s|rg|ws|prov7") == []
 
 
-def test_removing_a_dead_node_ends_the_processes_it_left(provider: LocalProvider, tmp_path: Path):
+def test_a_dead_node_is_seen_failed_and_what_it_left_outside_its_process_tree_is_ended(provider: LocalProvider):
     key = "s|rg|ws|prov6"
     provider.reconcile(spec(key), 1)
     (node_id,) = live(provider, key)
     workdir = provider.state_dir / "nodes" / node_id
     loop = ["sleep", "120"]
+    # Processes of the node that are not below its own process (it dies with its agent and ends
+    # everything below it): found by the node's directories in their environment.
     task = subprocess.Popen(loop, start_new_session=True, env={
         **os.environ, "AZ_BATCHAI_JOB_MOUNT_ROOT": str(workdir / "jobs" / "a1" / "mounts")})
     other = subprocess.Popen(loop, start_new_session=True, env={  # another node's task: same prefix, not it
         **os.environ, "AZ_BATCHAI_MOUNT_ROOT": f"{workdir}0/mounts"})
     try:
         pid = json.loads((workdir / "instance.json").read_text())["pid"]
-        os.kill(pid, signal.SIGKILL)  # the agent dies; its task (own session) lives on
+        os.kill(pid, signal.SIGKILL)  # the agent dies
         wait_until(lambda: [i.state for i in provider.list_instances(key)] == ["failed"])
-        assert task.poll() is None
-        provider.reconcile(spec(key), 0, remove=[node_id])
         assert task.wait(timeout=10) == -signal.SIGKILL
         assert other.poll() is None
+        provider.reconcile(spec(key), 0, remove=[node_id])
+        assert provider.list_instances(key) == []
     finally:
         for proc in (task, other):
             proc.kill()

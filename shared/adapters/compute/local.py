@@ -2,8 +2,9 @@
 
 Instance ids are `{6 hex of the cluster key}-{n}` (lowercase, queue-name safe, never reused while
 the state directory lives). Each instance has its working directory `local_paths.node_dir(state,
-id)` holding `instance.json` (cluster key, pid, process start time, state) and `agent.log`: that
-record is the provider's observation of what it started, not a coordination mechanism.
+id)` holding `instance.json` (cluster key, the agent's pid and start time, the node's, state) and
+`agent.log`: that record is the provider's observation of what it started, not a coordination
+mechanism.
 
 An agent process has no managed identity: the provider mints it a node token
 (`shared.adapters.node_tokens`: the node's working directory holds it in `node-token`, 0600; the
@@ -12,12 +13,14 @@ tasks from the service (`NodeService`: the URL, the CA, the public key of the se
 signatures). Its environment is the provider's minus every BATCHAI_* setting the agent does not
 need (no service keys: storage it reaches with the connection string, the laptop topology's own).
 
-Agents are children of the calling process (the trigger host) in its session and process group,
-so stopping the stack's process group stops them too; `stop_all` stops them explicitly. Removal
-never blocks: it sends `Leave` on the node's queue, then a background timer sends SIGTERM and,
-after the grace, SIGKILL; later observations finish what a dead host left half done. Once the
-agent is gone, the processes it left (tasks run in their own sessions) are killed, as a deleted
-VM's would be.
+A node is its own process (`local_node.py`, in a session of its own) running the agent: the
+processes of a node die with its agent, as a VM's die with the VM, and neither the trigger host's
+signals nor its death reach a node, so a restarted host finds its nodes still running. Removal
+never blocks: it sends `Leave` on the node's queue, then a background timer sends the agent SIGTERM
+and, after the grace, SIGKILL; later observations finish what a dead host left half done.
+`stop_all` powers every node off (the stack stops: the service finds them gone at its next start and
+requeues their jobs). Processes a node left behind anyway (its own process was killed) are killed
+when the node is observed dead.
 Low-priority clusters behave as dedicated ones here; `preempt` simulates an eviction notice.
 """
 
@@ -28,7 +31,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -37,10 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters import local_paths, message_signing, node_tokens, storage
+from shared.adapters.compute.local_processes import Pid, kill_leftovers, start_node
 from shared.adapters.compute.port import ClusterSpec, Instance
 from shared.config import Settings
 from shared.domain.messages import Leave
@@ -57,7 +59,6 @@ AGENT_SETTINGS = frozenset({"BATCHAI_STORAGE_CONNECTION_STRING", "BATCHAI_STATE_
                             "BATCHAI_NODE_CA_FILE", "BATCHAI_MESSAGE_PUBLIC_KEY"})
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
-_children: dict[int, subprocess.Popen[bytes]] = {}  # this process's agents, so exits are reaped
 _lock = threading.RLock()
 
 
@@ -145,7 +146,7 @@ class LocalProvider:
         record = _read(self._dir(node_id) / RECORD)
         if record is None or not _alive(record):
             return False
-        os.kill(record["pid"], signal.SIGUSR1)
+        _agent(record).signal(signal.SIGUSR1)
         return True
 
     def clusters(self) -> set[str]:
@@ -184,12 +185,10 @@ class LocalProvider:
         env = {**agent_environment(os.environ), **self.service.agent_env(), **self.extra_env,
                "BATCHAI_STORAGE_CONNECTION_STRING": self.conn, "BATCHAI_STATE_DIR": str(self.state_dir),
                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-        with open(workdir / "agent.log", "ab") as log:
-            proc = subprocess.Popen(self.command(cluster_key, node_id, workdir), cwd=workdir, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        _children[proc.pid] = proc
-        _write(workdir / RECORD, {"cluster": cluster_key, "pid": proc.pid, "created": _create_time(proc.pid),
-                                  "startedAt": time.time(), "state": "running", "deleteBy": None})
+        node, agent = start_node(self.command(cluster_key, node_id, workdir), workdir, env)
+        _write(workdir / RECORD, {"cluster": cluster_key, "pid": agent.pid, "created": agent.created,
+                                  "node": node.pid, "nodeCreated": node.created, "startedAt": time.time(),
+                                  "state": "running", "deleteBy": None})
         return node_id
 
     def _remove(self, node_id: str) -> None:
@@ -216,7 +215,7 @@ class LocalProvider:
         alive = _alive(record)
         if record["state"] == "deleting":
             if alive and record.get("deleteBy") and time.time() > record["deleteBy"]:
-                _signal(record, signal.SIGKILL)
+                _agent(record).signal(signal.SIGKILL)
                 alive = _alive(record)
             if not alive:
                 self._finish(node_id, record)
@@ -224,16 +223,16 @@ class LocalProvider:
             return Instance(node_id, "deleting", "127.0.0.1")
         if alive:
             return Instance(node_id, "running", "127.0.0.1")
-        proc = _children.get(record["pid"])
-        code = proc.returncode if proc is not None else None
+        _end_node(self._dir(node_id), record)
+        code = (_node(record) or _agent(record)).exit_code()
         detail = f"the node agent exited with code {code}" if code is not None else "the node agent is not running"
         return Instance(node_id, "failed", "127.0.0.1", detail + f" (log: {self._dir(node_id) / 'agent.log'})")
 
     def _finish(self, node_id: str, record: dict[str, Any]) -> None:
         """The process is gone: end what it left running, retire its record and its queue."""
-        _children.pop(record["pid"], None)
         workdir = self._dir(node_id)
-        kill_leftovers(workdir)
+        _end_node(workdir, record)
+        (_node(record) or _agent(record)).forget()
         with contextlib.suppress(FileNotFoundError):
             os.replace(workdir / RECORD, workdir / REMOVED)
         with contextlib.suppress(ResourceNotFoundError):
@@ -242,48 +241,72 @@ class LocalProvider:
 
 
 def stop_all(state_dir: Path, grace_s: float = 10.0) -> int:
-    """Stop every local node agent recorded under `state_dir` (SIGTERM, SIGKILL after the grace);
-    returns how many were running. Blocks up to the grace: for stopping the stack."""
-    records = [(n, r) for n, r in _all_records(Path(state_dir)) if _alive(r)]
+    """Power off every local node recorded under `state_dir`: each node's processes are killed at once
+    and nothing is reported; the records are retired, so the service finds the instances gone at its
+    next start and requeues their jobs. Returns how many were running. For stopping the stack."""
+    records = [(n, r) for n, r in _all_records(Path(state_dir)) if _alive(r) or _node_alive(r)]
     for _, record in records:
-        _signal(record, signal.SIGTERM)
+        if _node_alive(record):
+            _node(record).signal(signal.SIGTERM)  # type: ignore[union-attr]
+        else:  # its node process is gone (killed), or it was started before nodes had one
+            _agent(record).signal(signal.SIGKILL)
     deadline = time.monotonic() + grace_s
     for _, record in records:
-        _wait_exit(record, max(0.0, deadline - time.monotonic()))
-        if _alive(record):
-            _signal(record, signal.SIGKILL)
-            _wait_exit(record, 5.0)
-    for node_id, _ in _all_records(Path(state_dir)):
+        process = _node(record) or _agent(record)
+        if not process.wait(max(0.0, deadline - time.monotonic())):
+            process.signal(signal.SIGKILL)
+            process.wait(5.0)
+    for node_id, record in _all_records(Path(state_dir)):
         workdir = local_paths.node_dir(Path(state_dir), node_id)
+        _end_node(workdir, record)
+        (_node(record) or _agent(record)).forget()
         with contextlib.suppress(FileNotFoundError):
             os.replace(workdir / RECORD, workdir / REMOVED)
     return len(records)
 
 
-def kill_leftovers(workdir: Path) -> list[int]:
-    """SIGKILL the processes a node left behind (tasks of an agent that died, daemons of its setup
-    task): those whose $AZ_BATCHAI_MOUNT_ROOT or $AZ_BATCHAI_JOB_MOUNT_ROOT lies in the node's
-    directory. A deleted VM takes its processes with it; a deleted local instance does the same."""
-    roots = {str(workdir) + os.sep, str(workdir.resolve()) + os.sep}
-    killed = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            env = proc.environ()
-            if any(env.get(name, "").startswith(tuple(roots))
-                   for name in ("AZ_BATCHAI_MOUNT_ROOT", "AZ_BATCHAI_JOB_MOUNT_ROOT")):
-                proc.kill()
-                killed.append(proc.pid)
-    return killed
+def _agent(record: dict[str, Any]) -> Pid:
+    return Pid(record["pid"], record.get("created"))
+
+
+def _node(record: dict[str, Any]) -> Pid | None:
+    """The node's own process (None in records of nodes started without one)."""
+    return Pid(record["node"], record.get("nodeCreated")) if record.get("node") else None
+
+
+def _alive(record: dict[str, Any]) -> bool:
+    return _agent(record).alive()
+
+
+def _node_alive(record: dict[str, Any]) -> bool:
+    node = _node(record)
+    return node is not None and node.alive()
+
+
+def _end_node(workdir: Path, record: dict[str, Any]) -> None:
+    """The agent is gone. Its node ends everything it ran; when the node's own process is gone too,
+    nothing did, and what the node left is killed here (once)."""
+    node = _node(record)
+    if node is not None and node.alive() and not node.wait(5.0):
+        return  # still killing its processes: a later observation looks again
+    if record.get("leftoversKilled"):
+        return
+    kill_leftovers(workdir)
+    path = workdir / RECORD
+    if _read(path) is not None:
+        record["leftoversKilled"] = True
+        _write(path, record)
 
 
 def _stop_later(record: dict[str, Any], leave_wait_s: float, grace_s: float) -> None:
-    if _wait_exit(record, leave_wait_s):
+    agent = _agent(record)
+    if agent.wait(leave_wait_s):
         return
-    _signal(record, signal.SIGTERM)
-    if _wait_exit(record, grace_s):
+    agent.signal(signal.SIGTERM)
+    if agent.wait(grace_s):
         return
-    _signal(record, signal.SIGKILL)
-    _wait_exit(record, 5.0)
+    agent.signal(signal.SIGKILL)
+    agent.wait(5.0)
 
 
 def _all_records(state_dir: Path, pattern: str = "*") -> list[tuple[str, dict[str, Any]]]:
@@ -313,47 +336,3 @@ def _write(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, path)
-
-
-def _create_time(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return None
-
-
-def _alive(record: dict[str, Any]) -> bool:
-    pid = record["pid"]
-    proc = _children.get(pid)
-    if proc is not None:
-        return proc.poll() is None
-    try:
-        p = psutil.Process(pid)
-        same = record.get("created") is None or abs(p.create_time() - record["created"]) < 0.05
-        return same and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _signal(record: dict[str, Any], sig: signal.Signals) -> None:
-    if _alive(record):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record["pid"], sig)
-
-
-def _wait_exit(record: dict[str, Any], timeout: float) -> bool:
-    """Wait until the process has exited (reaping it when it is our child); True when it has."""
-    proc = _children.get(record["pid"])
-    if proc is not None:
-        try:
-            proc.wait(timeout=timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-    try:
-        psutil.Process(record["pid"]).wait(timeout=timeout)
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.TimeoutExpired:
-        return False
-    return not _alive(record)
