@@ -122,7 +122,7 @@ def browser_factory(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, re
         try:
             driver = browser.start(tmp_path / "profile", tmp_path / "downloads", trusted_urls)
         except browser.ChromiumUnavailable as why:
-            pytest.skip(f"BROWSER TESTS SKIPPED: {why}")
+            pytest.fail(f"the browser tests need Debian's chromium and chromium-driver: {why}")
         driver.downloads = tmp_path / "downloads"
         drivers.append(driver)
         request.node.browser_drivers = drivers
