@@ -160,8 +160,10 @@ class ContainerTask:
                 for chunk in chunks:
                     out.write(chunk)
                     out.flush()
-        except NotFound:
-            return  # the container is gone (removed under the task): its logs end here
+        except APIError as e:
+            if not _gone(e):
+                self._stream_errors.append(e)
+            # else the container is gone (removed under the task): its logs end here
         except Exception as e:  # kept and re-raised by poll/wait: the task's logs are incomplete
             self._stream_errors.append(e)
 
@@ -170,7 +172,9 @@ class ContainerTask:
             return self._exit_code
         try:
             self.container.reload()
-        except NotFound:
+        except APIError as e:
+            if not _gone(e):
+                raise
             return self._finish(None)
         state = self.container.attrs.get("State", {})
         if state.get("Status") in ("exited", "dead", "stopped"):
@@ -214,12 +218,15 @@ class ContainerTask:
             return self._exit_code
 
 
+def _gone(error: APIError) -> bool:
+    """A container removed under us: Docker answers 404, podman's compatible API sometimes 500 "no such container"."""
+    return isinstance(error, NotFound) or "no such container" in str(error).lower()
+
+
 def _ignore_gone(action: Callable[[], object]) -> None:
     """Run an idempotent cleanup action; a container that is already gone or stopped is fine."""
     try:
         action()
-    except NotFound:
-        return
     except APIError as e:
-        if e.status_code not in (304, 409):  # not modified / already stopped or being removed
+        if not _gone(e) and e.status_code not in (304, 409):  # not modified / already stopped or being removed
             raise
