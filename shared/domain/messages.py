@@ -46,6 +46,7 @@ class Assignment:
     attempt: int
     task_index: int
     kind: str = "assign"
+    traceparent: str = ""  # the job's trace (W3C), continued by the node's spans
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -133,6 +134,7 @@ class NodeEvent:
     stop_reason: str | None = None
     error: dict[str, str] | None = None  # {"code", "message"}
     inventory: dict[str, Any] = field(default_factory=dict)  # cores, memoryMb, gpus, address
+    traceparent: str | None = None  # the trace of the task it reports (W3C)
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, {})})
