@@ -172,10 +172,11 @@ def parse_node_message(text: str) -> NodeMessage:
 
 
 def node_view(cluster_properties: dict[str, Any]) -> dict[str, Any]:
-    """What a node needs of its cluster's properties: the mount volumes and the setup task (nothing
-    else: not the admin account, not the performance counters key)."""
+    """What a node needs of its cluster's properties: the mount volumes, the setup task and where its
+    performance counters go (nothing else: not the admin account)."""
     node_setup = cluster_properties.get("nodeSetup") or {}
-    view = {k: node_setup[k] for k in ("mountVolumes", "setupTask") if node_setup.get(k)}
+    view = {k: node_setup[k] for k in ("mountVolumes", "setupTask", "performanceCountersSettings")
+            if node_setup.get(k)}
     if not view.get("mountVolumes") and cluster_properties.get("mountVolumes"):
         view["mountVolumes"] = cluster_properties["mountVolumes"]
     return {"nodeSetup": view}
