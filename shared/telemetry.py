@@ -88,7 +88,8 @@ def _to_files(directory: Path, component: str, resource: Any) -> None:
 
 def _logs_to_file(path: Path, resource: Any) -> None:
     from opentelemetry.exporter.otlp.json.file._log_exporter import FileLogExporter
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
     provider = LoggerProvider(resource=resource)
