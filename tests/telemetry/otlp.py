@@ -72,3 +72,15 @@ def points(directory: Path, pattern: str = "metrics-*.jsonl") -> list[Point]:
                         found.append(Point(resource["service.name"], m["name"], resource,
                                            attributes(p.get("attributes")), float(value), int(p["timeUnixNano"])))
     return found
+
+
+def log_records(directory: Path) -> list[tuple[str, str, str]]:
+    """(service, trace id, body) of every log record."""
+    found = []
+    for batch in _batches(directory, "logs-*.jsonl"):
+        for rl in batch["resourceLogs"]:
+            service = attributes(rl["resource"]["attributes"])["service.name"]
+            for scope in rl["scopeLogs"]:
+                for r in scope["logRecords"]:
+                    found.append((service, r.get("traceId", ""), str(_value(r["body"])) if r.get("body") else ""))
+    return found

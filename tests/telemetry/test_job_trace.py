@@ -15,7 +15,7 @@ from shared.domain.states import NodeState
 from shared.telemetry import telemetry_dir
 from tests.e2e.conftest import Stack
 from tests.polling import wait_until
-from tests.telemetry.otlp import Span, points, spans
+from tests.telemetry.otlp import Span, log_records, points, spans
 
 WS, EXP, CLUSTER = "otel", "traced", "one"
 SERVER = 2  # OTLP SpanKind SERVER
@@ -70,6 +70,9 @@ def test_one_trace_links_the_api_call_the_host_and_the_agent_to_the_task_exit(
     assert path[:5] == ["node event task-exited", "task exit", "task", "node assignment", "dispatch"], path
     assert path[-1] == server[0].name  # ... up to the API call
     assert next(s for s in trace if s.name == "task exit").attributes["batchai.exit_code"] == 0
+    logged = wait_until(lambda: [r for r in log_records(directory) if r[:2] == ("batchai-agent", trace_id)], 30,
+                        what="the agent's log records in the job's trace")
+    assert any("assignment" in body for _, _, body in logged), logged
     assert next(s for s in trace if s.name == "task").attributes["batchai.job"].endswith(f"|{EXP}|job")
 
 
