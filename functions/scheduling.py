@@ -53,4 +53,5 @@ def node_events(msg: func.QueueMessage) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_SAFETY_SCHEDULE%", run_on_startup=False,
                   use_monitor=False)
 def scheduling_safety_pass(timer: func.TimerRequest) -> None:
-    scheduling.safety_pass(Settings.from_env(), datetime.now(UTC))
+    with telemetry.timed_pass("scheduling safety"):
+        scheduling.safety_pass(Settings.from_env(), datetime.now(UTC))

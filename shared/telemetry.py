@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -173,3 +174,15 @@ def record(name: str, value: float, unit: str = "s", description: str = "", **at
 def gauge(name: str, value: float, unit: str = "1", description: str = "", **attributes: Any) -> None:
     """The current value of something counted (queue depth, nodes in a state)."""
     _instrument("gauge", name, unit, description).set(value, attributes)
+
+
+@contextmanager
+def timed_pass(name: str) -> Iterator[None]:
+    """A timer's pass: its span (a trace of its own) and its duration in ``batchai.timer.pass.duration``."""
+    began = time.monotonic()
+    try:
+        with span(f"{name} pass", **{"batchai.pass": name}):
+            yield
+    finally:
+        record("batchai.timer.pass.duration", time.monotonic() - began, description="One pass of a timer.",
+               **{"batchai.pass": name})

@@ -22,6 +22,7 @@ SERVER = 2  # OTLP SpanKind SERVER
 # The kick the submission queued is handled in its trace; the pass that places the job may be another
 # one (one pass per cluster at a time), so the dispatch joins the job's trace through its document.
 HOST_SPANS = {"schedule kick", "dispatch", "node event task-started", "node event task-exited"}
+TIMERS = {"reconcile", "reaper", "scheduling safety"}
 AGENT_SPANS = {"node assignment", "task", "task exit"}
 
 
@@ -93,8 +94,9 @@ def test_the_host_measures_queues_pending_jobs_nodes_passes_and_start_latency(lo
         for p in points(directory, "metrics-host.jsonl"):
             by_name.setdefault(p.metric, []).append(p)
         wanted = {"batchai.queue.depth", "batchai.cluster.pending_jobs", "batchai.cluster.nodes",
-                  "batchai.scheduling.pass.duration", "batchai.job.start_latency"}
-        return by_name if wanted <= set(by_name) else None
+                  "batchai.scheduling.pass.duration", "batchai.job.start_latency", "batchai.timer.pass.duration"}
+        timers = {p.attributes["batchai.pass"] for p in by_name.get("batchai.timer.pass.duration", [])}
+        return by_name if wanted <= set(by_name) and timers >= TIMERS else None
 
     metrics = wait_until(measured, 60, what="the host's metrics")
     queues = {p.attributes["batchai.queue"] for p in metrics["batchai.queue.depth"]}
@@ -109,3 +111,5 @@ def test_the_host_measures_queues_pending_jobs_nodes_passes_and_start_latency(lo
     assert any(p.value >= 1 and p.attributes.get("batchai.cluster") == cluster_key
                for p in metrics["batchai.job.start_latency"])
     assert sum(p.value for p in metrics["batchai.scheduling.pass.duration"]) >= 1
+    timers = {p.attributes["batchai.pass"] for p in metrics["batchai.timer.pass.duration"] if p.value >= 1}
+    assert timers == TIMERS, timers
