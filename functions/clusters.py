@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.config import Settings
 from shared.services import cluster_reconcile as reconciler
 from shared.services.aci_jobs import tick as aci_tick
@@ -35,13 +36,15 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_RECONCILE_SCHEDULE%", run_on_startup=False,
                   use_monitor=False)
 def cluster_reconcile(timer: func.TimerRequest) -> None:
-    reconciler.tick(Settings.from_env(), datetime.now(UTC))
+    with telemetry.timed_pass("reconcile"):
+        reconciler.tick(Settings.from_env(), datetime.now(UTC))
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_REAPER_SCHEDULE%", run_on_startup=False,
                   use_monitor=False)
 def node_reaper(timer: func.TimerRequest) -> None:
-    reap_all(Settings.from_env(), datetime.now(UTC))
+    with telemetry.timed_pass("reaper"):
+        reap_all(Settings.from_env(), datetime.now(UTC))
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_ACI_SCHEDULE%", run_on_startup=False, use_monitor=False)

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from functions.api import access, clusters, experiments, jobs, metrics, nodeagent, provider, roles, scoring, workspaces
 from functions.api.common import MAX_BODY_BYTES, settings, too_large
+from shared import telemetry
 from shared.domain import validation
 from shared.domain.contract import API_VERSION
 from shared.domain.errors import ApiError
@@ -29,6 +30,7 @@ from shared.services import authorization
 
 log = logging.getLogger("batchai.api")
 
+telemetry.configure("host")  # before the first request: FastAPI's own spans (W3C traceparent accepted) are recorded
 api = FastAPI(title="batchai", version=API_VERSION, docs_url=None, redoc_url=None, openapi_url=None)
 OPEN_PATHS = frozenset({"/healthz", *nodeagent.PATHS})  # these authenticate their callers themselves
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.adapters import storage
 from shared.config import Settings
 from shared.domain.messages import NodeEvent
@@ -28,8 +29,9 @@ def _utcnow() -> datetime:
 @bp.function_name("schedule_kick")
 @bp.queue_trigger(arg_name="msg", queue_name=storage.Q_KICKS, connection="AzureWebJobsStorage")
 def schedule_kick(msg: func.QueueMessage) -> None:
-    cluster_key = json.loads(msg.get_body().decode("utf-8"))["cluster"]
-    scheduling.run_pass_coalesced(Settings.from_env(), cluster_key, _utcnow)
+    body = json.loads(msg.get_body().decode("utf-8"))
+    with telemetry.span("schedule kick", parent=body.get("traceparent"), **{"batchai.cluster": body["cluster"]}):
+        scheduling.run_pass_coalesced(Settings.from_env(), body["cluster"], _utcnow)
 
 
 @bp.function_name("node_events")
@@ -37,16 +39,19 @@ def schedule_kick(msg: func.QueueMessage) -> None:
 def node_events(msg: func.QueueMessage) -> None:
     event = NodeEvent.from_dict(json.loads(msg.get_body().decode("utf-8")))
     settings, now = Settings.from_env(), datetime.now(UTC)
-    if event.kind.startswith("task-"):
-        task_events.handle_task_event(settings, event, now, clock=_utcnow)
-        return
-    from shared.services import nodes  # imported here: node lifecycle lives in its own service
+    with telemetry.span(f"node event {event.kind}", parent=event.traceparent,
+                        **{"batchai.node": event.node_id, "batchai.job": event.job_key}):
+        if event.kind.startswith("task-"):
+            task_events.handle_task_event(settings, event, now, clock=_utcnow)
+            return
+        from shared.services import nodes  # imported here: node lifecycle lives in its own service
 
-    nodes.handle_node_event(settings, event, now)
+        nodes.handle_node_event(settings, event, now)
 
 
 @bp.function_name("scheduling_safety_pass")
 @bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_SAFETY_SCHEDULE%", run_on_startup=False,
                   use_monitor=False)
 def scheduling_safety_pass(timer: func.TimerRequest) -> None:
-    scheduling.safety_pass(Settings.from_env(), datetime.now(UTC))
+    with telemetry.timed_pass("scheduling safety"):
+        scheduling.safety_pass(Settings.from_env(), datetime.now(UTC))

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from shared import telemetry
 from shared.adapters import storage
 
 NODE = "node|"
@@ -58,8 +59,13 @@ def add_pending(conn: str, cluster_key: str, job_key: str, priority: str, submit
 
 
 def kick(conn: str, cluster_key: str) -> None:
-    """Ask for a scheduling pass of the cluster (at-least-once; passes are idempotent)."""
-    storage.queue(conn, storage.Q_KICKS).send_message(json.dumps({"cluster": cluster_key}))
+    """Ask for a scheduling pass of the cluster (at-least-once; passes are idempotent). The kick
+    carries the current trace, so the pass it starts is a span of what asked for it."""
+    body = {"cluster": cluster_key}
+    parent = telemetry.traceparent()
+    if parent:
+        body["traceparent"] = parent
+    storage.queue(conn, storage.Q_KICKS).send_message(json.dumps(body))
 
 
 def partition(conn: str, cluster_key: str) -> list[dict[str, Any]]:

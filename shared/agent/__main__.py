@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from shared import telemetry
 from shared.adapters import key_vault
 from shared.agent.agent import Agent, AgentOptions
 from shared.agent.config import AgentConfig
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s %(levelname)s {node_id} %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    telemetry.configure(f"agent-{node_id}")
     settings = Settings.from_env()
     if args.config:
         options = machine_options(AgentConfig.load(args.config), args.heartbeat_s, settings)

@@ -34,7 +34,10 @@ from typing import Any
 
 from azure.storage.queue import QueueMessage
 
+from shared import telemetry
 from shared.adapters.message_signing import BadMessage, MessageVerifier
+from shared.agent import counters
+from shared.agent.counters import PerformanceCounters
 from shared.agent.environment import SecretReader, base_env
 from shared.agent.inventory import inventory
 from shared.agent.isolation import JobIsolation, process_node
@@ -105,7 +108,9 @@ class Agent:
         self._setup_control = TaskControl()
         self.node = NodeContext(options.storage, self.layout, self.channel, int(self.inventory["gpus"]),
                                 base_env(os.environ), self.mount_cluster, self.mount_job, self.give_up,
-                                options.read_secret, options.isolation or process_node(options.state_dir))
+                                options.read_secret, options.isolation or process_node(options.state_dir),
+                                PerformanceCounters(options.node_id, options.cluster_key, int(self.inventory["gpus"]),
+                                                    options.workdir))
         self._verifiers: dict[str, MessageVerifier] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -245,18 +250,26 @@ class Agent:
         return task
 
     def _assign(self, message: Assignment) -> None:
+        with telemetry.span("node assignment", parent=message.traceparent, **{
+                "batchai.node": self.options.node_id, "batchai.job": message.job_key,
+                "batchai.assignment": message.assignment_id, "batchai.task_index": message.task_index}):
+            self._take(message)
+
+    def _take(self, message: Assignment) -> None:
         task = None
         if not self.preempted.is_set():  # after a preemption notice new work is handed back unfetched
             task = self._fetch(message)
             if task is None:
                 return
+            self._count(task.cluster)
         if not self.ledger.accept(message.assignment_id, message.job_key, message.task_index):
             log.info("assignment %s was handled before; ignoring the repeat", message.assignment_id)
             return
         runner = None
         with self._tasks_lock:
             if task is not None and not self.preempted.is_set():
-                runner = self.tasks[message.assignment_id] = TaskRunner(self.node, task, self._task_done)
+                runner = self.tasks[message.assignment_id] = TaskRunner(self.node, task, self._task_done,
+                                                                        telemetry.traceparent())
         if runner is None:
             self.channel.send("task-exited", assignment_id=message.assignment_id, job_key=message.job_key,
                               task_index=message.task_index, stop_reason="preempted")
@@ -311,12 +324,18 @@ class Agent:
     def _run_setup(self, key: str, cluster: dict[str, Any]) -> None:
         result = run_setup(self.node, cluster, self._setup_control)
         if result.ready:
+            self._count(cluster)
             self.ledger.set_setup(key, "ready")
             self.channel.send("node-ready")
         else:
             self.ledger.set_setup(key, "unusable", result.error)
             self.channel.send("node-unusable", error=result.error)
         log.info("node setup: %s", "ready" if result.ready else result.error)
+
+    def _count(self, cluster: dict[str, Any]) -> None:
+        settings = counters.settings_of(cluster)
+        if settings and self.node.counters is not None:
+            self.node.counters.enable(settings)
 
     def mount_cluster(self, cluster: dict[str, Any]) -> MountedVolumes:
         volumes, root = cluster_volumes(cluster), self.layout.mount_root

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared import telemetry
 from shared.agent.blobsync import upload_tree
 from shared.agent.confine import open_file
+from shared.agent.counters import PerformanceCounters
 from shared.agent.environment import SecretReader
 from shared.agent.execution_log import ExecutionLog
 from shared.agent.isolation import JobIsolation, process_node
@@ -67,6 +69,7 @@ class NodeContext:
     give_up: threading.Event
     read_secret: SecretReader | None = None  # Key Vault, with the node's identity (None: it has none)
     isolation: JobIsolation = field(default_factory=process_node)
+    counters: PerformanceCounters | None = None  # the cluster's performanceCountersSettings, when it has them
 
 
 @dataclass
@@ -77,10 +80,12 @@ class Outcome:
 
 
 class TaskRunner:
-    def __init__(self, node: NodeContext, assignment: AssignedTask, on_done: Callable[[str], None]) -> None:
+    def __init__(self, node: NodeContext, assignment: AssignedTask, on_done: Callable[[str], None],
+                 traceparent: str = "") -> None:
         self.node = node
         self.a = assignment
         self.on_done = on_done
+        self.traceparent = traceparent  # the assignment's span: the task's spans continue it
         self.control = TaskControl()
         self.thread = threading.Thread(target=self._main, name=f"task-{assignment.assignment_id}", daemon=True)
 
@@ -97,9 +102,15 @@ class TaskRunner:
 
     def _event(self, kind: str, **fields: Any) -> None:
         self.node.channel.send(kind, assignment_id=self.a.assignment_id, job_key=self.a.job_key,
-                               task_index=self.a.task_index, **fields)
+                               task_index=self.a.task_index, traceparent=telemetry.traceparent() or None, **fields)
 
     def _main(self) -> None:
+        with telemetry.span("task", parent=self.traceparent, **{
+                "batchai.job": self.a.job_key, "batchai.assignment": self.a.assignment_id,
+                "batchai.task_index": self.a.task_index, "batchai.node": self.node.channel.node_id}):
+            self._traced_main()
+
+    def _traced_main(self) -> None:
         try:
             try:
                 outcome = self._run()
@@ -108,8 +119,11 @@ class TaskRunner:
             except Exception as error:  # unforeseen (e.g. storage refused an upload): the task is still reported
                 logger.exception("task %s failed in the agent", self.a.assignment_id)
                 outcome = Outcome(error={"code": "NodeAgentError", "message": f"{type(error).__name__}: {error}"})
-            self._event("task-exited", exit_code=outcome.exit_code, error=outcome.error,
-                        stop_reason=outcome.stop_reason)
+            with telemetry.span("task exit", **{"batchai.exit_code": outcome.exit_code,
+                                                "batchai.stop_reason": outcome.stop_reason,
+                                                "batchai.error": (outcome.error or {}).get("code")}):
+                self._event("task-exited", exit_code=outcome.exit_code, error=outcome.error,
+                            stop_reason=outcome.stop_reason)
             logger.info("task %s exited: code %s, stop %s, error %s", self.a.assignment_id, outcome.exit_code,
                      outcome.stop_reason, (outcome.error or {}).get("code"))
         except GaveUp:
@@ -218,6 +232,8 @@ class TaskRunner:
         try:
             running = runtime.start(launch)
             log.write(f"{what} started ({running.describe()}, {user})")
+            if self.node.counters is not None:
+                self.node.counters.watch(self.a.assignment_id, self.a.job_key, running)
             code, stop = supervisor.run(running)
             if stop is not None:
                 log.write(f"{what} stopped ({stop.reason}), exit code {code}")
@@ -225,6 +241,8 @@ class TaskRunner:
                 log.write(f"{what} exited with code {code}")
             return code, stop
         finally:
+            if self.node.counters is not None:
+                self.node.counters.unwatch(self.a.assignment_id)
             streamer.close()
 
     def _upload(self, prepared: PreparedTask, blobs: OutputBlobs, outcome: Outcome, log: ExecutionLog) -> None:

@@ -46,6 +46,7 @@ class Assignment:
     attempt: int
     task_index: int
     kind: str = "assign"
+    traceparent: str = ""  # the job's trace (W3C), continued by the node's spans
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -133,6 +134,7 @@ class NodeEvent:
     stop_reason: str | None = None
     error: dict[str, str] | None = None  # {"code", "message"}
     inventory: dict[str, Any] = field(default_factory=dict)  # cores, memoryMb, gpus, address
+    traceparent: str | None = None  # the trace of the task it reports (W3C)
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, {})})
@@ -170,10 +172,11 @@ def parse_node_message(text: str) -> NodeMessage:
 
 
 def node_view(cluster_properties: dict[str, Any]) -> dict[str, Any]:
-    """What a node needs of its cluster's properties: the mount volumes and the setup task (nothing
-    else: not the admin account, not the performance counters key)."""
+    """What a node needs of its cluster's properties: the mount volumes, the setup task and where its
+    performance counters go (nothing else: not the admin account)."""
     node_setup = cluster_properties.get("nodeSetup") or {}
-    view = {k: node_setup[k] for k in ("mountVolumes", "setupTask") if node_setup.get(k)}
+    view = {k: node_setup[k] for k in ("mountVolumes", "setupTask", "performanceCountersSettings")
+            if node_setup.get(k)}
     if not view.get("mountVolumes") and cluster_properties.get("mountVolumes"):
         view["mountVolumes"] = cluster_properties["mountVolumes"]
     return {"nodeSetup": view}

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from shared import telemetry
 from shared.adapters import message_signing, secret_box, storage
 from shared.adapters.compute import local
 from shared.config import AZURITE_ACCOUNT, AZURITE_KEY
@@ -61,6 +62,10 @@ LOCAL_SETTINGS: dict[str, str] = {
     "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.2",
     "BATCHAI_AGENT_POLL_MAX_S": "0.1",
     "BATCHAI_AGENT_POLL_MIN_S": "0.02",  # after a message or a task's end (Azure: 0.1 s)
+    # Telemetry files are written soon after the fact (the SDK's defaults: spans 5 s, metrics 60 s).
+    "OTEL_BSP_SCHEDULE_DELAY": "500",
+    "OTEL_BLRP_SCHEDULE_DELAY": "1000",
+    "OTEL_METRIC_EXPORT_INTERVAL": "2000",
 }
 
 PROCESSES, MACHINES = "processes", "machines"
@@ -130,7 +135,7 @@ def stack_status(state_dir: Path | str) -> dict[str, Any]:
 def _host_env(state_dir: Path, conn: str, settings: dict[str, str] | None) -> dict[str, str]:
     return {**LOCAL_SETTINGS, **os.environ, **(settings or {}),
             "BATCHAI_STORAGE_CONNECTION_STRING": conn, "AzureWebJobsStorage": conn,
-            "BATCHAI_STATE_DIR": str(state_dir),
+            "BATCHAI_STATE_DIR": str(state_dir), "BATCHAI_TELEMETRY_DIR": str(telemetry.telemetry_dir(state_dir)),
             "BATCHAI_SECRETS_KEY": secret_box.ensure_key_file(state_dir / "local" / "secrets.key")}
 
 

@@ -18,6 +18,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
+from shared import telemetry
 from shared.adapters import message_signing, sched_store, storage
 from shared.adapters.resource_store import Doc
 from shared.config import Settings
@@ -191,7 +192,11 @@ def dispatch(settings: Settings, asg: AsgRow, now: datetime) -> bool:
         if not holds(doc, asg):
             release(settings, asg.cluster_key, asg.job_key, asg.assignment_id, now)
             return False
-    send_assignments(settings, asg)
+    # A span of the job's own trace, linked to the pass (which serves many jobs).
+    with telemetry.span("dispatch", parent=(doc.data.get("internal") or {}).get("traceparent"),
+                        links=[telemetry.traceparent()], **{"batchai.job": asg.job_key,
+                                                             "batchai.assignment": asg.assignment_id}):
+        send_assignments(settings, asg)
     for _ in range(ATTEMPTS):
         if update(settings, asg, {"dispatched": True, "dispatchedAt": now.isoformat()}):
             return True
@@ -206,7 +211,8 @@ def send_assignments(settings: Settings, asg: AsgRow) -> None:
     """Tell each node of the gang which task is its own: ids only; the node fetches the task itself."""
     for index, node in enumerate(asg.nodes):
         send_to_node(settings, node.node_id, Assignment(assignment_id=asg.assignment_id, job_key=asg.job_key,
-                                                        attempt=asg.attempt, task_index=index))
+                                                        attempt=asg.attempt, task_index=index,
+                                                        traceparent=telemetry.traceparent()))
 
 
 def send_to_node(settings: Settings, node_id: str, message: NodeMessage) -> None:

@@ -19,12 +19,14 @@ drive: their jobs are `aci_jobs`'s.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from shared import telemetry
 from shared.adapters import sched_store, storage
 from shared.adapters.compute import provider_for
 from shared.adapters.compute.capabilities import ComputeRejected, ScaleInProtection, TaskRunner
@@ -35,6 +37,7 @@ from shared.dashboard import cluster_history
 from shared.decisions import autoscaler
 from shared.decisions.autoscaler import Drain, InstanceView, NodeView, ScaleInput, ScalePolicy
 from shared.domain.keys import ClusterRef
+from shared.domain.states import NodeState
 from shared.services import node_state, nodes, removal
 from shared.services.guarded import each
 
@@ -82,6 +85,7 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
     result = ReconcileResult(key, wanted=decision.wanted, provider_target=decision.provider_target,
                              allocation_state=decision.allocation_state)
     cluster_history.record(settings, key, now, node_rows, pending, decision.wanted)  # the dashboard's chart
+    _measure(key, node_rows, len(pending))
 
     details = {i.node_id: i.detail for i in instances}
     for node_id in decision.start_failed:
@@ -107,6 +111,15 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
     result.adopted = _adopt(settings, key, provider, now)
     _write_allocation(settings, doc, result.allocation_state, now, result.rejected)
     return result
+
+
+def _measure(key: str, node_rows: list[dict[str, Any]], pending: int) -> None:
+    telemetry.gauge("batchai.cluster.pending_jobs", pending, description="Jobs waiting for nodes.",
+                    **{"batchai.cluster": key})
+    states = Counter(str(r["state"]) for r in node_rows)
+    for state in sorted(set(states) | {s.value for s in NodeState}):
+        telemetry.gauge("batchai.cluster.nodes", states.get(state, 0), description="Nodes of a cluster by state.",
+                        **{"batchai.cluster": key, "batchai.node.state": state})
 
 
 def tick(settings: Settings, now: datetime) -> None:

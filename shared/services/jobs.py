@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
+from shared import telemetry
 from shared.adapters import sched_store, secret_box, storage
 from shared.adapters.resource_store import Doc
 from shared.config import Settings
@@ -72,11 +74,19 @@ def create(settings: Settings, ref: JobRef, body: object, if_match: str | None =
     sealed, plain = secret_box.seal_secrets(settings, props), secret_box.open_all(settings, props)
     doc, _ = create_or_match(
         store(settings, storage.T_JOBS), ref.experiment.job_pk, ref.name.lower(),
-        lambda: resources.new_job(ref, sealed, cluster_ref, tool, str(uuid.uuid4()), utcnow()),
+        lambda: _traced(resources.new_job(ref, sealed, cluster_ref, tool, str(uuid.uuid4()), utcnow())),
         lambda stored: resources.same_spec("job", secret_box.open_all(settings, stored["properties"]), plain),
         "job", ref.name, if_match)
     _index(settings, ref, doc)
     return Rendered(resources.render_job(doc.data), doc.etag)
+
+
+def _traced(data: dict[str, Any]) -> dict[str, Any]:
+    """The job carries the trace of its submission: the scheduler's and the nodes' spans join it."""
+    parent = telemetry.traceparent()
+    if parent:
+        data["internal"]["traceparent"] = parent
+    return data
 
 
 def _index(settings: Settings, ref: JobRef, doc: Doc) -> None:

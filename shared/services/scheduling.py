@@ -17,6 +17,7 @@ it kicks every cluster with pending work.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +26,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError, UpdateMode
 
+from shared import telemetry
 from shared.adapters import sched_store, storage
 from shared.adapters.resource_store import Doc, ResourceStore
 from shared.config import Settings
@@ -291,7 +293,11 @@ def run_pass_coalesced(settings: Settings, cluster_key: str, clock: Callable[[],
     rerun = False  # this iteration serves requests that joined
     try:
         while True:
-            result = run_pass(settings, cluster_key, clock())
+            began = time.monotonic()
+            with telemetry.span("scheduling pass", **{"batchai.cluster": cluster_key}):
+                result = run_pass(settings, cluster_key, clock())
+            telemetry.record("batchai.scheduling.pass.duration", time.monotonic() - began,
+                             description="One scheduling pass of a cluster.")
             with _flights_lock:
                 if not flight.again:
                     del _flights[cluster_key]
@@ -331,9 +337,20 @@ def safety_pass(settings: Settings, now: datetime) -> SafetyResult:
     keys = {e["PartitionKey"] for e in storage.table(conn, storage.T_SCHED).list_entities(
         select=["PartitionKey", "RowKey"])}
     result = SafetyResult(clusters=sorted(keys | set(queued)))
+    _measure_queues(conn)
     each(result.clusters, lambda key: _repair_cluster(settings, key, queued.get(key, []), now, result),
          "repairing the cluster")
     return result
+
+
+def _measure_queues(conn: str) -> None:
+    for name in (storage.Q_KICKS, storage.Q_EVENTS):
+        try:
+            depth = storage.queue(conn, name).get_queue_properties().approximate_message_count
+        except ResourceNotFoundError:
+            depth = 0  # not created yet: nothing waits in it
+        telemetry.gauge("batchai.queue.depth", depth, description="Messages waiting in a service queue.",
+                        **{"batchai.queue": name})
 
 
 def _repair_cluster(settings: Settings, cluster_key: str, queued_docs: list[Any], now: datetime,

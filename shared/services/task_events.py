@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from shared import telemetry
 from shared.adapters import sched_store
 from shared.adapters.resource_store import Doc
 from shared.config import Settings
@@ -68,6 +69,11 @@ def _started(settings: Settings, event: NodeEvent, now: datetime) -> str:
         mutate=lambda i: i.setdefault("executionInfo", {}).setdefault("startTime", at),
         expect_assignment=asg.assignment_id, allowed_from={JobPhase.ASSIGNED})
     if doc is not None:
+        submitted = (doc.data.get("internal") or {}).get("submittedAt")
+        if submitted:
+            telemetry.record("batchai.job.start_latency", (now - datetime.fromisoformat(submitted)).total_seconds(),
+                             description="From a job's submission to its first task's start.",
+                             **{"batchai.cluster": asg.cluster_key})
         return STARTED
     doc = job_state.get(settings, ref)
     if doc is None:

@@ -59,7 +59,9 @@ def test_a_node_fetches_the_task_it_holds_whole_and_with_secrets(node_api: Crede
     reply = ask(node_api, token, key, node, task)
     assert reply.status_code == 200, reply.text[:500]
     got = AssignedTask.from_dict(reply.json())
-    assert got == AssignedTask(**{**task.__dict__, "cluster": {"nodeSetup": {"setupTask": {"commandLine": "echo hi"}}}})
+    counters = {"appInsightsReference": {"id": "x"}}  # the node sends its counters there
+    assert got == AssignedTask(**{**task.__dict__, "cluster": {"nodeSetup": {
+        "setupTask": {"commandLine": "echo hi"}, "performanceCountersSettings": counters}}})
     assert "adm" not in reply.text  # only what a node needs of its cluster
 
 

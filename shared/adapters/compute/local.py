@@ -56,7 +56,7 @@ NODE_TOKEN = "node-token"
 #: The settings an agent process reads (see shared.agent.__main__); no other BATCHAI_* reaches it.
 AGENT_SETTINGS = frozenset({"BATCHAI_STORAGE_CONNECTION_STRING", "BATCHAI_STATE_DIR", "BATCHAI_ON_AZURE",
                             "BATCHAI_AGENT_POLL_MAX_S", "BATCHAI_AGENT_POLL_MIN_S", "BATCHAI_NODE_SERVICE_URL",
-                            "BATCHAI_NODE_CA_FILE", "BATCHAI_MESSAGE_PUBLIC_KEY"})
+                            "BATCHAI_NODE_CA_FILE", "BATCHAI_MESSAGE_PUBLIC_KEY", "BATCHAI_TELEMETRY_DIR"})
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 _lock = threading.RLock()
