@@ -20,6 +20,7 @@ from shared.agent.job_users import FIRST_UID, POOL_SIZE, UserPool
 from shared.agent.sandbox import view_for
 from shared.config import AZURITE_ACCOUNT, AZURITE_KEY
 from shared.domain.messages import AssignedTask, StopTask
+from shared.domain.metrics import task_pythonpath
 from tests.agent.conftest import AgentProc, Events, assignment, blob_text, job_props, wait_until
 
 
@@ -99,7 +100,9 @@ def test_a_job_gets_an_allow_listed_environment(start_agent: Callable[..., Agent
     assert env["MINE"] == "yes" and env["MY_SECRET"] == "s3cret-value" and env["LC_TIME"] == "C.UTF-8"
     assert env["PATH"] == os.environ["PATH"]
     assert env["HOME"].endswith("/home") and env["TMPDIR"] == env["AZ_BATCHAI_JOB_TEMP"]
-    extra = set(env) - {"MINE", "MY_SECRET", "PATH", "HOME", "TMPDIR", "USER", "LOGNAME", "PWD", "SHLVL", "_"}
+    assert env["PYTHONPATH"] == task_pythonpath(None)  # batchai_metrics only, not the agent's own path
+    extra = set(env) - {"MINE", "MY_SECRET", "PATH", "HOME", "TMPDIR", "USER", "LOGNAME", "PWD", "SHLVL", "_",
+                        "PYTHONPATH"}
     assert {k for k in extra if not k.startswith(("AZ_BATCHAI_", "LC_", "LANG", "TERM", "TZ", "SSL_CERT"))} == set()
 
 
