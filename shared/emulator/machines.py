@@ -7,7 +7,8 @@ and their seeds under `<state>/emulator/seeds/<name>/`. Every machine sees the e
 shares (`<state>/fileshares`) at /mnt/emulator/fileshares and the emulated NFS exports
 (`<state>/emulator/nfs`) at /mnt/emulator/nfs, which the image's mount.cifs and mount.nfs
 stand-ins bind-mount. A machine that stopped stays stopped, as a dead VM does: `boot` never
-restarts it.
+restarts it. A machine may change its own network rules (NET_ADMIN, in its own network namespace),
+as a VM's root may: its agent closes the machine's identity endpoints to jobs.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Machines:
         labels = {**spec.labels, STACK_LABEL: self.stack_id, ROLE_LABEL: "machine"}
         argv = ["run", "-d", "--name", spec.name, "--hostname", spec.hostname,
                 "--network", self.network.name, "--ip", spec.ip, "--systemd=always", "--pull=never",
-                "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN",
+                "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
                 "-v", f"{seed}:{SEED_MOUNT}:ro",
                 "-v", f"{self.fileshares_dir}:{FILESHARES_MOUNT}",
                 "-v", f"{self.nfs_dir}:{NFS_MOUNT}",
