@@ -40,11 +40,12 @@ EMULATOR_READY_S = 60.0
 NODE_EXTRAS = ("torch==2.13.0+cpu",)
 
 # App settings of the machine topology (over LOCAL_SETTINGS): machines boot in tens of seconds, so
-# idle ones stay a little longer, and a node that never reports ready is given up after 5 minutes.
+# idle ones stay a little longer; a node that never reports ready is given up after 20 minutes (a
+# machine on a busy host can take several minutes to boot and install its agent).
 MACHINE_SETTINGS = {
     "BATCHAI_PROVIDER": "vmss",
     "BATCHAI_IDLE_TIMEOUT_S": "20",
-    "BATCHAI_NODE_START_TIMEOUT_S": "300",
+    "BATCHAI_NODE_START_TIMEOUT_S": "1200",
 }
 
 

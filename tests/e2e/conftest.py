@@ -118,7 +118,7 @@ class Stack:
             user_account_settings=models.UserAccountSettings(admin_user_name="demo", admin_user_password="x"),
             **kwargs)).result()
 
-    def idle_nodes(self, ws: str, cluster: str, count: int, timeout: float = 300) -> None:
+    def idle_nodes(self, ws: str, cluster: str, count: int, timeout: float = 1500) -> None:
         def ready() -> bool:
             c = self.client.clusters.get(self.rg, ws, cluster)
             return (c.node_state_counts.idle_node_count or 0) >= count
@@ -131,7 +131,7 @@ class Stack:
             custom_toolkit_settings=models.CustomToolkitSettings(command_line=command), **kwargs)
         self.client.jobs.begin_create(self.rg, ws, exp, job, params).result()
 
-    def wait_job(self, ws: str, exp: str, job: str, timeout: float = 180) -> models.Job:
+    def wait_job(self, ws: str, exp: str, job: str, timeout: float = 900) -> models.Job:
         def ended() -> models.Job | None:
             j = self.client.jobs.get(self.rg, ws, exp, job)
             return j if j.execution_state in ("succeeded", "failed") else None

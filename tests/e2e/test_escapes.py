@@ -81,7 +81,7 @@ def test_a_job_trying_every_escape_gets_nothing_and_its_own_work_succeeds(two_no
     try:
         s.submit(WS, EXP, prober, "two", f"{s.python} {there}/escapes.py {other_secret}",
                  output_directories=[models.OutputDirectory(id="OUT", path_prefix="$AZ_BATCHAI_MOUNT_ROOT/out")])
-        job = s.wait_job(WS, EXP, prober, timeout=300)
+        job = s.wait_job(WS, EXP, prober, timeout=900)
     finally:
         s.client.jobs.begin_terminate(s.rg, WS, EXP, holder).result()
     assert job.execution_state == "succeeded", job.execution_info

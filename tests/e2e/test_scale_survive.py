@@ -177,7 +177,7 @@ def test_killed_node_job_is_requeued_and_succeeds_on_another_node(s: Stack) -> N
         assert len(first) == 1
         s.kill_node(WS, "kill", first[0])
 
-        j = s.wait_job(WS, EXP, "victim", timeout=90)
+        j = s.wait_job(WS, EXP, "victim", timeout=900)
         assert j.execution_state == "succeeded", [(e.code, e.message) for e in errors_of(j)]
         assert j.execution_info.exit_code == 0
         lost = [e for e in errors_of(j) if e.code == "NodeLost"]
@@ -232,7 +232,7 @@ def test_preemptions_requeue_without_using_retries_and_the_job_succeeds(s: Stack
             s.evict(WS, "spot", nodes[0])
             gone.add(nodes[0])
             wait_until(lambda n=n: len(errors_of(job(s, "evicted"))) == n + 1, 90, what=f"requeue {n}")
-        j = s.wait_job(WS, EXP, "evicted", timeout=300)
+        j = s.wait_job(WS, EXP, "evicted", timeout=900)
         codes = [(e.code, e.message) for e in errors_of(j)]
         assert j.execution_state == "succeeded" and j.execution_info.exit_code == 0, codes
         assert [c for c, _ in codes] == ["Preempted"] * preemptions, codes
@@ -271,7 +271,7 @@ def test_manual_scale_down_honours_node_deallocation_option(s: Stack) -> None:
         assert job(s, "held-requ").execution_state == "queued"
 
         # terminate: the job fails as terminated, the node goes.
-        terminated = s.wait_job(WS, EXP, "held-term", timeout=60)
+        terminated = s.wait_job(WS, EXP, "held-term", timeout=900)
         assert terminated.execution_state == "failed"
         assert [e.code for e in errors_of(terminated)] == ["JobTerminated"], errors_of(terminated)
         assert "terminate" in errors_of(terminated)[0].message
@@ -286,7 +286,7 @@ def test_manual_scale_down_honours_node_deallocation_option(s: Stack) -> None:
         c = s.client.clusters.get(s.rg, WS, wait)
         assert c.allocation_state == "resizing" and c.node_state_counts.leaving_node_count == 1
         (runs["waitforjobcompletion"] / "stop").touch()
-        waited = s.wait_job(WS, EXP, "held-wait", timeout=60)
+        waited = s.wait_job(WS, EXP, "held-wait", timeout=900)
         assert waited.execution_state == "succeeded" and not errors_of(waited)
         c = wait_until(lambda: (c := s.client.clusters.get(s.rg, WS, wait)).current_node_count == 0
                        and c.allocation_state == "steady" and c, 60, what="the node to leave after its job")
@@ -294,7 +294,7 @@ def test_manual_scale_down_honours_node_deallocation_option(s: Stack) -> None:
 
         # The requeued job runs again once its cluster has a node, and succeeds.
         scale_to(s, clusters["requeue"], 1)
-        again = s.wait_job(WS, EXP, "held-requ", timeout=90)
+        again = s.wait_job(WS, EXP, "held-requ", timeout=900)
         assert again.execution_state == "succeeded", errors_of(again)
         assert [e.code for e in errors_of(again)] == ["NodeRemoved"]
         assert first["requeue"][0] not in job_nodes(s, "held-requ")

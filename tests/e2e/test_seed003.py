@@ -49,7 +49,7 @@ def test_seed_003_tensorflow_job_with_job_level_mounts(two_nodes: Stack) -> None
             python_script_file_path="$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/seed003_task.py",
             python_interpreter_path=s.python, parameter_server_count=1, worker_count=2))
     s.client.jobs.begin_create(s.rg, WS, EXP, "seed003", params).result()
-    job = s.wait_job(WS, EXP, "seed003", timeout=300)
+    job = s.wait_job(WS, EXP, "seed003", timeout=900)
     assert job.execution_state == "succeeded", [(e.code, e.message) for e in job.execution_info.errors or []]
 
     files = s.output_files(WS, EXP, "seed003")

@@ -36,7 +36,7 @@ def run(s: Stack, name: str, **settings: object) -> models.Job:
     params = models.JobCreateParameters(cluster=models.ResourceId(id=s.cluster_id(WS, "two")),
                                         std_out_err_path_prefix="$AZ_BATCHAI_MOUNT_ROOT/logs", **settings)
     s.client.jobs.begin_create(s.rg, WS, EXP, name, params).result()
-    return s.wait_job(WS, EXP, name, timeout=300)
+    return s.wait_job(WS, EXP, name, timeout=900)
 
 
 def stdout_of(s: Stack, job: str) -> str:
