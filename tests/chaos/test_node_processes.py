@@ -67,7 +67,10 @@ def started_node(provider: LocalProvider, key: str) -> tuple[str, dict[str, int]
     record = json.loads((workdir / "instance.json").read_text())
     for pid in pids.values():
         assert not gone(pid)
-        assert os.getsid(pid) != os.getsid(record["pid"])  # outside the agent's session: its group is no help
+        # Outside the agent's session, so its group is no help (the daemon's pid is written as it forks,
+        # before it calls setsid).
+        wait_until(lambda pid=pid: os.getsid(pid) != os.getsid(record["pid"]), 30,
+                   what=f"{pid} to leave the agent's session")
     return node_id, record, pids
 
 
