@@ -29,7 +29,8 @@ env = {**os.environ, "AZ_BATCHAI_MOUNT_ROOT": str(workdir / "mounts")}  # as the
 task = subprocess.Popen(["sleep", "300"], start_new_session=True, env=env)
 subprocess.run(["bash", "-c", "setsid sleep 301 </dev/null >/dev/null 2>&1 & echo $! > daemon.pid"], check=True,
                env=env)
-(workdir / "pids.json").write_text('{"task": %d, "daemon": %s}' % (task.pid, (workdir / "daemon.pid").read_text()))
+(workdir / "pids.tmp").write_text('{"task": %d, "daemon": %s}' % (task.pid, (workdir / "daemon.pid").read_text()))
+os.replace(workdir / "pids.tmp", workdir / "pids.json")  # whole: the test reads it as soon as it exists
 while True:
     time.sleep(0.2)
 """
