@@ -62,6 +62,8 @@ def up(ctx: typer.Context, state_dir: StateDirOpt = None,
 
     directory = _state_dir(ctx, state_dir)
     endpoint = as_mapping(start_stack(directory, topology=topology.value))
+    for notice in endpoint.get("notices") or []:  # e.g. storage that did not stop cleanly: what may be lost
+        message(f"warning: {notice}")
     message(f"local stack up (state in {directory}); stop it with `batchai stack down`")
     describe(endpoint, directory / "local" / "endpoint.json")
 

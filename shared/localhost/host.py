@@ -164,8 +164,7 @@ class Host:
             if drain:
                 await drain(self.options.shutdown_grace_s)
         if server and server_task:
-            server.should_exit = True
-            await server_task
+            await _stop_http(server, server_task, self.options.shutdown_grace_s)
         await self._shutdown_asgi()
         invoker.close()
         log.info("Host stopped")
@@ -175,6 +174,21 @@ class Host:
         if getattr(self.app, "startup_task_done", False):
             await self.app.middleware.notify_shutdown()
             self.app.startup_task_done = False
+
+
+async def _stop_http(server: _HttpServer, task: asyncio.Task[None], grace_s: float) -> None:
+    """Stop the HTTPS server: requests in flight get the grace; connections that are idle are closed
+    without waiting for their peers to answer the TLS close (an idle client never reads it, and the
+    TLS transport would wait 30 s for each)."""
+    server.should_exit = True
+    deadline = asyncio.get_running_loop().time() + grace_s
+    while not task.done() and asyncio.get_running_loop().time() < deadline:
+        listening = any(s.is_serving() for s in server.servers)
+        if not listening and not server.server_state.tasks:  # no new request can come, none is in flight
+            break
+        await asyncio.sleep(0.05)
+    server.force_exit = True
+    await task
 
 
 def _queue_observer(listeners: list[QueueListener]) -> Callable[[str], None]:

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         shown = {k: v for k, v in endpoint.to_dict().items() if k not in ("token", "notices")}
         print(json.dumps(shown, indent=2))
         print(f"endpoint file (with the API token): {endpoint_path(state)}")
+        for notice in endpoint.notices:
+            print(f"warning: {notice}", file=sys.stderr)
         return 0
     if a.command == "down":
         report = stop_stack(state)

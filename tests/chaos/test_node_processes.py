@@ -29,7 +29,8 @@ env = {**os.environ, "AZ_BATCHAI_MOUNT_ROOT": str(workdir / "mounts")}  # as the
 task = subprocess.Popen(["sleep", "300"], start_new_session=True, env=env)
 subprocess.run(["bash", "-c", "setsid sleep 301 </dev/null >/dev/null 2>&1 & echo $! > daemon.pid"], check=True,
                env=env)
-(workdir / "pids.json").write_text('{"task": %d, "daemon": %s}' % (task.pid, (workdir / "daemon.pid").read_text()))
+(workdir / "pids.tmp").write_text('{"task": %d, "daemon": %s}' % (task.pid, (workdir / "daemon.pid").read_text()))
+os.replace(workdir / "pids.tmp", workdir / "pids.json")  # whole: the test reads it as soon as it exists
 while True:
     time.sleep(0.2)
 """
@@ -67,7 +68,10 @@ def started_node(provider: LocalProvider, key: str) -> tuple[str, dict[str, int]
     record = json.loads((workdir / "instance.json").read_text())
     for pid in pids.values():
         assert not gone(pid)
-        assert os.getsid(pid) != os.getsid(record["pid"])  # outside the agent's session: its group is no help
+        # Outside the agent's session, so its group is no help (the daemon's pid is written as it forks,
+        # before it calls setsid).
+        wait_until(lambda pid=pid: os.getsid(pid) != os.getsid(record["pid"]), 30,
+                   what=f"{pid} to leave the agent's session")
     return node_id, record, pids
 
 

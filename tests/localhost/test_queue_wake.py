@@ -10,6 +10,7 @@ import random
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.storage.queue import QueueClient, QueueMessage
@@ -25,11 +26,30 @@ SLOW_POLLING = QueueOptions(batch_size=4, new_batch_threshold=2, max_polling_int
 
 
 class CountingListener(QueueListener):
+    """Counts its polls, and records how each of its waits between polls ended: cut short by a wake
+    (True) or run to its full backed-off delay (False), and how many waits it had made when it took
+    its first message."""
+
     polls = 0
+    waits_before_delivery: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waits: list[bool] = []
 
     def _receive(self) -> list[QueueMessage]:
         self.polls += 1
         return super()._receive()
+
+    async def _sleep(self, stop: asyncio.Event, delay: float) -> None:
+        await super()._sleep(stop, delay)
+        assert self._wake is not None
+        self.waits.append(self._wake.is_set())
+
+    async def _process(self, m: QueueMessage) -> None:
+        if self.waits_before_delivery is None:
+            self.waits_before_delivery = len(self.waits)
+        await super()._process(m)
 
 
 def _records(path: Path) -> list[dict[str, object]]:
@@ -39,9 +59,9 @@ def _records(path: Path) -> list[dict[str, object]]:
 
 
 def _delivery_after_backoff(storage_conn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                            send_in_process: bool) -> float:
-    """Seconds from sending a message to its invocation, sent once the listener has backed off to
-    a wait of at least 0.1 * 1.6**7 = 2.7 s between polls."""
+                            send_in_process: bool) -> list[bool]:
+    """How the listener's waits ended between sending a message and taking it (True: woken), the
+    message sent once the listener has backed off to a wait of at least 0.1 * 1.6**7 = 2.7 s."""
     queue_name = f"wake-{uuid.uuid4().hex[:12]}"
     records = tmp_path / f"records-{queue_name}.jsonl"
     monkeypatch.setenv("AzureWebJobsStorage", storage_conn)
@@ -52,7 +72,7 @@ def _delivery_after_backoff(storage_conn: str, tmp_path: Path, monkeypatch: pyte
     spec = FunctionSpec.of(function)
     body = json.dumps({"tag": queue_name})
 
-    async def scenario() -> float:
+    async def scenario() -> list[bool]:
         invoker = Invoker(max_concurrency=2)
         listener = CountingListener(spec, SLOW_POLLING, invoker, rng=random.Random(7))
         observer = lambda name: listener.notify() if name == queue_name else None  # noqa: E731
@@ -64,7 +84,7 @@ def _delivery_after_backoff(storage_conn: str, tmp_path: Path, monkeypatch: pyte
             while listener.polls < 8:  # 7 empty polls behind it: the next wait is >= 2.7 s
                 assert time.monotonic() < deadline, "the listener did not poll"
                 await asyncio.sleep(0.05)
-            sent = time.time()
+            sent = len(listener.waits)
             if send_in_process:
                 await asyncio.to_thread(storage.queue(storage_conn, queue_name).send_message, body)
             else:  # another process's client: no signal reaches the listener
@@ -73,7 +93,8 @@ def _delivery_after_backoff(storage_conn: str, tmp_path: Path, monkeypatch: pyte
             while not _records(records):
                 assert time.monotonic() < deadline + 30, "the message was never delivered"
                 await asyncio.sleep(0.02)
-            return float(_records(records)[0]["at"]) - sent  # type: ignore[arg-type]
+            assert listener.waits_before_delivery is not None
+            return listener.waits[sent:listener.waits_before_delivery]
         finally:
             stop.set()
             await running
@@ -86,12 +107,14 @@ def _delivery_after_backoff(storage_conn: str, tmp_path: Path, monkeypatch: pyte
 
 def test_message_sent_by_this_process_is_delivered_at_once(storage_conn: str, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _delivery_after_backoff(storage_conn, tmp_path, monkeypatch, send_in_process=True) < 1.0
+    waits = _delivery_after_backoff(storage_conn, tmp_path, monkeypatch, send_in_process=True)
+    assert all(waits), waits  # no backed-off wait ran its course: the send woke the listener
 
 
 def test_message_from_elsewhere_waits_for_the_next_poll(storage_conn: str, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _delivery_after_backoff(storage_conn, tmp_path, monkeypatch, send_in_process=False) > 2.0
+    waits = _delivery_after_backoff(storage_conn, tmp_path, monkeypatch, send_in_process=False)
+    assert not any(waits), waits  # nothing woke the listener: the message waited for a poll
 
 
 def test_app_settings_override_host_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
