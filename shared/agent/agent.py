@@ -73,6 +73,7 @@ class AgentOptions:
     state_dir: Path
     read_secret: SecretReader | None = None  # Key Vault with the node's own identity (None: it has none)
     address: str = "127.0.0.1"
+    ssh_port: int | None = None  # the node's sshd (machines), reported for remote login; None: no sshd
     heartbeat_s: float = 2.0
     mount_root: Path | None = None  # $AZ_BATCHAI_MOUNT_ROOT; None: <workdir>/mounts
     machine_mounts: MachineMounter | None = None  # real mounts (a machine); None: emulated mounts
@@ -97,7 +98,7 @@ class Agent:
         self.channel = AgentChannel(options.storage, options.cluster_key, options.node_id, give_up=self.give_up)
         options.workdir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.layout.ledger)
-        self.inventory = inventory(options.address, options.declared_gpus)
+        self.inventory = inventory(options.address, options.declared_gpus, options.ssh_port)
         self.tasks: dict[str, TaskRunner] = {}
         self._tasks_lock = threading.Lock()
         self._mount_lock = threading.Lock()

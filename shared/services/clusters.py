@@ -102,11 +102,15 @@ def remote_login(settings: Settings, ref: ClusterRef) -> Page:
 
 
 def login_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """RemoteLoginInformation of node rows that are not lost, in node id order."""
+    """RemoteLoginInformation of node rows that are not lost, in node id order: the address and port of
+    the node's sshd where it has one (machines report theirs when they register); a node without one
+    (a local process) is listed by its id alone: there is nothing to log in to."""
     out = []
     for row in sorted(rows, key=lambda r: r["RowKey"]):
         if row.get("state") == states.NodeState.LOST:
             continue
-        out.append({"nodeId": row["RowKey"][len(sched_store.NODE):], "ipAddress": row.get("address") or "",
-                    "port": int(row.get("sshPort") or 22)})
+        entry: dict[str, Any] = {"nodeId": row["RowKey"][len(sched_store.NODE):]}
+        if row.get("sshPort") and row.get("address"):
+            entry.update(ipAddress=row["address"], port=int(row["sshPort"]))
+        out.append(entry)
     return out
