@@ -4,7 +4,8 @@ Only messages the service signed for this node are acted on (`shared.adapters.me
 any other is moved to ``node-<id>-poison`` with the reason. Messages name their documents: an
 ``assign`` is fetched from the node API (``POST /nodeagent/assignment``) and run only when the
 service confirms this node holds it now (a refusal means it is stale: nothing runs); a ``setup`` is
-fetched likewise (``POST /nodeagent/setup``).
+fetched likewise (``POST /nodeagent/setup``), and an ``exec`` (a command to run, see
+shared.agent.node_exec) from ``POST /nodeagent/exec``.
 
 Message handling is idempotent (every queue is at-least-once): an assignment id recorded in the
 ledger never runs twice; a repeated setup gets the recorded answer; a stop for an assignment
@@ -44,6 +45,7 @@ from shared.agent.machine_mounts import MachineMounter
 from shared.agent.mount_plan import mount_targets
 from shared.agent.mounts import MountedVolumes, Mounter
 from shared.agent.node_api import NodeApi, NodeApiRefused
+from shared.agent.node_exec import NodeExec
 from shared.agent.node_storage import NodeStorage
 from shared.agent.preemption import LocalPreemptNotice, ScheduledEventsPoller
 from shared.agent.retry import Backoff, is_transient, with_retries
@@ -51,7 +53,16 @@ from shared.agent.setup import cluster_volumes, run_setup
 from shared.agent.supervise import StopRequest, TaskControl
 from shared.agent.task import NodeContext, TaskRunner
 from shared.agent.transport import AgentChannel
-from shared.domain.messages import AssignedTask, Assignment, Leave, NodeMessage, Setup, StopTask, node_message
+from shared.domain.messages import (
+    AssignedTask,
+    Assignment,
+    ExecCommand,
+    Leave,
+    NodeMessage,
+    Setup,
+    StopTask,
+    node_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +119,7 @@ class Agent:
                                 base_env(os.environ), self.mount_cluster, self.mount_job, self.give_up,
                                 options.read_secret, options.isolation or process_node(options.state_dir))
         self._verifiers: dict[str, MessageVerifier] = {}
+        self.execs = NodeExec(options.api, self.layout, self.node.base_env, self._task_of_job, self.give_up)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -197,6 +209,8 @@ class Agent:
                 self._stop(parsed)
             elif isinstance(parsed, Setup):
                 self._setup(parsed)
+            elif isinstance(parsed, ExecCommand):
+                self.execs.start(parsed.exec_id)
             elif isinstance(parsed, Leave):
                 self.exit_reason, self.leaving = "node-removed", True
                 self.stopping.set()
@@ -230,6 +244,9 @@ class Agent:
     def _runners(self) -> list[TaskRunner]:
         with self._tasks_lock:
             return list(self.tasks.values())
+
+    def _task_of_job(self, job_key: str) -> TaskRunner | None:
+        return next((r for r in self._runners() if r.a.job_key == job_key), None)
 
     def _fetch(self, message: Assignment) -> AssignedTask | None:
         """The task the message names, or None when the service says this node does not hold it."""
