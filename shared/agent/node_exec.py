@@ -82,7 +82,7 @@ class NodeExec:
             if launch is None:
                 raise TaskStartError("JobNotRunningOnNode", "the job's task is not running on this node (any more)")
             if launch.container:
-                return _in_container(launch, timeout)
+                return in_container(launch, timeout)
         else:
             launch = TaskLaunch(command=command, env=dict(self.base_env), cwd=str(self.layout.workdir),
                                 stdout_path=str(stdout), stderr_path=str(stderr), name="node-exec")
@@ -94,21 +94,24 @@ class NodeExec:
         return {"exitCode": code, "stdout": _tail(stdout), "stderr": _tail(stderr)}
 
 
-def _in_container(launch: TaskLaunch, timeout: float) -> dict[str, Any]:
-    """`launch.command` run inside the job task's running container (found by its labels)."""
+# The command under `timeout` where the image has one (coreutils' and busybox's both take -s KILL).
+_LIMITED = 'if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL "$2" sh -c "$1"; fi; exec sh -c "$1"'
+
+
+def in_container(launch: TaskLaunch, timeout: float, base_url: str | None = None) -> dict[str, Any]:
+    """`launch.command` run inside the job task's running container (found by its labels), as the task's
+    user, in its working directory, with its variables."""
     from shared.agent import containers  # the docker package: only where jobs use containers
 
-    client = containers.DockerRuntime().client()
-    labels = [f"{containers.LABEL_TASK}={launch.name}",
-              *(f"{k}={v}" for k, v in sorted(launch.labels.items()))]
+    client = containers.DockerRuntime(base_url).client()
+    labels = [f"{containers.LABEL_TASK}={launch.name}", *(f"{k}={v}" for k, v in sorted(launch.labels.items()))]
     found = client.containers.list(filters={"label": labels, "status": "running"})
     if not found:
         raise TaskStartError("JobNotRunningOnNode", "the job's container is not running on this node")
     user = f"{launch.run_as.uid}:{launch.run_as.gid}" if launch.run_as is not None else ""
     env = {k: v for k, v in launch.env.items() if k not in containers.HOST_ONLY_ENV}
-    code, (out, err) = found[0].exec_run(
-        ["timeout", "-k", str(int(STOP_GRACE_S)), str(int(timeout)), "/bin/sh", "-c", launch.command],
-        workdir=launch.cwd or None, environment=env, user=user, demux=True)
+    code, (out, err) = found[0].exec_run(["/bin/sh", "-c", _LIMITED, "node-exec", launch.command, str(int(timeout))],
+                                         workdir=launch.cwd or None, environment=env, user=user, demux=True)
     return {"exitCode": code, "stdout": (out or b"").decode(errors="replace")[-OUTPUT_LIMIT:],
             "stderr": (err or b"").decode(errors="replace")[-OUTPUT_LIMIT:]}
 
