@@ -35,7 +35,7 @@ def one_node(stack: Stack) -> tuple[Stack, str]:
     stack.workspace(WS)
     stack.client.experiments.begin_create(stack.rg, WS, EXP).result()
     stack.manual_cluster(WS, CLUSTER, 1)
-    stack.idle_nodes(WS, CLUSTER, 1)
+    stack.idle_nodes(WS, CLUSTER, 1, timeout=900)  # machines boot slowly on a busy host
     [login] = stack.client.clusters.list_remote_login_information(stack.rg, WS, CLUSTER)
     return stack, login.node_id
 
@@ -90,7 +90,9 @@ def test_job_node_exec_runs_in_the_jobs_environment(one_node: tuple[Stack, str])
             assert (done.returncode, done.stdout) == (3, f"mark-{job}\n{job}\n"), done
         else:
             done = batchai(stack, "job", "node", "exec", "-w", WS, "-e", EXP, "-j", job, "--exec", "hostname")
-            assert (done.returncode, done.stdout) == (0, f"{node}\n"), done
+            state = stack.client.jobs.get(stack.rg, WS, EXP, job)
+            assert (done.returncode, done.stdout) == (0, f"{node}\n"), (
+                done.stderr, state.execution_state, [(e.code, e.message) for e in state.execution_info.errors or []])
     finally:
         (here / "go").touch()
     assert stack.wait_job(WS, EXP, job).execution_state == "succeeded"
