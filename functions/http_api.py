@@ -19,7 +19,19 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from functions.api import access, clusters, experiments, jobs, metrics, nodeagent, provider, roles, scoring, workspaces
+from functions.api import (
+    access,
+    clusters,
+    experiments,
+    jobs,
+    metrics,
+    node_exec,
+    nodeagent,
+    provider,
+    roles,
+    scoring,
+    workspaces,
+)
 from functions.api.common import MAX_BODY_BYTES, settings, too_large
 from shared import telemetry
 from shared.domain import validation
@@ -99,6 +111,6 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-for module in (provider, workspaces, experiments, clusters, jobs, metrics, scoring, roles):
+for module in (provider, workspaces, experiments, clusters, jobs, metrics, scoring, roles, node_exec):
     api.include_router(module.router, dependencies=[Depends(access.authorize)])
 api.include_router(nodeagent.router)

@@ -135,6 +135,9 @@ class AzureComputeSettings:
     # BATCHAI_NODE_STORAGE_ENDPOINTS: JSON {"blob"|"queue"|"table": template with {account}}: how nodes
     # reach a storage account by name (Azure: https://{account}.blob.core.windows.net, ...)
     node_storage_endpoints: dict[str, str] = field(default_factory=lambda: dict(PUBLIC_STORAGE_ENDPOINTS))
+    # BATCHAI_NODE_SSH_NAT=1: each cluster gets a public IP and a load balancer whose inbound NAT pool
+    # forwards a port per node to its sshd (Batch AI's remote login); unset: nodes have private addresses only
+    node_ssh_nat: bool = False
 
     @classmethod
     def from_env(cls) -> AzureComputeSettings:
@@ -156,6 +159,7 @@ class AzureComputeSettings:
             node_token_audience=env.get("BATCHAI_NODE_TOKEN_AUDIENCE", "api://batchai-nodes"),
             imds_url=env.get("BATCHAI_IMDS_URL", "http://169.254.169.254"),
             node_storage_endpoints=_endpoints(env.get("BATCHAI_NODE_STORAGE_ENDPOINTS", "")),
+            node_ssh_nat=env.get("BATCHAI_NODE_SSH_NAT", "") == "1",
         )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import Request
 
-from functions.api import roles
+from functions.api import node_exec, roles
 from functions.api.clusters import CLUSTER, FILESERVER
 from functions.api.common import EXP, JOB, RG, SUB, WS, settings
 from shared.domain import rbac, validation
@@ -108,6 +108,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", CLUSTER): Rule(rbac.CLUSTERS_READ, CLUSTER),
     ("DELETE", CLUSTER): Rule(rbac.CLUSTERS_DELETE, CLUSTER),
     ("POST", f"{CLUSTER}/listRemoteLoginInformation"): Rule(rbac.CLUSTERS_REMOTE_LOGIN, CLUSTER),
+    # Running a command on a node is what logging in to it allows (a result is its caller's: see node_exec)
+    ("POST", node_exec.CLUSTER_EXEC): Rule(rbac.CLUSTERS_REMOTE_LOGIN, CLUSTER),
+    ("GET", node_exec.CLUSTER_EXEC_RESULT): Rule(rbac.CLUSTERS_REMOTE_LOGIN, CLUSTER),
+    ("POST", node_exec.JOB_EXEC): Rule(rbac.JOBS_REMOTE_LOGIN, JOB),
+    ("GET", node_exec.JOB_EXEC_RESULT): Rule(rbac.JOBS_REMOTE_LOGIN, JOB),
     ("POST", f"{CLUSTER}/listNodeSetupFiles"): Rule(rbac.CLUSTERS_SETUP_FILES, CLUSTER),
     ("GET", f"{CLUSTER}/listNodeSetupFiles"): Rule(rbac.CLUSTERS_SETUP_FILES, CLUSTER),
     ("GET", f"{WS}/fileServers"): _list(rbac.FILESERVERS_READ, WS),

@@ -1,5 +1,5 @@
-"""Node API routes: nodes get their scoped SAS and send their events (machines) and fetch what their
-queue messages name (every node) here.
+"""Node API routes: nodes get their scoped SAS and send their events (machines), fetch what their
+queue messages name (every node) and answer the commands they were sent to run (node exec) here.
 
 These routes authenticate their callers themselves (a machine's IMDS token or a node token, not the
 API's bearer token) and take no api-version: they are the service's own API for its nodes, not
@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from functions.api.common import JsonBody, settings
-from shared.services import node_credentials, node_payloads
+from shared.services import node_credentials, node_exec, node_payloads
 from shared.services.api_common import utcnow
 
 router = APIRouter()
@@ -22,7 +22,9 @@ BLOBS = "/nodeagent/blobs"
 ASSIGNMENT = "/nodeagent/assignment"
 SETUP = "/nodeagent/setup"
 EVENTS = "/nodeagent/events"
-PATHS = frozenset({CREDENTIALS, BLOBS, ASSIGNMENT, SETUP, EVENTS})
+EXEC = "/nodeagent/exec"
+EXEC_RESULT = "/nodeagent/exec-result"
+PATHS = frozenset({CREDENTIALS, BLOBS, ASSIGNMENT, SETUP, EVENTS, EXEC, EXEC_RESULT})
 
 
 @router.post(CREDENTIALS)
@@ -48,3 +50,13 @@ def setup(request: Request, body: JsonBody) -> dict[str, Any]:
 @router.post(EVENTS)
 def events(request: Request, body: JsonBody) -> dict[str, Any]:
     return node_credentials.post_event(settings(), request.headers.get("authorization"), body)
+
+
+@router.post(EXEC)
+def exec_command(request: Request, body: JsonBody) -> dict[str, Any]:
+    return node_exec.payload(settings(), request.headers.get("authorization"), body)
+
+
+@router.post(EXEC_RESULT)
+def exec_result(request: Request, body: JsonBody) -> dict[str, Any]:
+    return node_exec.answer(settings(), request.headers.get("authorization"), body, utcnow())

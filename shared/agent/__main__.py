@@ -42,6 +42,7 @@ from shared.agent.scoped_storage import ScopedStorage
 from shared.config import Settings
 
 NODE_TOKEN = "node-token"  # in the working directory of a process node (the local provider writes it)
+SSH_PORT = 22  # machines run sshd (cloud-init nodes, as Batch AI's were): remote login and mpirun reach it
 
 
 def vault_reader(imds: ImdsClient, client_id: str, hosts: Callable[[], list[str]]) -> SecretReader:
@@ -67,7 +68,7 @@ def machine_options(config: AgentConfig, heartbeat_s: float, settings: Settings)
         read_secret=vault_reader(imds, config.identity_client_id, storage.key_vault_hosts),
         cluster_key=config.cluster_key, node_id=node_id,
         workdir=config.workdir, state_dir=config.workdir / "state", address=address, heartbeat_s=heartbeat_s,
-        mount_root=config.mount_root,
+        ssh_port=SSH_PORT, mount_root=config.mount_root,
         machine_mounts=MachineMounter(run_command, config.storage_endpoints, config.file_server_ips),
         scheduled_events_url=imds.scheduled_events_url, vm_name=vm_name, declared_gpus=config.gpus,
         isolation=machine([config.imds_url, config.service_url]),

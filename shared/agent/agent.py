@@ -4,7 +4,8 @@ Only messages the service signed for this node are acted on (`shared.adapters.me
 any other is moved to ``node-<id>-poison`` with the reason. Messages name their documents: an
 ``assign`` is fetched from the node API (``POST /nodeagent/assignment``) and run only when the
 service confirms this node holds it now (a refusal means it is stale: nothing runs); a ``setup`` is
-fetched likewise (``POST /nodeagent/setup``).
+fetched likewise (``POST /nodeagent/setup``), and an ``exec`` (a command to run, see
+shared.agent.node_exec) from ``POST /nodeagent/exec``.
 
 Message handling is idempotent (every queue is at-least-once): an assignment id recorded in the
 ledger never runs twice; a repeated setup gets the recorded answer; a stop for an assignment
@@ -47,6 +48,7 @@ from shared.agent.machine_mounts import MachineMounter
 from shared.agent.mount_plan import mount_targets
 from shared.agent.mounts import MountedVolumes, Mounter
 from shared.agent.node_api import NodeApi, NodeApiRefused
+from shared.agent.node_exec import NodeExec
 from shared.agent.node_storage import NodeStorage
 from shared.agent.preemption import LocalPreemptNotice, ScheduledEventsPoller
 from shared.agent.retry import Backoff, is_transient, with_retries
@@ -54,7 +56,16 @@ from shared.agent.setup import cluster_volumes, run_setup
 from shared.agent.supervise import StopRequest, TaskControl
 from shared.agent.task import NodeContext, TaskRunner
 from shared.agent.transport import AgentChannel
-from shared.domain.messages import AssignedTask, Assignment, Leave, NodeMessage, Setup, StopTask, node_message
+from shared.domain.messages import (
+    AssignedTask,
+    Assignment,
+    ExecCommand,
+    Leave,
+    NodeMessage,
+    Setup,
+    StopTask,
+    node_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +87,7 @@ class AgentOptions:
     state_dir: Path
     read_secret: SecretReader | None = None  # Key Vault with the node's own identity (None: it has none)
     address: str = "127.0.0.1"
+    ssh_port: int | None = None  # the node's sshd (machines), reported for remote login; None: no sshd
     heartbeat_s: float = 2.0
     mount_root: Path | None = None  # $AZ_BATCHAI_MOUNT_ROOT; None: <workdir>/mounts
     machine_mounts: MachineMounter | None = None  # real mounts (a machine); None: emulated mounts
@@ -100,7 +112,7 @@ class Agent:
         self.channel = AgentChannel(options.storage, options.cluster_key, options.node_id, give_up=self.give_up)
         options.workdir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.layout.ledger)
-        self.inventory = inventory(options.address, options.declared_gpus)
+        self.inventory = inventory(options.address, options.declared_gpus, options.ssh_port)
         self.tasks: dict[str, TaskRunner] = {}
         self._tasks_lock = threading.Lock()
         self._mount_lock = threading.Lock()
@@ -112,6 +124,7 @@ class Agent:
                                 PerformanceCounters(options.node_id, options.cluster_key, int(self.inventory["gpus"]),
                                                     options.workdir))
         self._verifiers: dict[str, MessageVerifier] = {}
+        self.execs = NodeExec(options.api, self.layout, self.node.base_env, self._task_of_job, self.give_up)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -201,6 +214,8 @@ class Agent:
                 self._stop(parsed)
             elif isinstance(parsed, Setup):
                 self._setup(parsed)
+            elif isinstance(parsed, ExecCommand):
+                self.execs.start(parsed.exec_id)
             elif isinstance(parsed, Leave):
                 self.exit_reason, self.leaving = "node-removed", True
                 self.stopping.set()
@@ -234,6 +249,9 @@ class Agent:
     def _runners(self) -> list[TaskRunner]:
         with self._tasks_lock:
             return list(self.tasks.values())
+
+    def _task_of_job(self, job_key: str) -> TaskRunner | None:
+        return next((r for r in self._runners() if r.a.job_key == job_key), None)
 
     def _fetch(self, message: Assignment) -> AssignedTask | None:
         """The task the message names, or None when the service says this node does not hold it."""

@@ -77,3 +77,12 @@ class NodeApi:
     def setup(self) -> NodeSetup:
         """What this node sets up to join its cluster; NodeApiRefused when it is not joining it."""
         return NodeSetup.from_dict(self._post("/nodeagent/setup", {}))
+
+    def exec_command(self, exec_id: str) -> dict[str, Any]:
+        """The command of a node exec request (execId, command, jobKey, timeoutSeconds); NodeApiRefused when
+        it is not this node's or has been answered."""
+        return self._post("/nodeagent/exec", {"execId": exec_id})
+
+    def exec_result(self, exec_id: str, result: dict[str, Any]) -> None:
+        """Answer a node exec request: exitCode, stdout, stderr (or error)."""
+        self._post("/nodeagent/exec-result", {"execId": exec_id, **result})

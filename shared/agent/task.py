@@ -88,6 +88,7 @@ class TaskRunner:
         self.traceparent = traceparent  # the assignment's span: the task's spans continue it
         self.control = TaskControl()
         self.thread = threading.Thread(target=self._main, name=f"task-{assignment.assignment_id}", daemon=True)
+        self.prepared: PreparedTask | None = None  # once the task is prepared: its environment (node exec)
 
     @property
     def assignment_id(self) -> str:
@@ -166,6 +167,7 @@ class TaskRunner:
             prepare_task(self.a, node.layout, prepared, log, node.read_secret, node.mount_cluster, node.mount_job,
                          node.isolation, node.base_env, node.gpus)
             self.a = prepared.task
+            self.prepared = prepared
             runtime = runtime_for(self.a.job, node.read_secret)
             if self.control.stop is not None:  # stopped before it started
                 outcome.stop_reason = self.control.stop.reason
@@ -177,6 +179,14 @@ class TaskRunner:
             self._execute(runtime, prepared, blobs, supervisor, outcome, log)
         except TaskStartError as error:
             outcome.error = {"code": error.code, "message": error.message}
+
+    def exec_launch(self, command: str, stdout: Path, stderr: Path) -> TaskLaunch | None:
+        """A launch of `command` in this task's environment (its user, directory, variables and container
+        settings), or None before the task is prepared or after it ended."""
+        prepared = self.prepared
+        if prepared is None or prepared.dirs is None or not self.thread.is_alive():
+            return None
+        return self._launch(command, prepared, stdout, stderr, f"{self.a.job_key}-{self.a.task_index}")
 
     def _launch(self, command: str, prepared: PreparedTask, stdout: Path, stderr: Path, name: str) -> TaskLaunch:
         assert prepared.dirs is not None

@@ -1,4 +1,5 @@
-"""`batchai cluster node list` (the nodes' addresses) and `batchai cluster file list` (the node setup task's
+"""`batchai cluster node list` (the nodes' addresses), `batchai cluster node exec` (a command on a node, see
+shared.cli.node_exec) and `batchai cluster file list` (the node setup task's
 output: a directory per node, with download URLs), with `az batchai cluster node/file` flags."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from shared.cli import arm
+from shared.cli import arm, node_exec
 from shared.cli.common import GroupOpt, OutputOpt, output_format, pick, session
 from shared.cli.output import show_list
 
@@ -49,6 +50,18 @@ def list_nodes(ctx: typer.Context, workspace: WorkspaceArg = None, cluster: Clus
     ws, name = names(workspace, workspace_opt, cluster, cluster_opt)
     nodes = s.client.clusters.list_remote_login_information(s.resource_group(group), ws, name)
     show_list(nodes, NODE_COLUMNS, output_format(ctx, output), title=f"Nodes of {ws}/{name}")
+
+
+@node_app.command("exec")
+def exec_on_node(ctx: typer.Context, workspace_opt: WorkspaceOpt = None, cluster_opt: ClusterOpt = None,
+                 node_id: node_exec.NodeIdOpt = None, command: node_exec.ExecOpt = None,
+                 address: node_exec.AddressOpt = None, password: node_exec.PasswordOpt = None,
+                 key: node_exec.KeyOpt = None, group: GroupOpt = None) -> None:
+    """Run a command on a node (--exec), or forward ports through it (-L); exits with the command's code."""
+    s = session(ctx)
+    ws, name = names(None, workspace_opt, None, cluster_opt)
+    raise typer.Exit(node_exec.run(s, s.resource_group(group), ws, name, node_id, command, address or [],
+                                   password, key))
 
 
 @file_app.command("list")

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from azure.mgmt.batchai import models
 
-from shared.cli import arm, job_files, mounts
+from shared.cli import arm, job_files, mounts, node_exec
 from shared.cli.common import (
     GroupOpt,
     NoWaitOpt,
@@ -177,6 +177,19 @@ def list_nodes(ctx: typer.Context, workspace: WorkspaceArg = None, experiment: E
     ws, exp, name = names(workspace, workspace_opt, experiment, experiment_opt, job, job_opt, "--job/-j")
     nodes = s.client.jobs.list_remote_login_information(s.resource_group(group), ws, exp, name)
     show_list(nodes, NODE_COLUMNS, output_format(ctx, output), title=f"Nodes of {ws}/{exp}/{name}")
+
+
+@node_app.command("exec")
+def exec_on_node(ctx: typer.Context, workspace_opt: WorkspaceOpt = None, experiment_opt: ExperimentOpt = None,
+                 job_opt: JobOpt = None, node_id: node_exec.NodeIdOpt = None, command: node_exec.ExecOpt = None,
+                 address: node_exec.AddressOpt = None, password: node_exec.PasswordOpt = None,
+                 key: node_exec.KeyOpt = None, group: GroupOpt = None) -> None:
+    """Run a command on a node of a job (--exec: in the job's environment there when the node has no sshd),
+    or forward ports through it (-L); exits with the command's code."""
+    s = session(ctx)
+    ws, exp, name = names(None, workspace_opt, None, experiment_opt, None, job_opt, "--job/-j")
+    raise typer.Exit(node_exec.run(s, s.resource_group(group), ws, "", node_id, command, address or [], password,
+                                   key, job=(exp, name)))
 
 
 def exit_code_of(job: models.Job) -> int:

@@ -10,6 +10,8 @@ what to read, never carry documents (a queue message holds 64 KiB; documents car
   from ``POST /nodeagent/assignment``, which answers only while the node holds that assignment.
 - ``stop``: stop the task of an assignment (terminate, wall clock, requeue, preemption).
 - ``leave``: finish and exit the agent (node removed).
+- ``exec``: run a command someone allowed to log in to the cluster asked for (`ExecCommand`: its id);
+  the agent fetches it from ``POST /nodeagent/exec`` and answers with ``POST /nodeagent/exec-result``.
 
 Node agent -> queue ``node-events`` (see `NodeEvent.kind`):
 - ``node-registered`` (inventory), ``node-ready`` (mounts and setup task done),
@@ -122,6 +124,16 @@ class Leave:
 
 
 @dataclass
+class ExecCommand:
+    """The ``exec`` message: run node exec request `exec_id` (its command is fetched by reference)."""
+    exec_id: str
+    kind: str = "exec"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass
 class NodeEvent:
     kind: str
     cluster_key: str
@@ -144,7 +156,7 @@ class NodeEvent:
         return cls(**d)
 
 
-NodeMessage = Assignment | StopTask | Setup | Leave
+NodeMessage = Assignment | StopTask | Setup | Leave | ExecCommand
 
 
 def node_message(d: dict[str, Any]) -> NodeMessage:
@@ -159,6 +171,8 @@ def node_message(d: dict[str, Any]) -> NodeMessage:
         return Setup(**d)
     if kind == "leave":
         return Leave(**d)
+    if kind == "exec":
+        return ExecCommand(**d)
     raise ValueError(f"unknown node message kind {kind!r}")
 
 

@@ -2,9 +2,10 @@
 IMDS answers them, and a Spot eviction gives the Scheduled Events notice before the machine goes.
 
 `MachineBackend` is the ARM emulator's `InstanceBackend`: an instance added to a scale set boots
-a machine (its custom data as the NoCloud user data), a completed delete removes it, a killed
-machine reports its VM stopped. `LocalCloud` owns the running parts (issuer server, ARM, IMDS)
-and what they need (network, image, machines), and the Key Vault, for `python -m shared.emulator`.
+a machine (its custom data as the NoCloud user data, its osProfile's admin user as vendor data), a
+completed delete removes it, a killed machine reports its VM stopped. `LocalCloud` owns the running
+parts (issuer server, ARM, IMDS) and what they need (network, image, machines), and the Key Vault, for
+`python -m shared.emulator`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from shared.emulator.arm.backend import VmRecord
+import yaml
+
+from shared.emulator.arm.backend import AdminAccount, VmRecord
 from shared.emulator.arm.server import ArmEmulator
 from shared.emulator.imds import Imds
 from shared.emulator.issuer import Issuer, IssuerServer
@@ -48,7 +51,8 @@ class MachineBackend:
         name = machine_name(self.stack_id, vm)
         self.machines.boot(MachineSpec(
             name=name, hostname=vm.computer_name, ip=vm.private_ip, user_data=custom_data, instance_id=vm.vm_id,
-            labels={"batchai.stack": self.stack_id, "batchai.role": "machine", "batchai.vm": vm.resource_id.lower()}))
+            labels={"batchai.stack": self.stack_id, "batchai.role": "machine", "batchai.vm": vm.resource_id.lower()},
+            vendor_data=provisioning(vm.admin)))
 
     def delete(self, vm: VmRecord) -> None:
         self.machines.remove(machine_name(self.stack_id, vm))
@@ -78,6 +82,18 @@ class MachineBackend:
             log.exception("evicting failed")
             return
         self.imds.complete(event_id)
+
+
+def provisioning(admin: AdminAccount | None) -> bytes:
+    """The cloud-init vendor data that does what Azure's provisioning agent does with an osProfile: the
+    admin user, with sudo, its authorized keys, and its password (password login only when there is one)."""
+    if admin is None:
+        return b""
+    user: dict[str, object] = {"name": admin.name, "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                               "ssh_authorized_keys": list(admin.ssh_public_keys), "lock_passwd": not admin.password}
+    if admin.password:
+        user["plain_text_passwd"] = admin.password
+    return ("#cloud-config\n" + yaml.safe_dump({"users": [user], "ssh_pwauth": bool(admin.password)})).encode()
 
 
 def ip_allocator(network: StackNetwork, used: Callable[[], set[str]]) -> Callable[[], str]:

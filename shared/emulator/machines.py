@@ -1,6 +1,7 @@
 """The machines of the machine topology: one podman container per VM, systemd as PID 1, its own
 hostname and fixed IP on the stack network, booted by cloud-init from a NoCloud seed that holds the
-VM's custom data byte for byte.
+VM's custom data byte for byte, and as vendor data what Azure's provisioning does beside it (the
+admin user of the VM's osProfile).
 
 Owns the stack's machine containers (labels `batchai.stack=<stack id>`, `batchai.role=machine`)
 and their seeds under `<state>/emulator/seeds/<name>/`. Every machine sees the emulated Azure file
@@ -39,6 +40,7 @@ class MachineSpec:
     user_data: bytes  # the custom data, decoded: cloud-init user data, byte for byte
     instance_id: str  # cloud-init meta-data instance-id (the VM's vmId)
     labels: Mapping[str, str]
+    vendor_data: bytes = b""  # cloud-init vendor data: what the platform provisions (the admin user)
 
 
 def _state_of(podman_state: str) -> str:
@@ -139,7 +141,10 @@ class Machines:
         seed.mkdir(parents=True, exist_ok=True)
         seed.chmod(0o700)  # the user data may hold secrets
         meta = f"instance-id: {json.dumps(spec.instance_id)}\nlocal-hostname: {json.dumps(spec.hostname)}\n"
-        for file, content in (("user-data", spec.user_data), ("meta-data", meta.encode())):
+        files = [("user-data", spec.user_data), ("meta-data", meta.encode())]
+        if spec.vendor_data:
+            files.append(("vendor-data", spec.vendor_data))
+        for file, content in files:
             path = seed / file
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:

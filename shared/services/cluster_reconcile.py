@@ -234,7 +234,8 @@ def _protect_busy(settings: Settings, key: str, provider: ScaleInProtection, nod
 def _adopt(settings: Settings, key: str, provider: ComputeProvider, now: datetime) -> list[str]:
     """Record a starting row for every active instance that has none (new instances included)."""
     return [i.node_id for i in provider.list_instances(key)
-            if i.state in ACTIVE and node_state.adopt(settings, key, i.node_id, i.address, now)]
+            if i.state in ACTIVE and node_state.adopt(settings, key, i.node_id, i.address, now,
+                                                      (i.login_address, i.login_port) if i.login_port else None)]
 
 
 def _write_allocation(settings: Settings, doc: Doc, state: str, now: datetime,

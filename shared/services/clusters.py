@@ -102,11 +102,18 @@ def remote_login(settings: Settings, ref: ClusterRef) -> Page:
 
 
 def login_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """RemoteLoginInformation of node rows that are not lost, in node id order."""
+    """RemoteLoginInformation of node rows that are not lost, in node id order: where the node's sshd is
+    reached: the load balancer's public address and NAT port the provider recorded (scale sets with
+    node_ssh_nat, as Batch AI reported them), else the node's own address and sshd port (machines report
+    theirs when they register); a node without sshd (a local process) is listed by its id alone."""
     out = []
     for row in sorted(rows, key=lambda r: r["RowKey"]):
         if row.get("state") == states.NodeState.LOST:
             continue
-        out.append({"nodeId": row["RowKey"][len(sched_store.NODE):], "ipAddress": row.get("address") or "",
-                    "port": int(row.get("sshPort") or 22)})
+        entry: dict[str, Any] = {"nodeId": row["RowKey"][len(sched_store.NODE):]}
+        if row.get("loginPort") and row.get("loginAddress"):
+            entry.update(ipAddress=row["loginAddress"], port=int(row["loginPort"]))
+        elif row.get("sshPort") and row.get("address"):
+            entry.update(ipAddress=row["address"], port=int(row["sshPort"]))
+        out.append(entry)
     return out

@@ -197,16 +197,20 @@ def delete_queues(settings: Settings, node_id: str) -> None:
 
 # --- the named changes ------------------------------------------------------------------------
 
-def adopt(settings: Settings, cluster_key: str, node_id: str, address: str, now: datetime) -> bool:
-    """A starting row for an instance that has none; False when it has one already."""
+def adopt(settings: Settings, cluster_key: str, node_id: str, address: str, now: datetime,
+          login: tuple[str, int] | None = None) -> bool:
+    """A starting row for an instance that has none; False when it has one already. `login`: where the
+    provider exposes the node's sshd (address, port), recorded on the row whenever it changes."""
     created: list[bool] = []
+    login_fields = {"loginAddress": login[0], "loginPort": login[1]} if login else {}
 
     def change(row: Entity | None) -> Entity | None:
         created.clear()  # asked again after a conflict: only the last answer counts
         if row is not None:
-            return None
+            changed = any(row.get(k) != v for k, v in login_fields.items())
+            return dict(login_fields) if changed else None
         created.append(True)
-        return new_row_fields(NodeState.STARTING, now, nodeId=node_id, address=address)
+        return new_row_fields(NodeState.STARTING, now, nodeId=node_id, address=address, **login_fields)
 
     mutate(settings, cluster_key, node_id, change)
     return bool(created)

@@ -121,7 +121,8 @@ def handle_node_event(settings: Settings, event: NodeEvent, now: datetime) -> No
 def _event_fields(event: NodeEvent, row: Entity | None, target: str, now: datetime) -> Entity:
     fields: Entity = {"nodeId": event.node_id} if row is None else {}
     inv = event.inventory or {}
-    for src, dst in (("address", "address"), ("cores", "cores"), ("memoryMb", "memoryMb"), ("gpus", "gpus")):
+    for src, dst in (("address", "address"), ("cores", "cores"), ("memoryMb", "memoryMb"), ("gpus", "gpus"),
+                     ("sshPort", "sshPort")):
         if src in inv and (row is None or row.get(dst) != inv[src]):
             fields[dst] = inv[src]
     if target in ("preparing", "idle") and (row is None or not row.get("registeredAt")):

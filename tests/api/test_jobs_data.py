@@ -110,8 +110,9 @@ def test_rendering_from_node_rows_and_internal_fields(http: httpx.Client, client
     job_key = JobRef.from_key(f"{ws.child_pk}|e|runner").key
     cluster = ClusterRef(ws, "c")
     sched = storage.table(conn, storage.T_SCHED)
-    rows = [("n1", "idle", {"address": "10.0.0.4"}),
-            ("n2", "running", {"address": "10.0.0.5", "sshPort": 50001, "jobKey": job_key}),
+    rows = [("n1", "idle", {"address": "10.0.0.4", "sshPort": 22}),
+            ("n2", "running", {"address": "10.0.0.5", "sshPort": 22, "loginAddress": "10.9.0.1", "loginPort": 50001,
+                               "jobKey": job_key}),
             ("n3", "unusable", {"address": "10.0.0.6", "error": json.dumps({"code": "SetupTaskFailed",
                                                                              "message": "exit 3"})}),
             ("n4", "lost", {"address": "10.0.0.7"})]
@@ -128,8 +129,8 @@ def test_rendering_from_node_rows_and_internal_fields(http: httpx.Client, client
     assert (counts.idle_node_count, counts.running_node_count, counts.unusable_node_count) == (1, 1, 2)
     assert [(e.code, e.message) for e in c.errors] == [("SetupTaskFailed", "exit 3")]
     logins = list(client.clusters.list_remote_login_information(ws.resource_group, ws.workspace, "c"))
-    assert [(x.node_id, x.ip_address, x.port) for x in logins] == [
-        ("n1", "10.0.0.4", 22), ("n2", "10.0.0.5", 50001), ("n3", "10.0.0.6", 22)]
+    assert [(x.node_id, x.ip_address, x.port) for x in logins] == [  # n3 has no sshd: no address to log in to
+        ("n1", "10.0.0.4", 22), ("n2", "10.9.0.1", 50001), ("n3", None, None)]  # n2: behind a load balancer's NAT
     mine = list(client.jobs.list_remote_login_information(ws.resource_group, ws.workspace, "e", "runner"))
     assert [(x.node_id, x.port) for x in mine] == [("n2", 50001)]
 

@@ -27,6 +27,9 @@ class Instance:
     state: str  # "creating" | "running" | "deleting" | "failed"
     address: str = ""
     detail: str = ""
+    # Where the node is logged in to when not at its own address and sshd (a load balancer's inbound NAT)
+    login_address: str = ""
+    login_port: int = 0
 
 
 class ComputeProvider(Protocol):

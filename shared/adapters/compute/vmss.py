@@ -32,6 +32,7 @@ from shared.adapters.compute.capabilities import ComputeRejected, text
 from shared.adapters.compute.cloud_init import AgentConfig, render_cloud_init
 from shared.adapters.compute.port import ClusterSpec, Instance
 from shared.adapters.compute.vm_sizes import is_gpu_size
+from shared.adapters.compute.vmss_login import NodeLogins
 from shared.config import AzureComputeSettings
 from shared.domain.keys import ClusterRef
 
@@ -97,6 +98,8 @@ class VmssProvider:
         self._rg = settings.resource_group
         self._file_server_ips = file_server_ips or (lambda spec: {})
         self._open = open_secrets or (lambda document: document)
+        self._logins = NodeLogins(clients.network, settings.subscription_id, settings.resource_group,
+                                  settings.location) if settings.node_ssh_nat else None
 
     @classmethod
     def from_settings(cls, settings: AzureComputeSettings, open_secrets: Opener | None = None) -> VmssProvider:
@@ -108,8 +111,13 @@ class VmssProvider:
         try:
             current = self._get(name)
             if current is None:
+                nat_pool = None
+                if self._logins is not None:  # the load balancer first: the scale set's NICs name its NAT pool
+                    nat_pool = self._logins.ensure(name, {CLUSTER_TAG: spec.cluster_key})
+                    if nat_pool is None:
+                        return
                 self._compute.virtual_machine_scale_sets.begin_create_or_update(
-                    self._rg, name, self.scale_set_model(spec, target), polling=False)
+                    self._rg, name, self.scale_set_model(spec, target, nat_pool), polling=False)
                 return
             if text(current.properties.provisioning_state) in BUSY_STATES:
                 return  # an operation runs: observe it next tick, start nothing
@@ -133,15 +141,27 @@ class VmssProvider:
         name = scale_set_name(cluster_key)
         try:
             vms = self._vms(name, expand=True)
-            ips = self._private_ips(name) if vms else {}
+            ips, configs = self._private_ips(name) if vms else ({}, {})
         except ResourceNotFoundError:
             return []
-        return [_instance(vm, ips.get(vm.id.lower(), "")) for vm in vms]
+        logins = self._logins.endpoints(name) if self._logins is not None and vms else {}
+        instances = []
+        for vm in vms:
+            instance = _instance(vm, ips.get(vm.id.lower(), ""))
+            login = next((logins[c] for c in configs.get(vm.id.lower(), []) if c in logins), None)
+            if login is not None:
+                instance = dataclasses.replace(instance, login_address=login[0], login_port=login[1])
+            instances.append(instance)
+        return instances
 
     def delete_cluster(self, cluster_key: str) -> None:
         name = scale_set_name(cluster_key)
         current = self._get(name)
-        if current is None or text(current.properties.provisioning_state) == "deleting":
+        if current is None:
+            if self._logins is not None:  # the load balancer outlives its scale set's NICs, not the scale set
+                self._logins.delete(name)
+            return
+        if text(current.properties.provisioning_state) == "deleting":
             return
         self._compute.virtual_machine_scale_sets.begin_delete(self._rg, name, polling=False)
 
@@ -164,10 +184,12 @@ class VmssProvider:
     def clusters(self) -> set[str]:
         """Cluster keys of the scale sets this service created in the resource group."""
         found = self._compute.virtual_machine_scale_sets.list(self._rg)
-        return {vmss.tags[CLUSTER_TAG] for vmss in found if vmss.tags and CLUSTER_TAG in vmss.tags}
+        keys = {vmss.tags[CLUSTER_TAG] for vmss in found if vmss.tags and CLUSTER_TAG in vmss.tags}
+        return keys | (self._logins.tagged(CLUSTER_TAG) if self._logins is not None else set())
 
     # -- the scale set model -------------------------------------------------------------------
-    def scale_set_model(self, spec: ClusterSpec, capacity: int) -> cm.VirtualMachineScaleSet:
+    def scale_set_model(self, spec: ClusterSpec, capacity: int,
+                        nat_pool: str | None = None) -> cm.VirtualMachineScaleSet:
         # The stored secrets (mount keys, the admin password) leave here, opened, for ARM's custom data
         # and OS profile, which ARM never returns.
         spec = dataclasses.replace(spec, properties=self._open(spec.properties))
@@ -191,7 +213,9 @@ class VmssProvider:
                         primary=True, enable_accelerated_networking=False, ip_configurations=[
                             cm.VirtualMachineScaleSetIPConfiguration(
                                 name="ip0", properties=cm.VirtualMachineScaleSetIPConfigurationProperties(
-                                    primary=True, subnet=cm.ApiEntityReference(id=subnet)))]))]),
+                                    primary=True, subnet=cm.ApiEntityReference(id=subnet),
+                                    load_balancer_inbound_nat_pools=[cm.SubResource(id=nat_pool)] if nat_pool
+                                    else None))]))]),
             priority="Spot" if spot else "Regular",
         )
         if spot:
@@ -258,15 +282,19 @@ class VmssProvider:
         kwargs: dict[str, Any] = {"expand": "instanceView"} if expand else {}
         return list(self._compute.virtual_machine_scale_set_vms.list(self._rg, name, **kwargs))
 
-    def _private_ips(self, name: str) -> dict[str, str]:
-        """VM id (lower) -> primary private IP, from the scale set's network interfaces."""
+    def _private_ips(self, name: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """VM id (lower) -> primary private IP, and VM id (lower) -> its IP configuration ids (lower), from
+        the scale set's network interfaces."""
         ips: dict[str, str] = {}
+        configs: dict[str, list[str]] = {}
         for nic in self._network.network_interfaces.list_virtual_machine_scale_set_network_interfaces(self._rg, name):
             vm = nic.virtual_machine
             for config in nic.ip_configurations or []:
+                if vm is not None and config.id:
+                    configs.setdefault(vm.id.lower(), []).append(config.id.lower())
                 if vm is not None and config.private_ip_address and (config.primary or vm.id.lower() not in ips):
                     ips[vm.id.lower()] = config.private_ip_address
-        return ips
+        return ips, configs
 
 
 def cluster_ssh_key() -> tuple[str, str]:

@@ -33,6 +33,15 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class AdminAccount:
+    """What Azure's provisioning makes of a VM's osProfile: its admin user, with the public keys that
+    may log in as it and its password (empty: key login only)."""
+    name: str
+    ssh_public_keys: tuple[str, ...] = ()
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class VmRecord:
     resource_id: str
     name: str
@@ -47,6 +56,7 @@ class VmRecord:
     scale_set: str  # "" for a single VM
     identities: tuple[Identity, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
+    admin: AdminAccount | None = None  # None: the VM's osProfile names no admin user
 
 
 @runtime_checkable

@@ -6,7 +6,7 @@ instances (Creating until the operation completes), a decrease removes the highe
 instance ids, deleteInstances removes exactly the named ones and lowers the capacity.
 
 Each added instance is handed to the instance backend (`create`, with the scale set's custom
-data decoded; GET never returns customData), each removed one when its removal completes
+data decoded; GET never returns customData nor adminPassword), each removed one when its removal completes
 (`delete`). A backend that cannot create an instance leaves it Failed, with the reason in its
 instance view, as Azure reports a VM that failed to provision. The power state in an instance
 view is the backend's. `simulateEviction` evicts a Spot instance through the backend, which
@@ -88,6 +88,7 @@ def put_vmss(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Reply:
     res["_custom_data"] = records.custom_data(profile["osProfile"])
     res["properties"]["provisioningState"] = "Creating"
     res["properties"]["uniqueId"] = str(uuid.uuid4())
+    res["_admin_password"] = res["properties"]["virtualMachineProfile"]["osProfile"].pop("adminPassword", "")
     res["properties"]["virtualMachineProfile"]["osProfile"].pop("customData", None)  # never returned by GET
     res["_instances"] = {}
     res["_next"] = 0

@@ -1,4 +1,5 @@
-"""Microsoft.Network in the ARM emulator: network interfaces, and the NICs of scale set VMs.
+"""Microsoft.Network in the ARM emulator: network interfaces, and the NICs of scale set VMs (with the inbound
+NAT rules of their scale set's load balancer, see `load_balancers`).
 
 A NIC gets a private IP from the emulator's allocator (dynamic allocation, as in a subnet); a NIC
 attached to a VM cannot be deleted (400 NicInUse), as in Azure.
@@ -10,6 +11,7 @@ import copy
 import re
 from typing import TYPE_CHECKING, Any
 
+from shared.emulator.arm import load_balancers
 from shared.emulator.arm.wire import NETWORK_VERSIONS, VMSS_NIC_VERSIONS, ArmError, Reply, Request
 
 if TYPE_CHECKING:
@@ -78,7 +80,8 @@ def list_vmss_nics(arm: ArmEmulator, request: Request, m: re.Match[str]) -> Repl
                 "provisioningState": "Succeeded", "primary": True,
                 "virtualMachine": {"id": vm["id"]},
                 "ipConfigurations": [{"id": f"{nic_id}/ipConfigurations/ip0", "name": "ip0", "properties": {
-                    "privateIPAddress": vm["_ip"], "privateIPAllocationMethod": "Dynamic", "primary": True}}],
+                    "privateIPAddress": vm["_ip"], "privateIPAllocationMethod": "Dynamic", "primary": True,
+                    "loadBalancerInboundNatRules": load_balancers.instance_nat_rules(arm, res, vm["instanceId"])}}],
             },
         })
     return Reply(200, {"value": nics})

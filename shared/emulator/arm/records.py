@@ -16,7 +16,7 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from shared.emulator.arm.backend import Identity, VmRecord, mirid, user_identity
+from shared.emulator.arm.backend import AdminAccount, Identity, VmRecord, mirid, user_identity
 from shared.emulator.arm.wire import ArmError, id_parts
 
 if TYPE_CHECKING:
@@ -91,7 +91,18 @@ def scale_set_vm(arm: ArmEmulator, res: dict[str, Any], vm: dict[str, Any]) -> V
         vm_id=vm["properties"]["vmId"], private_ip=vm["_ip"], vm_size=vm["sku"]["name"],
         priority="Spot" if spot(priority) else "Regular", location=res["location"], subscription_id=subscription,
         resource_group=group, scale_set=res["name"], identities=identities(arm, res),
-        tags=dict(res.get("tags") or {}))
+        tags=dict(res.get("tags") or {}),
+        admin=admin_account(res["properties"]["virtualMachineProfile"].get("osProfile") or {},
+                            res.get("_admin_password") or ""))
+
+
+def admin_account(os_profile: dict[str, Any], password: str) -> AdminAccount | None:
+    """The admin user an osProfile asks for: its name, its authorized keys, its password."""
+    name = os_profile.get("adminUsername")
+    if not name:
+        return None
+    ssh = ((os_profile.get("linuxConfiguration") or {}).get("ssh") or {}).get("publicKeys") or []
+    return AdminAccount(str(name), tuple(str(k["keyData"]) for k in ssh if k.get("keyData")), password)
 
 
 def single_vm(arm: ArmEmulator, res: dict[str, Any]) -> VmRecord:

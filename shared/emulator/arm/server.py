@@ -73,9 +73,9 @@ class ArmEmulator:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._host = "127.0.0.1"
-        from shared.emulator.arm import aci, compute, network, virtual_machines
+        from shared.emulator.arm import aci, compute, load_balancers, network, virtual_machines
 
-        for module in (compute, virtual_machines, network, aci):
+        for module in (compute, virtual_machines, network, load_balancers, aci):
             module.register(self)
         location = r"/subscriptions/[^/]+/providers/(?P<ns>[^/]+)/locations/[^/]+"
         self.route("GET", location + r"/operations/(?P<op>[^/]+)", _operation_status)
