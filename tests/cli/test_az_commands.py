@@ -12,6 +12,7 @@ import pytest
 from shared.adapters import storage
 from shared.config import Settings
 from tests.cli.conftest import Run, as_json
+from tests.polling import wait_until
 
 SUB = "00000000-0000-0000-0000-000000000000"
 ACCOUNT = "devstoreaccount1"
@@ -49,7 +50,9 @@ def test_workspace_and_experiment_flags(batchai: Run) -> None:
     assert clash.exit_code == 2 and "given twice" in clash.stderr
     assert batchai("experiment", "list", check=False).exit_code == 2
 
-    batchai("workspace", "delete", "-n", "az-ws1", "-y", "--no-wait")
+    batchai("workspace", "delete", "-n", "az-ws1", "-y", "--no-wait")  # accepted; the reconcile tick removes it
+    wait_until(lambda: "WorkspaceNotFound" in batchai("workspace", "show", "-n", "az-ws1", check=False).stderr,
+               120, "the workspace to be deleted")
     gone = batchai("workspace", "show", "-n", "az-ws1", check=False)
     assert gone.exit_code == 1 and "WorkspaceNotFound" in gone.stderr
 

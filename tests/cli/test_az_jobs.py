@@ -11,6 +11,7 @@ import pytest
 from shared.adapters import storage
 from shared.config import Settings
 from tests.cli.conftest import Run, as_json
+from tests.polling import wait_until
 
 WS, EXP = "az-jobs", "exp"
 ACCOUNT = "devstoreaccount1"
@@ -79,7 +80,9 @@ def test_job_list_show_terminate_delete(batchai: Run, workspace: str, tmp_path: 
     assert waited.exit_code == 1 and "JobTerminated" in waited.stderr
 
     batchai("job", "delete", "-w", workspace, "-e", EXP, "-n", "t1", "-y")
-    batchai("job", "delete", "-w", workspace, "-e", EXP, "-n", "t2", "-y", "--no-wait")
+    batchai("job", "delete", "-w", workspace, "-e", EXP, "-n", "t2", "-y", "--no-wait")  # accepted, not waited for
+    wait_until(lambda: "JobNotFound" in batchai("job", "show", "-w", workspace, "-e", EXP, "-n", "t2",
+                                                check=False).stderr, 120, "t2 to be deleted")
     for name in ("t1", "t2"):
         gone = batchai("job", "show", "-w", workspace, "-e", EXP, "-n", name, check=False)
         assert gone.exit_code == 1 and "JobNotFound" in gone.stderr
