@@ -29,6 +29,8 @@ var selfAuthenticatedPaths = [
   '/nodeagent/assignment'
   '/nodeagent/setup'
   '/nodeagent/events'
+  '/nodeagent/exec'
+  '/nodeagent/exec-result'
 ]
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
