@@ -14,8 +14,15 @@ from shared.adapters.resource_store import ResourceStore, StaleEtag
 from tests.api.conftest import API, unique
 
 
+def scratch_store(conn: str) -> ResourceStore:
+    """A table of its own: documents that are not workspaces stay out of the service's tables."""
+    name = unique("concurrency").replace("-", "")
+    storage.table_service(conn).create_table_if_not_exists(name)
+    return ResourceStore(conn, name)
+
+
 def test_stale_replace_is_refused(storage_conn: str) -> None:
-    store = ResourceStore(storage_conn, storage.T_WORKSPACES)
+    store = scratch_store(storage_conn)
     pk, rk = "concurrency", unique("doc")
     store.insert(pk, rk, {"n": 0})
     a, b = store.get(pk, rk), store.get(pk, rk)
@@ -26,7 +33,7 @@ def test_stale_replace_is_refused(storage_conn: str) -> None:
 
 
 def test_concurrent_updates_are_retried_and_all_land(storage_conn: str) -> None:
-    store = ResourceStore(storage_conn, storage.T_WORKSPACES)
+    store = scratch_store(storage_conn)
     pk, rk = "concurrency", unique("doc")
     store.insert(pk, rk, {"seen": []})
     barrier = threading.Barrier(8)
