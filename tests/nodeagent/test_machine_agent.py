@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -59,6 +60,10 @@ class Machine:
     process: subprocess.Popen[bytes]
     log: Path
     mount_root: Path
+    nft_script: Path
+
+    def nft_rules(self) -> str:
+        return self.nft_script.read_text() if self.nft_script.exists() else ""
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -92,7 +97,13 @@ def machine(node_api: CredentialsService, tmp_path: Path) -> Iterator[Machine]:
     config_file.write_text(json.dumps(config))
     # What cloud-init's environment file gives the agent: no storage key, the CA store that trusts the service.
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHAI_") and k != "AzureWebJobsStorage"}
-    env.update(PYTHONPATH=str(REPO), SSL_CERT_FILE=node_api.ca_file)
+    # The agent runs on this host, whose firewall a test must not change: its `nft` records the script it is
+    # given (the rules are enforced in tests/agent/test_isolation_network.py and on machines in tests/e2e).
+    nft_script, bin_dir = tmp_path / "nft-script", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nft").write_text(f'#!/bin/sh\n[ "$1 $2" = "-f -" ] || exit 64\ncat > "{nft_script}"\n')
+    (bin_dir / "nft").chmod(0o755)
+    env.update(PYTHONPATH=str(REPO), SSL_CERT_FILE=node_api.ca_file, PATH=f"{bin_dir}:{env['PATH']}")
     log = tmp_path / "agent.log"
     with open(log, "ab") as out:
         # The machine's host name is its computer name: a UTS namespace of its own gives the agent one.
@@ -101,7 +112,7 @@ def machine(node_api: CredentialsService, tmp_path: Path) -> Iterator[Machine]:
              sys.executable, "-m", "shared.agent", "--config", str(config_file), "--heartbeat-s", "0.5"],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     try:
-        yield Machine(key, node_id, vm, imds, process, log, Path(config["mountRoot"]))
+        yield Machine(key, node_id, vm, imds, process, log, Path(config["mountRoot"]), nft_script)
     finally:
         stop_process(process)
         imds.stop()
@@ -146,6 +157,9 @@ def test_machine_agent_registers_heartbeats_and_runs_a_task_with_scoped_storage(
     node_api.send(machine.node_id, node_api.hold(machine.cluster_key, machine.node_id, task))
     exited = events.wait(machine.node_id, "task-exited", assignment_id, timeout=60)
     assert exited.get("exit_code") == 0 and "error" not in exited, (exited, machine.log_text())
+    rules = machine.nft_rules()  # the job's users are refused the machine's identity endpoint and the service
+    assert f"{urlsplit(machine.imds.url).port}" in rules and f"{urlsplit(node_api.url).port}" in rules, rules
+    assert "skuid" in rules and "reject" in rules, rules
     stdout = blob_text(node_api.conn, f"{prefix}/stdouterr/stdout.txt") or ""
     assert f"AZ_BATCHAI_MOUNT_ROOT={machine.mount_root}\n" in stdout
     assert "sig=" not in stdout and "AccountKey" not in stdout  # no credential of the node reaches a task
