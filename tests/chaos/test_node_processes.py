@@ -32,7 +32,7 @@ subprocess.run(["bash", "-c", "setsid sleep 301 </dev/null >/dev/null 2>&1 & ech
 (workdir / "pids.tmp").write_text('{"task": %d, "daemon": %s}' % (task.pid, (workdir / "daemon.pid").read_text()))
 os.replace(workdir / "pids.tmp", workdir / "pids.json")  # whole: the test reads it as soon as it exists
 while True:
-    time.sleep(0.2)
+    signal.pause()  # idle until stopped, as an agent with nothing to do
 """
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -82,9 +81,7 @@ def test_stop_ends_a_running_container(podman_url: str, tmp_path: Path) -> None:
     task = DockerRuntime(podman_url).start(lt)
     wait_until(lambda: "started" in Path(lt.stdout_path).read_text(), timeout=300)
     assert task.poll() is None
-    began = time.monotonic()
     task.stop(grace_seconds=1)
-    assert time.monotonic() - began < 30
     assert task.poll() in (137, 143)
     task.stop(grace_seconds=1)  # idempotent
     assert task_containers(podman_url, lt.name) == []

@@ -32,7 +32,10 @@ LIVE_SCRIPT = textwrap.dedent("""
     gate = pathlib.Path(sys.argv[1])
     print("first line", flush=True)
     batchai_metrics.log("progress", 0.25)
+    deadline = time.monotonic() + 600
     while not gate.exists():
+        if time.monotonic() > deadline:
+            sys.exit("the test never opened the gate")
         time.sleep(0.1)
     print("second line", flush=True)
     batchai_metrics.log("progress", 0.75)
