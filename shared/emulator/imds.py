@@ -30,11 +30,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from shared.emulator.issuer import Issuer
+from shared.emulator.serving import Endpoint
 
 AZ_ENVIRONMENT = "BatchAIEmulator"
 INSTANCE_VERSIONS = ("2019-06-04", "2020-06-01", "2020-09-01", "2020-12-01", "2021-01-01", "2021-02-01",
@@ -42,7 +43,6 @@ INSTANCE_VERSIONS = ("2019-06-04", "2020-06-01", "2020-09-01", "2020-12-01", "20
 IDENTITY_VERSIONS = ("2018-02-01", "2019-08-01")
 SCHEDULED_EVENTS_VERSIONS = ("2019-01-01", "2019-08-01", "2020-07-01")
 TOKEN_LIFETIME_S = 3600
-SHUTDOWN_POLL_S = 0.1  # how soon stop() returns
 EVENT_DESCRIPTIONS = {
     "Preempt": "Virtual machine is being evicted.",
     "Terminate": "Virtual machine is being deleted.",
@@ -140,7 +140,7 @@ class Imds:
         self._lock = threading.Lock()
         self._events: dict[str, _Event] = {}  # upper-case EventId -> event
         self._incarnations: dict[str, int] = {}  # lower-case VM id -> DocumentIncarnation
-        self._server: ThreadingHTTPServer | None = None
+        self._endpoint = Endpoint("imds")
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Imds:
@@ -149,17 +149,11 @@ class Imds:
         class _Bound(_Handler):
             imds = owner
 
-        self._server = ThreadingHTTPServer((self.host, self.port), _Bound)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_S,), name="imds", daemon=True).start()
+        self.port = self._endpoint.start(self.host, self.port, _Bound, None)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._endpoint.stop()
 
     @property
     def url(self) -> str:

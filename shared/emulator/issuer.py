@@ -20,13 +20,12 @@ import hashlib
 import html
 import json
 import os
-import ssl
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -37,10 +36,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from shared.emulator.login import PAGE_HEADERS, Login, LoginError, form_of
+from shared.emulator.serving import Endpoint
 from shared.localstack.tls import TlsFiles
 
 KEY_FILE = "issuer-key.pem"
-SHUTDOWN_POLL_S = 0.1  # how soon stop() returns
 
 
 def _b64url_uint(value: int) -> str:
@@ -166,8 +165,7 @@ class IssuerServer:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request served
         self._routes: dict[tuple[str, str], Handler] = {}
         self.login = Login(lambda claims, lifetime: self.issuer.sign(claims, lifetime), issuer.tenant_id)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._endpoint = Endpoint("issuer")
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         """Serve `method` on `path` (exact) with `handler`, beside the discovery and keys documents."""
@@ -179,24 +177,13 @@ class IssuerServer:
         class _Bound(_Handler):
             server_owner = owner
 
-        self._server = ThreadingHTTPServer((self.host, self.port), _Bound)
-        self._server.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.port = self._server.server_address[1]
+        self.port = self._endpoint.start(self.host, self.port, _Bound, self.tls)
         if not self.issuer.url:
             self.issuer.url = f"{self.url}/{self.issuer.tenant_id}/v2.0"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_S,), name="issuer",
-                                        daemon=True)
-        self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._endpoint.stop()
 
     @property
     def url(self) -> str:

@@ -17,25 +17,24 @@ from __future__ import annotations
 import json
 import os
 import re
-import ssl
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from shared.adapters import tokens
 from shared.adapters.auth import bearer_token
+from shared.emulator.serving import Endpoint
 from shared.localstack.tls import TlsFiles
 
 RESOURCE = "https://vault.azure.net"
 STORE = "secrets.json"
 _NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
 _VERSION = re.compile(r"[0-9a-f]{32}")
-SHUTDOWN_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class KeyVault:
         self.port = port
         self.reads: list[Read] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._endpoint = Endpoint("keyvault")
         directory.mkdir(parents=True, exist_ok=True)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -77,21 +76,11 @@ class KeyVault:
         class _Bound(_Handler):
             vault = owner
 
-        self._server = ThreadingHTTPServer((self.host, self.port), _Bound)
-        self._server.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_S,), name="keyvault",
-                         daemon=True).start()
+        self.port = self._endpoint.start(self.host, self.port, _Bound, self.tls)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._endpoint.stop()
 
     @property
     def url(self) -> str:

@@ -20,12 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import ssl
 import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -35,6 +34,7 @@ from shared.emulator.arm.backend import Identity, InstanceBackend, RecordsOnly, 
 from shared.emulator.arm.containers import ContainerGroupBackend, ScriptedContainerGroups
 from shared.emulator.arm.sizes import DEFAULT_CATALOGUE, SizeCatalogue, sku_not_available
 from shared.emulator.arm.wire import API_VERSIONS, ArmError, Operation, Reply, Request
+from shared.emulator.serving import Endpoint
 from shared.localstack.tls import ensure_tls
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ class ArmEmulator:
         self._allocate_ip = allocate_ip or _DefaultAddresses()
         self._throttle = 0
         self._routes: list[tuple[str, re.Pattern[str], Handler, frozenset[str]]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._endpoint = Endpoint("arm")
         self._host = "127.0.0.1"
         from shared.emulator.arm import aci, compute, load_balancers, network, virtual_machines
 
@@ -89,24 +88,15 @@ class ArmEmulator:
             arm = emulator
 
         self._host = host
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._endpoint.start(host, port, _Handler, self.tls)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self._endpoint.stop()
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        return f"https://{self._host}:{self._server.server_address[1]}"
+        return f"https://{self._host}:{self._endpoint.port}"
 
     @property
     def ca_file(self) -> str:
