@@ -23,7 +23,7 @@ from shared.decisions.gpu_slots import job_slots
 from shared.domain import resources, states, validation
 from shared.domain.errors import bad_request, conflict, not_found
 from shared.domain.keys import ClusterRef, ExperimentRef, JobRef
-from shared.services import removal, usages
+from shared.services import node_state, removal, usages
 from shared.services.api_common import (
     Accepted,
     Page,
@@ -135,5 +135,5 @@ def terminate(settings: Settings, ref: JobRef) -> Accepted:
 def remote_login(settings: Settings, ref: JobRef) -> Page:
     doc = get_doc(settings, ref)
     cluster = ClusterRef.from_key(doc.data["internal"]["clusterKey"])
-    rows = [r for r in node_rows(settings, cluster) if r.get("jobKey") == ref.key]
+    rows = [r for r in node_rows(settings, cluster) if ref.key in node_state.held_jobs(r)]  # packed nodes too
     return Page(login_entries(rows), None)
