@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from shared.decisions.gpu_slots import GPU_SLOTS, PACKINGS, WHOLE_NODE, devices_for
 
@@ -76,8 +77,12 @@ class Placement:
     slots: int  # slots taken on each node (1 under whole-node packing)
     gpus: tuple[tuple[int, ...], ...] = ()  # the GPU indices taken on each node, in node_ids order
 
+    @cached_property
+    def _gpus_by_node(self) -> dict[str, tuple[int, ...]]:
+        return dict(zip(self.node_ids, self.gpus, strict=False))
+
     def gpus_on(self, node_id: str) -> tuple[int, ...]:
-        return dict(zip(self.node_ids, self.gpus, strict=False)).get(node_id, ())
+        return self._gpus_by_node.get(node_id, ())
 
 
 @dataclass(frozen=True)
