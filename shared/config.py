@@ -69,6 +69,9 @@ class Settings:
     # tokens with it, standing in for the Function app's identity; unset (Azure): the app's managed
     # identity through azure-identity. BATCHAI_LOCAL_ISSUER_DIR.
     local_issuer_dir: str = ""
+    # The GPUs a node agent declares where it cannot see them itself (no driver in its reach; the local
+    # stack's process nodes of a GPU size). BATCHAI_NODE_GPUS; unset: what nvidia-smi lists.
+    node_gpus: int | None = None
 
     @property
     def data_connection(self) -> str:
@@ -103,6 +106,7 @@ class Settings:
             message_public_key=env.get("BATCHAI_MESSAGE_PUBLIC_KEY", ""),
             key_vault_ca_file=env.get("BATCHAI_KEY_VAULT_CA_FILE", ""),
             local_issuer_dir=env.get("BATCHAI_LOCAL_ISSUER_DIR", ""),
+            node_gpus=_count(env.get("BATCHAI_NODE_GPUS", ""), "BATCHAI_NODE_GPUS"),
         )
 
 
@@ -204,6 +208,15 @@ def _endpoints(text: str) -> dict[str, str]:
                                               for k, v in given.items()):
         raise ValueError("BATCHAI_NODE_STORAGE_ENDPOINTS: a JSON object of blob/queue/table templates with {account}")
     return {**PUBLIC_STORAGE_ENDPOINTS, **{k: str(v) for k, v in given.items()}}
+
+
+def _count(text: str, name: str) -> int | None:
+    """A count (an integer of at least 0) or None when unset; ValueError otherwise."""
+    if not text.strip():
+        return None
+    if not text.strip().isdigit():
+        raise ValueError(f"{name}: a count of at least 0, not {text!r}")
+    return int(text)
 
 
 def _items(text: str) -> list[str]:

@@ -39,7 +39,7 @@ def pending_row(priority: str, submitted_at: datetime, job_key: str) -> str:
 
 
 def pending_entity(cluster_key: str, job_key: str, priority: str, submitted_at: datetime, node_count: int,
-                   attempt: int = 1) -> dict[str, Any]:
+                   attempt: int = 1, slots: int = 1) -> dict[str, Any]:
     return {
         "PartitionKey": cluster_key,
         "RowKey": pending_row(priority, submitted_at, job_key),
@@ -48,14 +48,15 @@ def pending_entity(cluster_key: str, job_key: str, priority: str, submitted_at: 
         "submittedAt": submitted_at.isoformat(),
         "nodeCount": node_count,
         "attempt": attempt,
+        "slots": slots,  # per node, under gpu-slots packing
     }
 
 
 def add_pending(conn: str, cluster_key: str, job_key: str, priority: str, submitted_at: datetime,
-                node_count: int, attempt: int = 1) -> None:
+                node_count: int, attempt: int = 1, slots: int = 1) -> None:
     """Put a job in its cluster's pending index (idempotent: the row key is the job's identity)."""
     storage.table(conn, storage.T_SCHED).upsert_entity(
-        pending_entity(cluster_key, job_key, priority, submitted_at, node_count, attempt))
+        pending_entity(cluster_key, job_key, priority, submitted_at, node_count, attempt, slots))
 
 
 def kick(conn: str, cluster_key: str) -> None:

@@ -6,7 +6,8 @@ with storage through BATCHAI_STORAGE_CONNECTION_STRING, local shared directories
 BATCHAI_STATE_DIR, and BATCHAI_ON_AZURE=1 to poll Scheduled Events (see shared.config.Settings).
 The node's documents come from the service's node API at BATCHAI_NODE_SERVICE_URL (trusting
 BATCHAI_NODE_CA_FILE), with the node token in ``DIR/node-token``; messages are verified with
-BATCHAI_MESSAGE_PUBLIC_KEY.
+BATCHAI_MESSAGE_PUBLIC_KEY. BATCHAI_NODE_GPUS declares GPUs the agent cannot see (a machine's
+config key ``gpus`` wins over it); unset, the GPUs are what nvidia-smi lists.
 
 Machine (a VM, or an emulator machine): ``python -m shared.agent --config /etc/batchai/agent.json``
 (see shared.agent.config): the node id is the host name (the VM's computer name), the address is
@@ -70,7 +71,8 @@ def machine_options(config: AgentConfig, heartbeat_s: float, settings: Settings)
         workdir=config.workdir, state_dir=config.workdir / "state", address=address, heartbeat_s=heartbeat_s,
         ssh_port=SSH_PORT, mount_root=config.mount_root,
         machine_mounts=MachineMounter(run_command, config.storage_endpoints, config.file_server_ips),
-        scheduled_events_url=imds.scheduled_events_url, vm_name=vm_name, declared_gpus=config.gpus,
+        scheduled_events_url=imds.scheduled_events_url, vm_name=vm_name,
+        declared_gpus=config.gpus if config.gpus is not None else settings.node_gpus,
         isolation=machine([config.imds_url, config.service_url]),
         poll_max_s=settings.agent_poll_max_s, poll_min_s=min(settings.agent_poll_min_s, settings.agent_poll_max_s))
 
@@ -92,7 +94,7 @@ def process_options(args: argparse.Namespace, settings: Settings) -> AgentOption
         api=api, message_key=lambda: settings.message_public_key,
         cluster_key=args.cluster_key, node_id=args.node_id, workdir=workdir,
         state_dir=settings.state_dir, address=args.address, heartbeat_s=args.heartbeat_s,
-        scheduled_events_url=IMDS_SCHEDULED_EVENTS if settings.on_azure else None,
+        scheduled_events_url=IMDS_SCHEDULED_EVENTS if settings.on_azure else None, declared_gpus=settings.node_gpus,
         poll_max_s=settings.agent_poll_max_s, poll_min_s=min(settings.agent_poll_min_s, settings.agent_poll_max_s))
 
 

@@ -6,7 +6,9 @@ never falls back to the host: an unreachable engine is a `TaskStartError`.
 A container runs the task's command under bash when the image has it, else sh, with the launch's
 environment (the job's allow-listed one, see shared.agent.environment, minus the variables that would
 hide the image's own, such as PATH; HOME is the job's), its bind mounts at the same paths, the host
-network for multi-node jobs and the GPUs of the task. It runs as the job's user (`run_as`), never as
+network for multi-node jobs and the GPUs of the task: the node's GPU indices its assignment names,
+as device requests (inside, the container sees only those, numbered from 0, so its
+CUDA_VISIBLE_DEVICES is renumbered to match). It runs as the job's user (`run_as`), never as
 root: in a rootful engine the container's root is the host's, which could read every bind and every
 other job's files; an image that needs root for its setup must be built with it (its files stay
 readable to any user), and the job's own directories are its user's. Its stdout
@@ -120,7 +122,11 @@ def create_options(launch: TaskLaunch) -> dict[str, Any]:
         options["shm_size"] = settings["shmSize"]
     if launch.host_network:
         options["network_mode"] = "host"
-    if launch.gpus > 0:
+    if launch.gpu_ids:
+        options["device_requests"] = [DeviceRequest(device_ids=[str(i) for i in launch.gpu_ids],
+                                                    capabilities=[["gpu"]])]
+        options["environment"]["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(launch.gpu_ids)))
+    elif launch.gpus > 0 and launch.gpu_ids is None:
         options["device_requests"] = [DeviceRequest(count=launch.gpus, capabilities=[["gpu"]])]
     return options
 

@@ -1,8 +1,10 @@
 """The environment a task (or the node setup task) runs with, built from an allow-list and never the
 agent's own: of the node's environment only the search path, the locale, the time zone and the CA
 settings (`base_env`); then the user's variables and secrets, the AZ_BATCHAI_* variables, the job's
-HOME and TMPDIR (its own directories), and the toolkit's. Whatever else the agent was started with
-(its storage connection string, its service settings) never reaches a task.
+HOME and TMPDIR (its own directories), and the toolkit's. A task whose assignment names its GPU
+indices sees exactly those: CUDA_VISIBLE_DEVICES lists them, AZ_BATCHAI_NUM_GPUS counts them (one
+whose assignment names none gets every GPU of the node). Whatever else the agent was started
+with (its storage connection string, its service settings) never reaches a task.
 
 Secrets given as Key Vault references are read before the task starts (`resolve_secrets`, with the
 node's reader: its managed identity on a machine; a process node gets them resolved by the service).
@@ -17,6 +19,7 @@ from typing import Any
 from shared.agent.layout import TaskDirs
 from shared.agent.retry import GaveUp
 from shared.agent.runtime import TaskStartError
+from shared.decisions.gpu_slots import visible_devices
 from shared.domain.messages import AssignedTask
 from shared.domain.metrics import task_pythonpath
 from shared.domain.secret_refs import SecretUnresolved, Slot, resolve
@@ -76,9 +79,11 @@ def task_env(base: Mapping[str, str], dirs: TaskDirs, a: AssignedTask, gpus: int
         "AZ_BATCHAI_SHARED_JOB_TEMP": str(dirs.shared_job_temp),
         "AZ_BATCHAI_STDOUTERR_DIR": str(dirs.stdouterr),
         "AZ_BATCHAI_TASK_INDEX": str(a.task_index),
-        "AZ_BATCHAI_NUM_GPUS": str(gpus),
+        "AZ_BATCHAI_NUM_GPUS": str(gpus if a.gpus is None else len(a.gpus)),
         "AZ_BATCHAI_JOB_ID": a.job_arm_id,
     })
+    if a.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible_devices(a.gpus)
     env.update({f"AZ_BATCHAI_INPUT_{i}": path for i, path in dirs.inputs.items()})
     env.update({f"AZ_BATCHAI_OUTPUT_{i}": str(path) for i, path in dirs.outputs.items()})
     env.update(plan_env)

@@ -34,6 +34,7 @@ class TaskLaunch:
     binds: list[str] = field(default_factory=list)  # host directories to bind at the same path
     host_network: bool = False
     gpus: int = 0
+    gpu_ids: list[int] | None = None  # the node's GPU indices the task gets (None: any `gpus` of them)
     name: str = ""  # a label for the process or container
     labels: dict[str, str] = field(default_factory=dict)  # extra container labels (job, assignment) for cleanup
     run_as: RunAs | None = None  # the job's user; None: the agent's own

@@ -192,7 +192,8 @@ class TaskRunner:
         assert prepared.dirs is not None
         return TaskLaunch(command=command, env=prepared.env, cwd=str(prepared.dirs.wd), stdout_path=str(stdout),
                           stderr_path=str(stderr), container=self.a.job.get("containerSettings"),
-                          binds=prepared.binds(), host_network=True, gpus=self.node.gpus, name=name,
+                          binds=prepared.binds(), host_network=True, name=name,
+                          gpus=self.node.gpus if self.a.gpus is None else len(self.a.gpus), gpu_ids=self.a.gpus,
                           labels={"batchai.assignment": self.a.assignment_id,
                                   "batchai.node": self.node.channel.node_id},
                           run_as=prepared.run_as, home=str(prepared.dirs.home))

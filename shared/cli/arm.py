@@ -1,7 +1,8 @@
 """Requests that azure-mgmt-batchai 7.0.0 has no method for, sent through the SDK client's own pipeline
 (its credential, retries, ARM error mapping and long-running operation polling): file server get and
-delete (in the 2018-05-01 contract, absent from that SDK) and a cluster's node setup task output
-(listNodeSetupFiles, the service's addition beyond 2018-05-01).
+delete (in the 2018-05-01 contract, absent from that SDK), a cluster's node setup task output
+(listNodeSetupFiles, the service's addition beyond 2018-05-01), and creates whose body carries
+properties the SDK's models lack (the service's additions: a cluster's packing, a job's GPUs per node).
 """
 
 from __future__ import annotations
@@ -75,3 +76,19 @@ def file_server_id(client: BatchAI, group: str, workspace: str, name_or_id: str)
             raise CliError(f"{name_or_id!r} is not the ARM id of a file server")
         group, workspace, name_or_id = parts["resource_group"], parts["name"], parts["resource_name"]
     return str(get_file_server(client, group, workspace, name_or_id).id)
+
+
+def begin_create_with(client: BatchAI, path: str, params: Any, definition: str, result: str,
+                      additions: dict[str, Any]) -> LROPoller[Any]:
+    """PUT `params` as the SDK would send them (`definition`), with `additions` in its properties; the
+    poller's result is the created resource as the SDK's `result` model."""
+    body = client._serialize.body(params, definition)
+    body.setdefault("properties", {}).update(additions)
+    request = HttpRequest("PUT", client._client.format_url(path), params={"api-version": API_VERSION}, json=body)
+    response = client._client.send_request(request, _return_pipeline_response=True)
+    http = response.http_response
+    if http.status_code not in (200, 201, 202):
+        map_error(status_code=http.status_code, response=http, error_map=ERRORS)
+        raise HttpResponseError(response=http, error_format=ARMErrorFormat)
+    return LROPoller(client._client, response, lambda r: client._deserialize(result, r),
+                     ARMPolling(client._config.polling_interval))

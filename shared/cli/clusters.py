@@ -107,6 +107,9 @@ def create(
     storage_name: StorageNameOpt = None, storage_key: StorageKeyOpt = None,
     user: UserOpt = None, password: PasswordOpt = None, ssh_key: SshKeyOpt = None,
     generate_ssh_keys: GenerateKeysOpt = False, group: GroupOpt = None, output: OutputOpt = None,
+    packing: Annotated[str | None, typer.Option(
+        "--packing", help="whole-node (a job gets whole nodes: the default) or gpu-slots (jobs share nodes, "
+                          "each with its own GPUs).")] = None,
 ) -> None:
     """Create a cluster from flags, a cluster file, or both (flags win). Default scale: manual, 1 node."""
     s = session(ctx)
@@ -141,7 +144,12 @@ def create(
     props["userAccountSettings"] = user_account(props.get("userAccountSettings"), user, password, ssh_key,
                                                 generate_ssh_keys)
     params = cluster_model(doc, file or "cluster flags")
-    created = s.client.clusters.begin_create(rg, ws, cluster, params).result()
+    packing = packing or props.get("packing")
+    if packing:
+        created = arm.begin_create_with(s.client, f"{arm.workspace_path(s.client, rg, ws)}/clusters/{cluster}", params,
+                                        "ClusterCreateParameters", "Cluster", {"packing": packing}).result()
+    else:
+        created = s.client.clusters.begin_create(rg, ws, cluster, params).result()
     show_one(created, output_format(ctx, output))
 
 

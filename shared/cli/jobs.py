@@ -94,6 +94,9 @@ def create(
     bfs_name: mounts.BfsOpt = None, bfs_mount_path: mounts.BfsPathOpt = "bfs",
     storage_name: StorageNameOpt = None, storage_key: StorageKeyOpt = None,
     group: GroupOpt = None, output: OutputOpt = None,
+    gpus_per_node: Annotated[int | None, typer.Option(
+        "--gpus-per-node", min=1, help="GPUs the job takes on each of its nodes (on a gpu-slots cluster, "
+                                       "jobs share nodes by these).")] = None,
 ) -> None:
     """Submit a job described by a Batch AI job file ($schema + properties). nodeCount defaults to 1. --nfs,
     --afs-name and --bfs-name mount for the job only, under $AZ_BATCHAI_JOB_MOUNT_ROOT."""
@@ -110,7 +113,12 @@ def create(
         existing = params.mount_volumes.serialize() if params.mount_volumes else None
         volumes = mounts.add_mounts(existing, flags, account, lambda fs: arm.file_server_id(s.client, rg, ws, fs))
         params.mount_volumes = models.MountVolumes.deserialize(volumes)
-    created = s.client.jobs.begin_create(rg, ws, exp, job, params).result()
+    if gpus_per_node is not None:
+        path = f"{arm.workspace_path(s.client, rg, ws)}/experiments/{exp}/jobs/{job}"
+        created = arm.begin_create_with(s.client, path, params, "JobCreateParameters", "Job",
+                                        {"gpusPerNode": gpus_per_node}).result()
+    else:
+        created = s.client.jobs.begin_create(rg, ws, exp, job, params).result()
     show_one(created, output_format(ctx, output))
 
 

@@ -15,7 +15,10 @@ Definitions used throughout:
 - *Busy* nodes are capacity nodes in state running (they hold a job).
 - *Demand* is the nodes needed by pending jobs: the sum of `nodeCount` of every pending job that
   could ever fit (`nodeCount <= maximumNodeCount`); a gang larger than the cluster can be is not
-  demand (it would only hold nodes that can never run it).
+  demand (it would only hold nodes that can never run it). Under `gpu-slots` packing demand counts
+  slots: the new nodes (of `node_slots` slots each) the pending jobs need once the free slots of
+  the busy nodes are used (`gpu_slots.nodes_needed`), so small jobs share nodes instead of each
+  asking for one.
 
 Autoscale: wanted = clamp(busy + demand, min, max) (and at least initialNodeCount on the first
 reconcile). Scale-up starts `wanted - capacity` instances, at most `max_starts` per tick when the
@@ -34,6 +37,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from shared.decisions.gpu_slots import GPU_SLOTS, WHOLE_NODE, nodes_needed
 
 STEADY = "steady"
 RESIZING = "resizing"
@@ -84,6 +89,7 @@ class NodeView:
     idle_since: datetime | None = None
     state_since: datetime | None = None
     leaving_reason: str = ""
+    free_slots: int = 0  # slots its jobs leave (gpu-slots packing)
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,9 @@ class ScaleInput:
     idle_timeout_s: float
     first_reconcile: bool = False  # initialNodeCount applies
     max_starts: int | None = None  # most instances one tick may start (None: no cap)
+    packing: str = WHOLE_NODE
+    pending_slots: Sequence[int] = ()  # slots per node of each pending job, as pending_node_counts (1 if absent)
+    node_slots: int = 1  # slots a node of the cluster offers
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,13 @@ class ScaleDecision:
 def demand(pending_node_counts: Sequence[int], maximum: int) -> int:
     """Nodes needed by pending jobs that could ever fit in `maximum` nodes."""
     return sum(n for n in pending_node_counts if 0 < n <= maximum)
+
+
+def slot_demand(inp: ScaleInput, busy: Sequence[NodeView]) -> int:
+    """Nodes needed by pending jobs under gpu-slots packing, beyond the busy nodes' free slots."""
+    slots = list(inp.pending_slots) + [1] * (len(inp.pending_node_counts) - len(inp.pending_slots))
+    return nodes_needed(list(zip(inp.pending_node_counts, slots, strict=False)), [n.free_slots for n in busy],
+                        inp.node_slots, inp.policy.maximum)
 
 
 def _idle_for(node: NodeView, now: datetime) -> float:
@@ -175,8 +191,9 @@ def decide(inp: ScaleInput) -> ScaleDecision:
     if policy.is_manual:
         wanted = policy.manual_target or 0
     else:
-        wanted = min(max(len(busy) + demand(inp.pending_node_counts, policy.maximum), policy.minimum),
-                     policy.maximum)
+        needed = slot_demand(inp, busy) if inp.packing == GPU_SLOTS else demand(inp.pending_node_counts,
+                                                                                  policy.maximum)
+        wanted = min(max(len(busy) + needed, policy.minimum), policy.maximum)
         if inp.first_reconcile:
             wanted = max(wanted, min(max(policy.initial, policy.minimum), policy.maximum))
 

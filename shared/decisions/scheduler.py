@@ -12,6 +12,8 @@ Policy, in named steps:
   node offers its GPUs (its cores when it has none) as slots; a job takes `slots` slots on each
   of its N nodes; `idle` and `running` nodes with enough free slots are free. Nodes that are
   starting, preparing, leaving, unusable or lost are never free.
+- GPU indices (`gpu_slots.devices_for`): each placement names, per node, the GPU indices its task
+  gets: the lowest ones no job on the node holds (gpu-slots), or all of them (whole-node).
 - Head of line (`_reserve`): a job that cannot be placed now but could be placed once running
   jobs end (its N nodes exist among the cluster's idle, running, starting and preparing nodes)
   reserves the N nodes it will take first: free nodes before busy ones. Jobs behind it may only
@@ -26,10 +28,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
-WHOLE_NODE = "whole-node"
-GPU_SLOTS = "gpu-slots"
-PACKINGS = (WHOLE_NODE, GPU_SLOTS)
+from shared.decisions.gpu_slots import GPU_SLOTS, PACKINGS, WHOLE_NODE, devices_for
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 
@@ -44,6 +45,8 @@ class NodeView:
     slots: int = 1  # GPUs, or cores when the node has no GPU (gpu-slots packing only)
     used_slots: int = 0
     jobs: tuple[str, ...] = ()  # job keys running on it
+    gpus: int = 0  # its GPUs, indices 0..gpus-1
+    busy_gpus: frozenset[int] = frozenset()  # the indices its jobs hold
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,14 @@ class Placement:
     node_ids: tuple[str, ...]  # rank order; node_ids[0] is the master
     attempt: int
     slots: int  # slots taken on each node (1 under whole-node packing)
+    gpus: tuple[tuple[int, ...], ...] = ()  # the GPU indices taken on each node, in node_ids order
+
+    @cached_property
+    def _gpus_by_node(self) -> dict[str, tuple[int, ...]]:
+        return dict(zip(self.node_ids, self.gpus, strict=False))
+
+    def gpus_on(self, node_id: str) -> tuple[int, ...]:
+        return self._gpus_by_node.get(node_id, ())
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,7 @@ class _Node:
     view: NodeView
     free_slots: int
     reserved: bool = False
+    busy_gpus: set[int] = field(default_factory=set)
 
     @property
     def busy(self) -> bool:
@@ -101,7 +113,7 @@ class _Node:
 def schedule(request: SchedulingRequest) -> SchedulingReply:
     if request.packing not in PACKINGS:
         raise ValueError(f"unknown packing {request.packing!r}")
-    nodes = [_Node(n, max(n.slots - n.used_slots, 0)) for n in sorted(request.nodes, key=lambda n: n.node_id)
+    nodes = [_Node(n, _free(n), busy_gpus=set(n.busy_gpus)) for n in sorted(request.nodes, key=lambda n: n.node_id)
              if n.state in CAPACITY_STATES]
     ids = list(request.new_ids)
     reply = SchedulingReply()
@@ -113,13 +125,24 @@ def schedule(request: SchedulingRequest) -> SchedulingReply:
                 reply.waiting.append(Waiting(job.job_key, "no-ids"))
                 continue
             chosen = fits[:job.node_count]
+            devices = []
             for node in chosen:
                 node.free_slots = node.free_slots - need if request.packing == GPU_SLOTS else 0
+                devices.append(devices_for(request.packing, node.view.gpus, node.busy_gpus, need))
+                node.busy_gpus |= set(devices[-1])
             reply.assignments.append(Placement(job.job_key, ids.pop(0), tuple(n.view.node_id for n in chosen),
-                                               job.attempt, need))
+                                               job.attempt, need, tuple(devices)))
             continue
         reply.waiting.append(_reserve(nodes, job, need, request.packing))
     return reply
+
+
+def _free(view: NodeView, taken: int = 0) -> int:
+    """Free slots: what its jobs leave; on a node with GPUs, no more than the GPU indices left."""
+    free = view.slots - view.used_slots - taken
+    if view.gpus > 0:
+        free = min(free, view.gpus - len({i for i in view.busy_gpus if 0 <= i < view.gpus}) - taken)
+    return max(free, 0)
 
 
 def _order(pending: Sequence[PendingJob]) -> list[PendingJob]:
@@ -181,7 +204,7 @@ def saturated(request: SchedulingRequest, reply: SchedulingReply) -> bool:
     for view in request.nodes:
         if view.state not in CAPACITY_STATES or view.node_id in reserved:
             continue
-        node = _Node(view, max(view.slots - view.used_slots - taken.get(view.node_id, 0), 0))
+        node = _Node(view, _free(view, taken.get(view.node_id, 0)))
         if request.packing == WHOLE_NODE and view.node_id in taken:
             continue
         if _schedulable_now(node, 1, request.packing):

@@ -67,6 +67,7 @@ class AssignedTask:
     cluster: dict[str, Any]  # what the node needs of its cluster (`node_view`)
     output_container: str  # blob container for stdouterr and outputs
     output_prefix: str  # "{ws}/{exp}/{job}/{jobOutputDirectoryPathSegment}"
+    gpus: list[int] | None = None  # the node's GPU indices this task gets (None: not recorded, every GPU)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

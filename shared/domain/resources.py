@@ -73,7 +73,8 @@ def new_cluster(ref: ClusterRef, props: dict[str, Any], now: datetime, unique: s
         task["stdOutErrPathSuffix"] = (f"{ws.subscription}/{ws.resource_group}/workspaces/{ws.workspace}"
                                        f"/clusters/{ref.name}/{unique}")
     return {"id": ref.arm_id, "name": ref.name, "type": T_CLUSTER, "properties": {**props, **_system(now)},
-            "internal": {"allocationState": "steady", "allocationStateTransitionTime": iso(now)}}
+            "internal": {"allocationState": "steady", "allocationStateTransitionTime": iso(now),
+                         **({"packing": props["packing"]} if props.get("packing") else {})}}
 
 
 def new_fileserver(ws: WorkspaceRef, name: str, props: dict[str, Any], now: datetime,
@@ -271,4 +272,6 @@ def same_spec(kind: str, stored: dict[str, Any], requested: dict[str, Any]) -> b
             task.pop("stdOutErrPathSuffix", None)
         if kind == "job" and "cluster" in side:
             side["cluster"] = {"id": str(side["cluster"].get("id", "")).lower()}
+        if kind == "cluster" and side.get("packing") == "whole-node":
+            del side["packing"]  # the default, said or not
     return a == b

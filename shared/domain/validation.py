@@ -220,8 +220,44 @@ def _secrets(secrets: list[dict[str, Any]], path: str) -> None:
             raise invalid(f"{path}[{i}]", "give exactly one of 'value' or 'valueSecretReference'.")
 
 
+#: GPU-slot packing (`properties.packing`), an addition beyond 2018-05-01: whole nodes (the default) or GPU slots.
+PACKINGS = ("whole-node", "gpu-slots")
+MAX_GPUS_PER_NODE = 64
+
+
+def _given(body: Any, name: str) -> Any:
+    """A property of the request body that the contract does not define (None: not given)."""
+    return (body.get("properties") or {}).get(name) if isinstance(body, dict) else None
+
+
+def _packing(body: Any) -> str | None:
+    packing = _given(body, "packing")
+    if packing is not None and packing not in PACKINGS:
+        raise invalid("properties.packing", f"'{_shown(str(packing))}' is not one of: {', '.join(PACKINGS)}.")
+    return packing
+
+
+def _gpus_per_node(body: Any) -> int | None:
+    gpus = _given(body, "gpusPerNode")
+    if gpus is not None and (not isinstance(gpus, int) or isinstance(gpus, bool)
+                             or not 1 <= gpus <= MAX_GPUS_PER_NODE):
+        raise invalid("properties.gpusPerNode", f"must be an integer from 1 to {MAX_GPUS_PER_NODE}, got "
+                                                f"{_shown(repr(gpus))}.")
+    return gpus
+
+
+def gpus_fit_cluster(gpus_per_node: int | None, node_gpus: int) -> None:
+    """A job may not ask for more GPUs per node than its cluster's nodes have (`node_gpus`; 0: unknown)."""
+    if gpus_per_node is not None and node_gpus > 0 and gpus_per_node > node_gpus:
+        raise invalid("properties.gpusPerNode", f"the job asks for {gpus_per_node} GPUs per node but the "
+                                                f"cluster's nodes have {node_gpus}.")
+
+
 def cluster_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> dict[str, Any]:
     props = _properties(body, "ClusterCreateParameters", "ClusterBaseProperties")
+    packing = _packing(body)
+    if packing is not None:
+        props["packing"] = packing
     vault_urls.secret_references(props, "properties", vault_hosts)
     props.setdefault("vmPriority", "dedicated")
     if not props["vmSize"].strip():
@@ -295,6 +331,9 @@ def job_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> d
         if body["properties"]["nodeCount"] is None:
             body["properties"]["nodeCount"] = 1
     props = _properties(body, "JobCreateParameters", "JobBaseProperties")
+    gpus_per_node = _gpus_per_node(body)
+    if gpus_per_node is not None:
+        props["gpusPerNode"] = gpus_per_node
     props.setdefault("schedulingPriority", "normal")
     _count(props["nodeCount"], "properties.nodeCount", 1)
     vault_urls.secret_references(props, "properties", vault_hosts)

@@ -1,10 +1,10 @@
 """Assignment rows (`asg|{job key}` in a cluster's sched partition) and what holding one means.
 
-Owned here: the asg row fields (jobKey, assignmentId, nodes, attempt, slots, tasks, dispatched,
-createdAt, reserving), `release()` (free the nodes and delete the asg row in ONE ETag-checked
-transaction; the node-row fields of freeing come from `node_state.free_fields`) and `dispatch()`
-(move the job to assigned and send each node its `Assignment`). The scheduling pass creates asg
-rows; task events record task results in them.
+Owned here: the asg row fields (jobKey, assignmentId, nodes, attempt, slots, gpus (JSON {node id:
+the GPU indices its task gets}), tasks, dispatched, createdAt, reserving), `release()` (free the
+nodes and delete the asg row in ONE ETag-checked transaction; the node-row fields of freeing come
+from `node_state.free_fields`) and `dispatch()` (move the job to assigned and send each node its
+`Assignment`). The scheduling pass creates asg rows; task events record task results in them.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class AsgRow:
     dispatched: bool
     created_at: datetime
     etag: str
+    gpus: dict[str, list[int]] | None = None  # node id -> its task's GPU indices (None: not recorded)
 
     @property
     def node_ids(self) -> list[str]:
@@ -68,7 +69,8 @@ def parse(entity: Entity, etag: str | None = None) -> AsgRow:
                   nodes=[NodeAddress(**n) for n in json.loads(joined(entity, "nodes") or "[]")],
                   attempt=int(entity.get("attempt") or 1), slots=int(entity.get("slots") or 1),
                   tasks=json.loads(joined(entity, "tasks") or "{}"), dispatched=bool(entity.get("dispatched")),
-                  created_at=datetime.fromisoformat(entity["createdAt"]), etag=etag or entity.metadata["etag"])
+                  created_at=datetime.fromisoformat(entity["createdAt"]), etag=etag or entity.metadata["etag"],
+                  gpus=json.loads(joined(entity, "gpus")) if entity.get("gpus") else None)
 
 
 def split(name: str, value: Any) -> Entity:
@@ -95,10 +97,12 @@ def get(settings: Settings, cluster_key: str, job_key: str) -> AsgRow | None:
 
 
 def new_entity(cluster_key: str, job_key: str, assignment_id: str, nodes: list[NodeAddress], attempt: int,
-               slots: int, now: datetime) -> Entity:
+               slots: int, now: datetime, gpus: dict[str, tuple[int, ...]] | None = None) -> Entity:
     return {"PartitionKey": cluster_key, "RowKey": sched_store.assignment_row(job_key), "jobKey": job_key,
             "assignmentId": assignment_id, **split("nodes", [n.__dict__ for n in nodes]), "attempt": attempt,
-            "slots": slots, "tasks": "{}", "dispatched": False, "createdAt": now.isoformat()}
+            "slots": slots, **({} if gpus is None else split("gpus", {n: list(g) for n, g in gpus.items()})),
+            "tasks": "{}",
+            "dispatched": False, "createdAt": now.isoformat()}
 
 
 def update(settings: Settings, asg: AsgRow, fields: Entity) -> bool:

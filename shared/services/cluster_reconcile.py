@@ -28,18 +28,19 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared import telemetry
 from shared.adapters import sched_store, storage
-from shared.adapters.compute import provider_for
+from shared.adapters.compute import provider_for, vm_sizes
 from shared.adapters.compute.capabilities import ComputeRejected, ScaleInProtection, TaskRunner
 from shared.adapters.compute.port import ComputeProvider
 from shared.adapters.resource_store import Doc, ResourceStore, StaleEtag
 from shared.config import Settings
 from shared.dashboard import cluster_history
-from shared.decisions import autoscaler
+from shared.decisions import autoscaler, gpu_slots
 from shared.decisions.autoscaler import Drain, InstanceView, NodeView, ScaleInput, ScalePolicy
 from shared.domain.keys import ClusterRef
 from shared.domain.states import NodeState
 from shared.services import node_state, nodes, removal
 from shared.services.guarded import each
+from shared.services.scheduling import packing_of
 
 ACTIVE = ("creating", "running")
 #: Most instances one tick may start, per provider: a local instance is a process started during
@@ -74,14 +75,17 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
         return ReconcileResult(key)
     rows = sched_store.partition(settings.storage_connection_string, key)
     node_rows = nodes.node_rows(rows)
-    pending = [int(r.get("nodeCount") or 1) for r in rows if r["RowKey"].startswith(sched_store.PENDING)]
+    pending_rows = [r for r in rows if r["RowKey"].startswith(sched_store.PENDING)]
+    pending = [int(r.get("nodeCount") or 1) for r in pending_rows]
     instances = provider.list_instances(key)
     internal = doc.data.get("internal") or {}
     decision = autoscaler.decide(ScaleInput(
         policy=ScalePolicy.from_properties(doc.data.get("properties") or {}),
         nodes=[_view(r) for r in node_rows], instances=[InstanceView(i.node_id, i.state) for i in instances],
         pending_node_counts=pending, now=now, idle_timeout_s=settings.idle_timeout_s,
-        first_reconcile=not internal.get("scaleInitialized"), max_starts=MAX_STARTS_PER_TICK.get(provider.name)))
+        first_reconcile=not internal.get("scaleInitialized"), max_starts=MAX_STARTS_PER_TICK.get(provider.name),
+        packing=packing_of(doc), pending_slots=[int(r.get("slots") or 1) for r in pending_rows],
+        node_slots=_node_slots(node_rows, spec.vm_size)))
     result = ReconcileResult(key, wanted=decision.wanted, provider_target=decision.provider_target,
                              allocation_state=decision.allocation_state)
     cluster_history.record(settings, key, now, node_rows, pending, decision.wanted)  # the dashboard's chart
@@ -175,10 +179,25 @@ def remove_cluster(settings: Settings, key: str, provider: ComputeProvider | Non
 
 # --- applying one decision --------------------------------------------------------------------
 
+def _slots(row: dict[str, Any]) -> int:
+    return gpu_slots.node_slots(int(row.get("gpus") or 0), int(row.get("cores") or 0))
+
+
+def _node_slots(node_rows: list[dict[str, Any]], vm_size: str) -> int:
+    """The slots a new node will offer: as the registered nodes report (their GPUs, else cores), else
+    as the VM size has (its GPUs, else its cores)."""
+    registered = [_slots(r) for r in node_rows if r.get("registeredAt")]
+    if registered:
+        return max(registered)
+    return gpu_slots.node_slots(vm_sizes.gpu_count(vm_size), vm_sizes.size_info(vm_size).cores)
+
+
 def _view(row: dict[str, Any]) -> NodeView:
+    used = sum(int(j.get("slots") or 1) for j in node_state.node_jobs(row).values())
     return NodeView(node_id=nodes.node_id_of(row), state=row["state"], job_key=row.get("jobKey") or "",
                     assignment_id=row.get("assignmentId") or "", idle_since=nodes.parse_time(row.get("idleSince")),
-                    state_since=nodes.parse_time(row.get("stateSince")), leaving_reason=row.get("leavingReason") or "")
+                    state_since=nodes.parse_time(row.get("stateSince")), leaving_reason=row.get("leavingReason") or "",
+                    free_slots=max(_slots(row) - used, 0))
 
 
 def _mark_start_failed(settings: Settings, key: str, node_id: str, detail: str, now: datetime) -> None:

@@ -24,6 +24,7 @@ from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.adapters import sched_store
 from shared.config import Settings
+from shared.decisions.gpu_slots import job_slots
 from shared.decisions.scheduler import Placement
 from shared.domain.keys import JobRef
 from shared.domain.messages import NodeAddress
@@ -47,7 +48,9 @@ def reserve(settings: Settings, cluster_key: str, placement: Placement, nodes: d
     client = assignments.sched(settings)
     gang = [NodeAddress(n, str(nodes[n].get("address") or "")) for n in placement.node_ids]
     entity = {**assignments.new_entity(cluster_key, placement.job_key, placement.assignment_id, gang,
-                                       placement.attempt, placement.slots, now), "reserving": True}
+                                       placement.attempt, placement.slots, now,
+                                       dict(zip(placement.node_ids, placement.gpus, strict=False))),
+              "reserving": True}
     first, rest = placement.node_ids[:MAX_OPS - 2], placement.node_ids[MAX_OPS - 2:]
     ops = _take(cluster_key, first, nodes, placement, now)
     ops.append(("delete", {"PartitionKey": cluster_key, "RowKey": pending["RowKey"]},
@@ -77,7 +80,7 @@ def rollback(settings: Settings, cluster_key: str, pending: Entity, job_key: str
     """Undo a reservation: the pending row back (as it was), then the nodes freed and the asg row
     deleted. Idempotent; False when the reservation is gone or another assignment's."""
     fields = {k: pending[k] for k in ("PartitionKey", "RowKey", "jobKey", "priority", "submittedAt", "nodeCount",
-                                      "attempt") if k in pending}
+                                      "attempt", "slots") if k in pending}
     assignments.sched(settings).upsert_entity(fields)
     return assignments.release(settings, cluster_key, job_key, assignment_id, now)
 
@@ -97,7 +100,8 @@ def rollback_stale(settings: Settings, entity: Entity, now: datetime) -> bool:
     priority = str(props.get("schedulingPriority") or "normal").lower()
     submitted = datetime.fromisoformat(internal["submittedAt"])
     pending = sched_store.pending_entity(asg.cluster_key, asg.job_key, priority, submitted,
-                                         int(props.get("nodeCount") or len(asg.nodes)), asg.attempt)
+                                         int(props.get("nodeCount") or len(asg.nodes)), asg.attempt,
+                                         job_slots(props))
     return rollback(settings, asg.cluster_key, pending, asg.job_key, asg.assignment_id, now)
 
 
@@ -106,7 +110,8 @@ def _take(cluster_key: str, node_ids: list[str], nodes: dict[str, Entity], place
     ops: list[tuple[str, Entity, dict[str, Any]]] = []
     for node_id in node_ids:
         row = nodes[node_id]
-        fields = node_state.take_fields(row, placement.job_key, placement.assignment_id, placement.slots, now)
+        fields = node_state.take_fields(row, placement.job_key, placement.assignment_id, placement.slots, now,
+                                        placement.gpus_on(node_id))
         ops.append(("update", {"PartitionKey": cluster_key, "RowKey": row["RowKey"], **fields},
                     {"mode": UpdateMode.MERGE, "etag": row.metadata["etag"],
                      "match_condition": MatchConditions.IfNotModified}))

@@ -16,12 +16,14 @@ from typing import Any
 
 from shared import telemetry
 from shared.adapters import sched_store, secret_box, storage
+from shared.adapters.compute import vm_sizes
 from shared.adapters.resource_store import Doc
 from shared.config import Settings
+from shared.decisions.gpu_slots import job_slots
 from shared.domain import resources, states, validation
 from shared.domain.errors import bad_request, conflict, not_found
 from shared.domain.keys import ClusterRef, ExperimentRef, JobRef
-from shared.services import removal, usages
+from shared.services import node_state, removal, usages
 from shared.services.api_common import (
     Accepted,
     Page,
@@ -69,6 +71,8 @@ def create(settings: Settings, ref: JobRef, body: object, if_match: str | None =
     cluster_ref = ClusterRef(ref.experiment.workspace, cdoc.data["name"])
     validation.job_fits_cluster(props["nodeCount"], cdoc.data["properties"],
                                 *usages.node_ceiling(settings, cdoc.data["properties"]))
+    validation.gpus_fit_cluster(props.get("gpusPerNode"),
+                                vm_sizes.gpu_count(str(cdoc.data["properties"].get("vmSize") or "")))
     props["cluster"] = {"id": cluster_ref.arm_id}
     tool = validation.tool_type(props)
     sealed, plain = secret_box.seal_secrets(settings, props), secret_box.open_all(settings, props)
@@ -96,7 +100,8 @@ def _index(settings: Settings, ref: JobRef, doc: Doc) -> None:
     conn = settings.storage_connection_string
     props = doc.data["properties"]
     sched_store.add_pending(conn, internal["clusterKey"], ref.key, props.get("schedulingPriority", "normal"),
-                            datetime.fromisoformat(internal["submittedAt"]), props["nodeCount"])
+                            datetime.fromisoformat(internal["submittedAt"]), props["nodeCount"],
+                            slots=job_slots(props))
     sched_store.kick(conn, internal["clusterKey"])
 
 
@@ -130,5 +135,5 @@ def terminate(settings: Settings, ref: JobRef) -> Accepted:
 def remote_login(settings: Settings, ref: JobRef) -> Page:
     doc = get_doc(settings, ref)
     cluster = ClusterRef.from_key(doc.data["internal"]["clusterKey"])
-    rows = [r for r in node_rows(settings, cluster) if r.get("jobKey") == ref.key]
+    rows = [r for r in node_rows(settings, cluster) if ref.key in node_state.held_jobs(r)]  # packed nodes too
     return Page(login_entries(rows), None)

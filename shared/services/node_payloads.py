@@ -101,7 +101,8 @@ def assignment(settings: Settings, authorization: str | None, body: Any) -> dict
                                    props.get("jobOutputDirectoryPathSegment") or "")
     return AssignedTask(assignment_id=assignment_id, job_key=job_key, job_arm_id=str(doc.data.get("id") or ""),
                         attempt=attempt, task_index=task_index, nodes=asg.nodes, job=props, cluster=view,
-                        output_container=storage.C_OUTPUTS, output_prefix=prefix).to_dict()
+                        output_container=storage.C_OUTPUTS, output_prefix=prefix,
+                        gpus=None if asg.gpus is None else list(asg.gpus.get(node.node_id, []))).to_dict()
 
 
 def setup(settings: Settings, authorization: str | None, body: Any) -> dict[str, Any]:

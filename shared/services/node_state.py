@@ -8,9 +8,10 @@ caller is idempotent). The scheduling pass and `assignments.release` commit node
 their pending and asg rows in one transaction; the fields they write come from `take_fields` and
 `free_fields` here.
 
-Row fields: state (NodeState), address, cores, memoryMb, gpus, jobKey, assignmentId, jobs and
-usedSlots (GPU-slot packing), stateSince, registeredAt, idleSince, leavingReason, error (JSON
-{code, message} or ""), scaleInProtected, history (JSON list, the last `HISTORY` transitions).
+Row fields: state (NodeState), address, cores, memoryMb, gpus, jobKey, assignmentId, jobs (JSON
+{job key: {assignmentId, slots, gpus: the GPU indices it holds}}) and usedSlots (GPU-slot packing),
+stateSince, registeredAt, idleSince, leavingReason, error (JSON {code, message} or ""),
+scaleInProtected, history (JSON list, the last `HISTORY` transitions).
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ def node_jobs(row: Entity) -> dict[str, dict[str, Any]]:
     return {}
 
 
+def busy_gpus(row: Entity) -> frozenset[int]:
+    """The GPU indices the jobs on a node row hold."""
+    return frozenset(int(i) for job in node_jobs(row).values() for i in job.get("gpus") or ())
+
+
 def held_jobs(row: Entity | None) -> dict[str, str]:
     """{job key: assignment id} of the jobs a node row holds."""
     return {} if row is None else {k: v.get("assignmentId") or "" for k, v in node_jobs(row).items()}
@@ -106,10 +112,12 @@ def moved(row: Entity | None, target: str, reason: str, now: datetime, **extra: 
     return {"state": target, "stateSince": now.isoformat(), "history": json.dumps(history), **extra}
 
 
-def take_fields(row: Entity, job_key: str, assignment_id: str, slots: int, now: datetime) -> Entity:
-    """The merge that gives a node (idle, or running under gpu-slots packing) to a job."""
+def take_fields(row: Entity, job_key: str, assignment_id: str, slots: int, now: datetime,
+                gpus: Sequence[int] = ()) -> Entity:
+    """The merge that gives a node (idle, or running under gpu-slots packing) to a job, with the GPU
+    indices its task gets."""
     jobs = node_jobs(row)
-    jobs[job_key] = {"assignmentId": assignment_id, "slots": slots}
+    jobs[job_key] = {"assignmentId": assignment_id, "slots": slots, **({"gpus": list(gpus)} if gpus else {})}
     fields: Entity = {"jobs": json.dumps(jobs), "usedSlots": sum(int(j["slots"]) for j in jobs.values())}
     if not row.get("jobKey"):
         fields.update(jobKey=job_key, assignmentId=assignment_id)

@@ -33,6 +33,7 @@ from shared import telemetry
 from shared.adapters import sched_store, storage
 from shared.adapters.resource_store import Doc, ResourceStore
 from shared.config import Settings
+from shared.decisions.gpu_slots import job_slots, node_slots
 from shared.decisions.scheduler import (
     PACKINGS,
     WHOLE_NODE,
@@ -153,8 +154,9 @@ def cluster_packing(settings: Settings, cluster_key: str) -> str:
 def _node_view(node_id: str, row: Entity) -> NodeView:
     jobs = node_state.node_jobs(row)
     gpus, cores = int(row.get("gpus") or 0), int(row.get("cores") or 0)
-    return NodeView(node_id=node_id, state=row.get("state", ""), slots=gpus or cores or 1,
-                    used_slots=sum(int(j.get("slots") or 1) for j in jobs.values()), jobs=tuple(jobs))
+    return NodeView(node_id=node_id, state=row.get("state", ""), slots=node_slots(gpus, cores),
+                    used_slots=sum(int(j.get("slots") or 1) for j in jobs.values()), jobs=tuple(jobs),
+                    gpus=gpus, busy_gpus=node_state.busy_gpus(row))
 
 
 def _pending_job(row: Entity) -> PendingJob:
@@ -193,14 +195,15 @@ def commit_operations(snap: Snapshot, cluster_key: str, batch: list[Placement],
     for p in batch:
         for node_id in p.node_ids:
             row = merged.get(node_id, snap.nodes[node_id])
-            fields = node_state.take_fields(row, p.job_key, p.assignment_id, p.slots, now)
+            fields = node_state.take_fields(row, p.job_key, p.assignment_id, p.slots, now, p.gpus_on(node_id))
             merged[node_id] = {**row, **fields}
             changes[node_id] = {**changes.get(node_id, {}), **fields}
         pend = snap.pending[p.job_key]
         ops.append(("delete", {"PartitionKey": cluster_key, "RowKey": pend["RowKey"]},
                     {"etag": pend.metadata["etag"], "match_condition": MatchConditions.IfNotModified}))
         gang = [NodeAddress(n, str(snap.nodes[n].get("address") or "")) for n in p.node_ids]
-        asg_rows.append(assignments.new_entity(cluster_key, p.job_key, p.assignment_id, gang, p.attempt, p.slots, now))
+        asg_rows.append(assignments.new_entity(cluster_key, p.job_key, p.assignment_id, gang, p.attempt, p.slots, now,
+                                               dict(zip(p.node_ids, p.gpus, strict=False))))
         ops.append(("create", asg_rows[-1], {}))
     for node_id, fields in changes.items():
         ops.insert(0, ("update", {"PartitionKey": cluster_key, "RowKey": snap.nodes[node_id]["RowKey"], **fields},
@@ -421,7 +424,7 @@ def add_pending_for(settings: Settings, cluster_key: str, job_key: str, data: di
     sched_store.add_pending(settings.storage_connection_string, cluster_key, job_key,
                             str(props.get("schedulingPriority") or "normal").lower(),
                             datetime.fromisoformat(internal["submittedAt"]), int(props.get("nodeCount") or 1),
-                            attempt=int(internal.get("attempt") or 1))
+                            attempt=int(internal.get("attempt") or 1), slots=job_slots(props))
 
 
 def pending_row_key(data: dict[str, Any], job_key: str) -> str:

@@ -115,7 +115,8 @@ class CredentialsService:
             "PartitionKey": cluster_key, "RowKey": sched_store.assignment_row(task.job_key), "jobKey": task.job_key,
             "assignmentId": task.assignment_id, "nodes": json.dumps([n.__dict__ for n in task.nodes]),
             "attempt": task.attempt, "slots": 1, "tasks": "{}", "dispatched": True,
-            "createdAt": datetime.now(UTC).isoformat()})
+            "createdAt": datetime.now(UTC).isoformat(),
+            **({} if task.gpus is None else {"gpus": json.dumps({node_id: task.gpus})})})
         self.node_row(cluster_key, node_id, "running", {**self.held(cluster_key, node_id),
                                                         task.job_key: task.assignment_id})
         if task.cluster:

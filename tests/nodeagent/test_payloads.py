@@ -65,6 +65,17 @@ def test_a_node_fetches_the_task_it_holds_whole_and_with_secrets(node_api: Crede
     assert "adm" not in reply.text  # only what a node needs of its cluster
 
 
+def test_a_task_gets_the_gpu_indices_recorded_with_its_assignment(node_api: CredentialsService) -> None:
+    key, node = new_cluster(), "pg"
+    token = node_api.mint_node_token(key, node)
+    task = AssignedTask(**{**task_for([node], {"customToolkitSettings": {"commandLine": "true"}}).__dict__,
+                           "gpus": [1, 3]})
+    node_api.hold(key, node, task)
+    reply = ask(node_api, token, key, node, task)
+    assert reply.status_code == 200, reply.text[:500]
+    assert AssignedTask.from_dict(reply.json()).gpus == [1, 3]
+
+
 def test_a_task_the_node_does_not_hold_is_refused(node_api: CredentialsService) -> None:
     key = new_cluster()
     tokens = {n: node_api.mint_node_token(key, n) for n in ("pa", "pb")}

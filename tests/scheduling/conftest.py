@@ -56,7 +56,7 @@ class World:
         return node_id
 
     def submit(self, name: str, priority: str = "normal", node_count: int = 1, at: float = 0,
-               command: str = "true") -> JobRef:
+               command: str = "true", gpus_per_node: int | None = None) -> JobRef:
         ref = self.exp.job(name)
         submitted = T0 + timedelta(seconds=at)
         ResourceStore(self.conn, storage.T_JOBS).insert(self.exp.job_pk, name.lower(), {
@@ -64,10 +64,12 @@ class World:
             "properties": {"cluster": {"id": self.cluster.arm_id}, "nodeCount": node_count,
                            "schedulingPriority": priority, "customToolkitSettings": {"commandLine": command},
                            "jobOutputDirectoryPathSegment": f"seg-{name}",
-                           "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT"},
+                           "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT",
+                           **({"gpusPerNode": gpus_per_node} if gpus_per_node else {})},
             "internal": {"phase": "queued", "history": [], "attempt": 1, "retries": 0, "clusterKey": self.key,
                          "submittedAt": submitted.isoformat(), "assignmentId": None, "executionInfo": {}}})
-        sched_store.add_pending(self.conn, self.key, ref.key, priority, submitted, node_count)
+        sched_store.add_pending(self.conn, self.key, ref.key, priority, submitted, node_count,
+                                slots=gpus_per_node or 1)
         return ref
 
     def job(self, ref: JobRef) -> dict[str, Any]:

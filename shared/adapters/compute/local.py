@@ -12,6 +12,8 @@ service keeps its hash; it is revoked when the instance is gone), with which the
 tasks from the service (`NodeService`: the URL, the CA, the public key of the service's message
 signatures). Its environment is the provider's minus every BATCHAI_* setting the agent does not
 need (no service keys: storage it reaches with the connection string, the laptop topology's own).
+A node of a GPU size is declared the size's GPUs (BATCHAI_NODE_GPUS): its jobs get GPU indices and
+slots as on a VM of that size, whether or not this machine has GPUs.
 
 A node is its own process (`local_node.py`, in a session of its own) running the agent: the
 processes of a node die with its agent, as a VM's die with the VM, and neither the trigger host's
@@ -42,6 +44,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters import local_paths, message_signing, node_tokens, storage
+from shared.adapters.compute import vm_sizes
 from shared.adapters.compute.local_processes import Pid, kill_leftovers, start_node
 from shared.adapters.compute.port import ClusterSpec, Instance
 from shared.config import Settings
@@ -123,7 +126,7 @@ class LocalProvider:
                 self._remove(node_id)
             live = [i for i in self.list_instances(spec.cluster_key) if i.state in ("creating", "running")]
             for _ in range(max(0, target - len(live))):
-                self._start(spec.cluster_key)
+                self._start(spec.cluster_key, vm_sizes.gpu_count(spec.vm_size))
 
     def list_instances(self, cluster_key: str) -> list[Instance]:
         with _lock:
@@ -175,7 +178,7 @@ class LocalProvider:
             except FileExistsError:
                 n += 1
 
-    def _start(self, cluster_key: str) -> str:
+    def _start(self, cluster_key: str, gpus: int = 0) -> str:
         node_id = self._new_id(cluster_key)
         workdir = self._dir(node_id)
         storage.ensure_queue(self.conn, storage.node_queue_name(node_id))
@@ -185,6 +188,8 @@ class LocalProvider:
         env = {**agent_environment(os.environ), **self.service.agent_env(), **self.extra_env,
                "BATCHAI_STORAGE_CONNECTION_STRING": self.conn, "BATCHAI_STATE_DIR": str(self.state_dir),
                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        if gpus:
+            env["BATCHAI_NODE_GPUS"] = str(gpus)  # the size's GPUs, which this machine need not have
         node, agent = start_node(self.command(cluster_key, node_id, workdir), workdir, env)
         _write(workdir / RECORD, {"cluster": cluster_key, "pid": agent.pid, "created": agent.created,
                                   "node": node.pid, "nodeCreated": node.created, "startedAt": time.time(),

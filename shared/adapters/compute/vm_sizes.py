@@ -1,4 +1,4 @@
-"""What the service needs to know about VM sizes: GPU families, cores/memory by size, and the
+"""What the service needs to know about VM sizes: GPU families, cores/memory and GPUs by size, and the
 quota family a size counts against (Standard_D1_v2 -> standardDv2Family).
 
 The table covers the sizes Batch AI users picked most; an unknown size falls back to its vCPU
@@ -31,6 +31,22 @@ _KNOWN: dict[str, SizeInfo] = {
     "standard_nc6": SizeInfo(6, 56), "standard_nc12": SizeInfo(12, 112), "standard_nc24": SizeInfo(24, 224),
     "standard_nc6s_v3": SizeInfo(6, 112), "standard_nd6s": SizeInfo(6, 112), "standard_nv6": SizeInfo(6, 56),
 }
+
+
+#: GPUs of the GPU sizes (Azure's counts; the emulated region's catalogue agrees).
+_GPUS: dict[str, int] = {
+    "standard_nc6": 1, "standard_nc12": 2, "standard_nc24": 4, "standard_nc24r": 4,
+    **{f"standard_{s}{n}{v}": g for s, v in (("nc", "_v2"), ("nc", "_v3"), ("nd", ""))
+       for n, g in (("6s", 1), ("12s", 2), ("24s", 4), ("24rs", 4))},
+    "standard_nv6": 1, "standard_nv12": 2, "standard_nv24": 4,
+    "standard_nc4as_t4_v3": 1, "standard_nc8as_t4_v3": 1, "standard_nc16as_t4_v3": 1, "standard_nc64as_t4_v3": 4,
+    "standard_nc24ads_a100_v4": 1, "standard_nc48ads_a100_v4": 2, "standard_nc96ads_a100_v4": 4,
+}
+
+
+def gpu_count(vm_size: str) -> int:
+    """The GPUs of a size (0: a CPU size, or a GPU size this table does not know)."""
+    return _GPUS.get(normalize(vm_size), 0)
 
 
 def normalize(vm_size: str) -> str:
