@@ -79,6 +79,9 @@ def task_env(base: Mapping[str, str], dirs: TaskDirs, a: AssignedTask, gpus: int
         "AZ_BATCHAI_NUM_GPUS": str(gpus),
         "AZ_BATCHAI_JOB_ID": a.job_arm_id,
     })
+    if a.job.get("arrayIndex") is not None:  # a task of an array job
+        env.update({"AZ_BATCHAI_ARRAY_INDEX": str(a.job["arrayIndex"]),
+                    "AZ_BATCHAI_ARRAY_COUNT": str(a.job.get("arrayCount") or "")})
     env.update({f"AZ_BATCHAI_INPUT_{i}": path for i, path in dirs.inputs.items()})
     env.update({f"AZ_BATCHAI_OUTPUT_{i}": str(path) for i, path in dirs.outputs.items()})
     env.update(plan_env)
