@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from azure.mgmt.batchai import models
 
-from shared.cli import arm, job_files, mounts, node_exec
+from shared.cli import arm, job_files, job_links, mounts, node_exec
 from shared.cli.common import (
     GroupOpt,
     NoWaitOpt,
@@ -26,7 +26,7 @@ from shared.cli.common import (
 )
 from shared.cli.context import CliError, Session
 from shared.cli.output import message, show_list, show_one
-from shared.cli.specfiles import load_job_file
+from shared.cli.specfiles import load_job_file_parts
 
 app = typer.Typer(help="Jobs: toolkit commands run on a cluster's nodes.", no_args_is_help=True)
 app.add_typer(job_files.app, name="file")
@@ -94,9 +94,13 @@ def create(
     bfs_name: mounts.BfsOpt = None, bfs_mount_path: mounts.BfsPathOpt = "bfs",
     storage_name: StorageNameOpt = None, storage_key: StorageKeyOpt = None,
     group: GroupOpt = None, output: OutputOpt = None,
+    array: job_links.ArrayOpt = None, max_concurrent: job_links.MaxConcurrentOpt = None,
+    depends_on: job_links.DependsOnOpt = None,
 ) -> None:
     """Submit a job described by a Batch AI job file ($schema + properties). nodeCount defaults to 1. --nfs,
-    --afs-name and --bfs-name mount for the job only, under $AZ_BATCHAI_JOB_MOUNT_ROOT."""
+    --afs-name and --bfs-name mount for the job only, under $AZ_BATCHAI_JOB_MOUNT_ROOT. --array,
+    --max-concurrent and --depends-on (or the file's array and dependsOn) make an array job or a
+    dependent one."""
     if file is None:
         raise CliError("pass the job file: --config-file/-f job.json", exit_code=2)
     s = session(ctx)
@@ -104,13 +108,15 @@ def create(
     ws, exp, job = names(workspace, workspace_opt, experiment, experiment_opt, name, name_opt)
     cluster_id = cluster_arm_id(s, rg, ws, cluster) if cluster else None
     account = storage_account(ctx, storage_name, storage_key)
-    params = load_job_file(file, cluster_id, account)
+    params, from_file = load_job_file_parts(file, cluster_id, account)
+    extra = job_links.additions(from_file, array, max_concurrent, depends_on)
     flags = mounts.MountFlags(nfs, nfs_mount_path, afs_name, afs_mount_path, bfs_name, bfs_mount_path)
     if flags.any():
         existing = params.mount_volumes.serialize() if params.mount_volumes else None
         volumes = mounts.add_mounts(existing, flags, account, lambda fs: arm.file_server_id(s.client, rg, ws, fs))
         params.mount_volumes = models.MountVolumes.deserialize(volumes)
-    created = s.client.jobs.begin_create(rg, ws, exp, job, params).result()
+    created = s.client.jobs.begin_create(rg, ws, exp, job, params,
+                                         raw_request_hook=job_links.body_hook(extra)).result()
     show_one(created, output_format(ctx, output))
 
 
