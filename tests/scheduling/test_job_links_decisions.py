@@ -154,3 +154,16 @@ def test_dependency_names_resolve_within_the_workspace() -> None:
     assert e.value.target == "properties.dependsOn[2].job"
     with pytest.raises(ApiError):
         job_links.dependency_ref(job, "J", 0)  # itself (names are case-insensitive)
+
+
+def test_the_published_additions_agree_with_the_rules() -> None:
+    import json
+    from pathlib import Path
+
+    import shared.domain.contract as contract
+
+    doc = json.loads((Path(contract.__file__).parent / "job-links.json").read_text())["definitions"]
+    assert doc["JobArray"]["properties"]["count"]["maximum"] == job_links.MAX_COUNT
+    assert tuple(doc["JobDependency"]["properties"]["condition"]["enum"]) == job_links.CONDITIONS
+    assert doc["JobLinksCreateProperties"]["properties"]["dependsOn"]["maxItems"] == job_links.MAX_DEPENDENCIES
+    assert doc["JobLinksProperties"]["properties"]["waitingReason"]["enum"] == [job_links.WAITING_REASON]
