@@ -21,7 +21,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from shared.adapters import sched_store, storage
+from shared.adapters import sched_store
 from shared.adapters.resource_store import Doc, StaleEtag
 from shared.config import Settings
 from shared.decisions import arrays as decide
@@ -30,7 +30,7 @@ from shared.domain import resources
 from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.states import JOB_TERMINAL, JobPhase
 from shared.services import job_links, job_state
-from shared.services.api_common import store, utcnow
+from shared.services.api_common import utcnow
 
 ATTEMPTS = 20
 PARENT_ONLY = ("array", "dependsOn", "creationTime", "provisioningState", "provisioningStateTransitionTime")
@@ -58,12 +58,6 @@ def _children(settings: Settings, parent: JobRef, state: decide.ArrayState) -> d
     return {i: found.get(i) for i in state.live()}
 
 
-def _cluster_live(settings: Settings, cluster_key: str) -> bool:
-    ref = ClusterRef.from_key(cluster_key)
-    doc = store(settings, storage.T_CLUSTERS).get(ref.workspace.child_pk, ref.name.lower())
-    return doc is not None and not (doc.data.get("internal") or {}).get("deletingSince")
-
-
 def advance(settings: Settings, ref: JobRef, now: datetime) -> str | None:
     """One idempotent step of an array parent; its phase afterwards (None: no such array job)."""
     for _ in range(ATTEMPTS):
@@ -79,7 +73,7 @@ def advance(settings: Settings, ref: JobRef, now: datetime) -> str | None:
         stopping = phase == JobPhase.TERMINATING or bool(internal.get("deletingSince"))
         children = _children(settings, ref, state)
         may_create = not internal.get("waitingReason") and state.created < state.count
-        if may_create and not stopping and not _cluster_live(settings, internal["clusterKey"]):
+        if may_create and not stopping and not job_links.cluster_live(settings, internal["clusterKey"]):
             from shared.services import removal
 
             name = ClusterRef.from_key(internal["clusterKey"]).name

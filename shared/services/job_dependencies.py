@@ -4,7 +4,8 @@ A job created with `dependsOn` is queued with `internal.waitingReason` (WaitingF
 `internal.dependencies` ([{key, name, condition}]), and stays out of the pending index. `evaluate`
 reads its dependencies, decides (`shared.decisions.dependencies`) and applies: wait; release (the
 waiting reason goes, then the job enters the pending index, or an array parent writes its first
-children); or fail (queued -> failed with error code DependencyFailed naming the dependency). Every
+children; a job whose cluster was deleted meanwhile fails with ClusterDeleted); or fail (queued ->
+failed with error code DependencyFailed naming the dependency). Every
 step is fenced on the waiting reason, so a doubled evaluation does nothing twice; a release whose
 indexing was lost is repaired by the scheduling safety pass (a queued job missing from the index).
 """
@@ -17,8 +18,9 @@ from typing import Any
 from shared.adapters import sched_store
 from shared.config import Settings
 from shared.decisions import dependencies as decide
+from shared.decisions.job_outcome import CLUSTER_DELETED
 from shared.domain import job_links as rules
-from shared.domain.keys import JobRef
+from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.states import JobPhase
 from shared.services import job_links, job_state
 
@@ -90,6 +92,12 @@ def _release(settings: Settings, ref: JobRef, now: datetime) -> bool:
     from shared.services.scheduling import add_pending_for
 
     cluster_key = doc.data["internal"]["clusterKey"]
+    if not job_links.cluster_live(settings, cluster_key):
+        from shared.services import job_control, removal
+
+        name = ClusterRef.from_key(cluster_key).name
+        job_control.terminate_job(settings, ref, removal.cluster_deleted_reason(name), now, stop=CLUSTER_DELETED)
+        return True
     add_pending_for(settings, cluster_key, ref.key, doc.data)
     sched_store.kick(settings.storage_connection_string, cluster_key)
     return True

@@ -5,8 +5,8 @@ row the waiting job's key). Rows are written before the job document and removed
 longer needs them, so a timer reads live work only.
 
 Two triggers move linked jobs, both at-least-once and idempotent:
-- a job's end (`job_ended`, called by `job_state` on every move to an end): its array parent
-  advances, and the jobs waiting on it are evaluated;
+- a job's end (`job_ended`, called by `job_state` on every move to an end) or removal
+  (`job_removed`, by `removal`): its array parent advances, and the jobs waiting on it are evaluated;
 - the safety timer (`reconcile_all`): every live row, for whatever an end's handling missed.
 A job linked this way never enters the pending index by itself (`indexable`): an array parent never
 does, its children do; a waiting job does once its dependencies hold (`job_dependencies`).
@@ -22,12 +22,12 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters import storage
-from shared.adapters.resource_store import Doc
+from shared.adapters.resource_store import Doc, ResourceStore
 from shared.config import Settings
 from shared.decisions.arrays import ArrayState, child_name_length
 from shared.domain import job_links as rules
 from shared.domain.errors import bad_request
-from shared.domain.keys import JobRef
+from shared.domain.keys import ClusterRef, JobRef
 from shared.services import job_state
 from shared.services.guarded import each
 
@@ -35,6 +35,14 @@ ARRAYS = "array"
 DEPENDENCY = "dep|"
 #: A row whose job does not exist this long after the row was written is a create that failed.
 ORPHAN_AFTER = timedelta(minutes=5)
+
+
+def cluster_live(settings: Settings, cluster_key: str) -> bool:
+    """Whether the cluster exists and is not being deleted (new work may go to it)."""
+    ref = ClusterRef.from_key(cluster_key)
+    doc = ResourceStore(settings.storage_connection_string, storage.T_CLUSTERS).get(ref.workspace.child_pk,
+                                                                                    ref.name.lower())
+    return doc is not None and not (doc.data.get("internal") or {}).get("deletingSince")
 
 
 def _table(settings: Settings) -> Any:
@@ -107,11 +115,18 @@ def start(settings: Settings, ref: JobRef, now: datetime) -> None:
 
 
 def job_ended(settings: Settings, ref: JobRef, doc: Doc, now: datetime) -> None:
-    from shared.services import job_arrays, job_dependencies
+    from shared.services import job_arrays
 
     parent = (doc.data.get("internal") or {}).get("arrayParent")
     if parent:
         job_arrays.advance(settings, JobRef.from_key(parent["job"]), now)
+    job_removed(settings, ref, now)
+
+
+def job_removed(settings: Settings, ref: JobRef, now: datetime) -> None:
+    """Evaluate the jobs waiting on `ref` (it ended, or its document was deleted)."""
+    from shared.services import job_dependencies
+
     rows = _table(settings).query_entities("PartitionKey eq @pk", parameters={"pk": DEPENDENCY + ref.key},
                                            select=["RowKey"])
     for row in list(rows):

@@ -212,3 +212,28 @@ def test_terminating_a_waiting_job_ends_it_and_its_wait(http: httpx.Client, ws: 
     assert "waiter" not in pending(ws)
     tick = job_links.reconcile_all(Settings.from_env(), datetime.now(UTC))
     assert ws.experiment("e").job("waiter").key not in tick.waiting
+
+
+def test_deleting_a_dependency_fails_who_needed_it_to_succeed(http: httpx.Client, ws: WorkspaceRef) -> None:
+    put(http, ws, "doomed")
+    put(http, ws, "needs", dependsOn=[{"job": "doomed"}])
+    put(http, ws, "tidy", dependsOn=[{"job": "doomed", "condition": "ended"}])
+    assert http.delete(f"{ws.arm_id}/experiments/e/jobs/doomed?{API}").status_code == 202
+    # The deletion timer removes the document, then evaluates who waited on it.
+    needs = wait_until(lambda: (j := get(http, ws, "needs"))["properties"]["executionState"] == "failed" and j, 30,
+                       "the dependent to end")
+    assert get(http, ws, "doomed") is None and codes(needs) == ["DependencyFailed"]
+    assert "'doomed' was deleted" in needs["properties"]["executionInfo"]["errors"][0]["message"]
+    wait_until(lambda: "tidy" in pending(ws), 30, "the other dependent to be pending")
+
+
+def test_a_job_released_after_its_cluster_went_fails_with_cluster_deleted(http: httpx.Client,
+                                                                         ws: WorkspaceRef) -> None:
+    put(http, ws, "early")
+    put(http, ws, "late", dependsOn=[{"job": "early", "condition": "ended"}])
+    assert http.delete(f"{ws.arm_id}/clusters/c?{API}").status_code == 202
+    # The deletion timer fails the jobs pending there ("early"), whose end releases "late".
+    late = wait_until(lambda: (j := get(http, ws, "late"))["properties"]["executionState"] == "failed" and j, 30,
+                      "the dependent to end")
+    assert codes(late) == ["ClusterDeleted"]
+    assert get(http, ws, "early")["properties"]["executionState"] == "failed"
