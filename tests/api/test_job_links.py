@@ -237,3 +237,18 @@ def test_a_job_released_after_its_cluster_went_fails_with_cluster_deleted(http: 
                       "the dependent to end")
     assert codes(late) == ["ClusterDeleted"]
     assert get(http, ws, "early")["properties"]["executionState"] == "failed"
+
+
+def test_the_safety_timer_trigger_runs_the_backstop(http: httpx.Client, ws: WorkspaceRef) -> None:
+    from shared.localhost.loader import load_functions
+
+    put(http, ws, "quiet")
+    put(http, ws, "behind", dependsOn=[{"job": "quiet"}])
+    store, exp = job_state.jobs(Settings.from_env()), ws.experiment("e")
+    doc = store.get(exp.job_pk, "quiet")
+    data = copy.deepcopy(doc.data)
+    data["internal"]["phase"] = "succeeded"  # ended, with no one told
+    store.replace(doc, data)
+    timer = next(f for f in load_functions() if f.get_function_name() == "scheduling_safety_pass")
+    timer.get_user_function()(None)
+    assert "behind" in pending(ws)
