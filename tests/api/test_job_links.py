@@ -252,3 +252,37 @@ def test_the_safety_timer_trigger_runs_the_backstop(http: httpx.Client, ws: Work
     timer = next(f for f in load_functions() if f.get_function_name() == "scheduling_safety_pass")
     timer.get_user_function()(None)
     assert "behind" in pending(ws)
+
+
+def test_concurrent_ends_and_ticks_keep_the_bound_and_write_each_child_once(http: httpx.Client,
+                                                                           ws: WorkspaceRef) -> None:
+    """Children end on several threads at once while timer ticks run beside them: every advance
+    races the others for the parent's ETag, and still no more than K children are ever live."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    count, bound = 12, 3
+    put(http, ws, "race", array={"count": count, "maxConcurrent": bound})
+    settings, exp = Settings.from_env(), ws.experiment("e")
+    names = [f"race-{i}" for i in range(count)]
+
+    def docs() -> dict[str, Any]:
+        store = job_state.jobs(settings)
+        return {n: d.data for n in names if (d := store.get(exp.job_pk, n)) is not None}
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        for _ in range(count + 1):
+            live = [n for n, d in docs().items() if d["internal"]["phase"] == "queued"]
+            assert len(live) <= bound
+            if not live:
+                break
+            ticks = [pool.submit(job_links.reconcile_all, settings, datetime.now(UTC)) for _ in range(2)]
+            for future in [pool.submit(end, exp.job(n)) for n in live] + ticks:
+                future.result()
+    assert get(http, ws, "race")["properties"]["executionState"] == "succeeded"
+    children = docs()
+    assert sorted(children) == sorted(names) and get(http, ws, f"race-{count}") is None
+    spans = sorted((datetime.fromisoformat(d["internal"]["submittedAt"]),
+                    datetime.fromisoformat(d["internal"]["history"][-1]["at"])) for d in children.values())
+    events = sorted([(e, -1) for _, e in spans] + [(s, 1) for s, _ in spans])
+    live_at = [sum(delta for _, delta in events[:k + 1]) for k in range(len(events))]
+    assert max(live_at) == bound
