@@ -6,6 +6,7 @@ a failed job ends with the dependency's reason while one depending on its mere e
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -24,13 +25,15 @@ COUNT, AT_ONCE = 20, 4
 
 
 @pytest.fixture(scope="module")
-def s(stack: Stack) -> Stack:
-    """Five nodes: more than the array's bound, so only the bound keeps a fifth task from starting."""
+def s(stack: Stack) -> Iterator[Stack]:
+    """Five nodes: more than the array's bound, so only the bound keeps a fifth task from starting.
+    The cluster goes with the module, so its nodes do not idle beside later tests."""
     stack.workspace(WS)
     stack.client.experiments.begin_create(stack.rg, WS, EXP).result()
     stack.manual_cluster(WS, CLUSTER, 5)
     stack.idle_nodes(WS, CLUSTER, 5)
-    return stack
+    yield stack
+    stack.client.clusters.begin_delete(stack.rg, WS, CLUSTER).result()
 
 
 def submit(s: Stack, name: str, command: str, **links: Any) -> None:
