@@ -3,6 +3,9 @@
 Triggers only: parse the message, call one service. Errors propagate so the host retries the
 message (and moves it to the poison queue after maxDequeueCount).
 
+The safety timer also advances array jobs and waiting jobs (`job_links.reconcile_all`), the backstop
+of their event-driven moves.
+
 - BATCHAI_SAFETY_SCHEDULE: Azure "0 */1 * * * *" (every minute); local "*/5 * * * * *".
 """
 
@@ -17,7 +20,8 @@ from shared import telemetry
 from shared.adapters import storage
 from shared.config import Settings
 from shared.domain.messages import NodeEvent
-from shared.services import scheduling, task_events
+from shared.services import job_links, scheduling, task_events
+from shared.services.guarded import each
 
 bp = func.Blueprint()
 
@@ -53,5 +57,6 @@ def node_events(msg: func.QueueMessage) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_SAFETY_SCHEDULE%", run_on_startup=False,
                   use_monitor=False)
 def scheduling_safety_pass(timer: func.TimerRequest) -> None:
+    settings, now = Settings.from_env(), datetime.now(UTC)
     with telemetry.timed_pass("scheduling safety"):
-        scheduling.safety_pass(Settings.from_env(), datetime.now(UTC))
+        each([scheduling.safety_pass, job_links.reconcile_all], lambda step: step(settings, now), "safety step")

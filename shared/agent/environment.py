@@ -84,6 +84,9 @@ def task_env(base: Mapping[str, str], dirs: TaskDirs, a: AssignedTask, gpus: int
     })
     if a.gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible_devices(a.gpus)
+    if a.job.get("arrayIndex") is not None:  # a task of an array job
+        env.update({"AZ_BATCHAI_ARRAY_INDEX": str(a.job["arrayIndex"]),
+                    "AZ_BATCHAI_ARRAY_COUNT": str(a.job.get("arrayCount") or "")})
     env.update({f"AZ_BATCHAI_INPUT_{i}": path for i, path in dirs.inputs.items()})
     env.update({f"AZ_BATCHAI_OUTPUT_{i}": str(path) for i, path in dirs.outputs.items()})
     env.update(plan_env)

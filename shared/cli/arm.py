@@ -7,7 +7,8 @@ properties the SDK's models lack (the service's additions: a cluster's packing, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError, map_error
@@ -78,17 +79,14 @@ def file_server_id(client: BatchAI, group: str, workspace: str, name_or_id: str)
     return str(get_file_server(client, group, workspace, name_or_id).id)
 
 
-def begin_create_with(client: BatchAI, path: str, params: Any, definition: str, result: str,
-                      additions: dict[str, Any]) -> LROPoller[Any]:
-    """PUT `params` as the SDK would send them (`definition`), with `additions` in its properties; the
-    poller's result is the created resource as the SDK's `result` model."""
-    body = client._serialize.body(params, definition)
-    body.setdefault("properties", {}).update(additions)
-    request = HttpRequest("PUT", client._client.format_url(path), params={"api-version": API_VERSION}, json=body)
-    response = client._client.send_request(request, _return_pipeline_response=True)
-    http = response.http_response
-    if http.status_code not in (200, 201, 202):
-        map_error(status_code=http.status_code, response=http, error_map=ERRORS)
-        raise HttpResponseError(response=http, error_format=ARMErrorFormat)
-    return LROPoller(client._client, response, lambda r: client._deserialize(result, r),
-                     ARMPolling(client._config.polling_interval))
+def properties_hook(extra: dict[str, Any]) -> Callable[[Any], None]:
+    """A request hook for the SDK's own pipeline that adds `extra` (the service's additions beyond
+    2018-05-01, which the SDK's models cannot hold) to a PUT body's properties."""
+    def hook(request: Any) -> None:
+        http = request.http_request
+        if http.method != "PUT" or not extra:
+            return
+        body = json.loads(http.body)
+        body.setdefault("properties", {}).update(extra)
+        http.set_json_body(body)
+    return hook

@@ -145,11 +145,9 @@ def create(
                                                 generate_ssh_keys)
     params = cluster_model(doc, file or "cluster flags")
     packing = packing or props.get("packing")
-    if packing:
-        created = arm.begin_create_with(s.client, f"{arm.workspace_path(s.client, rg, ws)}/clusters/{cluster}", params,
-                                        "ClusterCreateParameters", "Cluster", {"packing": packing}).result()
-    else:
-        created = s.client.clusters.begin_create(rg, ws, cluster, params).result()
+    extra = {"packing": packing} if packing else {}
+    created = s.client.clusters.begin_create(rg, ws, cluster, params,
+                                             raw_request_hook=arm.properties_hook(extra)).result()
     show_one(created, output_format(ctx, output))
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from azure.mgmt.batchai import models
 
-from shared.cli import arm, job_files, mounts, node_exec
+from shared.cli import arm, job_files, job_links, mounts, node_exec
 from shared.cli.common import (
     GroupOpt,
     NoWaitOpt,
@@ -26,7 +26,7 @@ from shared.cli.common import (
 )
 from shared.cli.context import CliError, Session
 from shared.cli.output import message, show_list, show_one
-from shared.cli.specfiles import load_job_file
+from shared.cli.specfiles import load_job_file_parts
 
 app = typer.Typer(help="Jobs: toolkit commands run on a cluster's nodes.", no_args_is_help=True)
 app.add_typer(job_files.app, name="file")
@@ -97,9 +97,13 @@ def create(
     gpus_per_node: Annotated[int | None, typer.Option(
         "--gpus-per-node", min=1, help="GPUs the job takes on each of its nodes (on a gpu-slots cluster, "
                                        "jobs share nodes by these).")] = None,
+    array: job_links.ArrayOpt = None, max_concurrent: job_links.MaxConcurrentOpt = None,
+    depends_on: job_links.DependsOnOpt = None,
 ) -> None:
     """Submit a job described by a Batch AI job file ($schema + properties). nodeCount defaults to 1. --nfs,
-    --afs-name and --bfs-name mount for the job only, under $AZ_BATCHAI_JOB_MOUNT_ROOT."""
+    --afs-name and --bfs-name mount for the job only, under $AZ_BATCHAI_JOB_MOUNT_ROOT. --array,
+    --max-concurrent and --depends-on (or the file's array and dependsOn) make an array job or a
+    dependent one."""
     if file is None:
         raise CliError("pass the job file: --config-file/-f job.json", exit_code=2)
     s = session(ctx)
@@ -107,18 +111,17 @@ def create(
     ws, exp, job = names(workspace, workspace_opt, experiment, experiment_opt, name, name_opt)
     cluster_id = cluster_arm_id(s, rg, ws, cluster) if cluster else None
     account = storage_account(ctx, storage_name, storage_key)
-    params = load_job_file(file, cluster_id, account)
+    params, from_file = load_job_file_parts(file, cluster_id, account)
+    extra = job_links.additions(from_file, array, max_concurrent, depends_on)
     flags = mounts.MountFlags(nfs, nfs_mount_path, afs_name, afs_mount_path, bfs_name, bfs_mount_path)
     if flags.any():
         existing = params.mount_volumes.serialize() if params.mount_volumes else None
         volumes = mounts.add_mounts(existing, flags, account, lambda fs: arm.file_server_id(s.client, rg, ws, fs))
         params.mount_volumes = models.MountVolumes.deserialize(volumes)
     if gpus_per_node is not None:
-        path = f"{arm.workspace_path(s.client, rg, ws)}/experiments/{exp}/jobs/{job}"
-        created = arm.begin_create_with(s.client, path, params, "JobCreateParameters", "Job",
-                                        {"gpusPerNode": gpus_per_node}).result()
-    else:
-        created = s.client.jobs.begin_create(rg, ws, exp, job, params).result()
+        extra["gpusPerNode"] = gpus_per_node
+    created = s.client.jobs.begin_create(rg, ws, exp, job, params,
+                                         raw_request_hook=arm.properties_hook(extra)).result()
     show_one(created, output_format(ctx, output))
 
 

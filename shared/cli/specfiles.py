@@ -32,6 +32,8 @@ ARM_EXPRESSION_SCHEMA = "https://schema.management.azure.com/schemas/2015-01-01/
 ACCOUNT_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_ACCOUNT>"
 KEY_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_KEY>"
 MAX_REPORTED_ERRORS = 8
+#: A job file's properties beyond 2018-05-01 (the service's additions), sent beside the SDK's model.
+JOB_ADDITIONS = ("array", "dependsOn")
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def as_document(data: dict[str, Any], kind: str, path: Path) -> dict[str, Any]:
         props = {k: v for k, v in data.items() if k != "$schema"}
     if not isinstance(props, dict):
         raise CliError(f"{path}: \"properties\" must be an object")
-    known = known_properties(kind)
+    known = known_properties(kind) + (list(JOB_ADDITIONS) if kind == "job" else [])
     unknown = [k for k in props if k not in known]
     if unknown:
         hints = []
@@ -164,7 +166,14 @@ def to_model(doc: dict[str, Any], model_name: str, path: Path) -> Any:
 
 def load_job_file(path: Path, cluster_id: str | None, account: StorageAccount) -> models.JobCreateParameters:
     """The job file as JobCreateParameters; `cluster_id` (from --cluster) overrides the file's cluster."""
+    return load_job_file_parts(path, cluster_id, account)[0]
+
+
+def load_job_file_parts(path: Path, cluster_id: str | None,
+                        account: StorageAccount) -> tuple[models.JobCreateParameters, dict[str, Any]]:
+    """The job file as JobCreateParameters, and its `JOB_ADDITIONS` (which the SDK's model cannot hold)."""
     doc = as_document(read_json_file(path), "job", path)
+    additions = {k: doc["properties"].pop(k) for k in JOB_ADDITIONS if k in doc["properties"]}
     props = doc["properties"]
     if cluster_id:
         props["cluster"] = {"id": cluster_id}
@@ -173,7 +182,7 @@ def load_job_file(path: Path, cluster_id: str | None, account: StorageAccount) -
     props.setdefault("nodeCount", 1)
     _fill_storage(props.get("mountVolumes"), account)
     validate(doc, "job", path)
-    return to_model(doc, "JobCreateParameters", path)
+    return to_model(doc, "JobCreateParameters", path), additions
 
 
 def load_cluster_file(path: Path, account: StorageAccount) -> dict[str, Any]:

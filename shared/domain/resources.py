@@ -236,6 +236,8 @@ def render_job(doc: dict[str, Any]) -> dict[str, Any]:
         info["errors"] = [e for e in (_as_error(x) for x in info["errors"]) if e]
     if info:
         props["executionInfo"] = info
+    if phase == states.JobPhase.QUEUED and internal.get("waitingReason"):
+        props["waitingReason"] = internal["waitingReason"]
     return out
 
 

@@ -14,7 +14,7 @@ from shared.domain.errors import ApiError
 
 
 class JobPhase(StrEnum):
-    QUEUED = "queued"  # waiting for nodes (also: awaiting retry)
+    QUEUED = "queued"  # waiting for nodes (also: awaiting retry, or its dependencies)
     ASSIGNED = "assigned"  # a scheduling pass gave it nodes; assignments are on their way
     RUNNING = "running"  # at least one task started (job preparation included)
     TERMINATING = "terminating"  # stop requested (user, wall clock, deallocation); tasks stopping
@@ -25,6 +25,7 @@ class JobPhase(StrEnum):
 JOB_TRANSITIONS: dict[JobPhase, dict[JobPhase, str]] = {
     JobPhase.QUEUED: {
         JobPhase.ASSIGNED: "a scheduling pass committed nodes for it",
+        JobPhase.RUNNING: "an array job: its first child job left the queue",
         JobPhase.TERMINATING: "terminate or delete asked while queued",
         JobPhase.FAILED: "permanent error before it ran (cluster gone, retries exhausted)",
     },

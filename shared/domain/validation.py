@@ -21,7 +21,7 @@ import isodate
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError
 
-from shared.domain import vault_urls
+from shared.domain import job_links, vault_urls
 from shared.domain.contract import swagger
 from shared.domain.errors import ApiError, bad_request
 from shared.domain.vault_urls import DEFAULT_VAULT_HOSTS
@@ -330,10 +330,12 @@ def job_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> d
         body["properties"].setdefault("nodeCount", 1)
         if body["properties"]["nodeCount"] is None:
             body["properties"]["nodeCount"] = 1
+    links = job_links.validate(body)  # array, dependsOn: additions beyond 2018-05-01
     props = _properties(body, "JobCreateParameters", "JobBaseProperties")
     gpus_per_node = _gpus_per_node(body)
     if gpus_per_node is not None:
         props["gpusPerNode"] = gpus_per_node
+    props.update(links)
     props.setdefault("schedulingPriority", "normal")
     _count(props["nodeCount"], "properties.nodeCount", 1)
     vault_urls.secret_references(props, "properties", vault_hosts)

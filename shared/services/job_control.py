@@ -3,7 +3,8 @@
 The API and the reaper record intent here; the effects follow through task events: a queued job
 fails at once (JobTerminated) and leaves the pending index; an assigned or running job moves to
 terminating with its stop reason and every node of its assignment gets a StopTask; the job
-fails when the stopped tasks report their exits (`task_events`). Everything here is idempotent.
+fails when the stopped tasks report their exits (`task_events`). An array parent's stop cascades to
+its children (`job_arrays`). Everything here is idempotent.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from shared.config import Settings
 from shared.decisions.job_outcome import FAILING_STOPS, stop_error
 from shared.domain.keys import JobRef
 from shared.domain.states import JOB_TERMINAL, JobPhase
-from shared.services import assignments, job_state
+from shared.services import assignments, job_arrays, job_state
 from shared.services.scheduling import pending_row_key
 
 ATTEMPTS = 20
@@ -45,6 +46,9 @@ def terminate_job(settings: Settings, job_ref: JobRef, reason: str, now: datetim
         phase = job_state.phase(doc)
         if phase in JOB_TERMINAL:
             return
+        if job_arrays.is_parent(doc.data):
+            job_arrays.terminate(settings, job_ref, stop, detail, now)
+            return
         if phase == JobPhase.QUEUED:
             if job_state.transition(settings, job_ref, JobPhase.FAILED, f"terminated while queued: {reason}", now,
                                     mutate=lambda i: job_state.set_end(i, now, None, [stop_error(stop, detail)]),
@@ -71,6 +75,8 @@ def stop_for_delete(settings: Settings, job_ref: JobRef, now: datetime | None = 
     doc = job_state.get(settings, job_ref)
     if doc is None:
         return True
+    if job_arrays.is_parent(doc.data):
+        return job_arrays.stop_for_delete(settings, job_ref, now)
     internal = doc.data.get("internal") or {}
     cluster_key = internal.get("clusterKey")
     asg = assignments.get(settings, cluster_key, job_ref.key) if cluster_key else None

@@ -4,7 +4,8 @@
 appends the history entry, moves `executionStateTransitionTime` when the contract's state changes,
 applies the caller's mutation of `internal`, and writes with the read's ETag; on a conflict it
 re-reads and checks again. Fences (`expect_assignment`, `allowed_from`, `guard`) make every
-caller idempotent: a move whose premise no longer holds is a no-op that returns None.
+caller idempotent: a move whose premise no longer holds is a no-op that returns None. A move to
+an end then moves what waits on the job (`job_links.job_ended`: its array parent, its dependents).
 """
 
 from __future__ import annotations
@@ -76,10 +77,20 @@ def transition(settings: Settings, job_ref: JobRef, target: Target, reason: str,
         if mutate is not None:
             mutate(internal)
         try:
-            return store.replace(doc, data)
+            written = store.replace(doc, data)
         except StaleEtag:
             continue
+        if states.JobPhase(goal) in states.JOB_TERMINAL:
+            _ended(settings, job_ref, written, now)
+        return written
     raise StaleEtag(f"job {job_ref.key} kept changing")
+
+
+def _ended(settings: Settings, job_ref: JobRef, doc: Doc, now: datetime) -> None:
+    """A job's end moves what waits on it: its array parent and its dependents (`job_links`)."""
+    from shared.services import job_links
+
+    job_links.job_ended(settings, job_ref, doc, now)
 
 
 def mutate(settings: Settings, job_ref: JobRef, change: Callable[[Internal], bool]) -> Doc | None:

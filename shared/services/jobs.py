@@ -1,5 +1,6 @@
 """Jobs at the API: create (validate, store queued, index as pending, kick), get, list, terminate,
-remote login. Deletion is `removal`'s.
+remote login. Deletion is `removal`'s. An array job or a job with dependencies is not indexed as
+pending: `job_links` starts it (its first children, or the evaluation of its dependencies).
 
 Creation is the only write of a job document by the API; afterwards `internal` phase fields
 belong to the scheduler (`job_state`, `job_control`). A retried create with the same request
@@ -23,7 +24,7 @@ from shared.decisions.gpu_slots import job_slots
 from shared.domain import resources, states, validation
 from shared.domain.errors import bad_request, conflict, not_found
 from shared.domain.keys import ClusterRef, ExperimentRef, JobRef
-from shared.services import node_state, removal, usages
+from shared.services import job_links, node_state, removal, usages
 from shared.services.api_common import (
     Accepted,
     Page,
@@ -75,14 +76,27 @@ def create(settings: Settings, ref: JobRef, body: object, if_match: str | None =
                                 vm_sizes.gpu_count(str(cdoc.data["properties"].get("vmSize") or "")))
     props["cluster"] = {"id": cluster_ref.arm_id}
     tool = validation.tool_type(props)
+    links = job_links.prepare(settings, ref, props)
     sealed, plain = secret_box.seal_secrets(settings, props), secret_box.open_all(settings, props)
+    job_links.index(settings, ref, links)
     doc, _ = create_or_match(
         store(settings, storage.T_JOBS), ref.experiment.job_pk, ref.name.lower(),
-        lambda: _traced(resources.new_job(ref, sealed, cluster_ref, tool, str(uuid.uuid4()), utcnow())),
+        lambda: _traced(_linked(resources.new_job(ref, sealed, cluster_ref, tool, str(uuid.uuid4()), utcnow()),
+                                links)),
         lambda stored: resources.same_spec("job", secret_box.open_all(settings, stored["properties"]), plain),
         "job", ref.name, if_match)
-    _index(settings, ref, doc)
+    if job_links.indexable(doc.data):
+        _index(settings, ref, doc)
+    else:
+        job_links.start(settings, ref, utcnow())
+        doc = get_doc(settings, ref)
     return Rendered(resources.render_job(doc.data), doc.etag)
+
+
+def _linked(data: dict[str, Any], links: dict[str, Any]) -> dict[str, Any]:
+    """An array parent or a job waiting on dependencies carries what `job_links` needs."""
+    data["internal"].update(links)
+    return data
 
 
 def _traced(data: dict[str, Any]) -> dict[str, Any]:

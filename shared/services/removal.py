@@ -41,6 +41,7 @@ from shared.decisions.job_outcome import CLUSTER_DELETED
 from shared.domain import resources, states
 from shared.domain.errors import ApiError, not_found
 from shared.domain.keys import ClusterRef, ExperimentRef, JobRef, WorkspaceRef
+from shared.services import job_links
 from shared.services.api_common import Accepted, check_if_match, store, utcnow
 from shared.services.guarded import each
 
@@ -76,6 +77,7 @@ def remove_job(settings: Settings, ref: JobRef) -> bool:
     if not job_control().stop_for_delete(settings, ref):
         return False
     store(settings, storage.T_JOBS).delete(ref.experiment.job_pk, ref.name.lower())
+    job_links.job_removed(settings, ref, utcnow())  # a job waiting on it can no longer wait for it to succeed
     return True
 
 

@@ -49,7 +49,7 @@ from shared.decisions.scheduler import (
 from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.messages import NodeAddress
 from shared.domain.states import JobPhase
-from shared.services import assignments, gangs, job_state, node_state
+from shared.services import assignments, gangs, job_links, job_state, node_state
 from shared.services.assignments import MAX_OPS
 from shared.services.guarded import Guard, each
 
@@ -410,6 +410,8 @@ def _reindex(settings: Settings, cluster_key: str, snap: Snapshot, doc: Any, res
     fresh = job_state.get(settings, JobRef.from_key(job_key))  # read again: the query may be old
     if fresh is None or (fresh.data.get("internal") or {}).get("phase") != JobPhase.QUEUED:
         return
+    if not job_links.indexable(fresh.data):
+        return  # an array parent, or a job waiting on its dependencies: never pending
     if assignments.get(settings, cluster_key, job_key) is not None:
         return
     add_pending_for(settings, cluster_key, job_key, fresh.data)

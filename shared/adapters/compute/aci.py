@@ -167,6 +167,9 @@ def container_task(task_id: str, cluster: ClusterSpec, job_key: str, job: Mappin
     variables.update({"AZ_BATCHAI_MOUNT_ROOT": MOUNT_ROOT, "AZ_BATCHAI_JOB_MOUNT_ROOT": JOB_MOUNT_ROOT,
                       "AZ_BATCHAI_JOB_TEMP": "/tmp", "AZ_BATCHAI_TASK_INDEX": str(task_index),
                       "AZ_BATCHAI_NUM_GPUS": "0"})
+    if job.get("arrayIndex") is not None:  # a task of an array job
+        variables.update({"AZ_BATCHAI_ARRAY_INDEX": str(job["arrayIndex"]),
+                          "AZ_BATCHAI_ARRAY_COUNT": str(job.get("arrayCount") or "")})
     variables.update(env)
     cluster_shares = ((cluster.properties.get("nodeSetup") or {}).get("mountVolumes") or {}).get("azureFileShares")
     job_shares = (job.get("mountVolumes") or {}).get("azureFileShares")

@@ -1,0 +1,112 @@
+"""Job arrays and dependencies end to end on the process topology: an array of 20 tasks with at most 4
+at once runs each index exactly once (each task leaves a file named by its index on the cluster
+share; the bound is checked on the service's own records of its child jobs), and a job depending on
+a failed job ends with the dependency's reason while one depending on its mere end runs."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from azure.mgmt.batchai import models
+
+from shared.adapters import storage
+from shared.adapters.resource_store import ResourceStore
+from shared.cli.arm import properties_hook
+from tests.e2e.conftest import PROCESSES, Stack
+
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", [PROCESSES], indirect=True)]
+
+WS, EXP, CLUSTER = "arrays", "runs", "five"
+COUNT, AT_ONCE = 20, 4
+
+
+@pytest.fixture(scope="module")
+def s(stack: Stack) -> Iterator[Stack]:
+    """Five nodes: more than the array's bound, so only the bound keeps a fifth task from starting.
+    The cluster goes with the module, so its nodes do not idle beside later tests."""
+    stack.workspace(WS)
+    stack.client.experiments.begin_create(stack.rg, WS, EXP).result()
+    stack.manual_cluster(WS, CLUSTER, 5)
+    stack.idle_nodes(WS, CLUSTER, 5)
+    yield stack
+    stack.client.clusters.begin_delete(stack.rg, WS, CLUSTER).result()
+
+
+def submit(s: Stack, name: str, command: str, **links: Any) -> None:
+    params = models.JobCreateParameters(
+        cluster=models.ResourceId(id=s.cluster_id(WS, CLUSTER)), std_out_err_path_prefix="$AZ_BATCHAI_MOUNT_ROOT/logs",
+        custom_toolkit_settings=models.CustomToolkitSettings(command_line=command))
+    s.client.jobs.begin_create(s.rg, WS, EXP, name, params, raw_request_hook=properties_hook(links)).result()
+
+
+def documents(s: Stack, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The service's own job documents (its records of every state move and when)."""
+    jobs = ResourceStore(s.endpoint["storage_connection_string"], storage.T_JOBS)
+    pk = f"{s.sub}|{s.rg}|{WS}|{EXP}".lower()
+    docs = {n: jobs.get(pk, n.lower()) for n in names}
+    assert all(docs.values()), [n for n, d in docs.items() if d is None]
+    return {n: d.data for n, d in docs.items() if d is not None}
+
+
+def most_at_once(intervals: list[tuple[datetime, datetime]]) -> int:
+    """The most half-open intervals [start, end) that hold at one instant."""
+    events = sorted([(end, -1) for _, end in intervals] + [(start, 1) for start, _ in intervals])
+    live = peak = 0
+    for _, delta in events:
+        live += delta
+        peak = max(peak, live)
+    return peak
+
+
+def moved(internal: dict[str, Any], to: set[str]) -> datetime:
+    return datetime.fromisoformat(next(h["at"] for h in internal["history"] if h["to"] in to))
+
+
+def test_array_of_20_runs_each_index_once_with_at_most_4_at_once(s: Stack) -> None:
+    here, there = s.scratch("array")
+    submit(s, "sweep", f'echo "$AZ_BATCHAI_ARRAY_COUNT" > "$(mktemp "{there}/index-$AZ_BATCHAI_ARRAY_INDEX.XXXXXX")"; '
+                       f"sleep 1", array={"count": COUNT, "maxConcurrent": AT_ONCE})
+    parent = s.wait_job(WS, EXP, "sweep", timeout=900)
+    assert parent.execution_state == "succeeded", parent.execution_info.errors
+
+    runs = collections.Counter(int(p.name.split(".")[0].removeprefix("index-")) for p in here.iterdir())
+    assert runs == collections.Counter(range(COUNT))  # every index, each exactly once
+    assert {p.read_text().strip() for p in here.iterdir()} == {str(COUNT)}
+
+    children = documents(s, [f"sweep-{i}" for i in range(COUNT)])
+    assert [c["properties"]["arrayIndex"] for c in children.values()] == list(range(COUNT))
+    assert all(c["internal"]["phase"] == "succeeded" for c in children.values())
+    ended = {"succeeded", "failed"}
+    alive = [(datetime.fromisoformat(c["internal"]["submittedAt"]), moved(c["internal"], ended))
+             for c in children.values()]
+    # Running: from the handling of a task's start report to the handling of its end. (A pass stamps
+    # its assignments with the time it began, which may precede a child written while it ran.)
+    running = [(moved(c["internal"], {"running"}), moved(c["internal"], ended)) for c in children.values()
+               if any(h["to"] == "running" for h in c["internal"]["history"])]
+    assert most_at_once(alive) == AT_ONCE  # never more children not ended than the bound, and the bound reached
+    assert running and most_at_once(running) <= AT_ONCE
+    assert s.client.jobs.get(s.rg, WS, EXP, "sweep").execution_info.start_time is not None
+    history = documents(s, ["sweep"])["sweep"]["internal"]["history"]
+    assert [h["to"] for h in history] == ["running", "succeeded"]
+
+
+def test_a_job_depending_on_a_failed_job_ends_with_the_dependency_reason(s: Stack) -> None:
+    submit(s, "broken", "echo failing on purpose; exit 3")
+    submit(s, "train", "echo must not run", dependsOn=[{"job": "broken"}])
+    submit(s, "cleanup", "echo cleaning up", dependsOn=[{"job": "broken", "condition": "ended"}])
+    assert s.client.jobs.get(s.rg, WS, EXP, "train").execution_state in ("queued", "failed")
+
+    train = s.wait_job(WS, EXP, "train")
+    assert train.execution_state == "failed"
+    assert [e.code for e in train.execution_info.errors] == ["DependencyFailed"]
+    assert "'broken' failed" in train.execution_info.errors[0].message
+    assert train.execution_info.start_time is None  # it never ran
+    assert s.wait_job(WS, EXP, "cleanup").execution_state == "succeeded"
+    broken = s.client.jobs.get(s.rg, WS, EXP, "broken")
+    assert broken.execution_info.exit_code == 3
+    cleanup = s.client.jobs.get(s.rg, WS, EXP, "cleanup")
+    assert cleanup.execution_info.start_time >= broken.execution_info.end_time
