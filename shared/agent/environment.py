@@ -29,6 +29,11 @@ PASSED = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "SSL_CERT_FILE", "
 PASSED_PREFIXES = ("LC_",)
 
 
+#: A sweep's child job gets each of its parameters as AZ_BATCHAI_PARAM_<NAME> (with its environment
+#: variables: `shared.domain.sweeps.child_properties`); tasks see them like any job variable.
+SWEEP_PARAM_PREFIX = "AZ_BATCHAI_PARAM_"
+
+
 def base_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k in PASSED or k.startswith(PASSED_PREFIXES)}
 

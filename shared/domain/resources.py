@@ -235,6 +235,8 @@ def render_job(doc: dict[str, Any]) -> dict[str, Any]:
         info["errors"] = [e for e in (_as_error(x) for x in info["errors"]) if e]
     if info:
         props["executionInfo"] = info
+    if internal.get("sweep"):  # a sweep's child job (beyond 2018-05-01)
+        props["sweep"] = internal["sweep"]
     return out
 
 
