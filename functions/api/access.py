@@ -144,6 +144,7 @@ DASHBOARD = "/dashboard"
 DASHBOARD_WS = f"{DASHBOARD}{RG}/workspaces/{{workspaceName}}"
 DASHBOARD_EXP = DASHBOARD_WS + "/experiments/{experimentName}"
 DASHBOARD_JOB = DASHBOARD_EXP + "/jobs/{jobName}"
+DASHBOARD_SWEEP = DASHBOARD_EXP + "/sweeps/{sweepName}"
 DASHBOARD_RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{DASHBOARD}/"): Rule(rbac.WORKSPACES_READ),  # any signed-in principal: every list on it is filtered
     ("GET", DASHBOARD_WS): Rule(rbac.WORKSPACES_READ, WS),
@@ -153,6 +154,8 @@ DASHBOARD_RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{DASHBOARD_EXP}/jobs"): Rule(rbac.JOBS_READ, EXP),
     ("GET", DASHBOARD_JOB): Rule(rbac.JOBS_READ, JOB),
     ("GET", f"{DASHBOARD_JOB}/status"): Rule(rbac.JOBS_READ, JOB),
+    ("GET", DASHBOARD_SWEEP): Rule(rbac.SWEEPS_READ, SWEEP),
+    ("GET", f"{DASHBOARD_SWEEP}/status"): Rule(rbac.SWEEPS_READ, SWEEP),
     ("GET", f"{DASHBOARD_JOB}/metrics"): Rule(rbac.JOBS_READ, JOB),
     ("GET", f"{DASHBOARD_JOB}/log"): Rule(rbac.JOBS_OUTPUT_FILES, JOB),
     ("GET", f"{DASHBOARD_JOB}/files"): Rule(rbac.JOBS_OUTPUT_FILES, JOB),

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.adapters import storage
 from shared.config import Settings
 from shared.domain.keys import ExperimentRef, WorkspaceRef
 from shared.services import jobs, sweeps
 from tests.metrics.conftest import API, CLUSTER, client
+from tests.sweeps.conftest import report
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -44,14 +44,7 @@ class World:
         return r.json()
 
     def report(self, job: str, *values: float) -> None:
-        """The job's stdout gets one accuracy line per value (epochs 1, 2, ...)."""
-        segment = self.job(job)["properties"]["jobOutputDirectoryPathSegment"]
-        prefix = storage.output_prefix("ws", "e", job, segment) + "/stdouterr/"
-        blob = storage.container(self.conn, storage.C_OUTPUTS).get_blob_client(prefix + "stdout.txt")
-        if not blob.exists():
-            blob.create_append_blob()
-        lines = "".join(f"epoch\n##batchai[metric name=acc value={v} step={i}]\n" for i, v in enumerate(values, 1))
-        blob.append_block(lines.encode())
+        report(self.http, self.conn, self.ws, job, "acc", *values)
 
     def tick(self, name: str) -> str | None:
         return sweeps.advance(Settings.from_env(), sweeps.SweepRef(self.experiment, name), NOW)
@@ -60,7 +53,8 @@ class World:
 @pytest.fixture()
 def world(api_endpoint: dict[str, str], storage_conn: str) -> Iterator[World]:
     rg = f"sweeps-{uuid.uuid4().hex[:8]}"
-    ws = f"/subscriptions/{api_endpoint['subscription_id']}/resourceGroups/{rg}/providers/Microsoft.BatchAI/workspaces/ws"
+    ws = (f"/subscriptions/{api_endpoint['subscription_id']}/resourceGroups/{rg}"
+          "/providers/Microsoft.BatchAI/workspaces/ws")
     with client(api_endpoint, api_endpoint["token"]) as http:
         assert http.put(f"{ws}?{API}", json={"location": "local"}).status_code == 200
         assert http.put(f"{ws}/clusters/c?{API}", json=CLUSTER).status_code == 200
