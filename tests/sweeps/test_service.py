@@ -18,7 +18,7 @@ from shared.config import Settings
 from shared.domain.keys import ExperimentRef, WorkspaceRef
 from shared.services import jobs, sweeps
 from tests.metrics.conftest import API, CLUSTER, client
-from tests.sweeps.conftest import report
+from tests.sweeps.conftest import contract_errors, report
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -120,6 +120,8 @@ def test_children_policy_and_best_run(world: World) -> None:
     world.report("s-002", 0.9, 0.95)
     world.tick("s")
     assert world.get("s")["properties"]["bestRun"]["name"] == "s-002"
+    assert contract_errors(world.get("s"), "Sweep") == []
+    assert contract_errors(body(world), "SweepCreateParameters") == []
 
 
 def test_the_budget_ends_the_sweep_with_its_best_run(world: World) -> None:
@@ -137,8 +139,9 @@ def test_the_budget_ends_the_sweep_with_its_best_run(world: World) -> None:
     assert sweep["summary"] == {"created": 2, "earlyTerminated": 0, "running": 0, "succeeded": 0}
     assert "best run b-000" in sweep["stateReason"]
     assert world.tick("b") == "succeeded"  # ended sweeps stay as they are
-    listed = world.http.get(f"{world.ws}/experiments/e/sweeps?{API}").json()["value"]
-    assert [s["name"] for s in listed] == ["b"]
+    listed = world.http.get(f"{world.ws}/experiments/e/sweeps?{API}").json()
+    assert [s["name"] for s in listed["value"]] == ["b"]
+    assert contract_errors(listed, "SweepListResult") == []
 
 
 def test_cancel_stops_every_child_and_delete_removes_the_sweep(world: World) -> None:

@@ -109,6 +109,9 @@ def test_a_seeded_random_sweep_stops_diverged_runs_and_names_the_best(stack: Sta
     finished = [r for r in runs if r["state"] == "succeeded" and "earlyTerminated" not in r]
     best = max(finished, key=lambda r: r["metric"])
     assert sweep["bestRun"]["name"] == best["job"] and sweep["bestRun"]["value"] == best["metric"] > 0.9
+    stdout = s.download(s.output_files(WS, EXP, best["job"])["stdout.txt"].download_url)
+    params = best["parameters"]
+    assert f"AZ_BATCHAI_PARAM_BATCH={params['batch']}\nAZ_BATCHAI_PARAM_LR={params['lr']!r}\n" in stdout  # the task's
     shown = batchai("sweep", "show", WS, EXP, SWEEP)
     assert re.search(rf"^best run\s+{best['job']} \(test_accuracy = {best['metric']}\)$", shown, re.M), shown
     assert re.search(r"^state\s+succeeded$", shown, re.M)
