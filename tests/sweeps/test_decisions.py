@@ -175,3 +175,13 @@ def test_a_child_gets_its_parameters_as_arguments_and_environment() -> None:
     torch = sw.child_properties({"pyTorchSettings": {"pythonScriptFilePath": "t.py"}}, {"lr": 0.1})
     assert torch["pyTorchSettings"]["commandLineArgs"] == "--lr 0.1"
     assert sw.child_name("s", 7) == "s-007"
+
+
+def test_the_example_sweep_file_is_a_valid_sweep() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "sweeps" / "digits.yaml"
+    spec = sw.parse({"properties": yaml.safe_load(example.read_text())})
+    assert (spec.sampling, spec.max_total_runs, spec.policy and spec.policy.kind) == ("random", 12, "bandit")
