@@ -46,6 +46,7 @@ ACTIVE = "~active"
 SAVE_ATTEMPTS = 10
 EARLY_TERMINATED_STOP = job_outcome.EARLY_TERMINATED
 ENDED = ("succeeded", "failed")
+STOPPING = (*ENDED, "terminating")  # a stop was recorded on the job: its tasks are being stopped
 
 
 @dataclass(frozen=True)
@@ -287,8 +288,8 @@ class _Step:
         for stop in decide.judge(self.spec.policy, self.spec.goal, self.spec.metric, candidates):
             run = next(r for r in self.runs if r["index"] == stop.index)
             run["stopReason"] = stop.reason
-        for run in self.runs:  # again on every tick until the job ends: a stop is idempotent
-            if "stopReason" in run and run["state"] not in ENDED:
+        for run in self.runs:  # again on the next tick if this one died before the job recorded the stop
+            if "stopReason" in run and run["state"] not in STOPPING:
                 job_control.terminate_job(self.settings, self.ref.child(run["index"]), run["stopReason"], self.now,
                                           stop=EARLY_TERMINATED_STOP)
                 self._refresh_state(run)  # a queued job ends at once: its place is free for the next child
@@ -331,7 +332,7 @@ class _Step:
 
     def _stop_all(self) -> None:
         for run in self.runs:
-            if run["state"] not in ENDED:
+            if run["state"] not in STOPPING:
                 job_control.terminate_job(self.settings, self.ref.child(run["index"]),
                                           f"The sweep {self.ref.name} was canceled.", self.now)
                 self._refresh_state(run)

@@ -172,3 +172,15 @@ def test_bad_bodies_are_400_naming_the_field(world: World, change: dict[str, Any
     assert r.status_code == 400, r.text
     assert r.json()["error"]["target"] == target
     assert world.http.get(f"{world.ws}/experiments/e/sweeps/bad?{API}").status_code == 404
+
+
+def test_concurrent_ticks_create_each_child_once(world: World) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert world.put("k", body(world, total=6, concurrent=2)).status_code == 200
+    with ThreadPoolExecutor(4) as pool:
+        states_after = list(pool.map(lambda _: world.tick("k"), range(4)))
+    assert states_after == ["running"] * 4
+    assert [r["job"] for r in world.get("k")["properties"]["runs"]] == ["k-000", "k-001"]
+    listed = world.http.get(f"{world.ws}/experiments/e/jobs?{API}").json()["value"]
+    assert sorted(j["name"] for j in listed if j["name"].startswith("k-")) == ["k-000", "k-001"]
