@@ -199,6 +199,12 @@ def delete(settings: Settings, ref: SweepRef, now: datetime | None = None) -> Ac
     return Accepted(None)
 
 
+def remove(settings: Settings, ref: SweepRef, now: datetime | None = None) -> bool:
+    """The deletion of an experiment's sweep: True once its document is gone."""
+    delete(settings, ref, now)
+    return sweeps_store(settings).get(ref.experiment.job_pk, ref.name.lower()) is None
+
+
 # The tick ---------------------------------------------------------------------------------------------
 
 def reconcile_all(settings: Settings, now: datetime) -> int:

@@ -184,3 +184,21 @@ def test_concurrent_ticks_create_each_child_once(world: World) -> None:
     assert [r["job"] for r in world.get("k")["properties"]["runs"]] == ["k-000", "k-001"]
     listed = world.http.get(f"{world.ws}/experiments/e/jobs?{API}").json()["value"]
     assert sorted(j["name"] for j in listed if j["name"].startswith("k-")) == ["k-000", "k-001"]
+
+
+def test_deleting_the_experiment_cancels_and_removes_its_sweeps(world: World) -> None:
+    from shared.services import removal
+    from tests.polling import wait_until
+
+    assert world.put("x", body(world, total=6, concurrent=2)).status_code == 200
+    world.tick("x")
+    r = world.http.delete(f"{world.ws}/experiments/e?{API}")
+    assert r.status_code == 202, r.text
+
+    def gone() -> bool:
+        removal.reconcile_all(Settings.from_env(), NOW)
+        return world.http.get(f"{world.ws}/experiments/e?{API}").status_code == 404
+    wait_until(gone, 60, what="the experiment's deletion", interval=0.2)
+    assert world.http.get(f"{world.ws}/experiments/e/sweeps/x?{API}").status_code == 404
+    assert list(sweeps.sweeps_store(Settings.from_env()).scan(pk=world.experiment.job_pk)) == []
+    assert world.tick("x") is None
