@@ -10,7 +10,8 @@ Early termination, with Azure ML HyperDrive's semantics. Each value a run report
 metric is one interval: report k is interval k. A run is judged at interval k when k is a multiple of
 `evaluationInterval` and k >= `delayEvaluation` (Azure ML: "starting at evaluation interval
 delay_evaluation"); a tick judges each running run at the latest such interval it has reached, against
-every run (running or ended) that reached the same interval:
+every run (running or ended) that reached the same interval (the first `MAX_REPORTS` reports of a run are
+kept and judged: shared.domain.sweeps):
 - bandit: the best value at interval k sets a bar: best / (1 + slackFactor) or best - slackAmount when
   maximizing, best * (1 + slackFactor) or best + slackAmount when minimizing; a run beyond the bar stops;
 - medianStopping: a run whose best value over intervals 1..k is worse than the median of the other

@@ -30,7 +30,9 @@ from shared.domain.states import IllegalTransition
 T_SWEEP = f"{PROVIDER}/workspaces/experiments/sweeps"
 PARAM_ENV_PREFIX = "AZ_BATCHAI_PARAM_"
 MAX_SWEEP_NAME = 60  # its children add "-{i:03d}" and stay within the 64 characters of a job name
-MAX_TOTAL_RUNS = 1000
+# One sweep document holds every run with its parameters and metric values (Table entity limits):
+MAX_TOTAL_RUNS = 300
+MAX_REPORTS = 100  # values of the primary metric kept per run: the policy judges intervals 1..MAX_REPORTS
 MAX_PARAMETERS = 20
 MAX_CHOICES = 100
 EARLY_TERMINATED = "EarlyTerminated"
@@ -172,7 +174,7 @@ def _int(d: dict[str, Any], key: str, target: str, default: int | None, low: int
 
 def _choice(value: Any, where: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float | str) or \
-            (isinstance(value, str) and not 0 < len(value) <= 256):
+            (isinstance(value, str) and not 0 < len(value) <= 64):
         raise bad_request(f"'{where}' values must be numbers or non-empty strings.", where)
     return value
 

@@ -284,7 +284,7 @@ class _Step:
             if not self._refresh_state(run):
                 continue
             series = metrics.job_metrics(self.settings, self.ref.child(run["index"]), self.spec.metric)
-            values = [float(p["value"]) for s in series[:1] for p in s.points]
+            values = [float(p["value"]) for s in series[:1] for p in s.points[:sw.MAX_REPORTS]]
             run.update(reports=len(values), values=values, metric=values[-1] if values else None)
 
     def _apply_policy(self) -> None:
