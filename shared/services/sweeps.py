@@ -284,8 +284,8 @@ class _Step:
             if not self._refresh_state(run):
                 continue
             series = metrics.job_metrics(self.settings, self.ref.child(run["index"]), self.spec.metric)
-            values = [float(p["value"]) for s in series[:1] for p in s.points[:sw.MAX_REPORTS]]
-            run.update(reports=len(values), values=values, metric=values[-1] if values else None)
+            values = [float(p["value"]) for s in series[:1] for p in s.points]
+            run.update(reports=len(values), values=values[:sw.MAX_REPORTS], metric=values[-1] if values else None)
 
     def _apply_policy(self) -> None:
         candidates = [decide.RunMetrics(r["index"], tuple(r.get("values") or ()),
