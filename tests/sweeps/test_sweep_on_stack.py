@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,16 @@ WS, EXP, CLUSTER, SWEEP = "sweeps", "digits", "three", "lr"
 
 
 @pytest.fixture(scope="module")
-def stack(local_stack: dict[str, Any]) -> Stack:
+def stack(local_stack: dict[str, Any]) -> Iterator[Stack]:
+    """The session's stack with a 3-node cluster of this module's own (deleted after it: its nodes are
+    processes of this machine)."""
     s = Stack(local_stack)
     s.workspace(WS)
     s.client.experiments.begin_create(s.rg, WS, EXP).result()
     s.manual_cluster(WS, CLUSTER, 3)
     s.idle_nodes(WS, CLUSTER, 3)
-    return s
+    yield s
+    s.client.clusters.begin_delete(s.rg, WS, CLUSTER).result()
 
 
 def sweep_file(s: Stack, tmp_path: Path) -> Path:
