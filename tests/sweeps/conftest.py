@@ -10,13 +10,13 @@ from shared.adapters import storage
 API = "api-version=2018-05-01"
 
 
-def report(http: httpx.Client, conn: str, ws: str, job: str, name: str, *values: float) -> None:
-    """Job `job` of experiment `e` in workspace `ws` (its ARM id; the workspace is named "ws") logs `values`
-    of metric `name` at steps 1, 2, ... (after what it logged before)."""
-    r = http.get(f"{ws}/experiments/e/jobs/{job}?{API}")
+def report(http: httpx.Client, conn: str, ws: str, job: str, name: str, *values: float, exp: str = "e") -> None:
+    """Job `job` of experiment `exp` in workspace `ws` (its ARM id) logs `values` of metric `name` at steps
+    1, 2, ... (after what it logged before)."""
+    r = http.get(f"{ws}/experiments/{exp}/jobs/{job}?{API}")
     assert r.status_code == 200, r.text
     segment = r.json()["properties"]["jobOutputDirectoryPathSegment"]
-    prefix = storage.output_prefix("ws", "e", job, segment) + "/stdouterr/"
+    prefix = storage.output_prefix(ws.rsplit("/", 1)[-1], exp, job, segment) + "/stdouterr/"
     blob = storage.container(conn, storage.C_OUTPUTS).get_blob_client(prefix + "stdout.txt")
     if not blob.exists():
         blob.create_append_blob()

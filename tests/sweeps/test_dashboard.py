@@ -14,6 +14,7 @@ from tests.dashboard.conftest import World, sign_in, world  # noqa: F401 - the d
 from tests.sweeps.conftest import API, report
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+EXP = "sweeps"  # an experiment of its own in the dashboard tests' workspace
 
 
 def test_metric_vs_run_draws_each_runs_last_value_and_the_best_so_far() -> None:
@@ -38,24 +39,25 @@ def test_the_sweep_page_shows_runs_reasons_and_best_run(world: World, storage_co
         "primaryMetric": {"name": "acc", "goal": "maximize"}, "budget": {"maxTotalRuns": 2},
         "earlyTermination": {"type": "bandit", "slackAmount": 0.1}}}
     with api_client(w.endpoint, w.endpoint["token"]) as owner:
-        assert owner.put(f"{w.ws}/experiments/e/sweeps/dash?{API}", json=body).status_code == 200
-        ref = sweeps.SweepRef(WorkspaceRef(sub, rg, "ws").experiment("e"), "dash")
+        assert owner.put(f"{w.ws}/experiments/{EXP}?{API}", json={}).status_code == 200
+        assert owner.put(f"{w.ws}/experiments/{EXP}/sweeps/dash?{API}", json=body).status_code == 200
+        ref = sweeps.SweepRef(WorkspaceRef(sub, rg, "ws").experiment(EXP), "dash")
         sweeps.advance(Settings.from_env(), ref, NOW)
-        report(owner, storage_conn, w.ws, "dash-000", "acc", 0.9)
-        report(owner, storage_conn, w.ws, "dash-001", "acc", 0.5)
+        report(owner, storage_conn, w.ws, "dash-000", "acc", 0.9, exp=EXP)
+        report(owner, storage_conn, w.ws, "dash-001", "acc", 0.5, exp=EXP)
         sweeps.advance(Settings.from_env(), ref, NOW)
     reader = sign_in(w.endpoint, w.people["reader"])
-    experiment = reader.get(w.page(f"{w.ws}/experiments/e"))
+    experiment = reader.get(w.page(f"{w.ws}/experiments/{EXP}"))
     assert experiment.status_code == 200 and 'id="sweeps"' in experiment.text
-    assert w.page(f"{w.ws}/experiments/e/sweeps/dash") in experiment.text
-    page = reader.get(w.page(f"{w.ws}/experiments/e/sweeps/dash"))
+    assert w.page(f"{w.ws}/experiments/{EXP}/sweeps/dash") in experiment.text
+    page = reader.get(w.page(f"{w.ws}/experiments/{EXP}/sweeps/dash"))
     assert page.status_code == 200, page.text
     assert 'id="sweep-chart"' in page.text and 'data-y="0.9"' in page.text and 'data-y="0.5"' in page.text
     assert 'id="run-dash-001"' in page.text
     assert "bandit policy: acc 0.5 at interval 1 is below 0.8 (best 0.9 - slack amount 0.1)" in page.text
     assert 'id="best-run"' in page.text and "dash-000</a>: acc = 0.9" in page.text
     assert 'hx-trigger="every 3s"' in page.text  # the sweep still runs: its page keeps asking
-    status = reader.get(w.page(f"{w.ws}/experiments/e/sweeps/dash", "status"))
+    status = reader.get(w.page(f"{w.ws}/experiments/{EXP}/sweeps/dash", "status"))
     assert status.status_code == 200 and 'id="sweep"' in status.text
     nobody = sign_in(w.endpoint, w.people["nobody"])
-    assert nobody.get(w.page(f"{w.ws}/experiments/e/sweeps/dash")).status_code == 403
+    assert nobody.get(w.page(f"{w.ws}/experiments/{EXP}/sweeps/dash")).status_code == 403
