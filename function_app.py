@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from functions import clusters, scheduling, triggers
+from functions import clusters, scheduling, sweeps, triggers
 from functions.dashboard import with_dashboard
 from functions.http_api import api
 
@@ -10,3 +10,4 @@ app = func.AsgiFunctionApp(app=with_dashboard(api), http_auth_level=func.AuthLev
 app.register_functions(clusters.bp)
 app.register_functions(scheduling.bp)
 app.register_functions(triggers.bp)
+app.register_functions(sweeps.bp)

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from functions.api import access as rules
 from functions.api.common import job_ref, settings, workspace_ref
+from functions.api.sweeps import sweep_ref
 from shared.dashboard import pages, sessions, signin
 from shared.domain.errors import ApiError
 from shared.services import authorization
@@ -219,6 +220,20 @@ def experiment_jobs(request: Request, subscriptionId: str, resourceGroupName: st
                     experimentName: str, v: Viewer = Signed) -> HTMLResponse:
     ws = workspace_ref(subscriptionId, resourceGroupName, workspaceName)
     return pages.experiment(request, v, settings(), ws.experiment(experimentName), fragment=True)
+
+
+@site.get(rules.DASHBOARD_SWEEP)
+def sweep(request: Request, subscriptionId: str, resourceGroupName: str, workspaceName: str, experimentName: str,
+          sweepName: str, v: Viewer = Signed) -> HTMLResponse:
+    ref = sweep_ref(subscriptionId, resourceGroupName, workspaceName, experimentName, sweepName)
+    return pages.sweep(request, v, settings(), ref, fragment=False)
+
+
+@site.get(f"{rules.DASHBOARD_SWEEP}/status")
+def sweep_status(request: Request, subscriptionId: str, resourceGroupName: str, workspaceName: str,
+                 experimentName: str, sweepName: str, v: Viewer = Signed) -> HTMLResponse:
+    ref = sweep_ref(subscriptionId, resourceGroupName, workspaceName, experimentName, sweepName)
+    return pages.sweep(request, v, settings(), ref, fragment=True)
 
 
 def _job(subscriptionId: str, resourceGroupName: str, workspaceName: str, experimentName: str,  # noqa: N803

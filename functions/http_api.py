@@ -30,6 +30,7 @@ from functions.api import (
     provider,
     roles,
     scoring,
+    sweeps,
     workspaces,
 )
 from functions.api.common import MAX_BODY_BYTES, settings, too_large
@@ -111,6 +112,6 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-for module in (provider, workspaces, experiments, clusters, jobs, metrics, scoring, roles, node_exec):
+for module in (provider, workspaces, experiments, clusters, jobs, metrics, scoring, roles, node_exec, sweeps):
     api.include_router(module.router, dependencies=[Depends(access.authorize)])
 api.include_router(nodeagent.router)

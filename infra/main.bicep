@@ -170,6 +170,7 @@ module functionApp 'modules/functionapp.bicep' = {
       BATCHAI_ACI_SCHEDULE: '*/15 * * * * *'
       BATCHAI_SAFETY_SCHEDULE: '0 */1 * * * *'
       BATCHAI_SCORING_SCHEDULE: '*/10 * * * * *'
+      BATCHAI_SWEEPS_SCHEDULE: '*/10 * * * * *'
     }
   }
 }

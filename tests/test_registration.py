@@ -27,6 +27,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "scoring_runs_tick": {"type": "timerTrigger", "schedule": "%BATCHAI_SCORING_SCHEDULE%", "runOnStartup": False},
     "submission_replies_tick": {"type": "timerTrigger", "schedule": "%BATCHAI_SCORING_SCHEDULE%",
                                 "runOnStartup": False},
+    "sweeps_tick": {"type": "timerTrigger", "schedule": "%BATCHAI_SWEEPS_SCHEDULE%", "runOnStartup": False},
 }
 
 

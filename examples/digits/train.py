@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         test_acc = accuracy(params, x_test, y_test)
         history.append({"epoch": epoch, "loss": round(loss, 5), "test_accuracy": round(test_acc, 5)})
         print(f"epoch {epoch}/{args.epochs}  loss {loss:.4f}  test accuracy {test_acc:.4f}", flush=True)
-        log_metric("loss", loss, step=epoch)
+        if np.isfinite(loss):  # a diverged run's loss may not be a number; its accuracy still is
+            log_metric("loss", loss, step=epoch)
         log_metric("test_accuracy", test_acc, step=epoch)
     model_path = save_model(params, Path(args.output))
     metrics = {"epochs": args.epochs, "train_accuracy": accuracy(params, x_train, y_train),

@@ -20,6 +20,7 @@ from fastapi import Request
 from functions.api import node_exec, roles
 from functions.api.clusters import CLUSTER, FILESERVER
 from functions.api.common import EXP, JOB, RG, SUB, WS, settings
+from functions.api.sweeps import SWEEP
 from shared.domain import rbac, validation
 from shared.domain.errors import ApiError
 from shared.domain.keys import PROVIDER
@@ -121,6 +122,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", FILESERVER): Rule(rbac.FILESERVERS_DELETE, FILESERVER),
     ("GET", _RUNS): _list(rbac.SCORING_RUNS_READ, WS),
     ("GET", f"{_RUNS}/{{runName}}"): Rule(rbac.SCORING_RUNS_READ, f"{_RUNS}/{{runName}}"),
+    ("GET", f"{EXP}/sweeps"): _list(rbac.SWEEPS_READ, EXP),
+    ("PUT", SWEEP): Rule(rbac.SWEEPS_WRITE, SWEEP),
+    ("GET", SWEEP): Rule(rbac.SWEEPS_READ, SWEEP),
+    ("DELETE", SWEEP): Rule(rbac.SWEEPS_DELETE, SWEEP),
+    ("POST", f"{SWEEP}/cancel"): Rule(rbac.SWEEPS_CANCEL, SWEEP),
     ("GET", f"{RG}/providers/{PROVIDER}/rejectedSubmissions"): _list(rbac.REJECTED_READ, RG, rejected_scope,
                                                                         refuse=False),
     ("PUT", roles.ASSIGNMENT): Rule(rbac.ROLE_ASSIGNMENTS_WRITE, _ASSIGNMENT_ID),
@@ -138,6 +144,7 @@ DASHBOARD = "/dashboard"
 DASHBOARD_WS = f"{DASHBOARD}{RG}/workspaces/{{workspaceName}}"
 DASHBOARD_EXP = DASHBOARD_WS + "/experiments/{experimentName}"
 DASHBOARD_JOB = DASHBOARD_EXP + "/jobs/{jobName}"
+DASHBOARD_SWEEP = DASHBOARD_EXP + "/sweeps/{sweepName}"
 DASHBOARD_RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{DASHBOARD}/"): Rule(rbac.WORKSPACES_READ),  # any signed-in principal: every list on it is filtered
     ("GET", DASHBOARD_WS): Rule(rbac.WORKSPACES_READ, WS),
@@ -147,6 +154,8 @@ DASHBOARD_RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{DASHBOARD_EXP}/jobs"): Rule(rbac.JOBS_READ, EXP),
     ("GET", DASHBOARD_JOB): Rule(rbac.JOBS_READ, JOB),
     ("GET", f"{DASHBOARD_JOB}/status"): Rule(rbac.JOBS_READ, JOB),
+    ("GET", DASHBOARD_SWEEP): Rule(rbac.SWEEPS_READ, SWEEP),
+    ("GET", f"{DASHBOARD_SWEEP}/status"): Rule(rbac.SWEEPS_READ, SWEEP),
     ("GET", f"{DASHBOARD_JOB}/metrics"): Rule(rbac.JOBS_READ, JOB),
     ("GET", f"{DASHBOARD_JOB}/log"): Rule(rbac.JOBS_OUTPUT_FILES, JOB),
     ("GET", f"{DASHBOARD_JOB}/files"): Rule(rbac.JOBS_OUTPUT_FILES, JOB),

@@ -23,6 +23,7 @@ from shared.decisions.gpu_slots import visible_devices
 from shared.domain.messages import AssignedTask
 from shared.domain.metrics import task_pythonpath
 from shared.domain.secret_refs import SecretUnresolved, Slot, resolve
+from shared.domain.sweeps import PARAM_ENV_PREFIX
 
 #: Reads a Key Vault secret's value from its secret URL (https://<vault>/secrets/<name>[/<version>]).
 SecretReader = Callable[[str], str]
@@ -30,6 +31,11 @@ SecretReader = Callable[[str], str]
 #: What of the node's own environment a task gets.
 PASSED = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "SSL_CERT_FILE", "SSL_CERT_DIR"})
 PASSED_PREFIXES = ("LC_",)
+
+
+#: A sweep's child job gets each of its parameters as AZ_BATCHAI_PARAM_<NAME> among its environment
+#: variables (`shared.domain.sweeps.child_properties`): its tasks get them as they get every job variable.
+SWEEP_PARAM_PREFIX = PARAM_ENV_PREFIX
 
 
 def base_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -17,7 +17,19 @@ import typer
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from typer.core import TyperGroup
 
-from shared.cli import clusters, experiments, fileservers, jobs, nodes, roles, scoring, stack, usages, workspaces
+from shared.cli import (
+    clusters,
+    experiments,
+    fileservers,
+    jobs,
+    nodes,
+    roles,
+    scoring,
+    stack,
+    sweeps,
+    usages,
+    workspaces,
+)
 from shared.cli.context import ENDPOINT_ENV, STATE_DIR_ENV, CliError, Session
 from shared.cli.dashboard import dashboard
 from shared.cli.metrics import job_metrics
@@ -88,6 +100,7 @@ app.add_typer(fileservers.app, name="file-server")
 app.command("list-usages")(usages.list_usages)
 app.add_typer(nodes.app, name="node")
 app.add_typer(scoring.app, name="scoring")
+app.add_typer(sweeps.app, name="sweep")
 app.add_typer(roles.app, name="role")
 app.command("dashboard")(dashboard)
 

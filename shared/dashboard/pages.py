@@ -22,11 +22,12 @@ from starlette.templating import Jinja2Templates
 from shared.adapters import output_blobs, storage
 from shared.config import Settings
 from shared.dashboard import charts, outputs, views
+from shared.dashboard import sweeps as sweep_pages
 from shared.domain import rbac
 from shared.domain.errors import not_found
 from shared.domain.keys import ExperimentRef, JobRef, WorkspaceRef
 from shared.domain.principals import Principal
-from shared.services import authorization, jobs, metrics, removal
+from shared.services import authorization, jobs, metrics, removal, sweeps
 from shared.services.api_common import Accepted, utcnow
 from shared.services.authorization import Access
 
@@ -115,7 +116,17 @@ def runs(request: Request, v: Viewer, conf: Settings, ref: WorkspaceRef) -> HTML
 
 def experiment(request: Request, v: Viewer, conf: Settings, ref: ExperimentRef, fragment: bool) -> HTMLResponse:
     listed = views.experiment_jobs(conf, v.access, ref, utcnow())
-    return render(request, "_jobs.html" if fragment else "experiment.html", viewer=v, ref=ref, jobs=listed)
+    found = [] if fragment else [s for s in sweeps.list_by_experiment(conf, ref, 100, None).items
+                                 if v.access.allowed(rbac.SWEEPS_READ, s["id"])]
+    return render(request, "_jobs.html" if fragment else "experiment.html", viewer=v, ref=ref, jobs=listed,
+                  sweeps=found)
+
+
+def sweep(request: Request, v: Viewer, conf: Settings, ref: sweeps.SweepRef, fragment: bool) -> HTMLResponse:
+    body = sweeps.get(conf, ref).body
+    live = body["properties"]["state"] not in ("succeeded", "failed", "canceled")
+    return render(request, "_sweep.html" if fragment else "sweep.html", viewer=v, ref=ref, sweep=body, live=live,
+                  plot=sweep_pages.metric_vs_run(body), params=sweep_pages.parameters_text)
 
 
 def job(request: Request, v: Viewer, conf: Settings, ref: JobRef) -> HTMLResponse:

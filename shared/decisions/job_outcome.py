@@ -21,13 +21,16 @@ from typing import Any
 #: Stop reasons that requeue the job, and whether the requeue counts as a retry.
 REQUEUE_STOPS: dict[str, bool] = {"preempted": False, "requeue": False, "node-removed": True}
 CLUSTER_DELETED = "cluster-deleted"
+EARLY_TERMINATED = "early-terminated"  # a sweep's early-termination policy stopped it
 #: Stop reasons that fail the job, with the error code recorded.
 FAILING_STOPS: dict[str, str] = {"terminated": "JobTerminated", "deleted": "JobDeleted",
-                                 "walltime": "JobWallClockTimeExceeded", CLUSTER_DELETED: "ClusterDeleted"}
+                                 "walltime": "JobWallClockTimeExceeded", CLUSTER_DELETED: "ClusterDeleted",
+                                 EARLY_TERMINATED: "EarlyTerminated"}
 FAILING_MESSAGES: dict[str, str] = {"terminated": "The job was terminated.",
                                     "deleted": "The job was deleted while it ran.",
                                     "walltime": "The job ran longer than its maxWallClockTime.",
-                                    CLUSTER_DELETED: "The job's cluster was deleted."}
+                                    CLUSTER_DELETED: "The job's cluster was deleted.",
+                                    EARLY_TERMINATED: "The sweep's early-termination policy stopped the job."}
 #: Stops the service sends after it has decided; their exits are noise.
 AFTERMATH_STOPS = frozenset({"job-finished", "failed-peer"})
 

@@ -31,6 +31,9 @@ JOBS_REMOTE_LOGIN = f"{P}/workspaces/experiments/jobs/remoteLoginInformation/act
 FILESERVERS_READ, FILESERVERS_WRITE, FILESERVERS_DELETE = (
     f"{P}/workspaces/fileservers/{v}" for v in ("read", "write", "delete"))
 SCORING_RUNS_READ = f"{P}/workspaces/batchScoringRuns/read"  # beyond 2018-05-01
+SWEEPS_READ, SWEEPS_WRITE, SWEEPS_DELETE = (  # beyond 2018-05-01
+    f"{P}/workspaces/experiments/sweeps/{v}" for v in ("read", "write", "delete"))
+SWEEPS_CANCEL = f"{P}/workspaces/experiments/sweeps/cancel/action"
 REJECTED_READ = f"{P}/rejectedSubmissions/read"  # beyond 2018-05-01
 USAGES_READ = f"{P}/locations/usages/read"
 OPERATION_RESULTS_READ = f"{P}/locations/operationresults/read"
@@ -69,8 +72,10 @@ READER = RoleDefinition(
     "View all resources, but does not allow you to make any changes.", ("*/read",))
 JOB_SUBMITTER = RoleDefinition(
     "9f7f480a-0abe-5422-9e08-764b2f9d7ca1", "BatchAI Job Submitter",
-    "Reads workspaces, clusters and experiments; submits, reads and terminates jobs and lists their output files.",
-    (WORKSPACES_READ, CLUSTERS_READ, EXPERIMENTS_READ, JOBS_READ, JOBS_WRITE, JOBS_TERMINATE, JOBS_OUTPUT_FILES),
+    "Reads workspaces, clusters and experiments; submits, reads and terminates jobs and lists their output files; "
+    "creates, reads and cancels sweeps.",
+    (WORKSPACES_READ, CLUSTERS_READ, EXPERIMENTS_READ, JOBS_READ, JOBS_WRITE, JOBS_TERMINATE, JOBS_OUTPUT_FILES,
+     SWEEPS_READ, SWEEPS_WRITE, SWEEPS_CANCEL),
     kind=CUSTOM)
 ROLES = (OWNER, CONTRIBUTOR, READER, JOB_SUBMITTER)
 
@@ -125,7 +130,7 @@ def render_role_definition(role: RoleDefinition, subscription: str) -> dict[str,
 
 _SEGMENT = re.compile(r"(?=.{1,90}$)[-\w()]+(\.[-\w()]+)*", re.ASCII)  # dots only between other characters
 CHILD_TYPES = {"workspaces": ("clusters", "experiments", "fileservers", "batchscoringruns"),
-               "experiments": ("jobs",)}
+               "experiments": ("jobs", "sweeps")}
 
 
 def normalize(scope: str) -> str:

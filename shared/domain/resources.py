@@ -238,6 +238,8 @@ def render_job(doc: dict[str, Any]) -> dict[str, Any]:
         props["executionInfo"] = info
     if phase == states.JobPhase.QUEUED and internal.get("waitingReason"):
         props["waitingReason"] = internal["waitingReason"]
+    if internal.get("sweep"):  # a sweep's child job (beyond 2018-05-01)
+        props["sweep"] = internal["sweep"]
     return out
 
 

@@ -57,6 +57,7 @@ LOCAL_SETTINGS: dict[str, str] = {
     "BATCHAI_ACI_SCHEDULE": "*/2 * * * * *",  # jobs of container-instance clusters (Azure: every 15 s)
     "BATCHAI_SAFETY_SCHEDULE": "*/5 * * * * *",  # scheduling safety pass
     "BATCHAI_SCORING_SCHEDULE": "*/2 * * * * *",  # scoring runs and submission replies (Azure: every 10 s)
+    "BATCHAI_SWEEPS_SCHEDULE": "*/2 * * * * *",  # parameter sweeps (Azure: every 10 s)
     # Queue polling: the trigger host's longest wait between polls of an empty queue (host.json,
     # Azure: 2 s) and the node agents' (Azure: 1 s). Every process polls Azurite on this machine.
     "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.2",

@@ -56,7 +56,9 @@ def _cluster_of(ref: JobRef, cluster_id: str) -> ClusterRef:
     return ClusterRef(ws, name)
 
 
-def create(settings: Settings, ref: JobRef, body: object, if_match: str | None = None) -> Rendered:
+def create(settings: Settings, ref: JobRef, body: object, if_match: str | None = None,
+           sweep: dict[str, Any] | None = None) -> Rendered:
+    """`sweep`: the sweep a child job belongs to ({"name", "index", "parameters"}), kept as `internal.sweep`."""
     props = validation.job_create(body, settings.key_vault_hosts)
     live_workspace(settings, ref.experiment.workspace)
     exp = store(settings, storage.T_EXPERIMENTS).get(ref.experiment.workspace.child_pk, ref.experiment.name.lower())
@@ -81,8 +83,8 @@ def create(settings: Settings, ref: JobRef, body: object, if_match: str | None =
     job_links.index(settings, ref, links)
     doc, _ = create_or_match(
         store(settings, storage.T_JOBS), ref.experiment.job_pk, ref.name.lower(),
-        lambda: _traced(_linked(resources.new_job(ref, sealed, cluster_ref, tool, str(uuid.uuid4()), utcnow()),
-                                links)),
+        lambda: _of_sweep(_traced(_linked(resources.new_job(ref, sealed, cluster_ref, tool, str(uuid.uuid4()),
+                                                            utcnow()), links)), sweep),
         lambda stored: resources.same_spec("job", secret_box.open_all(settings, stored["properties"]), plain),
         "job", ref.name, if_match)
     if job_links.indexable(doc.data):
@@ -104,6 +106,12 @@ def _traced(data: dict[str, Any]) -> dict[str, Any]:
     parent = telemetry.traceparent()
     if parent:
         data["internal"]["traceparent"] = parent
+    return data
+
+
+def _of_sweep(data: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str, Any]:
+    if sweep is not None:
+        data["internal"]["sweep"] = sweep
     return data
 
 

@@ -13,8 +13,8 @@ step is idempotent, so a missed, doubled or late tick, a crash, a retried DELETE
 during the deletion is handled by a later tick. Cascades:
 - Job: `job_control.stop_for_delete` stops its tasks (reason "deleted"); the document is removed
   once no task runs. Output blobs are kept.
-- Experiment: its jobs, then the document. Workspace: its experiments (with their jobs), then its
-  clusters and file servers, then the document.
+- Experiment: its sweeps (canceled, then removed), its jobs, then the document. Workspace: its
+  experiments (with their sweeps and jobs), then its clusters and file servers, then the document.
 - Cluster: jobs still queued, assigned or running on it (its sched partition's pending and
   assignment rows) are terminated with stop "cluster-deleted" (they end `failed`, error code
   ClusterDeleted, "The cluster '<name>' was deleted."; their documents stay so users can read why),
@@ -56,6 +56,13 @@ def job_control() -> ModuleType:
     return module
 
 
+def _sweeps() -> ModuleType:
+    """The sweeps service (imported when needed: it creates jobs through `jobs`, which deletes through here)."""
+    from shared.services import sweeps as module
+
+    return module
+
+
 def _mark_deleting(settings: Settings, table: str, pk: str, rk: str) -> bool:
     """Record deletion intent on a document; False when it no longer exists."""
     at = resources.iso(utcnow())
@@ -86,6 +93,8 @@ def remove_experiment(settings: Settings, ref: ExperimentRef) -> bool:
     if not _mark_deleting(settings, storage.T_EXPERIMENTS, pk, rk):
         return True
     done = True
+    for doc in list(store(settings, storage.T_SWEEPS).scan(pk=ref.job_pk)):  # first: they create jobs
+        done = _sweeps().remove(settings, _sweeps().SweepRef(ref, doc.data["name"])) and done
     for doc in list(store(settings, storage.T_JOBS).scan(pk=ref.job_pk)):
         done = remove_job(settings, ref.job(doc.data["name"])) and done
     if done:

@@ -54,6 +54,7 @@ def cases(w: World, op: str) -> list[Case]:
     t["WS"] = t["RG"] + "/providers/Microsoft.BatchAI/workspaces/{workspaceName}"
     t["EXP"], t["C"] = t["WS"] + "/experiments/{experimentName}", t["WS"] + "/clusters/{clusterName}"
     t["FS"], t["JOB"] = t["WS"] + "/fileServers/{fileServerName}", t["EXP"] + "/jobs/{jobName}"
+    t["SWEEP"] = t["EXP"] + "/sweeps/{sweepName}"
     t["LOC"] = t["SUB"] + "/providers/Microsoft.BatchAI/locations/{location}"
     t["RA"] = "/{scope:path}/providers/Microsoft.Authorization/roleAssignments"
     t["RD"] = "/{scope:path}/providers/Microsoft.Authorization/roleDefinitions"
@@ -81,6 +82,11 @@ def cases(w: World, op: str) -> list[Case]:
         Case("GET", t["JOB"] + "/listOutputFiles", f"{nojob}/listOutputFiles", "SCO", 404),
         Case("POST", t["JOB"] + "/listRemoteLoginInformation", f"{nojob}/listRemoteLoginInformation", "CO", 404),
         Case("GET", t["JOB"] + "/metrics", f"{job}/metrics", ALL_A, 200),
+        Case("GET", t["EXP"] + "/sweeps", f"{a}/experiments/e/sweeps", ALL_A, 200),
+        Case("PUT", t["SWEEP"], f"{a}/experiments/e/sweeps/new", "SCO", 400, {"properties": {}}),
+        Case("GET", t["SWEEP"], f"{a}/experiments/e/sweeps/nosweep", ALL_A, 404),
+        Case("DELETE", t["SWEEP"], f"{a}/experiments/e/sweeps/nosweep", "CO", 204),
+        Case("POST", t["SWEEP"] + "/cancel", f"{a}/experiments/e/sweeps/nosweep/cancel", "SCO", 404),
         Case("GET", t["WS"] + "/clusters", f"{a}/clusters", ALL_A, 200),
         Case("PUT", t["C"], f"{a}/clusters/c", "CO", 412, CLUSTER, WRONG),
         Case("PATCH", t["C"], f"{a}/clusters/c", "CO", 412, {}, WRONG),

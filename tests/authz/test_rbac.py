@@ -19,6 +19,8 @@ VERDICTS = {
     rbac.JOBS_READ: {R, S, C, OW}, rbac.JOBS_WRITE: {S, C, OW}, rbac.JOBS_DELETE: {C, OW},
     rbac.JOBS_TERMINATE: {S, C, OW}, rbac.JOBS_OUTPUT_FILES: {S, C, OW}, rbac.JOBS_REMOTE_LOGIN: {C, OW},
     rbac.FILESERVERS_READ: {R, C, OW}, rbac.FILESERVERS_WRITE: {C, OW}, rbac.FILESERVERS_DELETE: {C, OW},
+    rbac.SWEEPS_READ: {R, S, C, OW}, rbac.SWEEPS_WRITE: {S, C, OW}, rbac.SWEEPS_DELETE: {C, OW},
+    rbac.SWEEPS_CANCEL: {S, C, OW},
     rbac.SCORING_RUNS_READ: {R, C, OW}, rbac.REJECTED_READ: {R, C, OW}, rbac.USAGES_READ: {R, C, OW},
     rbac.OPERATION_RESULTS_READ: {R, C, OW}, rbac.OPERATIONS_READ: {R, C, OW},
     rbac.ROLE_ASSIGNMENTS_READ: {R, C, OW}, rbac.ROLE_ASSIGNMENTS_WRITE: {OW}, rbac.ROLE_ASSIGNMENTS_DELETE: {OW},
@@ -43,7 +45,9 @@ def test_roles_are_azures_by_guid_and_name() -> None:
         "Microsoft.BatchAI/workspaces/experiments/read", "Microsoft.BatchAI/workspaces/experiments/jobs/read",
         "Microsoft.BatchAI/workspaces/experiments/jobs/write",
         "Microsoft.BatchAI/workspaces/experiments/jobs/terminate/action",
-        "Microsoft.BatchAI/workspaces/experiments/jobs/listoutputfiles/action"}
+        "Microsoft.BatchAI/workspaces/experiments/jobs/listoutputfiles/action",
+        "Microsoft.BatchAI/workspaces/experiments/sweeps/read", "Microsoft.BatchAI/workspaces/experiments/sweeps/write",
+        "Microsoft.BatchAI/workspaces/experiments/sweeps/cancel/action"}
 
 
 @pytest.mark.parametrize(("pattern", "action", "hit"), [
