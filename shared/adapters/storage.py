@@ -35,9 +35,11 @@ T_ROLE_ASSIGNMENTS = "roleassignments"  # "{sub}" / "ra|{name}" (+ "key|{hash}":
 T_OPERATION_CALLERS = "operationcallers"  # "op" / operation id: who started it (only they may read its result)
 T_NODE_TOKENS = "nodetokens"  # hashes of node tokens (shared.adapters.node_tokens): cluster key / node id
 T_NODE_EXECS = "nodeexecs"  # commands run on nodes through their agents (shared.services.node_exec): cluster key / id
+T_JOIN_TOKENS = "jointokens"  # hashes of bring-your-own join tokens (shared.adapters.join_tokens): cluster key / name
 TABLES = (T_WORKSPACES, T_EXPERIMENTS, T_CLUSTERS, T_FILESERVERS, T_JOBS, T_SCHED, T_OPERATIONS, T_SCORING_RUNS,
           T_SUBMISSIONS, T_REJECTED, T_DATA_CONTAINERS,
-          T_ROLE_ASSIGNMENTS, T_OPERATION_CALLERS, T_NODE_TOKENS, T_NODE_EXECS)
+          T_ROLE_ASSIGNMENTS, T_OPERATION_CALLERS, T_NODE_TOKENS, T_NODE_EXECS,
+          T_JOIN_TOKENS)
 
 # Queues (work and events). Messages are base64 text, as host.json's messageEncoding says.
 Q_KICKS = "schedule-kicks"  # {"cluster": cluster_key}: run a scheduling pass

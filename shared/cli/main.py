@@ -2,7 +2,8 @@
 
 The groups, verbs and flags of `az batchai` (azure-cli 2.0.67): workspace, cluster (with node and file),
 experiment, job (with file and node), file-server, list-usages; names may also be given as positional
-arguments. Beyond it: stack (the local stack, tokens for its principals), node (local nodes: preempt),
+arguments. Beyond it: stack (the local stack, tokens for its principals), node (local nodes: preempt; join
+this machine to a bring-your-own cluster),
 scoring, role (role assignments, as `az role`), dashboard (the web dashboard's link), job metrics. Every
 resource command goes through the official azure-mgmt-batchai SDK's client. Service errors print their ARM
 error code and message and exit 1; usage errors exit 2; no traceback for either.
@@ -17,7 +18,19 @@ import typer
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from typer.core import TyperGroup
 
-from shared.cli import clusters, experiments, fileservers, jobs, nodes, roles, scoring, stack, usages, workspaces
+from shared.cli import (
+    clusters,
+    experiments,
+    fileservers,
+    jobs,
+    node_join,
+    nodes,
+    roles,
+    scoring,
+    stack,
+    usages,
+    workspaces,
+)
 from shared.cli.context import ENDPOINT_ENV, STATE_DIR_ENV, CliError, Session
 from shared.cli.dashboard import dashboard
 from shared.cli.metrics import job_metrics
@@ -87,6 +100,7 @@ jobs.app.command("metrics")(job_metrics)
 app.add_typer(fileservers.app, name="file-server")
 app.command("list-usages")(usages.list_usages)
 app.add_typer(nodes.app, name="node")
+nodes.app.command("join")(node_join.join)
 app.add_typer(scoring.app, name="scoring")
 app.add_typer(roles.app, name="role")
 app.command("dashboard")(dashboard)

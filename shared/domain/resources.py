@@ -192,6 +192,7 @@ def render_cluster(doc: dict[str, Any], node_rows: list[dict[str, Any]]) -> dict
     out = _base(doc, T_CLUSTER)
     props = out["properties"]
     internal = doc.get("internal") or {}
+    props.setdefault("nodeSource", "provider")  # an addition beyond 2018-05-01 (older documents lack it)
     props["allocationState"] = internal.get("allocationState") or "steady"
     props["allocationStateTransitionTime"] = internal.get("allocationStateTransitionTime") or props["creationTime"]
     counts = dict.fromkeys(NODE_BUCKETS, 0)
@@ -269,6 +270,8 @@ def same_spec(kind: str, stored: dict[str, Any], requested: dict[str, Any]) -> b
         task = (side.get("nodeSetup") or {}).get("setupTask")
         if task:
             task.pop("stdOutErrPathSuffix", None)
+        if kind == "cluster":  # clusters stored before nodeSource existed are the provider's
+            side.setdefault("nodeSource", "provider")
         if kind == "job" and "cluster" in side:
             side["cluster"] = {"id": str(side["cluster"].get("id", "")).lower()}
     return a == b

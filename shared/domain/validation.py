@@ -59,6 +59,10 @@ TOOLKITS: dict[str, str] = {
 
 DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "UbuntuServer", "sku": "16.04-LTS", "version": "latest"}
 DEFAULT_WALL_CLOCK = "P7D"
+# Where a cluster's nodes come from (an addition beyond 2018-05-01): started by the provider, or joined by
+# machines their owner runs (`batchai node join`).
+NODE_SOURCES = ("provider", "bringYourOwn")
+BRING_YOUR_OWN = "bringYourOwn"
 
 
 def _shown(value: str) -> str:
@@ -220,8 +224,20 @@ def _secrets(secrets: list[dict[str, Any]], path: str) -> None:
             raise invalid(f"{path}[{i}]", "give exactly one of 'value' or 'valueSecretReference'.")
 
 
+def _node_source(body: Any) -> str:
+    value = (body.get("properties") or {}).get("nodeSource") if isinstance(body, dict) \
+        and isinstance(body.get("properties"), dict) else None
+    if value is None:
+        return NODE_SOURCES[0]
+    if value not in NODE_SOURCES:
+        raise invalid("properties.nodeSource", f"must be one of {', '.join(NODE_SOURCES)}.")
+    return str(value)
+
+
 def cluster_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> dict[str, Any]:
+    source = _node_source(body)
     props = _properties(body, "ClusterCreateParameters", "ClusterBaseProperties")
+    props["nodeSource"] = source
     vault_urls.secret_references(props, "properties", vault_hosts)
     props.setdefault("vmPriority", "dedicated")
     if not props["vmSize"].strip():
