@@ -1,0 +1,144 @@
+"""Bring-your-own nodes end to end: `batchai node join` on a machine that no provider started makes it a
+node of a bring-your-own cluster; it runs a job; once its join token is revoked its credential is
+refused (401), the service reports the node gone, and the next job waits for, then runs on, another
+machine that joined with a new token.
+
+Processes: the machines are this one (two install directories, each agent a detached process). Machines:
+a container of the stack's own image on the stack's podman network, not part of any scale set, where
+the CLI is installed from the service's wheelhouse and runs the agent as a systemd service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Stack
+from tests.polling import wait_until
+
+WS, EXP, CLUSTER = "byo", "jobs", "own"
+API = "api-version=2018-05-01"
+
+
+def arm(stack: Stack) -> httpx.Client:
+    return httpx.Client(base_url=stack.endpoint["url"], timeout=60,
+                        verify=ssl.create_default_context(cafile=stack.endpoint["ca_file"]),
+                        headers={"Authorization": f"Bearer {stack.endpoint['token']}"})
+
+
+def byo_cluster(stack: Stack) -> str:
+    """Workspace, experiment and a bring-your-own cluster whose scale settings would ask for 3 nodes."""
+    stack.workspace(WS)
+    stack.client.experiments.begin_create(stack.rg, WS, EXP).result()
+    path = stack.cluster_id(WS, CLUSTER)
+    body = {"properties": {"vmSize": "STANDARD_D1_V2", "nodeSource": "bringYourOwn",
+                           "userAccountSettings": {"adminUserName": "demo"},
+                           "scaleSettings": {"manual": {"targetNodeCount": 3}}}}
+    with arm(stack) as http:
+        r = http.put(f"{path}?{API}", json=body)
+        assert r.status_code in (200, 201), r.text
+    return path
+
+
+def join_token(stack: Stack, cluster: str) -> dict[str, Any]:
+    with arm(stack) as http:
+        r = http.post(f"{cluster}/joinTokens?{API}", json={"expiresInHours": 2})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+def revoke(stack: Stack, cluster: str, name: str) -> None:
+    with arm(stack) as http:
+        assert http.delete(f"{cluster}/joinTokens/{name}?{API}").status_code == 200
+
+
+def node_counts(stack: Stack) -> tuple[int, int]:
+    """(currentNodeCount, idle nodes) as the cluster's GET reports them."""
+    c = stack.client.clusters.get(stack.rg, WS, CLUSTER)
+    return c.current_node_count or 0, c.node_state_counts.idle_node_count or 0
+
+
+def run_job(stack: Stack, job: str) -> str:
+    """Submit a job that prints where its node keeps it; wait for it; its stdout."""
+    stack.submit(WS, EXP, job, CLUSTER, 'echo "ran in $AZ_BATCHAI_JOB_TEMP"')
+    assert stack.wait_job(WS, EXP, job, timeout=600).execution_state == "succeeded"
+    url = stack.output_files(WS, EXP, job)["stdout.txt"].download_url
+    return stack.download(url)
+
+
+def refused_credential(stack: Stack, node: dict[str, str]) -> httpx.Response:
+    """The node's next request, made with its own node token."""
+    with httpx.Client(base_url=stack.endpoint["url"], timeout=30,
+                      verify=ssl.create_default_context(cafile=stack.endpoint["ca_file"])) as http:
+        return http.post("/nodeagent/credentials", json={"clusterKey": node["clusterKey"], "nodeId": node["nodeId"]},
+                         headers={"Authorization": f"Bearer {node['token']}"})
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def cli_join(stack: Stack, token: str, name: str, install: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shared.cli.main", "node", "join", "--endpoint", stack.endpoint["url"],
+                           "--token", token, "--name", name, "--install-dir", str(install),
+                           "--ca-file", stack.endpoint["ca_file"], "--service", "process", "--timeout", "600"],
+                          capture_output=True, text=True, timeout=900)
+
+
+def joined_node(install: Path) -> dict[str, str]:
+    import json
+
+    config = json.loads((install / "agent.json").read_text())
+    return {"clusterKey": config["clusterKey"], "nodeId": config["nodeId"],
+            "token": (install / "node-token").read_text().strip()}
+
+
+@pytest.fixture()
+def installs(tmp_path: Path) -> Iterator[list[Path]]:
+    """Install directories of the machines a test joins; their detached agents are killed afterwards."""
+    made: list[Path] = []
+    yield made
+    for install in made:
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            os.killpg(int((install / "agent.pid").read_text()), signal.SIGKILL)
+
+
+def test_a_process_node_joins_runs_a_job_and_is_lost_once_revoked(local_stack: dict[str, Any], tmp_path: Path,
+                                                                  installs: list[Path]) -> None:
+    stack = Stack(local_stack)
+    cluster = byo_cluster(stack)
+    first, second = tmp_path / "box1", tmp_path / "box2"
+    installs.extend([first, second])
+    token = join_token(stack, cluster)
+
+    joined = cli_join(stack, token["token"], "box1", first)
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    box1 = joined_node(first)
+    assert f"node {box1['nodeId']} joined" in joined.stderr and os.stat(first / "node-token").st_mode & 0o077 == 0
+    stack.idle_nodes(WS, CLUSTER, 1, timeout=600)
+    assert node_counts(stack) == (1, 1)  # its scale settings asked for 3: none was started
+
+    assert f"ran in {first}" in run_job(stack, "before")
+
+    revoke(stack, cluster, token["name"])
+    refused = refused_credential(stack, box1)
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+    wait_until(lambda: node_counts(stack) == (0, 0), 300, what="the revoked node to be gone from the cluster")
+
+    # The next job waits for a node: it runs once another machine joined, and there, not on box1.
+    stack.submit(WS, EXP, "after", CLUSTER, 'echo "ran in $AZ_BATCHAI_JOB_TEMP"')
+    assert stack.client.jobs.get(stack.rg, WS, EXP, "after").execution_state == "queued"
+    again = cli_join(stack, join_token(stack, cluster)["token"], "box2", second)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert stack.wait_job(WS, EXP, "after", timeout=600).execution_state == "succeeded"
+    out = stack.download(stack.output_files(WS, EXP, "after")["stdout.txt"].download_url)
+    assert f"ran in {second}" in out and str(first) not in out
