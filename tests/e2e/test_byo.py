@@ -11,6 +11,7 @@ the CLI is installed from the service's wheelhouse and runs the agent as a syste
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import ssl
@@ -95,8 +96,6 @@ def cli_join(stack: Stack, token: str, name: str, install: Path) -> subprocess.C
 
 
 def joined_node(install: Path) -> dict[str, str]:
-    import json
-
     config = json.loads((install / "agent.json").read_text())
     return {"clusterKey": config["clusterKey"], "nodeId": config["nodeId"],
             "token": (install / "node-token").read_text().strip()}
@@ -142,3 +141,106 @@ def test_a_process_node_joins_runs_a_job_and_is_lost_once_revoked(local_stack: d
     assert stack.wait_job(WS, EXP, "after", timeout=600).execution_state == "succeeded"
     out = stack.download(stack.output_files(WS, EXP, "after")["stdout.txt"].download_url)
     assert f"ran in {second}" in out and str(first) not in out
+
+
+# --- machines ----------------------------------------------------------------------------------
+
+MACHINE_NAME = "byobox"
+CLI_VENV = "/opt/batchai-cli"
+NODE_DIR = "/opt/batchai-node"
+
+
+def podman(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def in_machine(name: str, script: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return podman("exec", name, "sh", "-c", script, timeout=timeout)
+
+
+def cli_wheels(target: Path) -> Path:
+    """The project's wheel with what its command line needs (the service extra), for the machine's Python,
+    in a directory of its own (hard links into the stack's wheel cache)."""
+    import tomllib
+
+    from shared.localstack import wheelhouse
+
+    extra = tomllib.loads((wheelhouse.ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    house = wheelhouse.build_wheelhouse(tuple(extra["service"]))
+    target.mkdir()
+    for wheel in house.glob("*.whl"):
+        os.link(wheel, target / wheel.name)
+    return target
+
+
+@pytest.fixture()
+def own_machine(cloud_stack: dict[str, Any]) -> Iterator[str]:
+    """A machine of the stack's image on the stack's network that no scale set holds (the stack's own
+    reserved address .9), booted with empty user data; removed afterwards."""
+    import ipaddress
+    import uuid
+
+    from shared.emulator.image import ensure_image
+    from shared.emulator.machines import Machines, MachineSpec
+    from shared.emulator.network import ensure_network
+    from shared.localstack import cloud_topology
+
+    state = Path(cloud_stack["state_dir"])
+    stack_id = cloud_topology.stack_id_of(state)
+    network = ensure_network(stack_id)
+    machines = Machines(network, ensure_image(), stack_id, state)
+    spec = MachineSpec(name=f"bai-{stack_id}-{MACHINE_NAME}", hostname=MACHINE_NAME,
+                       ip=str(list(ipaddress.IPv4Network(network.subnet).hosts())[8]),
+                       user_data=b"#cloud-config\n{}\n", instance_id=str(uuid.uuid4()), labels={})
+    machines.boot(spec)
+    try:
+        def booted() -> str:
+            status = machines.exec(spec.name, ["cloud-init", "status"]).stdout
+            return status if "status: done" in status or "status: error" in status else ""
+        wait_until(booted, 600, interval=1.0, what="the machine to boot")
+        yield spec.name
+    finally:
+        machines.remove(spec.name)
+
+
+def test_a_machine_joins_with_batchai_node_join_runs_a_job_and_gets_none_once_revoked(
+        cloud_stack: dict[str, Any], own_machine: str, tmp_path: Path, installs: list[Path]) -> None:
+    stack = Stack(cloud_stack)
+    cluster = byo_cluster(stack)
+    token = join_token(stack, cluster)
+    # The command line reaches the machine as any package does (here: copied in, no index)
+    wheels = cli_wheels(tmp_path / "cli-wheels")
+    assert podman("cp", str(wheels), f"{own_machine}:/tmp/cli-wheels").returncode == 0
+    assert podman("cp", stack.endpoint["ca_file"], f"{own_machine}:/tmp/stack-ca.pem").returncode == 0
+    installed = in_machine(own_machine, f"python3 -m venv {CLI_VENV} && {CLI_VENV}/bin/pip install --quiet "
+                                        f"--no-index --find-links /tmp/cli-wheels 'batchai[service]'")
+    assert installed.returncode == 0, installed.stderr
+
+    joined = in_machine(own_machine, f"{CLI_VENV}/bin/batchai node join --endpoint {stack.endpoint['url']} "
+                                     f"--token {token['token']} --ca-file /tmp/stack-ca.pem --timeout 900")
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert "systemd unit batchai-node.service" in joined.stderr
+    assert in_machine(own_machine, "systemctl is-active batchai-node.service").stdout.strip() == "active"
+    stack.idle_nodes(WS, CLUSTER, 1, timeout=900)
+    assert node_counts(stack) == (1, 1)
+
+    assert f"ran in {NODE_DIR}/" in run_job(stack, "on-machine")
+
+    config = json.loads(in_machine(own_machine, f"cat {NODE_DIR}/agent.json").stdout)
+    node = {"clusterKey": config["clusterKey"], "nodeId": config["nodeId"],
+            "token": in_machine(own_machine, f"cat {NODE_DIR}/node-token").stdout.strip()}
+    revoke(stack, cluster, token["name"])
+    refused = refused_credential(stack, node)
+    assert refused.status_code == 401, refused.text
+    wait_until(lambda: node_counts(stack) == (0, 0), 300, what="the revoked machine to be gone from the cluster")
+
+    # The next job waits; it runs on the next node that joins (a process node here), not on the machine.
+    stack.submit(WS, EXP, "after-machine", CLUSTER, 'echo "ran in $AZ_BATCHAI_JOB_TEMP"')
+    assert stack.client.jobs.get(stack.rg, WS, EXP, "after-machine").execution_state == "queued"
+    other = tmp_path / "other"
+    installs.append(other)
+    again = cli_join(stack, join_token(stack, cluster)["token"], "other", other)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert stack.wait_job(WS, EXP, "after-machine", timeout=600).execution_state == "succeeded"
+    out = stack.download(stack.output_files(WS, EXP, "after-machine")["stdout.txt"].download_url)
+    assert f"ran in {other}" in out and NODE_DIR not in out
