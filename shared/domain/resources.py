@@ -192,7 +192,6 @@ def render_cluster(doc: dict[str, Any], node_rows: list[dict[str, Any]]) -> dict
     out = _base(doc, T_CLUSTER)
     props = out["properties"]
     internal = doc.get("internal") or {}
-    props.setdefault("nodeSource", "provider")  # an addition beyond 2018-05-01 (older documents lack it)
     props["allocationState"] = internal.get("allocationState") or "steady"
     props["allocationStateTransitionTime"] = internal.get("allocationStateTransitionTime") or props["creationTime"]
     counts = dict.fromkeys(NODE_BUCKETS, 0)

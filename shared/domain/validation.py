@@ -224,20 +224,20 @@ def _secrets(secrets: list[dict[str, Any]], path: str) -> None:
             raise invalid(f"{path}[{i}]", "give exactly one of 'value' or 'valueSecretReference'.")
 
 
-def _node_source(body: Any) -> str:
-    value = (body.get("properties") or {}).get("nodeSource") if isinstance(body, dict) \
+def _node_source(body: Any) -> str | None:
+    """The request's nodeSource; None when it names none (the provider's nodes, and nothing to echo)."""
+    value = body["properties"].get("nodeSource") if isinstance(body, dict) \
         and isinstance(body.get("properties"), dict) else None
-    if value is None:
-        return NODE_SOURCES[0]
-    if value not in NODE_SOURCES:
+    if value is not None and value not in NODE_SOURCES:
         raise invalid("properties.nodeSource", f"must be one of {', '.join(NODE_SOURCES)}.")
-    return str(value)
+    return value
 
 
 def cluster_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> dict[str, Any]:
     source = _node_source(body)
     props = _properties(body, "ClusterCreateParameters", "ClusterBaseProperties")
-    props["nodeSource"] = source
+    if source is not None:
+        props["nodeSource"] = source
     vault_urls.secret_references(props, "properties", vault_hosts)
     props.setdefault("vmPriority", "dedicated")
     if not props["vmSize"].strip():

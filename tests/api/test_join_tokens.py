@@ -47,13 +47,16 @@ def test_node_source_is_validated_stored_and_echoed(http: httpx.Client, workspac
     assert http.get(f"{byo_cluster}?{API}").json()["properties"]["nodeSource"] == "bringYourOwn"
     r = http.put(f"{workspace}/clusters/plain?{API}", json=cluster_body())
     assert r.status_code in (200, 201), r.text
-    assert http.get(f"{workspace}/clusters/plain?{API}").json()["properties"]["nodeSource"] == "provider"
+    assert "nodeSource" not in http.get(f"{workspace}/clusters/plain?{API}").json()["properties"]  # 2018-05-01 as is
+    r = http.put(f"{workspace}/clusters/named?{API}", json=cluster_body(nodeSource="provider"))
+    assert r.status_code in (200, 201) and r.json()["properties"]["nodeSource"] == "provider"
     r = http.put(f"{workspace}/clusters/odd?{API}", json=cluster_body(nodeSource="theirs"))
     assert r.status_code == 400
     assert r.json()["error"]["target"] == "properties.nodeSource"
     # The same request again is the same cluster; another node source is another request (409)
     assert http.put(f"{byo_cluster}?{API}", json=cluster_body(nodeSource="bringYourOwn")).status_code == 200
     assert http.put(f"{byo_cluster}?{API}", json=cluster_body()).status_code == 409
+    assert http.put(f"{workspace}/clusters/plain?{API}", json=cluster_body(nodeSource="provider")).status_code == 200
 
 
 def test_join_tokens_are_answered_once_listed_without_the_token_and_revoked(

@@ -88,6 +88,12 @@ def refused_credential(stack: Stack, node: dict[str, str]) -> httpx.Response:
 # --- processes ---------------------------------------------------------------------------------
 
 
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`batchai` against the stack (its endpoint file)."""
+    return subprocess.run([sys.executable, "-m", "shared.cli.main", "--state-dir", str(stack.state_dir), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
 def cli_join(stack: Stack, token: str, name: str, install: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "shared.cli.main", "node", "join", "--endpoint", stack.endpoint["url"],
                            "--token", token, "--name", name, "--install-dir", str(install),
@@ -117,7 +123,9 @@ def test_a_process_node_joins_runs_a_job_and_is_lost_once_revoked(local_stack: d
     cluster = byo_cluster(stack)
     first, second = tmp_path / "box1", tmp_path / "box2"
     installs.extend([first, second])
-    token = join_token(stack, cluster)
+    made = cli(stack, "node", "token", "create", "-w", WS, "-c", CLUSTER, "--expires-in-hours", "2")
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)
 
     joined = cli_join(stack, token["token"], "box1", first)
     assert joined.returncode == 0, joined.stdout + joined.stderr
@@ -128,7 +136,10 @@ def test_a_process_node_joins_runs_a_job_and_is_lost_once_revoked(local_stack: d
 
     assert f"ran in {first}" in run_job(stack, "before")
 
-    revoke(stack, cluster, token["name"])
+    listed = cli(stack, "node", "token", "list", "-w", WS, "-c", CLUSTER, "-o", "json")
+    assert [t["name"] for t in json.loads(listed.stdout)] == [token["name"]] and token["token"] not in listed.stdout
+    revoked = cli(stack, "node", "token", "revoke", "-w", WS, "-c", CLUSTER, token["name"])
+    assert revoked.returncode == 0, revoked.stderr
     refused = refused_credential(stack, box1)
     assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
     wait_until(lambda: node_counts(stack) == (0, 0), 300, what="the revoked node to be gone from the cluster")
