@@ -6,11 +6,13 @@ the node's working directory, never a queue message) and stores only its SHA-256
 `storage.T_NODE_TOKENS` (PartitionKey: cluster key, RowKey: node id). The node API accepts the
 token as a bearer token for exactly that node of that cluster; revoking deletes the row. A machine
 that joined with a join token (`shared.adapters.join_tokens`) gets a node token whose row names that
-join token (`joinToken`): it holds only while the join token does.
+join token (`joinToken`): it holds only while the join token does; when the service removes such a
+node, its row is kept, retired (`retiredAt`), so that its next request is told why it is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -63,6 +65,13 @@ def joined(conn: str, cluster_key: str) -> list[dict[str, Any]]:
     rows = storage.table(conn, storage.T_NODE_TOKENS).query_entities("PartitionKey eq @pk",
                                                                       parameters={"pk": cluster_key})
     return [dict(r) for r in rows if r.get("joinToken")]
+
+
+def retire(conn: str, cluster_key: str, node_id: str) -> None:
+    """The node was removed: its token proves it no more (the row stays, saying so; none: a no-op)."""
+    with contextlib.suppress(ResourceNotFoundError):
+        storage.table(conn, storage.T_NODE_TOKENS).update_entity(
+            {"PartitionKey": cluster_key, "RowKey": node_id, "retiredAt": datetime.now(UTC).isoformat()})
 
 
 def revoke(conn: str, cluster_key: str, node_id: str) -> None:

@@ -36,9 +36,9 @@ from shared.agent.config import AgentConfig
 from shared.agent.environment import SecretReader
 from shared.agent.imds import ImdsClient
 from shared.agent.isolation import machine
-from shared.agent.joined import JoinedConfig, joined_options
+from shared.agent.joined import REFUSED_EXIT, JoinedConfig, joined_options
 from shared.agent.machine_mounts import MachineMounter, run_command
-from shared.agent.node_api import NodeApi
+from shared.agent.node_api import NodeApi, NodeApiRefused
 from shared.agent.node_storage import KeyedStorage
 from shared.agent.preemption import IMDS_SCHEDULED_EVENTS
 from shared.agent.retry import with_retries
@@ -128,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         options = process_options(args, settings)
     agent = Agent(options)
     agent.install_signals()
-    return agent.run()
+    try:
+        return agent.run()
+    except NodeApiRefused as error:
+        if joined is None or error.status != 401:
+            raise
+        logging.getLogger("batchai.agent").error("%s", error)
+        return REFUSED_EXIT
 
 
 if __name__ == "__main__":

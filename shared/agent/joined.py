@@ -10,6 +10,10 @@ Such a node has no managed identity and no IMDS: it proves itself with its node 
 with the short-lived SAS the service grants it (`ScopedStorage`), learns the message key from that
 grant, and leaves Key Vault references to the service. Mounts are emulated as on a process node; its
 jobs run as the pool's users where the agent is root (`shared.agent.isolation`).
+
+A node token does not expire on the way, so a 401 of the node API means the service no longer takes
+this node (its join token was revoked or expired): `Refused` ends the agent with `REFUSED_EXIT`, which
+its systemd unit does not restart; the machine must join again.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from shared.agent.agent import AgentOptions
-from shared.agent.node_api import NodeApi
+from shared.agent.node_api import NodeApi, NodeApiRefused
 from shared.agent.scoped_storage import ScopedStorage
 from shared.config import PUBLIC_STORAGE_ENDPOINTS, Settings
 
 CONFIG = "agent.json"
+REFUSED_EXIT = 3  # the service refuses this node's credential: restarting would not help
 NODE_TOKEN = "node-token"
 REQUIRED = ("clusterKey", "nodeId", "serviceUrl", "workdir")
 
@@ -58,12 +63,18 @@ class JoinedConfig:
                    gpus=gpus)
 
 
+def refused() -> None:
+    raise NodeApiRefused(401, "the service no longer takes this node's credential (its join token was revoked "
+                              "or expired): join again with a valid token")
+
+
 def joined_options(config: JoinedConfig, heartbeat_s: float, settings: Settings) -> AgentOptions:
     try:
         token = config.token_file.read_text().strip()
     except FileNotFoundError:
         raise SystemExit(f"{config.token_file} is missing: the node token proves this node to the service") from None
-    api = NodeApi(config.service_url, config.cluster_key, config.node_id, lambda: token, ca_file=config.ca_file)
+    api = NodeApi(config.service_url, config.cluster_key, config.node_id, lambda: token, token_refused=refused,
+                  ca_file=config.ca_file)
     storage = ScopedStorage(api, config.storage_endpoints)
     return AgentOptions(
         storage=storage, api=api, message_key=storage.message_key, cluster_key=config.cluster_key,

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import httpx
 import typer
 
-from shared.agent.joined import CONFIG, NODE_TOKEN
+from shared.agent.joined import CONFIG, NODE_TOKEN, REFUSED_EXIT
 from shared.cli.context import CliError
 from shared.cli.output import message
 
@@ -133,7 +133,8 @@ def _start_systemd(command: list[str], ca_bundle: str) -> None:
                           (("SSL_CERT_FILE", ca_bundle), ("REQUESTS_CA_BUNDLE", ca_bundle)) if v)
     unit = (f"[Unit]\nDescription=batchai node agent (bring your own)\nAfter=network-online.target\n"
             f"Wants=network-online.target\n\n[Service]\nType=simple\n{environment}"
-            f"ExecStart={' '.join(command)}\nRestart=always\nRestartSec=5\nKillMode=mixed\n\n"
+            f"ExecStart={' '.join(command)}\nRestart=always\nRestartSec=5\nRestartPreventExitStatus={REFUSED_EXIT}\n"
+            f"KillMode=mixed\n\n"
             f"[Install]\nWantedBy=multi-user.target\n")
     (UNIT_DIR / UNIT).write_text(unit)
     for args in (["daemon-reload"], ["enable", UNIT], ["restart", UNIT]):

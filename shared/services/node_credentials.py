@@ -102,8 +102,9 @@ def authenticate(settings: Settings, authorization: str | None, body: Any) -> No
         row = node_tokens.lookup(settings.storage_connection_string, node.cluster_key, node.node_id, token)
         if row is None:
             raise forbidden(f"The node token does not prove node '{node.node_id}' of this cluster.")
-        why = join_tokens.valid(settings.storage_connection_string, node.cluster_key, str(row["joinToken"]),
-                                datetime.now(UTC)) if row.get("joinToken") else None
+        why = f"node '{node.node_id}' was removed from the cluster at {row['retiredAt']}" if row.get("retiredAt") \
+            else join_tokens.valid(settings.storage_connection_string, node.cluster_key, str(row["joinToken"]),
+                                   datetime.now(UTC)) if row.get("joinToken") else None
         if why:  # a machine that joined holds while its join token does
             raise ApiError(401, "InvalidAuthenticationToken", f"The node's credential no longer holds: {why}.")
         return Node(node.cluster_key, node.node_id, TOKEN)

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.agent.joined import REFUSED_EXIT
 from tests.e2e.conftest import Stack
 from tests.polling import wait_until
 
@@ -107,6 +108,19 @@ def joined_node(install: Path) -> dict[str, str]:
             "token": (install / "node-token").read_text().strip()}
 
 
+def agent_alive(install: Path) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(int((install / "agent.pid").read_text())).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def agent_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("BATCHAI_")}
+
+
 @pytest.fixture()
 def installs(tmp_path: Path) -> Iterator[list[Path]]:
     """Install directories of the machines a test joins; their detached agents are killed afterwards."""
@@ -141,8 +155,14 @@ def test_a_process_node_joins_runs_a_job_and_is_lost_once_revoked(local_stack: d
     revoked = cli(stack, "node", "token", "revoke", "-w", WS, "-c", CLUSTER, token["name"])
     assert revoked.returncode == 0, revoked.stderr
     refused = refused_credential(stack, box1)
-    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+    # (revoked, or already removed by the reconciler that saw the token revoked)
+    assert refused.status_code == 401 and any(why in refused.json()["error"]["message"]
+                                              for why in ("was revoked", "was removed from the cluster"))
     wait_until(lambda: node_counts(stack) == (0, 0), 300, what="the revoked node to be gone from the cluster")
+    wait_until(lambda: not agent_alive(first), 300, what="box1's agent to end (its queue is gone)")
+    restarted = subprocess.run([sys.executable, "-m", "shared.agent", "--joined", str(first / "agent.json")],
+                               capture_output=True, text=True, timeout=300, env=agent_env())
+    assert restarted.returncode == REFUSED_EXIT, restarted.stderr[-2000:]  # refused at once: no restart helps
 
     # The next job waits for a node: it runs once another machine joined, and there, not on box1.
     stack.submit(WS, EXP, "after", CLUSTER, 'echo "ran in $AZ_BATCHAI_JOB_TEMP"')
@@ -244,6 +264,11 @@ def test_a_machine_joins_with_batchai_node_join_runs_a_job_and_gets_none_once_re
     refused = refused_credential(stack, node)
     assert refused.status_code == 401, refused.text
     wait_until(lambda: node_counts(stack) == (0, 0), 300, what="the revoked machine to be gone from the cluster")
+
+    def agent_refused() -> bool:  # its agent ends, refused, and systemd leaves it stopped
+        shown = in_machine(own_machine, "systemctl show -p ActiveState -p ExecMainStatus batchai-node.service").stdout
+        return f"ExecMainStatus={REFUSED_EXIT}" in shown and "ActiveState=failed" in shown
+    wait_until(agent_refused, 300, interval=2.0, what="the machine's agent to stop, refused")
 
     # The next job waits; it runs on the next node that joins (a process node here), not on the machine.
     stack.submit(WS, EXP, "after-machine", CLUSTER, 'echo "ran in $AZ_BATCHAI_JOB_TEMP"')
