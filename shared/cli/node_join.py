@@ -26,6 +26,7 @@ from typing import Annotated, Any
 from urllib.parse import urlparse
 
 import httpx
+import psutil
 import typer
 
 from shared.agent.joined import CONFIG, NODE_TOKEN, REFUSED_EXIT
@@ -141,11 +142,22 @@ def _start_systemd(command: list[str], ca_bundle: str) -> None:
         subprocess.run(["systemctl", *args], check=True)
 
 
+def previous_agent(install: Path) -> psutil.Process | None:
+    """The detached agent an earlier join of this install directory started, if it still runs (the pid
+    file's process, when its command line is that agent's: a pid may have been reused since)."""
+    with contextlib.suppress(FileNotFoundError, ValueError, psutil.Error):
+        process = psutil.Process(int((install / "agent.pid").read_text().strip()))
+        if str(install / CONFIG) in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE:
+            return process
+    return None
+
+
 def _stop_previous(install: Path) -> None:
     """A detached agent of an earlier join of this install directory stops (it is replaced)."""
-    pid_file = install / "agent.pid"
-    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+    process = previous_agent(install)
+    if process is not None:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(signal.SIGTERM)
 
 
 def _start_process(command: list[str], install: Path, ca_bundle: str) -> subprocess.Popen[bytes]:

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from shared.agent.joined import REFUSED_EXIT
+from shared.cli.node_join import previous_agent
 from tests.e2e.conftest import Stack
 from tests.polling import wait_until
 
@@ -109,12 +110,7 @@ def joined_node(install: Path) -> dict[str, str]:
 
 
 def agent_alive(install: Path) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(int((install / "agent.pid").read_text())).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return previous_agent(install) is not None
 
 
 def agent_env() -> dict[str, str]:
@@ -127,8 +123,10 @@ def installs(tmp_path: Path) -> Iterator[list[Path]]:
     made: list[Path] = []
     yield made
     for install in made:
-        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
-            os.killpg(int((install / "agent.pid").read_text()), signal.SIGKILL)
+        agent = previous_agent(install)  # only the agent this test started (its pid file and command line)
+        if agent is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(agent.pid, signal.SIGKILL)  # it leads its own session: its jobs go with it
 
 
 def test_a_process_node_joins_runs_a_job_and_is_lost_once_revoked(local_stack: dict[str, Any], tmp_path: Path,

@@ -124,3 +124,23 @@ def test_deleting_a_bring_your_own_cluster_revokes_its_tokens_and_credentials(se
     assert reconcile_cluster(settings, ref, NOW).deleted
     assert join_tokens.list_tokens(conn, ref.key) == [] and node_tokens.joined(conn, ref.key) == []
     assert rows(settings, ref.key) == {}
+
+
+def test_a_join_token_names_its_cluster_and_itself() -> None:
+    key = "00000000-0000-0000-0000-000000000000|rg|ws|own"
+    token = join_tokens.mint(key, "jt-1")
+    assert join_tokens.parse(token) == (key, "jt-1") and token != join_tokens.mint(key, "jt-1")
+    for bad in ("", "bainode1.x", join_tokens.PREFIX, f"{join_tokens.PREFIX}e30", f"{join_tokens.PREFIX}e30.s",
+                f"{join_tokens.PREFIX}!!!.s", f"{join_tokens.PREFIX}WzFd.s"):
+        assert join_tokens.parse(bad) is None, bad
+
+
+@pytest.mark.parametrize(("name", "tail"), [("box", "box"), ("GPU Box_1", "gpu-box-1"), ("---", "node"),
+                                            ("x" * 80, "x" * 40), ("é", "node")])
+def test_node_ids_of_joined_machines_are_queue_names(name: str, tail: str) -> None:
+    import re
+
+    node_id = node_id_for("sub|rg|ws|own", name)
+    assert node_id.endswith(f"-{tail}") and node_id.startswith("byo")
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", node_id) and len(f"node-{node_id}") <= 63
+    assert node_id_for("sub|rg|ws|other", name) != node_id  # one name, two clusters: two nodes
