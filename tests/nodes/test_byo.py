@@ -144,3 +144,20 @@ def test_node_ids_of_joined_machines_are_queue_names(name: str, tail: str) -> No
     assert node_id.endswith(f"-{tail}") and node_id.startswith("byo")
     assert re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", node_id) and len(f"node-{node_id}") <= 63
     assert node_id_for("sub|rg|ws|other", name) != node_id  # one name, two clusters: two nodes
+
+
+def test_a_joined_machine_that_stops_beating_is_lost_and_must_join_again(settings: Settings) -> None:
+    from shared.services.reaper import reap_cluster
+
+    ref = cluster_ref("byo3")
+    put_cluster(settings.storage_connection_string, ref, {"manual": {"targetNodeCount": 0}},
+                nodeSource="bringYourOwn")
+    node_id, _ = joined_node(settings, ref.key, "quiet", datetime.now(UTC) + timedelta(hours=1))
+    bring_up(settings, ref.key, node_id, NOW)  # registered at NOW; it never beats
+    assert reap_cluster(settings, ref.key, NOW + timedelta(seconds=settings.heartbeat_timeout_s / 2)).lost == []
+    assert reap_cluster(settings, ref.key, NOW + timedelta(seconds=settings.heartbeat_timeout_s + 1)).lost == [node_id]
+    assert rows(settings, ref.key) == {}
+    [credential] = node_tokens.joined(settings.storage_connection_string, ref.key)
+    assert credential["retiredAt"]  # its token is valid, the node is not: it joins again to come back
+    later = reconcile_cluster(settings, ref, NOW + timedelta(hours=1))
+    assert (later.adopted, later.provider_target) == ([], 0)
