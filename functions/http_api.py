@@ -24,6 +24,7 @@ from functions.api import (
     clusters,
     experiments,
     jobs,
+    join_tokens,
     metrics,
     node_exec,
     nodeagent,
@@ -112,6 +113,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-for module in (provider, workspaces, experiments, clusters, jobs, metrics, scoring, roles, node_exec, sweeps):
+for module in (provider, workspaces, experiments, clusters, jobs, metrics, scoring, roles, node_exec, sweeps,
+               join_tokens):
     api.include_router(module.router, dependencies=[Depends(access.authorize)])
 api.include_router(nodeagent.router)

@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import Request
 
-from functions.api import node_exec, roles
+from functions.api import join_tokens, node_exec, roles
 from functions.api.clusters import CLUSTER, FILESERVER
 from functions.api.common import EXP, JOB, RG, SUB, WS, settings
 from functions.api.sweeps import SWEEP
@@ -116,6 +116,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", node_exec.JOB_EXEC_RESULT): Rule(rbac.JOBS_REMOTE_LOGIN, JOB),
     ("POST", f"{CLUSTER}/listNodeSetupFiles"): Rule(rbac.CLUSTERS_SETUP_FILES, CLUSTER),
     ("GET", f"{CLUSTER}/listNodeSetupFiles"): Rule(rbac.CLUSTERS_SETUP_FILES, CLUSTER),
+    # Join tokens of a bring-your-own cluster: who may change the cluster may let machines join it
+    ("POST", join_tokens.JOIN_TOKENS): Rule(rbac.CLUSTERS_WRITE, CLUSTER),
+    ("GET", join_tokens.JOIN_TOKENS): Rule(rbac.CLUSTERS_READ, CLUSTER),
+    ("DELETE", join_tokens.JOIN_TOKEN): Rule(rbac.CLUSTERS_WRITE, CLUSTER),
     ("GET", f"{WS}/fileServers"): _list(rbac.FILESERVERS_READ, WS),
     ("PUT", FILESERVER): Rule(rbac.FILESERVERS_WRITE, FILESERVER),
     ("GET", FILESERVER): Rule(rbac.FILESERVERS_READ, FILESERVER),

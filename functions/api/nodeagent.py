@@ -1,7 +1,8 @@
 """Node API routes: nodes get their scoped SAS and send their events (machines), fetch what their
-queue messages name (every node) and answer the commands they were sent to run (node exec) here.
+queue messages name (every node) and answer the commands they were sent to run (node exec) here;
+machines join bring-your-own clusters here with a join token (`join`, then `node` until registered).
 
-These routes authenticate their callers themselves (a machine's IMDS token or a node token, not the
+These routes authenticate their callers themselves (a machine's IMDS token, a node token or a join token, not the
 API's bearer token) and take no api-version: they are the service's own API for its nodes, not
 Batch AI's.
 """
@@ -13,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from functions.api.common import JsonBody, settings
-from shared.services import node_credentials, node_exec, node_payloads
+from shared.services import join_tokens, node_credentials, node_exec, node_payloads
 from shared.services.api_common import utcnow
 
 router = APIRouter()
@@ -24,7 +25,9 @@ SETUP = "/nodeagent/setup"
 EVENTS = "/nodeagent/events"
 EXEC = "/nodeagent/exec"
 EXEC_RESULT = "/nodeagent/exec-result"
-PATHS = frozenset({CREDENTIALS, BLOBS, ASSIGNMENT, SETUP, EVENTS, EXEC, EXEC_RESULT})
+JOIN = "/nodeagent/join"  # a machine exchanges a join token for its node credential (bring your own)
+NODE = "/nodeagent/node"  # a node's own state (`batchai node join` waits for its registration)
+PATHS = frozenset({CREDENTIALS, BLOBS, ASSIGNMENT, SETUP, EVENTS, EXEC, EXEC_RESULT, JOIN, NODE})
 
 
 @router.post(CREDENTIALS)
@@ -60,3 +63,13 @@ def exec_command(request: Request, body: JsonBody) -> dict[str, Any]:
 @router.post(EXEC_RESULT)
 def exec_result(request: Request, body: JsonBody) -> dict[str, Any]:
     return node_exec.answer(settings(), request.headers.get("authorization"), body, utcnow())
+
+
+@router.post(JOIN)
+def join(request: Request, body: JsonBody) -> dict[str, Any]:
+    return join_tokens.join(settings(), request.headers.get("authorization"), body, utcnow())
+
+
+@router.post(NODE)
+def node(request: Request, body: JsonBody) -> dict[str, Any]:
+    return join_tokens.node_state(settings(), request.headers.get("authorization"), body)

@@ -31,6 +31,8 @@ var selfAuthenticatedPaths = [
   '/nodeagent/events'
   '/nodeagent/exec'
   '/nodeagent/exec-result'
+  '/nodeagent/join'
+  '/nodeagent/node'
 ]
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {

@@ -1,18 +1,23 @@
 """Node tokens: the credential of a node that has no managed identity to prove itself with (a local
-agent process; later a machine brought by its owner).
+agent process, or a machine its owner brought to a bring-your-own cluster).
 
 The provider that starts such a node mints a random token, hands it to the node (a 0600 file in
 the node's working directory, never a queue message) and stores only its SHA-256 in table
 `storage.T_NODE_TOKENS` (PartitionKey: cluster key, RowKey: node id). The node API accepts the
-token as a bearer token for exactly that node of that cluster; revoking deletes the row.
+token as a bearer token for exactly that node of that cluster; revoking deletes the row. A machine
+that joined with a join token (`shared.adapters.join_tokens`) gets a node token whose row names that
+join token (`joinToken`): it holds only while the join token does; when the service removes such a
+node, its row is kept, retired (`retiredAt`), so that its next request is told why it is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -33,20 +38,41 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def store(conn: str, cluster_key: str, node_id: str, token: str) -> None:
-    storage.table(conn, storage.T_NODE_TOKENS).upsert_entity({
-        "PartitionKey": cluster_key, "RowKey": node_id, "sha256": _digest(token),
-        "createdAt": datetime.now(UTC).isoformat()})
+def store(conn: str, cluster_key: str, node_id: str, token: str, join_token: str = "") -> None:
+    entity = {"PartitionKey": cluster_key, "RowKey": node_id, "sha256": _digest(token),
+              "createdAt": datetime.now(UTC).isoformat()}
+    if join_token:
+        entity["joinToken"] = join_token
+    storage.table(conn, storage.T_NODE_TOKENS).upsert_entity(entity)
 
 
-def matches(conn: str, cluster_key: str, node_id: str, token: str) -> bool:
-    """Is `token` the token of node `node_id` of `cluster_key`? (constant-time comparison)"""
+def lookup(conn: str, cluster_key: str, node_id: str, token: str) -> dict[str, Any] | None:
+    """The row of node `node_id` of `cluster_key` when `token` is its token (constant-time comparison)."""
     try:
         row = storage.table(conn, storage.T_NODE_TOKENS).get_entity(cluster_key, node_id)
     except ResourceNotFoundError:
-        return False
-    return hmac.compare_digest(str(row.get("sha256") or ""), _digest(token))
+        return None
+    return dict(row) if hmac.compare_digest(str(row.get("sha256") or ""), _digest(token)) else None
+
+
+def matches(conn: str, cluster_key: str, node_id: str, token: str) -> bool:
+    """Is `token` the token of node `node_id` of `cluster_key`?"""
+    return lookup(conn, cluster_key, node_id, token) is not None
+
+
+def joined(conn: str, cluster_key: str) -> list[dict[str, Any]]:
+    """The rows of the cluster's nodes that joined with a join token."""
+    rows = storage.table(conn, storage.T_NODE_TOKENS).query_entities("PartitionKey eq @pk",
+                                                                      parameters={"pk": cluster_key})
+    return [dict(r) for r in rows if r.get("joinToken")]
+
+
+def retire(conn: str, cluster_key: str, node_id: str) -> None:
+    """The node was removed: its token proves it no more (the row stays, saying so; none: a no-op)."""
+    with contextlib.suppress(ResourceNotFoundError):
+        storage.table(conn, storage.T_NODE_TOKENS).update_entity(
+            {"PartitionKey": cluster_key, "RowKey": node_id, "retiredAt": datetime.now(UTC).isoformat()})
 
 
 def revoke(conn: str, cluster_key: str, node_id: str) -> None:
-    storage.table(conn, storage.T_NODE_TOKENS).delete_entity(cluster_key, node_id)
+    storage.table(conn, storage.T_NODE_TOKENS).delete_entity(cluster_key, node_id)  # none: a no-op

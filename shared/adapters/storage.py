@@ -37,10 +37,11 @@ T_NODE_TOKENS = "nodetokens"  # hashes of node tokens (shared.adapters.node_toke
 T_NODE_EXECS = "nodeexecs"  # commands run on nodes through their agents (shared.services.node_exec): cluster key / id
 T_JOB_LINKS = "joblinks"  # live job arrays ("array" / parent key) and waiting dependents ("dep|<job key>" / key)
 T_SWEEPS = "sweeps"  # parameter sweeps (shared.services.sweeps): experiment key / sweep (+ an index of live sweeps)
+T_JOIN_TOKENS = "jointokens"  # hashes of bring-your-own join tokens (shared.adapters.join_tokens): cluster key / name
 TABLES = (T_WORKSPACES, T_EXPERIMENTS, T_CLUSTERS, T_FILESERVERS, T_JOBS, T_SCHED, T_OPERATIONS, T_SCORING_RUNS,
           T_SUBMISSIONS, T_REJECTED, T_DATA_CONTAINERS,
           T_ROLE_ASSIGNMENTS, T_OPERATION_CALLERS, T_NODE_TOKENS, T_NODE_EXECS,
-          T_JOB_LINKS, T_SWEEPS)
+          T_JOB_LINKS, T_SWEEPS, T_JOIN_TOKENS)
 
 # Queues (work and events). Messages are base64 text, as host.json's messageEncoding says.
 Q_KICKS = "schedule-kicks"  # {"cluster": cluster_key}: run a scheduling pass

@@ -16,6 +16,9 @@ the private IP IMDS reports, storage is reached with scoped SAS from the node cr
 are checked and job volumes mounted for real. Messages are verified with the key the credentials
 name; Key Vault references are read with the machine's identity. Jobs cannot reach the machine's
 IMDS or the node API (see shared.agent.firewall).
+
+A machine that joined a bring-your-own cluster (`batchai node join`): ``python -m shared.agent
+--joined <install dir>/agent.json`` (see shared.agent.joined): its node token, no IMDS, scoped SAS.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from shared.agent.config import AgentConfig
 from shared.agent.environment import SecretReader
 from shared.agent.imds import ImdsClient
 from shared.agent.isolation import machine
+from shared.agent.joined import REFUSED_EXIT, JoinedConfig, joined_options
 from shared.agent.machine_mounts import MachineMounter, run_command
-from shared.agent.node_api import NodeApi
+from shared.agent.node_api import NodeApi, NodeApiRefused
 from shared.agent.node_storage import KeyedStorage
 from shared.agent.preemption import IMDS_SCHEDULED_EVENTS
 from shared.agent.retry import with_retries
@@ -101,28 +105,38 @@ def process_options(args: argparse.Namespace, settings: Settings) -> AgentOption
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.agent", description="batchai node agent")
     parser.add_argument("--config", type=Path, help="a machine's agent config (replaces the next four)")
+    parser.add_argument("--joined", type=Path, help="the agent config of a machine that joined a cluster")
     parser.add_argument("--cluster-key")
     parser.add_argument("--node-id")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--heartbeat-s", type=float, default=2.0)
     args = parser.parse_args(argv)
-    if args.config is None and not (args.cluster_key and args.node_id and args.workdir):
-        parser.error("either --config, or --cluster-key, --node-id and --workdir")
-    node_id = socket.gethostname() if args.config else args.node_id
+    if args.config is None and args.joined is None and not (args.cluster_key and args.node_id and args.workdir):
+        parser.error("either --config, --joined, or --cluster-key, --node-id and --workdir")
+    joined = JoinedConfig.load(args.joined) if args.joined else None
+    node_id = socket.gethostname() if args.config else joined.node_id if joined else args.node_id
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s {node_id} %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     telemetry.configure(f"agent-{node_id}")
     settings = Settings.from_env()
-    if args.config:
+    if joined:
+        options = joined_options(joined, args.heartbeat_s, settings)
+    elif args.config:
         options = machine_options(AgentConfig.load(args.config), args.heartbeat_s, settings)
     else:
         options = process_options(args, settings)
     agent = Agent(options)
     agent.install_signals()
-    return agent.run()
+    try:
+        return agent.run()
+    except NodeApiRefused as error:
+        if joined is None or error.status != 401:
+            raise
+        logging.getLogger("batchai.agent").error("%s", error)
+        return REFUSED_EXIT
 
 
 if __name__ == "__main__":

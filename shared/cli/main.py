@@ -6,6 +6,7 @@ arguments. Beyond it: stack (the local stack, tokens for its principals), node (
 scoring, role (role assignments, as `az role`), dashboard (the web dashboard's link), job metrics. Every
 resource command goes through the official azure-mgmt-batchai SDK's client. Service errors print their ARM
 error code and message and exit 1; usage errors exit 2; no traceback for either.
+`node join` and `node token` serve bring-your-own clusters (this machine joins one; its join tokens).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from shared.cli import (
     experiments,
     fileservers,
     jobs,
+    join_tokens,
+    node_join,
     nodes,
     roles,
     scoring,
@@ -99,6 +102,8 @@ jobs.app.command("metrics")(job_metrics)
 app.add_typer(fileservers.app, name="file-server")
 app.command("list-usages")(usages.list_usages)
 app.add_typer(nodes.app, name="node")
+nodes.app.command("join")(node_join.join)
+nodes.app.add_typer(join_tokens.app, name="token")
 app.add_typer(scoring.app, name="scoring")
 app.add_typer(sweeps.app, name="sweep")
 app.add_typer(roles.app, name="role")

@@ -30,6 +30,11 @@ Manual: wanted = targetNodeCount. Lowering takes out unusable nodes first, then 
 idle (longest idle first), and only then busy nodes, applying nodeDeallocationOption to those:
 requeue or terminate (their job is stopped, the node removed at once) or waitforjobcompletion (the
 node is marked leaving and removed once its job has ended).
+
+Bring your own (`nodeSource` bringYourOwn): the cluster's nodes are machines their owner joined, so
+the scale settings are ignored: nothing is started or taken out for size or idleness, wanted is the
+capacity there is. A node whose instance failed (its join token revoked or expired) is lost
+whatever its state, its row dropped and its instance removed.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class ScalePolicy:
     minimum: int = 0
     maximum: int = 0
     initial: int = 0
+    bring_your_own: bool = False  # nodes join; the scale settings are ignored
 
     @property
     def is_manual(self) -> bool:
@@ -67,6 +73,8 @@ class ScalePolicy:
 
     @classmethod
     def from_properties(cls, properties: dict) -> ScalePolicy:
+        if properties.get("nodeSource") == "bringYourOwn":
+            return cls(manual_target=None, bring_your_own=True)
         scale = properties.get("scaleSettings") or {}
         manual = scale.get("manual")
         auto = scale.get("autoScale")
@@ -164,7 +172,9 @@ def decide(inp: ScaleInput) -> ScaleDecision:
     gone = [n for n in inp.nodes if n.node_id not in instances]
     adopt = sorted(i for i in active if i not in rows)
     start_failed = sorted(i for i in failed if i in rows and rows[i].state in ("starting", "preparing"))
-    lost = [rows[i] for i in sorted(failed) if i in rows and _joined(rows[i])]
+    lost = [rows[i] for i in sorted(failed) if i in rows and (_joined(rows[i]) or inp.policy.bring_your_own)]
+    if inp.policy.bring_your_own:
+        start_failed = []
     # Dead and unknown, or dead after joining: clean up (lost nodes are replaced like any other).
     remove: list[str] = sorted(i for i in failed if i not in rows) + [n.node_id for n in lost]
 
@@ -188,7 +198,9 @@ def decide(inp: ScaleInput) -> ScaleDecision:
 
     policy = inp.policy
     busy = [n for n in capacity if n.state == "running"]
-    if policy.is_manual:
+    if policy.bring_your_own:
+        wanted = len(capacity)
+    elif policy.is_manual:
         wanted = policy.manual_target or 0
     else:
         needed = slot_demand(inp, busy) if inp.packing == GPU_SLOTS else demand(inp.pending_node_counts,
@@ -198,7 +210,7 @@ def decide(inp: ScaleInput) -> ScaleDecision:
             wanted = max(wanted, min(max(policy.initial, policy.minimum), policy.maximum))
 
     # Autoscale replaces nodes unusable for longer than the idle timeout, whatever the demand.
-    forced = [] if policy.is_manual else [n for n in capacity if n.state == "unusable"
+    forced = [] if policy.is_manual or policy.bring_your_own else [n for n in capacity if n.state == "unusable"
                                           and _in_state_for(n, inp.now) > inp.idle_timeout_s]
     rest = [n for n in capacity if n not in forced]
     excess = max(0, len(rest) - wanted)

@@ -274,6 +274,8 @@ def same_spec(kind: str, stored: dict[str, Any], requested: dict[str, Any]) -> b
         task = (side.get("nodeSetup") or {}).get("setupTask")
         if task:
             task.pop("stdOutErrPathSuffix", None)
+        if kind == "cluster":  # clusters stored before nodeSource existed are the provider's
+            side.setdefault("nodeSource", "provider")
         if kind == "job" and "cluster" in side:
             side["cluster"] = {"id": str(side["cluster"].get("id", "")).lower()}
         if kind == "cluster" and side.get("packing") == "whole-node":

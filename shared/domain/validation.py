@@ -59,6 +59,10 @@ TOOLKITS: dict[str, str] = {
 
 DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "UbuntuServer", "sku": "16.04-LTS", "version": "latest"}
 DEFAULT_WALL_CLOCK = "P7D"
+# Where a cluster's nodes come from (an addition beyond 2018-05-01): started by the provider, or joined by
+# machines their owner runs (`batchai node join`).
+NODE_SOURCES = ("provider", "bringYourOwn")
+BRING_YOUR_OWN = "bringYourOwn"
 
 
 def _shown(value: str) -> str:
@@ -251,13 +255,22 @@ def gpus_fit_cluster(gpus_per_node: int | None, node_gpus: int) -> None:
     if gpus_per_node is not None and node_gpus > 0 and gpus_per_node > node_gpus:
         raise invalid("properties.gpusPerNode", f"the job asks for {gpus_per_node} GPUs per node but the "
                                                 f"cluster's nodes have {node_gpus}.")
+def _node_source(body: Any) -> str | None:
+    """The request's nodeSource; None when it names none (the provider's nodes, and nothing to echo)."""
+    value = _given(body, "nodeSource")
+    if value is not None and value not in NODE_SOURCES:
+        raise invalid("properties.nodeSource", f"must be one of {', '.join(NODE_SOURCES)}.")
+    return value
 
 
 def cluster_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> dict[str, Any]:
+    source = _node_source(body)
     props = _properties(body, "ClusterCreateParameters", "ClusterBaseProperties")
     packing = _packing(body)
     if packing is not None:
         props["packing"] = packing
+    if source is not None:
+        props["nodeSource"] = source
     vault_urls.secret_references(props, "properties", vault_hosts)
     props.setdefault("vmPriority", "dedicated")
     if not props["vmSize"].strip():

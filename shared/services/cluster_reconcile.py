@@ -29,6 +29,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from shared import telemetry
 from shared.adapters import sched_store, storage
 from shared.adapters.compute import provider_for, vm_sizes
+from shared.adapters.compute.byo import ByoProvider
 from shared.adapters.compute.capabilities import ComputeRejected, ScaleInProtection, TaskRunner
 from shared.adapters.compute.port import ComputeProvider
 from shared.adapters.resource_store import Doc, ResourceStore, StaleEtag
@@ -167,6 +168,7 @@ def remove_cluster(settings: Settings, key: str, provider: ComputeProvider | Non
     rows = sched_store.partition(settings.storage_connection_string, key)
     removal.terminate_cluster_jobs(settings, key)
     provider.delete_cluster(key)
+    ByoProvider(settings.storage_connection_string).delete_cluster(key)  # its join tokens, if it was one
     alive = {i.node_id for i in provider.list_instances(key)}
     for row in nodes.node_rows(rows):
         node_id = nodes.node_id_of(row)

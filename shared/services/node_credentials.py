@@ -6,8 +6,9 @@ A node proves which node of which cluster it is in one of two ways (`authenticat
   node audience, by the system identity of the cluster's scale set (`xms_mirid`), for a node id
   under the cluster's computer name prefix. Nodes of one cluster are one trust domain (they share
   the cluster's ssh key), so the token proves "a node of this cluster", and the node id names which;
-- a node without an identity of its own (a local agent process), with its node token
-  (`shared.adapters.node_tokens`): it proves exactly one node of one cluster.
+- a node without an identity of its own (a local agent process, a machine that joined a bring-your-own
+  cluster), with its node token (`shared.adapters.node_tokens`): it proves exactly one node of one
+  cluster; a joined machine's only while its join token holds (401 once revoked or expired).
 
 Granted, for one hour (`LIFETIME`; the agent renews at half-life), and nothing else (no table, no
 other queue, no container listing, no delete):
@@ -31,12 +32,12 @@ import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters import auth, message_signing, node_tokens, sas, storage, tokens
+from shared.adapters import auth, join_tokens, message_signing, node_tokens, sas, storage, tokens
 from shared.adapters.compute import vmss
 from shared.adapters.resource_store import ResourceStore
 from shared.config import Settings
@@ -98,8 +99,14 @@ def authenticate(settings: Settings, authorization: str | None, body: Any) -> No
     if token is None:
         raise unauthorized()
     if node_tokens.is_node_token(token):
-        if not node_tokens.matches(settings.storage_connection_string, node.cluster_key, node.node_id, token):
+        row = node_tokens.lookup(settings.storage_connection_string, node.cluster_key, node.node_id, token)
+        if row is None:
             raise forbidden(f"The node token does not prove node '{node.node_id}' of this cluster.")
+        why = f"node '{node.node_id}' was removed from the cluster at {row['retiredAt']}" if row.get("retiredAt") \
+            else join_tokens.valid(settings.storage_connection_string, node.cluster_key, str(row["joinToken"]),
+                                   datetime.now(UTC)) if row.get("joinToken") else None
+        if why:  # a machine that joined holds while its join token does
+            raise ApiError(401, "InvalidAuthenticationToken", f"The node's credential no longer holds: {why}.")
         return Node(node.cluster_key, node.node_id, TOKEN)
     if not settings.token_issuer:
         raise ApiError(401, "InvalidAuthenticationToken", "The service trusts no token issuer (BATCHAI_TOKEN_ISSUER).")

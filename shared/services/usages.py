@@ -83,6 +83,8 @@ def _priority(props: Mapping[str, Any]) -> str:
 
 
 def claimed_nodes(props: Mapping[str, Any]) -> int:
+    if props.get("nodeSource") == "bringYourOwn":
+        return 0  # its machines are its owner's: they take none of the subscription's cores
     scale = props.get("scaleSettings") or {}
     if scale.get("autoScale"):
         return int(scale["autoScale"]["maximumNodeCount"])

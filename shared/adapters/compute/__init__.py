@@ -1,6 +1,7 @@
 """Compute providers (local processes, VM scale sets, container instances) behind one port.
 
-`provider_for` is the one place that picks the provider for a cluster from the settings;
+`provider_for` is the one place that picks the provider for a cluster from the settings (a
+bring-your-own cluster's is `byo`'s, whatever the settings);
 `file_servers_for` builds the file server VMs of the Azure settings.
 """
 
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
 
 def provider_for(settings: Settings, spec: ClusterSpec | None = None) -> ComputeProvider:
     """The provider that runs `spec`'s nodes (spec may be None for clean-up of a deleted cluster)."""
+    if spec is not None and spec.properties.get("nodeSource") == "bringYourOwn":
+        from shared.adapters.compute.byo import ByoProvider
+
+        return ByoProvider(settings.storage_connection_string)
     if settings.provider == "local":
         from shared.adapters.compute.local import LocalProvider, NodeService
 
