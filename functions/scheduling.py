@@ -20,7 +20,7 @@ from shared import telemetry
 from shared.adapters import storage
 from shared.config import Settings
 from shared.domain.messages import NodeEvent
-from shared.services import job_links, scheduling, task_events
+from shared.services import job_links, safety_pass, scheduling, task_events
 from shared.services.guarded import each
 
 bp = func.Blueprint()
@@ -59,4 +59,4 @@ def node_events(msg: func.QueueMessage) -> None:
 def scheduling_safety_pass(timer: func.TimerRequest) -> None:
     settings, now = Settings.from_env(), datetime.now(UTC)
     with telemetry.timed_pass("scheduling safety"):
-        each([scheduling.safety_pass, job_links.reconcile_all], lambda step: step(settings, now), "safety step")
+        each([safety_pass.safety_pass, job_links.reconcile_all], lambda step: step(settings, now), "safety step")

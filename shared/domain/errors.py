@@ -34,6 +34,19 @@ def bad_request(message: str, target: str | None = None, code: str = "InvalidReq
     return ApiError(400, code, message, target)
 
 
+SHOWN_CHARS = 100  # of a refused value, in the error message
+
+
+def shown(value: str) -> str:
+    """A refused value as an error message quotes it: cut at SHOWN_CHARS."""
+    return value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "..."
+
+
+def invalid(path: str, message: str) -> ApiError:
+    """A 400 on one field of the body: its path is the error's target."""
+    return bad_request(f"Invalid value for '{path}': {message}", path, code="InvalidRequestContent")
+
+
 # The real service's own codes and wording for its resources ("The specified workspace first is not found",
 # WorkspaceNotFound and ExperimentNotFound were recorded; the others follow the same pattern).
 NOT_FOUND_CODES = {

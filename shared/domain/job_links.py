@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from shared.domain.errors import ApiError, bad_request
+from shared.domain.errors import bad_request, invalid
 from shared.domain.keys import JobRef
 
 MAX_COUNT = 1000  # tasks of one array
@@ -29,24 +29,21 @@ JOB_ID_RE = re.compile(
     re.IGNORECASE)
 
 
-def _invalid(path: str, message: str) -> ApiError:
-    return bad_request(f"Invalid value for '{path}': {message}", path, code="InvalidRequestContent")
-
 
 def _int(value: Any, path: str, low: int, high: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise _invalid(path, f"expected integer, got {type(value).__name__}.")
+        raise invalid(path, f"expected integer, got {type(value).__name__}.")
     if not low <= value <= high:
-        raise _invalid(path, f"must be from {low} to {high}, got {value}.")
+        raise invalid(path, f"must be from {low} to {high}, got {value}.")
     return value
 
 
 def _object(value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _invalid(path, f"expected object, got {type(value).__name__}.")
+        raise invalid(path, f"expected object, got {type(value).__name__}.")
     for key in value:
         if key not in allowed:
-            raise _invalid(f"{path}.{key}", f"unknown property; allowed: {', '.join(allowed)}.")
+            raise invalid(f"{path}.{key}", f"unknown property; allowed: {', '.join(allowed)}.")
     return value
 
 
@@ -63,19 +60,19 @@ def _array(raw: Any) -> dict[str, int]:
 
 def _depends_on(raw: Any) -> list[dict[str, str]]:
     if not isinstance(raw, list):
-        raise _invalid("properties.dependsOn", f"expected array, got {type(raw).__name__}.")
+        raise invalid("properties.dependsOn", f"expected array, got {type(raw).__name__}.")
     if len(raw) > MAX_DEPENDENCIES:
-        raise _invalid("properties.dependsOn", f"at most {MAX_DEPENDENCIES} dependencies, got {len(raw)}.")
+        raise invalid("properties.dependsOn", f"at most {MAX_DEPENDENCIES} dependencies, got {len(raw)}.")
     out = []
     for i, entry in enumerate(raw):
         path = f"properties.dependsOn[{i}]"
         dep = _object(entry, path, ("job", "condition"))
         job = dep.get("job")
         if not isinstance(job, str) or not (NAME_RE.fullmatch(job) or JOB_ID_RE.fullmatch(job)):
-            raise _invalid(f"{path}.job", "must be a job name in the same experiment, or a job's resource id.")
+            raise invalid(f"{path}.job", "must be a job name in the same experiment, or a job's resource id.")
         condition = CONDITIONS[0] if dep.get("condition") is None else dep["condition"]
         if condition not in CONDITIONS:
-            raise _invalid(f"{path}.condition", f"'{str(condition)[:100]}' is not one of: {', '.join(CONDITIONS)}.")
+            raise invalid(f"{path}.condition", f"'{str(condition)[:100]}' is not one of: {', '.join(CONDITIONS)}.")
         out.append({"job": job, "condition": condition})
     return out
 
@@ -102,9 +99,9 @@ def dependency_ref(job: JobRef, value: str, index: int) -> JobRef:
         ws = job.experiment.workspace
         if (m["sub"].lower(), m["rg"].lower(), m["ws"].lower()) != (
                 ws.subscription.lower(), ws.resource_group.lower(), ws.workspace.lower()):
-            raise _invalid(f"properties.dependsOn[{index}].job",
+            raise invalid(f"properties.dependsOn[{index}].job",
                            f"a dependency must be a job of the workspace '{ws.workspace}'.")
         ref = ws.experiment(m["exp"]).job(m["name"])
     if ref.key == job.key:
-        raise _invalid(f"properties.dependsOn[{index}].job", "a job cannot depend on itself.")
+        raise invalid(f"properties.dependsOn[{index}].job", "a job cannot depend on itself.")
     return ref

@@ -21,9 +21,9 @@ import isodate
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError
 
-from shared.domain import job_links, vault_urls
+from shared.domain import job_links, placement_options, vault_urls
 from shared.domain.contract import swagger
-from shared.domain.errors import ApiError, bad_request
+from shared.domain.errors import ApiError, bad_request, invalid, shown
 from shared.domain.vault_urls import DEFAULT_VAULT_HOSTS
 
 # Names are ASCII and matched whole (`fullmatch`): no trailing newline, no Unicode look-alikes
@@ -37,7 +37,6 @@ DIRECTORY_ID_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 DOTNET_TIMESPAN_RE = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})$")
 STDOUTERR = "stdouterr"
 RESOURCE_GROUP_PARAMETERS = ("resourceGroupName", "resourceGroup")
-SHOWN_CHARS = 100  # of a refused value, in the error message
 
 # Bounds. A cluster is one scale set, and a uniform scale set holds at most 1,000 instances.
 MAX_NODES = 1000
@@ -59,14 +58,6 @@ TOOLKITS: dict[str, str] = {
 
 DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "UbuntuServer", "sku": "16.04-LTS", "version": "latest"}
 DEFAULT_WALL_CLOCK = "P7D"
-# Where a cluster's nodes come from (an addition beyond 2018-05-01): started by the provider, or joined by
-# machines their owner runs (`batchai node join`).
-NODE_SOURCES = ("provider", "bringYourOwn")
-BRING_YOUR_OWN = "bringYourOwn"
-
-
-def _shown(value: str) -> str:
-    return value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "..."
 
 
 def check_name(parameter: str, value: str) -> None:
@@ -78,14 +69,14 @@ def check_name(parameter: str, value: str) -> None:
         ok = isinstance(value, str) and NAME_RE.fullmatch(value) is not None
         rule = "1 to 64 characters: letters, digits, '-' or '_'"
     if not ok:
-        raise bad_request(f"The parameter '{parameter}' has an invalid value '{_shown(str(value))}': it must be "
+        raise bad_request(f"The parameter '{parameter}' has an invalid value '{shown(str(value))}': it must be "
                           f"{rule}.", parameter, code="InvalidParameter")
 
 
 def check_subscription(value: str) -> None:
     """A subscription id is a GUID (ARM answers 400 InvalidSubscriptionId otherwise)."""
     if not isinstance(value, str) or SUBSCRIPTION_RE.fullmatch(value) is None:
-        raise bad_request(f"The provided subscription identifier '{_shown(str(value))}' is malformed or invalid.",
+        raise bad_request(f"The provided subscription identifier '{shown(str(value))}' is malformed or invalid.",
                           "subscriptionId", code="InvalidSubscriptionId")
 
 
@@ -94,10 +85,6 @@ def field_path(parts: Any) -> str:
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out
-
-
-def invalid(path: str, message: str) -> ApiError:
-    return bad_request(f"Invalid value for '{path}': {message}", path, code="InvalidRequestContent")
 
 
 @lru_cache(maxsize=1)
@@ -224,53 +211,10 @@ def _secrets(secrets: list[dict[str, Any]], path: str) -> None:
             raise invalid(f"{path}[{i}]", "give exactly one of 'value' or 'valueSecretReference'.")
 
 
-#: GPU-slot packing (`properties.packing`), an addition beyond 2018-05-01: whole nodes (the default) or GPU slots.
-PACKINGS = ("whole-node", "gpu-slots")
-MAX_GPUS_PER_NODE = 64
-
-
-def _given(body: Any, name: str) -> Any:
-    """A property of the request body that the contract does not define (None: not given)."""
-    return (body.get("properties") or {}).get(name) if isinstance(body, dict) else None
-
-
-def _packing(body: Any) -> str | None:
-    packing = _given(body, "packing")
-    if packing is not None and packing not in PACKINGS:
-        raise invalid("properties.packing", f"'{_shown(str(packing))}' is not one of: {', '.join(PACKINGS)}.")
-    return packing
-
-
-def _gpus_per_node(body: Any) -> int | None:
-    gpus = _given(body, "gpusPerNode")
-    if gpus is not None and (not isinstance(gpus, int) or isinstance(gpus, bool)
-                             or not 1 <= gpus <= MAX_GPUS_PER_NODE):
-        raise invalid("properties.gpusPerNode", f"must be an integer from 1 to {MAX_GPUS_PER_NODE}, got "
-                                                f"{_shown(repr(gpus))}.")
-    return gpus
-
-
-def gpus_fit_cluster(gpus_per_node: int | None, node_gpus: int) -> None:
-    """A job may not ask for more GPUs per node than its cluster's nodes have (`node_gpus`; 0: unknown)."""
-    if gpus_per_node is not None and node_gpus > 0 and gpus_per_node > node_gpus:
-        raise invalid("properties.gpusPerNode", f"the job asks for {gpus_per_node} GPUs per node but the "
-                                                f"cluster's nodes have {node_gpus}.")
-def _node_source(body: Any) -> str | None:
-    """The request's nodeSource; None when it names none (the provider's nodes, and nothing to echo)."""
-    value = _given(body, "nodeSource")
-    if value is not None and value not in NODE_SOURCES:
-        raise invalid("properties.nodeSource", f"must be one of {', '.join(NODE_SOURCES)}.")
-    return value
-
-
 def cluster_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> dict[str, Any]:
-    source = _node_source(body)
+    options = placement_options.cluster_options(body)
     props = _properties(body, "ClusterCreateParameters", "ClusterBaseProperties")
-    packing = _packing(body)
-    if packing is not None:
-        props["packing"] = packing
-    if source is not None:
-        props["nodeSource"] = source
+    props.update(options)
     vault_urls.secret_references(props, "properties", vault_hosts)
     props.setdefault("vmPriority", "dedicated")
     if not props["vmSize"].strip():
@@ -345,9 +289,7 @@ def job_create(body: Any, vault_hosts: Sequence[str] = DEFAULT_VAULT_HOSTS) -> d
             body["properties"]["nodeCount"] = 1
     links = job_links.validate(body)  # array, dependsOn: additions beyond 2018-05-01
     props = _properties(body, "JobCreateParameters", "JobBaseProperties")
-    gpus_per_node = _gpus_per_node(body)
-    if gpus_per_node is not None:
-        props["gpusPerNode"] = gpus_per_node
+    props.update(placement_options.job_options(body))
     props.update(links)
     props.setdefault("schedulingPriority", "normal")
     _count(props["nodeCount"], "properties.nodeCount", 1)
@@ -421,7 +363,7 @@ def check_arm_path(path: str) -> None:
     segments = path.split("/")
     for i, segment in enumerate(segments):
         if not segment.isascii() or not segment.isprintable():
-            raise bad_request(f"The request path segment '{_shown(segment)}' holds a character that no name may "
+            raise bad_request(f"The request path segment '{shown(segment)}' holds a character that no name may "
                               f"hold.", "path", code="InvalidParameter")
         following = segments[i + 1] if i + 1 < len(segments) else None
         if following is None:

@@ -11,16 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.domain.errors import ApiError, bad_request
+from shared.domain.errors import invalid
 
 DEFAULT_VAULT_HOSTS = ("*.vault.azure.net",)
 SECRET_NAME_RE = re.compile(r"[0-9A-Za-z-]{1,127}")
 SECRET_VERSION_RE = re.compile(r"[0-9A-Za-z]{1,64}")
 LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 
-
-def invalid(path: str, message: str) -> ApiError:
-    return bad_request(f"Invalid value for '{path}': {message}", path, code="InvalidRequestContent")
 
 
 def _host_allowed(netloc: str, patterns: Sequence[str]) -> bool:

@@ -22,9 +22,8 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters import storage
 from shared.config import Settings
-from shared.domain.errors import ApiError, conflict
+from shared.domain.errors import ApiError, conflict, invalid
 from shared.domain.keys import WorkspaceRef
-from shared.domain.validation import invalid
 from shared.services.api_common import deleting, store
 
 PARTITION = "claim"

@@ -21,7 +21,7 @@ from shared.adapters.compute import vm_sizes
 from shared.adapters.resource_store import Doc
 from shared.config import Settings
 from shared.decisions.gpu_slots import job_slots
-from shared.domain import resources, states, validation
+from shared.domain import placement_options, resources, states, validation
 from shared.domain.errors import bad_request, conflict, not_found
 from shared.domain.keys import ClusterRef, ExperimentRef, JobRef
 from shared.services import job_links, node_state, removal, usages
@@ -74,7 +74,7 @@ def create(settings: Settings, ref: JobRef, body: object, if_match: str | None =
     cluster_ref = ClusterRef(ref.experiment.workspace, cdoc.data["name"])
     validation.job_fits_cluster(props["nodeCount"], cdoc.data["properties"],
                                 *usages.node_ceiling(settings, cdoc.data["properties"]))
-    validation.gpus_fit_cluster(props.get("gpusPerNode"),
+    placement_options.gpus_fit_cluster(props.get("gpusPerNode"),
                                 vm_sizes.gpu_count(str(cdoc.data["properties"].get("vmSize") or "")))
     props["cluster"] = {"id": cluster_ref.arm_id}
     tool = validation.tool_type(props)

@@ -28,7 +28,7 @@ from shared.adapters import auth, join_tokens, message_signing, node_tokens
 from shared.config import Settings
 from shared.domain.errors import ApiError, bad_request, conflict, not_found
 from shared.domain.keys import ClusterRef
-from shared.domain.validation import BRING_YOUR_OWN
+from shared.domain.placement_options import BRING_YOUR_OWN
 from shared.services import nodes
 from shared.services.node_credentials import authenticate
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.routing import APIRoute
 
 from functions.api import join_tokens as join_token_routes
-from shared.domain import validation
+from shared.domain import placement_options
 from shared.domain.contract import CONTRACT_DIR
 from shared.services import join_tokens
 
@@ -21,10 +21,10 @@ def _doc() -> dict[str, Any]:
 def test_the_properties_have_the_code_s_values_and_bounds() -> None:
     definitions = _doc()["definitions"]
     cluster = definitions["ClusterAdditionsProperties"]["properties"]
-    assert tuple(cluster["packing"]["enum"]) == validation.PACKINGS
-    assert tuple(cluster["nodeSource"]["enum"]) == validation.NODE_SOURCES
+    assert tuple(cluster["packing"]["enum"]) == placement_options.PACKINGS
+    assert tuple(cluster["nodeSource"]["enum"]) == placement_options.NODE_SOURCES
     gpus = definitions["JobAdditionsProperties"]["properties"]["gpusPerNode"]
-    assert (gpus["minimum"], gpus["maximum"]) == (1, validation.MAX_GPUS_PER_NODE)
+    assert (gpus["minimum"], gpus["maximum"]) == (1, placement_options.MAX_GPUS_PER_NODE)
     hours = definitions["JoinTokenCreateParameters"]["properties"]["expiresInHours"]
     assert (hours["maximum"], hours["default"]) == (join_tokens.MAX_HOURS, join_tokens.DEFAULT_HOURS)
 

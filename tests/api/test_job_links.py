@@ -16,7 +16,7 @@ import pytest
 from shared.adapters import sched_store
 from shared.config import Settings
 from shared.domain.keys import JobRef, WorkspaceRef
-from shared.services import job_links, job_state, scheduling
+from shared.services import job_links, job_state, safety_pass
 from tests.api.conftest import API, unique, wait_until
 
 CLUSTER = {"properties": {"vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
@@ -127,7 +127,7 @@ def test_a_dependent_waits_out_of_the_index_then_runs(http: httpx.Client, ws: Wo
     assert job["properties"]["executionState"] == "queued"
     assert job["properties"]["waitingReason"] == "WaitingForDependencies"
     assert pending(ws) == {"first"}
-    scheduling.safety_pass(Settings.from_env(), datetime.now(UTC))  # the repair never indexes a waiting job
+    safety_pass.safety_pass(Settings.from_env(), datetime.now(UTC))  # the repair never indexes a waiting job
     assert "second" not in pending(ws)
 
     end(ws.experiment("e").job("first"))

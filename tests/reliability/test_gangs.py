@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from shared.adapters import sched_store
 from shared.domain.messages import Assignment
-from shared.services import assignments, gangs, node_state, scheduling, task_events
+from shared.services import assignments, gangs, node_state, safety_pass, scheduling, task_events
 from tests.scheduling.conftest import T0, World
 
 SIZE = 150  # more nodes than one transaction holds (MAX_OPS - 2)
@@ -70,11 +70,11 @@ def test_a_reservation_left_by_a_dead_pass_is_rolled_back(alone: World) -> None:
     alone.sched.submit_transaction(ops + [("delete", {"PartitionKey": alone.key, "RowKey": pending["RowKey"]}, {}),
                                           ("create", {**entity, **assignments.split("nodes", [
                                               {"node_id": n, "address": ""} for n in taken])}, {})])
-    early = scheduling.safety_pass(alone.settings, T0 + timedelta(seconds=1))
+    early = safety_pass.safety_pass(alone.settings, T0 + timedelta(seconds=1))
     assert job.key not in early.redispatched and alone.asg(job) is not None  # young: its pass may be alive
     assert alone.messages(taken[0]) == []  # never dispatched half-done
 
-    late = scheduling.safety_pass(alone.settings, T0 + gangs.STALE_AFTER + timedelta(seconds=1))
+    late = safety_pass.safety_pass(alone.settings, T0 + gangs.STALE_AFTER + timedelta(seconds=1))
     assert job.key in late.released
     assert alone.asg(job) is None and alone.pending_keys() == [job.key]
     assert {alone.node_row(n)["state"] for n in taken} == {"idle"}

@@ -11,7 +11,7 @@ from shared.adapters import storage
 from shared.adapters.resource_store import ResourceStore
 from shared.config import Settings
 from shared.domain.keys import JobRef
-from shared.services import job_state, scheduling
+from shared.services import job_state, safety_pass, scheduling
 from tests.scheduling.conftest import T0, World
 
 
@@ -32,7 +32,7 @@ def test_one_broken_job_does_not_stop_the_repair_of_other_clusters(settings: Set
     missing = unindexed(good, "missing")
     try:
         with pytest.raises(ExceptionGroup) as raised:
-            scheduling.safety_pass(settings, T0 + timedelta(seconds=30))
+            safety_pass.safety_pass(settings, T0 + timedelta(seconds=30))
         assert bad.key in str(raised.value.exceptions)
         assert good.pending_keys() == [missing.key]  # repaired all the same
     finally:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from shared.adapters import sched_store, storage
 from shared.adapters.resource_store import ResourceStore
 from shared.domain.messages import Assignment
-from shared.services import scheduling
+from shared.services import safety_pass, scheduling
 from tests.scheduling.conftest import T0, World
 
 
@@ -118,12 +118,12 @@ def test_safety_pass_repairs_a_crashed_pass_and_the_indexes(world: World) -> Non
         *(lambda d: (d, {**d.data, "internal": {**d.data["internal"], "phase": "failed"}}))(
             ResourceStore(world.conn, storage.T_JOBS).get(world.exp.job_pk, "done")))
 
-    early = scheduling.safety_pass(world.settings, T0 + timedelta(seconds=1))
+    early = safety_pass.safety_pass(world.settings, T0 + timedelta(seconds=1))
     assert stuck.key not in early.redispatched and world.messages(n1) == []  # too recent to be a crash
     assert orphan.key in early.readded and orphan.key in world.pending_keys()
     assert done.key in early.dropped_pending and done.key not in world.pending_keys()
 
-    result = scheduling.safety_pass(world.settings, T0 + timedelta(seconds=30))
+    result = safety_pass.safety_pass(world.settings, T0 + timedelta(seconds=30))
     assert stuck.key in result.redispatched
     (message,) = world.messages(n1)
     assert message.assignment_id == "crashed-asg" and message.job_key == stuck.key
@@ -140,6 +140,6 @@ def test_safety_pass_releases_an_assignment_whose_job_ended(world: World) -> Non
     store = ResourceStore(world.conn, storage.T_JOBS)
     doc = store.get(world.exp.job_pk, "ended")
     store.replace(doc, {**doc.data, "internal": {**doc.data["internal"], "phase": "succeeded"}})
-    result = scheduling.safety_pass(world.settings, T0 + timedelta(seconds=30))
+    result = safety_pass.safety_pass(world.settings, T0 + timedelta(seconds=30))
     assert job.key in result.released
     assert world.asg(job) is None and world.node_row(n1)["state"] == "idle"
