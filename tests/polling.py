@@ -8,10 +8,16 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+# A deadline only decides how soon a failure is reported, never whether a correct system passes: on a
+# loaded 2-core host every step can take many times its idle time, so no wait gives up sooner than this.
+MIN_DEADLINE_S = 300.0
+
 
 def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition",
                interval: float = 0.05) -> T:
-    """The predicate's first truthy value; AssertionError when the deadline passes first."""
+    """The predicate's first truthy value; AssertionError when the deadline (at least MIN_DEADLINE_S)
+    passes first."""
+    timeout = max(timeout, MIN_DEADLINE_S)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -29,7 +29,7 @@ out = pathlib.Path(os.environ["AZ_BATCHAI_OUTPUT_MODEL"])
 (out / f".{name}.tmp").write_text(json.dumps({**seen, "data": data}))
 (out / f".{name}.tmp").replace(out / f"{name}.json")
 print(name, "read", data, flush=True)
-deadline = time.monotonic() + 60
+deadline = time.monotonic() + 600
 while task["type"] == "worker" and not (out / "ps-0.json").exists() and time.monotonic() < deadline:
     time.sleep(0.05)
 '''

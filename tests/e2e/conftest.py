@@ -38,6 +38,7 @@ from shared.localstack import cloud_topology
 from tests.polling import wait_until
 
 PROCESSES, MACHINES = "processes", "machines"
+NODE_BOOT_S = 1500  # a machine's boot on a loaded host: cloud-init, the agent and its wheels
 SHARE = "e2eshare"
 TORCH_ENV = "/opt/torch"  # where the machines' setup task installs torch from the service's wheelhouse
 
@@ -118,7 +119,7 @@ class Stack:
             user_account_settings=models.UserAccountSettings(admin_user_name="demo", admin_user_password="x"),
             **kwargs)).result()
 
-    def idle_nodes(self, ws: str, cluster: str, count: int, timeout: float = 1500) -> None:
+    def idle_nodes(self, ws: str, cluster: str, count: int, timeout: float = NODE_BOOT_S) -> None:
         def ready() -> bool:
             c = self.client.clusters.get(self.rg, ws, cluster)
             return (c.node_state_counts.idle_node_count or 0) >= count

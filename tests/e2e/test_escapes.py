@@ -77,7 +77,7 @@ def test_a_job_trying_every_escape_gets_nothing_and_its_own_work_succeeds(two_no
     holder, prober = f"holder-{uuid.uuid4().hex[:6]}", f"prober-{uuid.uuid4().hex[:6]}"
     s.submit(WS, EXP, holder, "two", 'echo "holding"; sleep 600',
              secrets=[models.EnvironmentVariableWithSecretValue(name="HELD", value=other_secret)])
-    wait_until(lambda: "holding" in stdout_of(s, holder), 120, what="the other job to run")
+    wait_until(lambda: "holding" in stdout_of(s, holder), 300, what="the other job to run")
     try:
         s.submit(WS, EXP, prober, "two", f"{s.python} {there}/escapes.py {other_secret}",
                  output_directories=[models.OutputDirectory(id="OUT", path_prefix="$AZ_BATCHAI_MOUNT_ROOT/out")])

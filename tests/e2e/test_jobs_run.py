@@ -49,7 +49,7 @@ def test_stdout_is_readable_while_the_job_runs(two_nodes: Stack) -> None:
         text = s.download(files["stdout.txt"].download_url)
         return text if "tick 2" in text else None
 
-    text = wait_until(partial_stdout, 60, what="stdout of the running job")
+    text = wait_until(partial_stdout, 300, what="stdout of the running job")
     assert "tick 30" not in text
     assert s.client.jobs.get(s.rg, WS, EXP, "long").execution_state == "running"
     s.client.jobs.begin_terminate(s.rg, WS, EXP, "long").result()
@@ -82,7 +82,7 @@ def test_priority_order_on_one_node(stack: Stack) -> None:
     s.manual_cluster("prio", "one", 1)
     s.idle_nodes("prio", "one", 1)
     s.submit("prio", "p", "blocker", "one", "sleep 4")
-    wait_until(lambda: s.client.jobs.get(s.rg, "prio", "p", "blocker").execution_state == "running", 60,
+    wait_until(lambda: s.client.jobs.get(s.rg, "prio", "p", "blocker").execution_state == "running", 300,
                what="the blocker to run")
     for name, priority in (("low", "low"), ("normal", "normal"), ("high1", "high"), ("high2", "high")):
         s.submit("prio", "p", name, "one", "true", scheduling_priority=priority)

@@ -115,7 +115,7 @@ def test_machines_hold_no_key_of_the_service_account(two_nodes: Stack) -> None:
         return all(s.client.jobs.get(s.rg, WS, EXP, f"keyless{i}").execution_state in ("succeeded", "failed")
                    for i in range(3))
 
-    wait_until(peek, 180, interval=0.05, what="the keyless jobs to end")
+    wait_until(peek, 600, interval=0.05, what="the keyless jobs to end")
     for i in range(3):
         assert s.client.jobs.get(s.rg, WS, EXP, f"keyless{i}").execution_state == "succeeded"
     for message in seen:
@@ -167,7 +167,7 @@ def test_a_vm_size_the_cloud_refuses_shows_as_the_cluster_s_error(stack: Stack) 
         c = s.client.clusters.get(s.rg, "refused", "nosuchsize")
         return c if c.errors else None
 
-    c = wait_until(refused, 60, what="the refusal on the cluster")
+    c = wait_until(refused, 300, what="the refusal on the cluster")
     assert [e.code for e in c.errors] == ["SkuNotAvailable"]
     assert "STANDARD_NO_SUCH_SIZE" in c.errors[0].message.upper()
     assert c.current_node_count == 0 and c.allocation_state == "steady"

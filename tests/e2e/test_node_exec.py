@@ -122,7 +122,7 @@ def test_exec_needs_the_remote_login_action(one_node: tuple[Stack, str]) -> None
         def answered() -> dict[str, object] | None:
             got: dict[str, object] = http.get(location, headers={"Authorization": f"Bearer {owner}"}).json()
             return got if got["status"] != "InProgress" else None
-        result = wait_until(answered, 60, "the node's answer")
+        result = wait_until(answered, 300, "the node's answer")
         assert [result[k] for k in ("status", "exitCode", "stdout", "stderr")] == ["Succeeded", 0, "hi\n", ""]
         # A result is its caller's own: another principal, even one allowed to run commands, does not see it.
         other = f"owner-{uuid.uuid4().hex[:6]}"
