@@ -23,6 +23,18 @@ from tests.polling import wait_until
 os.environ.setdefault("BATCHAI_QUOTA_CLUSTERS", "1000")
 
 
+def _on_machines(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return "cloud_stack" in item.fixturenames or (callspec is not None and callspec.params.get("stack") == "machines")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The machine topology's tests run last: its stack and machines live for the rest of the session,
+    and every test after them would share the host with their systemd and agents."""
+    items.sort(key=_on_machines)  # stable: each group keeps its order
+
+
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     location = tmp_path_factory.mktemp("azurite")
