@@ -23,12 +23,13 @@ from shared.decisions.toolkits import plan_task
 from shared.domain.keys import JobRef
 from shared.domain.messages import NodeAddress, NodeEvent
 from shared.domain.states import JOB_TERMINAL, JobPhase
-from shared.services import assignments, job_state
+from shared.services import assignments, job_state, node_state
 from shared.services.assignments import AsgRow, ConcurrentUpdates
 from shared.services.scheduling import add_pending_for, run_pass_coalesced
 
 TASK_STARTED, TASK_EXITED = "task-started", "task-exited"
 STALE, STARTED, RECORDED = "stale", "started", "recorded"
+PREEMPTED_STOP = "preempted"  # the stop reason of a task its node's eviction ended
 
 
 def handle_task_event(settings: Settings, event: NodeEvent, now: datetime,
@@ -125,6 +126,10 @@ def _exited(settings: Settings, event: NodeEvent, now: datetime, kick: bool = Tr
     asg = _record(settings, event, now)
     if asg is None:
         return STALE
+    if event.stop_reason == PREEMPTED_STOP:
+        # The node is being evicted: it leaves before the release could make it idle, so the requeued
+        # job never goes back to it in the seconds before its own node-preempted arrives.
+        node_state.make_leaving(settings, asg.cluster_key, event.node_id, PREEMPTED_STOP, now, asg.job_key, busy=True)
     ref = JobRef.from_key(asg.job_key)
     doc = job_state.get(settings, ref)
     if doc is None:

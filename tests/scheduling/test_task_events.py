@@ -152,6 +152,20 @@ def test_preempted_task_requeues_without_counting_a_retry(world: World) -> None:
     assert world.pending_keys() == [job.key]
 
 
+def test_a_preempted_task_s_node_leaves_and_its_job_goes_elsewhere(world: World) -> None:
+    world.cluster_doc()
+    n1, n2 = world.node("n1"), world.node("n2")
+    job = world.submit("evicted")
+    asg_id = _assigned(world, job, [n1])
+    _handle(world, "task-started", n1, job, asg_id)
+    # The eviction's task-exited comes before the node's own node-preempted: the node must not be idle between.
+    assert _handle(world, "task-exited", n1, job, asg_id, stop_reason="preempted", exit_code=143) == "requeue"
+    row = world.node_row(n1)
+    assert (row["state"], row["leavingReason"], row["jobKey"]) == ("leaving", "preempted", "")
+    scheduling.run_pass(world.settings, world.key, T2)
+    assert world.asg(job).node_ids == [n2]
+
+
 def test_wall_clock_stop_fails_with_its_code(world: World) -> None:
     from shared.services.job_control import terminate_job
 
