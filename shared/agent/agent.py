@@ -45,14 +45,13 @@ from shared.agent.isolation import JobIsolation, process_node
 from shared.agent.layout import NodeLayout
 from shared.agent.ledger import Ledger
 from shared.agent.machine_mounts import MachineMounter
-from shared.agent.mount_plan import mount_targets
-from shared.agent.mounts import MountedVolumes, Mounter
 from shared.agent.node_api import NodeApi, NodeApiRefused
 from shared.agent.node_exec import NodeExec
+from shared.agent.node_mounts import NodeMounts
 from shared.agent.node_storage import NodeStorage
 from shared.agent.preemption import LocalPreemptNotice, ScheduledEventsPoller
 from shared.agent.retry import Backoff, is_transient, with_retries
-from shared.agent.setup import cluster_volumes, run_setup
+from shared.agent.setup import run_setup
 from shared.agent.supervise import StopRequest, TaskControl
 from shared.agent.task import NodeContext, TaskRunner
 from shared.agent.transport import AgentChannel
@@ -115,11 +114,13 @@ class Agent:
         self.inventory = inventory(options.address, options.declared_gpus, options.ssh_port)
         self.tasks: dict[str, TaskRunner] = {}
         self._tasks_lock = threading.Lock()
-        self._mount_lock = threading.Lock()
         self._setup_thread: threading.Thread | None = None
         self._setup_control = TaskControl()
+        env = base_env(os.environ)
+        self.mounts = NodeMounts(options.storage, options.state_dir, self.layout.mount_root, self.layout.sync_dir,
+                                 options.machine_mounts, self.give_up, env)
         self.node = NodeContext(options.storage, self.layout, self.channel, int(self.inventory["gpus"]),
-                                base_env(os.environ), self.mount_cluster, self.mount_job, self.give_up,
+                                env, self.mounts.cluster, self.mounts.job, self.give_up,
                                 options.read_secret, options.isolation or process_node(options.state_dir),
                                 PerformanceCounters(options.node_id, options.cluster_key, int(self.inventory["gpus"]),
                                                     options.workdir))
@@ -354,22 +355,6 @@ class Agent:
         settings = counters.settings_of(cluster)
         if settings and self.node.counters is not None:
             self.node.counters.enable(settings)
-
-    def mount_cluster(self, cluster: dict[str, Any]) -> MountedVolumes:
-        volumes, root = cluster_volumes(cluster), self.layout.mount_root
-        with self._mount_lock:
-            if self.options.machine_mounts is not None:
-                self.options.machine_mounts.verify_cluster(volumes, root)
-                return MountedVolumes(sources=[target for _, target in mount_targets(volumes, root)])
-            return Mounter(self.options.storage, self.options.state_dir, self.layout.sync_dir, self.give_up,
-                           self.node.base_env).mount(volumes, root)
-
-    def mount_job(self, volumes: dict[str, Any] | None, root: Path, job_dir: Path) -> MountedVolumes:
-        if self.options.machine_mounts is not None:
-            return self.options.machine_mounts.mount_job(volumes, root, job_dir)
-        mounter = Mounter(self.options.storage, self.options.state_dir, job_dir / "sync", self.give_up,
-                          self.node.base_env)
-        return mounter.mount(volumes, root, commands=False)
 
     # --- background ---------------------------------------------------------------------------
 
