@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -26,3 +27,17 @@ def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+async def wait_until_async(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition",
+                           interval: float = 0.05) -> T:
+    """`wait_until` inside an event loop: the loop keeps running while it waits."""
+    timeout = max(timeout, MIN_DEADLINE_S)
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(interval)

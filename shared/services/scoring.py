@@ -29,6 +29,7 @@ from shared.domain.errors import ApiError, not_found
 from shared.domain.keys import JobRef, RunRef, WorkspaceRef
 from shared.services import data_containers, jobs
 from shared.services.api_common import Page, Rendered, page_of, store, table_token
+from shared.services.guarded import each
 
 ACTIVE = "~active"
 SAS_LIFETIME = timedelta(days=7)
@@ -54,17 +55,10 @@ def move(data: dict[str, Any], target: sc.RunState, reason: str, now: datetime, 
 
 def reconcile_all(settings: Settings, now: datetime) -> int:
     """Advance every active run; the number of runs looked at. One run's transient error does not
-    stop the others: the first error is raised after all were tried."""
+    stop the others: their errors are raised together after all were tried."""
     runs = runs_store(settings)
     rows = [e["RowKey"] for e in runs.client.query_entities("PartitionKey eq @pk", parameters={"pk": ACTIVE})]
-    first: Exception | None = None
-    for row in rows:
-        try:
-            advance(settings, RunRef.from_index_row(row), now)
-        except Exception as e:  # raised below, after the other runs had their turn
-            first = first or e
-    if first is not None:
-        raise first
+    each(rows, lambda row: advance(settings, RunRef.from_index_row(row), now), "advancing the scoring run")
     return len(rows)
 
 

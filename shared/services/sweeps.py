@@ -41,6 +41,7 @@ from shared.services.api_common import (
     table_token,
     utcnow,
 )
+from shared.services.guarded import each
 
 ACTIVE = "~active"
 SAVE_ATTEMPTS = 10
@@ -209,17 +210,10 @@ def remove(settings: Settings, ref: SweepRef, now: datetime | None = None) -> bo
 
 def reconcile_all(settings: Settings, now: datetime) -> int:
     """Advance every live sweep; the number looked at. One sweep's transient error does not stop the
-    others: the first error is raised after all were tried."""
+    others: their errors are raised together after all were tried."""
     rows = [e["RowKey"] for e in sweeps_store(settings).client.query_entities(
         "PartitionKey eq @pk", parameters={"pk": ACTIVE})]
-    first: Exception | None = None
-    for row in rows:
-        try:
-            advance(settings, SweepRef.from_index_row(row), now)
-        except Exception as e:  # raised below, after the other sweeps had their turn
-            first = first or e
-    if first is not None:
-        raise first
+    each(rows, lambda row: advance(settings, SweepRef.from_index_row(row), now), "advancing the sweep")
     return len(rows)
 
 

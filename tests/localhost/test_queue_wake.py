@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from shared.localhost.hostjson import HostConfig, QueueOptions
 from shared.localhost.invoke import Invoker
 from shared.localhost.loader import by_trigger, load_functions
 from shared.localhost.queues import QueueListener
+from tests.polling import wait_until_async
 
 SLOW_POLLING = QueueOptions(batch_size=4, new_batch_threshold=2, max_polling_interval_s=30.0)
 
@@ -80,19 +80,15 @@ def _delivery_after_backoff(storage_conn: str, tmp_path: Path, monkeypatch: pyte
         stop = asyncio.Event()
         running = asyncio.create_task(listener.run(stop))
         try:
-            deadline = time.monotonic() + 300
-            while listener.polls < 8:  # 7 empty polls behind it: the next wait is >= 2.7 s
-                assert time.monotonic() < deadline, "the listener did not poll"
-                await asyncio.sleep(0.05)
+            # 7 empty polls behind it: the next wait is >= 2.7 s
+            await wait_until_async(lambda: listener.polls >= 8, 300, what="the listener's polls")
             sent = len(listener.waits)
             if send_in_process:
                 await asyncio.to_thread(storage.queue(storage_conn, queue_name).send_message, body)
             else:  # another process's client: no signal reaches the listener
                 await asyncio.to_thread(QueueClient.from_connection_string(storage_conn, queue_name).send_message,
                                         body)
-            while not _records(records):
-                assert time.monotonic() < deadline + 300, "the message was never delivered"
-                await asyncio.sleep(0.02)
+            await wait_until_async(lambda: _records(records), 300, what="the message's delivery", interval=0.02)
             assert listener.waits_before_delivery is not None
             return listener.waits[sent:listener.waits_before_delivery]
         finally:
