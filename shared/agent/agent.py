@@ -8,9 +8,10 @@ fetched likewise (``POST /nodeagent/setup``), and an ``exec`` (a command to run,
 shared.agent.node_exec) from ``POST /nodeagent/exec``.
 
 Message handling is idempotent (every queue is at-least-once): an assignment id recorded in the
-ledger never runs twice; a repeated setup gets the recorded answer; a stop for an assignment
-that is not running is ignored. A message is deleted only after it is handled; one that keeps
-failing is moved to ``node-<id>-poison`` with the reason after `MAX_DEQUEUE` attempts.
+ledger never runs twice (a repeat of one that ended gets its recorded end: `shared.agent.reports`); a
+repeated setup gets the recorded answer; a stop for an assignment that is not running is ignored. A
+message is deleted only after it is handled; one that keeps failing is moved to ``node-<id>-poison``
+with the reason after `MAX_DEQUEUE` attempts.
 
 Storage goes through the agent's `NodeStorage` (keyed in the process topology, scoped on
 machines). Mounts are emulated in the process topology (`shared.agent.mounts`) and real on machines
@@ -37,7 +38,7 @@ from azure.storage.queue import QueueMessage
 
 from shared import telemetry
 from shared.adapters.message_signing import BadMessage, MessageVerifier
-from shared.agent import counters
+from shared.agent import counters, reports
 from shared.agent.counters import PerformanceCounters
 from shared.agent.environment import SecretReader, base_env
 from shared.agent.inventory import inventory
@@ -140,7 +141,7 @@ class Agent:
 
     def run(self) -> int:
         self.channel.ensure_queues()
-        self._report_orphans()
+        reports.report_orphans(self.ledger, self.channel)
         self.channel.send("node-registered", inventory=self.inventory)
         log.info("node %s registered in %s: %s", self.options.node_id, self.options.cluster_key, self.inventory)
         threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
@@ -275,6 +276,8 @@ class Agent:
             self._take(message)
 
     def _take(self, message: Assignment) -> None:
+        if reports.answer_repeat(self.ledger, self.channel, message.assignment_id):
+            return
         task = None
         if not self.preempted.is_set():  # after a preemption notice new work is handed back unfetched
             task = self._fetch(message)
@@ -290,15 +293,17 @@ class Agent:
                 runner = self.tasks[message.assignment_id] = TaskRunner(self.node, task, self._task_done,
                                                                         telemetry.traceparent())
         if runner is None:
-            self.channel.send("task-exited", assignment_id=message.assignment_id, job_key=message.job_key,
-                              task_index=message.task_index, stop_reason="preempted")
-            self.ledger.finish(message.assignment_id)
+            event = self.channel.send("task-exited", assignment_id=message.assignment_id, job_key=message.job_key,
+                                      task_index=message.task_index, stop_reason="preempted")
+            self.ledger.finish(message.assignment_id, event.to_json())
             return
         log.info("assignment %s: task %s of %s", message.assignment_id, message.task_index, message.job_key)
         runner.start()
 
     def _task_done(self, assignment_id: str) -> None:
-        self.ledger.finish(assignment_id)
+        with self._tasks_lock:
+            runner = self.tasks.get(assignment_id)
+        self.ledger.finish(assignment_id, runner.report if runner else None)
         with self._tasks_lock:
             self.tasks.pop(assignment_id, None)
         self._active.set()
@@ -379,12 +384,3 @@ class Agent:
             except Exception as error:  # the next beat is the retry; the agent must outlive storage
                 log.warning("heartbeat failed: %s: %s", type(error).__name__, error)
             self.stopping.wait(self.options.heartbeat_s)
-
-    def _report_orphans(self) -> None:
-        """Tasks an earlier run of this agent accepted but never reported: they died with it."""
-        for assignment_id, record in self.ledger.unfinished().items():
-            self.channel.send("task-exited", assignment_id=assignment_id, job_key=record.get("jobKey"),
-                              task_index=record.get("taskIndex"), error={
-                                  "code": "NodeAgentRestarted",
-                                  "message": "the node agent restarted while the task was running"})
-            self.ledger.finish(assignment_id)

@@ -1,6 +1,8 @@
 """The agent's memory on disk (``<workdir>/ledger.json``): which assignments it accepted and finished,
-and the outcome of the node setup. It makes redelivered messages harmless: an assignment id that is
-in the ledger never runs again, and a repeated setup message gets the recorded answer.
+the report of each finished one, and the outcome of the node setup. It makes redelivered messages
+harmless: an assignment id that is in the ledger never runs again, a repeated assignment that ended
+gets its recorded report sent again (storage may have lost the first, see `safety_pass`), and a
+repeated setup message gets the recorded answer.
 """
 
 from __future__ import annotations
@@ -39,10 +41,24 @@ class Ledger:
             self._save()
             return True
 
-    def finish(self, assignment_id: str) -> None:
+    def state(self, assignment_id: str) -> str | None:
+        """"running", "done", or None for an assignment never accepted here."""
+        with self._lock:
+            record = self._data["assignments"].get(assignment_id)
+            return record.get("state") if record else None
+
+    def report(self, assignment_id: str) -> str | None:
+        """The task-exited event sent for a finished assignment (as sent), if it was recorded."""
+        with self._lock:
+            return (self._data["assignments"].get(assignment_id) or {}).get("report")
+
+    def finish(self, assignment_id: str, report: str | None = None) -> None:
         with self._lock:
             assignments: dict[str, Any] = self._data["assignments"]
-            assignments.setdefault(assignment_id, {})["state"] = "done"
+            record = assignments.setdefault(assignment_id, {})
+            record["state"] = "done"
+            if report is not None:
+                record["report"] = report
             finished = [a for a, r in assignments.items() if r.get("state") == "done"]
             for old in finished[:-KEEP_FINISHED]:
                 del assignments[old]

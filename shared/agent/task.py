@@ -38,7 +38,7 @@ from shared.agent.streaming import LogStreamer
 from shared.agent.supervise import StopRequest, Supervisor, TaskControl, wall_clock_limit_s
 from shared.agent.task_prepare import MountJob, PreparedTask, prepare_task
 from shared.agent.transport import AgentChannel
-from shared.domain.messages import AssignedTask
+from shared.domain.messages import AssignedTask, NodeEvent
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class TaskRunner:
         self.control = TaskControl()
         self.thread = threading.Thread(target=self._main, name=f"task-{assignment.assignment_id}", daemon=True)
         self.prepared: PreparedTask | None = None  # once the task is prepared: its environment (node exec)
+        self.report: str | None = None  # the task-exited event as sent (the ledger keeps it)
 
     @property
     def assignment_id(self) -> str:
@@ -101,8 +102,8 @@ class TaskRunner:
     def stop(self, reason: str, grace_s: float) -> None:
         self.control.request(StopRequest(reason, grace_s))
 
-    def _event(self, kind: str, **fields: Any) -> None:
-        self.node.channel.send(kind, assignment_id=self.a.assignment_id, job_key=self.a.job_key,
+    def _event(self, kind: str, **fields: Any) -> NodeEvent:
+        return self.node.channel.send(kind, assignment_id=self.a.assignment_id, job_key=self.a.job_key,
                                task_index=self.a.task_index, traceparent=telemetry.traceparent() or None, **fields)
 
     def _main(self) -> None:
@@ -123,8 +124,8 @@ class TaskRunner:
             with telemetry.span("task exit", **{"batchai.exit_code": outcome.exit_code,
                                                 "batchai.stop_reason": outcome.stop_reason,
                                                 "batchai.error": (outcome.error or {}).get("code")}):
-                self._event("task-exited", exit_code=outcome.exit_code, error=outcome.error,
-                            stop_reason=outcome.stop_reason)
+                self.report = self._event("task-exited", exit_code=outcome.exit_code, error=outcome.error,
+                                          stop_reason=outcome.stop_reason).to_json()
             logger.info("task %s exited: code %s, stop %s, error %s", self.a.assignment_id, outcome.exit_code,
                      outcome.stop_reason, (outcome.error or {}).get("code"))
         except GaveUp:

@@ -60,6 +60,10 @@ class AgentChannel:
         with_retries(lambda: self.storage.send_event(text), f"sending {kind}", self.give_up)
         return event
 
+    def resend(self, text: str, kind: str) -> None:
+        """Send an event again exactly as it was first sent (the service handles repeats idempotently)."""
+        with_retries(lambda: self.storage.send_event(text), f"sending {kind} again", self.give_up)
+
     def heartbeat(self, assignment_ids: list[str]) -> None:
         """One heartbeat (no retry here: the next beat is the retry)."""
         self.storage.heartbeat({"assignments": ",".join(assignment_ids), "pid": str(os.getpid())})

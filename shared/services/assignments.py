@@ -4,7 +4,8 @@ Owned here: the asg row fields (jobKey, assignmentId, nodes, attempt, slots, gpu
 the GPU indices its task gets}), tasks, dispatched, createdAt, reserving), `release()` (free the
 nodes and delete the asg row in ONE ETag-checked transaction; the node-row fields of freeing come
 from `node_state.free_fields`) and `dispatch()` (move the job to assigned and send each node its
-`Assignment`). The scheduling pass creates asg rows; task events record task results in them.
+`Assignment`; `send_again()` when the safety pass asks). The scheduling pass creates asg rows; task
+events record task results in them.
 """
 
 from __future__ import annotations
@@ -211,9 +212,20 @@ def dispatch(settings: Settings, asg: AsgRow, now: datetime) -> bool:
     raise ConcurrentUpdates(f"assignment of {asg.job_key} kept changing")
 
 
-def send_assignments(settings: Settings, asg: AsgRow) -> None:
-    """Tell each node of the gang which task is its own: ids only; the node fetches the task itself."""
+def send_again(settings: Settings, asg: AsgRow, node_ids: list[str], now: datetime) -> None:
+    """Send these nodes their Assignment again (a node runs an assignment id at most once, and answers a
+    repeat of one that ended with its recorded end) and stamp the row's dispatchedAt (If-Match: when the
+    row moved on, the next safety pass decides again)."""
+    send_assignments(settings, asg, only=set(node_ids))
+    update(settings, asg, {"dispatchedAt": now.isoformat()})
+
+
+def send_assignments(settings: Settings, asg: AsgRow, only: set[str] | None = None) -> None:
+    """Tell each node of the gang (or those named) which task is its own: ids only; the node fetches the
+    task itself."""
     for index, node in enumerate(asg.nodes):
+        if only is not None and node.node_id not in only:
+            continue
         send_to_node(settings, node.node_id, Assignment(assignment_id=asg.assignment_id, job_key=asg.job_key,
                                                         attempt=asg.attempt, task_index=index,
                                                         traceparent=telemetry.traceparent()))

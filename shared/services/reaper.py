@@ -21,6 +21,7 @@ from shared.adapters import sched_store, storage
 from shared.adapters.resource_store import ResourceStore
 from shared.config import Settings
 from shared.decisions import node_plan
+from shared.decisions.handovers import Beat
 from shared.decisions.node_plan import NodeHealth
 from shared.domain.keys import JobRef
 from shared.services import node_state, nodes
@@ -69,9 +70,15 @@ def reap_all(settings: Settings, now: datetime) -> list[ReapResult]:
 
 def heartbeats(conn: str, cluster_key: str) -> dict[str, datetime]:
     """{node id: time of its last heartbeat} of a cluster, from its heartbeat blobs."""
+    return {node: beat.at for node, beat in beats(conn, cluster_key).items()}
+
+
+def beats(conn: str, cluster_key: str) -> dict[str, Beat]:
+    """{node id: its last heartbeat (time, running assignments)} of a cluster: one listing."""
     prefix = storage.heartbeat_prefix(cluster_key)
     blobs = storage.container(conn, storage.C_HEARTBEATS).list_blobs(name_starts_with=prefix, include=["metadata"])
-    return {blob.name[len(prefix):]: blob.last_modified for blob in blobs}
+    return {blob.name[len(prefix):]: Beat(blob.last_modified, frozenset(
+        a for a in ((blob.metadata or {}).get("assignments") or "").split(",") if a)) for blob in blobs}
 
 
 def delete_heartbeat(conn: str, cluster_key: str, node_id: str) -> None:

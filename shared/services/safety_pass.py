@@ -1,13 +1,15 @@
 """The safety pass (timer): repairs what a crash between a scheduling pass's steps leaves behind
 (asg rows never dispatched, asg rows whose job no longer holds them, queued jobs missing from the
 pending index, pending rows of jobs that are no longer queued, reservations of large gangs whose
-pass died) and kicks every cluster with pending work. It reads live work only, and each cluster and
-each row in it is repaired on its own."""
+pass died), what a storage crash leaves behind (`decisions.handovers`: assignments sent again to nodes
+whose heartbeats no longer list them, strays stopped) and kicks every cluster with pending work. It
+reads live work only, and each cluster and each row in it is repaired on its own."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -16,11 +18,15 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from shared import telemetry
 from shared.adapters import sched_store, storage
 from shared.config import Settings
+from shared.decisions import handovers
+from shared.decisions.handovers import Beat
 from shared.domain.keys import JobRef
 from shared.domain.states import JobPhase
-from shared.services import assignments, gangs, job_links, job_state
+from shared.services import assignments, gangs, job_links, job_state, reaper
 from shared.services.guarded import Guard, each
 from shared.services.scheduling import REDISPATCH_AFTER, Entity, Snapshot, add_pending_for, read_snapshot
+
+REHAND_AFTER = timedelta(seconds=30)  # a node's heartbeats lack a held assignment this long: send it again
 
 
 @dataclass
@@ -31,6 +37,8 @@ class SafetyResult:
     readded: list[str] = field(default_factory=list)
     dropped_pending: list[str] = field(default_factory=list)
     kicked: list[str] = field(default_factory=list)
+    rehanded: list[str] = field(default_factory=list)  # job keys
+    stopped_strays: list[str] = field(default_factory=list)  # assignment ids
 
 
 def safety_pass(settings: Settings, now: datetime) -> SafetyResult:
@@ -65,11 +73,15 @@ def _measure_queues(conn: str) -> None:
 
 def _repair_cluster(settings: Settings, cluster_key: str, queued_docs: list[Any], now: datetime,
                     result: SafetyResult) -> None:
+    beats = reaper.beats(settings.storage_connection_string, cluster_key)  # before the snapshot: see strays()
     snap = read_snapshot(settings, cluster_key)
     queued_keys = {JobRef.from_key(f"{doc.pk}|{doc.rk}").key for doc in queued_docs}
     guard = Guard(f"repairing {cluster_key}:")
     for job_key, entity in list(snap.asgs.items()):
-        guard.run(job_key, _repair_asg, settings, cluster_key, job_key, entity, now, result)
+        guard.run(job_key, _repair_asg, settings, cluster_key, job_key, entity, beats, now, result)
+    held = {str(e.get("assignmentId")) for e in snap.asgs.values() if e.get("assignmentId")}
+    for node_id, stray in handovers.strays(beats, held).items():
+        guard.run(node_id, _stop_strays, settings, node_id, stray, result)
     for job_key, row in list(snap.pending.items()):
         guard.run(job_key, _repair_pending, settings, snap, queued_keys, job_key, row, result)
     for doc in queued_docs:
@@ -80,8 +92,8 @@ def _repair_cluster(settings: Settings, cluster_key: str, queued_docs: list[Any]
     guard.check()
 
 
-def _repair_asg(settings: Settings, cluster_key: str, job_key: str, entity: Entity, now: datetime,
-                result: SafetyResult) -> None:
+def _repair_asg(settings: Settings, cluster_key: str, job_key: str, entity: Entity, beats: Mapping[str, Beat],
+                now: datetime, result: SafetyResult) -> None:
     if entity.get("reserving"):  # a large gang's reservation: never dispatched half-done
         if gangs.rollback_stale(settings, entity, now):
             result.released.append(job_key)
@@ -97,6 +109,20 @@ def _repair_asg(settings: Settings, cluster_key: str, job_key: str, entity: Enti
     elif not asg.dispatched and now - asg.created_at >= REDISPATCH_AFTER:
         assignments.dispatch(settings, asg, now)
         result.redispatched.append(job_key)
+    elif asg.dispatched and internal.get("phase") in (JobPhase.ASSIGNED, JobPhase.RUNNING):
+        dispatched_at = datetime.fromisoformat(entity["dispatchedAt"]) if entity.get("dispatchedAt") \
+            else asg.created_at
+        unreported = [node for index, node in enumerate(asg.node_ids) if str(index) not in asg.tasks]
+        unlisted = handovers.unlisted(unreported, asg.assignment_id, dispatched_at, beats, REHAND_AFTER)
+        if unlisted:
+            assignments.send_again(settings, asg, unlisted, now)
+            result.rehanded.append(job_key)
+
+
+def _stop_strays(settings: Settings, node_id: str, stray: list[str], result: SafetyResult) -> None:
+    for assignment_id in stray:
+        assignments.send_stop(settings, [node_id], assignment_id, "requeue")
+        result.stopped_strays.append(assignment_id)
 
 
 def _repair_pending(settings: Settings, snap: Snapshot, queued_keys: set[str], job_key: str, row: Entity,

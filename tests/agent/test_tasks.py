@@ -164,16 +164,19 @@ def test_max_wall_clock_time_stops_the_task(start_agent: Callable[..., AgentProc
 def test_the_same_assignment_delivered_twice_runs_once(start_agent: Callable[..., AgentProc], events: Events) -> None:
     agent = start_agent()
     agent.mount_root.mkdir(parents=True, exist_ok=True)
-    a = assignment(agent, job_props('echo run >> "$AZ_BATCHAI_MOUNT_ROOT/runs.txt"'))
+    a = assignment(agent, job_props('echo run >> "$AZ_BATCHAI_MOUNT_ROOT/runs.txt"; exit 4'))
     agent.send(a)
     agent.send(a)
-    events.wait(agent.node_id, "task-exited", a.assignment_id)
+    first = events.wait(agent.node_id, "task-exited", a.assignment_id)
     wait_until(agent.queue_empty, 20, what="both deliveries to be handled")
-    agent.send(a)  # again, after it finished
-    wait_until(agent.queue_empty, 20, what="the third delivery to be handled")
+    assert len(events.of(agent.node_id, "task-exited", a.assignment_id)) == 1
+    agent.send(a)  # again, after it finished: as the service asks when storage lost the first report
+    wait_until(lambda: len(events.of(agent.node_id, "task-exited", a.assignment_id)) == 2, 20,
+               what="the end reported again")
     assert (agent.mount_root / "runs.txt").read_text() == "run\n"
     assert len(events.of(agent.node_id, "task-started", a.assignment_id)) == 1
-    assert len(events.of(agent.node_id, "task-exited", a.assignment_id)) == 1
+    again = events.of(agent.node_id, "task-exited", a.assignment_id)[1]
+    assert again == first and again["exit_code"] == 4
 
 
 def test_a_container_job_never_runs_on_the_host(start_agent: Callable[..., AgentProc], events: Events) -> None:
