@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -79,7 +81,13 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        env = os.environ
+        """The settings of the current environment, memoised on the variables read and the working
+        directory (the state directory is resolved against it): the API reads them on every request,
+        and resolving a path costs a system call per component."""
+        return _settings_of(tuple((name, os.environ.get(name)) for name in SETTINGS_VARIABLES), os.getcwd())
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
         return cls(
             storage_connection_string=env.get("BATCHAI_STORAGE_CONNECTION_STRING")
             or env.get("AzureWebJobsStorage")
@@ -108,6 +116,39 @@ class Settings:
             local_issuer_dir=env.get("BATCHAI_LOCAL_ISSUER_DIR", ""),
             node_gpus=_count(env.get("BATCHAI_NODE_GPUS", ""), "BATCHAI_NODE_GPUS"),
         )
+
+
+SETTINGS_VARIABLES = (
+    "BATCHAI_STORAGE_CONNECTION_STRING",
+    "AzureWebJobsStorage",
+    "BATCHAI_STATE_DIR",
+    "BATCHAI_PROVIDER",
+    "BATCHAI_IDLE_TIMEOUT_S",
+    "BATCHAI_MAX_RETRIES",
+    "BATCHAI_LOCATION",
+    "BATCHAI_HEARTBEAT_TIMEOUT_S",
+    "BATCHAI_NODE_START_TIMEOUT_S",
+    "BATCHAI_ON_AZURE",
+    "BATCHAI_AGENT_POLL_MAX_S",
+    "BATCHAI_AGENT_POLL_MIN_S",
+    "BATCHAI_DATA_CONNECTION_STRING",
+    "BATCHAI_TOKEN_ISSUER",
+    "BATCHAI_TOKEN_ISSUER_CA_FILE",
+    "BATCHAI_SECRETS_KEY",
+    "BATCHAI_KEY_VAULT_HOSTS",
+    "BATCHAI_API_AUDIENCE",
+    "BATCHAI_OWNER_OBJECT_IDS",
+    "BATCHAI_MESSAGE_KEY",
+    "BATCHAI_MESSAGE_PUBLIC_KEY",
+    "BATCHAI_KEY_VAULT_CA_FILE",
+    "BATCHAI_LOCAL_ISSUER_DIR",
+    "BATCHAI_NODE_GPUS",
+)
+
+
+@lru_cache(maxsize=16)
+def _settings_of(values: tuple[tuple[str, str | None], ...], cwd: str) -> Settings:
+    return Settings.from_mapping({name: value for name, value in values if value is not None})
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ class Endpoint:
 
     def start(self, host: str, port: int, handler: type[BaseHTTPRequestHandler], tls: TlsFiles | None) -> int:
         """Listen on `host:port` (0: any free port) and answer with `handler`; the bound port."""
-        server = ThreadingHTTPServer((host, port), handler)
+        # TCP_NODELAY: the handler writes headers and body apart; with Nagle on, the body waits for the
+        # client's delayed ACK (~40 ms a response).
+        nodelay = type(handler.__name__, (handler,), {"disable_nagle_algorithm": True})
+        server = ThreadingHTTPServer((host, port), nodelay)
         server.daemon_threads = True
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
