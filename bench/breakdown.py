@@ -12,7 +12,7 @@ Stages of one job (all stamps from this machine's clock):
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -128,3 +128,19 @@ def cpu_lines(before: dict[str, float], after: dict[str, float], jobs: int) -> l
     total = sum(used.values())
     parts = ", ".join(f"{role} {ms * 1000 / jobs:.0f}" for role, ms in used.items())
     return [f"stack CPU per job under load: {total * 1000 / jobs:.0f} ms ({parts})"]
+
+
+ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) /[^/ ]+/(?P<target>[^/?( ]*)[^"]*" (?P<status>\d{3})')
+
+
+def storage_calls(log: Path, start: int, end: int) -> Counter[str]:
+    """Requests in Azurite's access log between two byte offsets, by method and table, queue or container
+    (node queues and heartbeat blobs folded into one name each)."""
+    with log.open("rb") as f:
+        f.seek(start)
+        text = f.read(max(0, end - start)).decode(errors="replace")
+    calls: Counter[str] = Counter()
+    for match in ACCESS_LINE.finditer(text):
+        target = re.sub(r"^node-[0-9a-f-]+$", "node-<id>", match["target"]) or "(account)"
+        calls[f"{match['method']} {target}"] += 1
+    return calls

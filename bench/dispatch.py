@@ -73,11 +73,15 @@ METHOD = """how it was measured:
     stack CPU per job is the CPU time Azurite, the host and the agents used during the load phase
     (the bench client's own CPU excluded), divided by N: a figure the machine's other load does
     not inflate the way it inflates latencies;
+  - storage calls are the requests Azurite's access log shows during the load phase (every part of
+    the stack: API, triggers, timers, agents; the bench's own once-a-second listing included), by
+    method and table, queue or container, divided by N;
   - all processes share this machine ({cores} cores) with whatever else runs on it."""
 
 
 def run(args: argparse.Namespace, state: Path) -> None:
-    endpoint = start_stack(state)
+    endpoint = start_stack(state, storage_access_log=True)
+    access_log = state / "logs" / "azurite.log"
     ep = as_mapping(endpoint)
     rg, sub = ep["resource_group"], ep["subscription_id"]
     client = make_client(ep, sub)
@@ -111,6 +115,7 @@ def run(args: argparse.Namespace, state: Path) -> None:
     procs = breakdown.stack_processes(endpoint.pids)
     cpu_before = breakdown.cpu_seconds(procs)
     load_since = datetime.now()
+    log_start = access_log.stat().st_size
     names = [f"load-{i:04d}" for i in range(args.jobs)]
     with ThreadPoolExecutor(8) as pool:
         submitted = dict(pool.map(submit, names))
@@ -121,6 +126,7 @@ def run(args: argparse.Namespace, state: Path) -> None:
     load_lat = [(starts[n] - submitted[n]).total_seconds() * 1000 for n in names]
     failed = [n for n in names if done[n].execution_state != "succeeded"]
     cpu_after = breakdown.cpu_seconds(procs)
+    calls = breakdown.storage_calls(access_log, log_start, access_log.stat().st_size)
 
     # Idle: one at a time, each after the previous ended.
     idle_since = datetime.now()
@@ -138,6 +144,11 @@ def run(args: argparse.Namespace, state: Path) -> None:
     print(f"submit->start idle (n={args.idle_samples}): p50 {pct(idle_lat, 0.5):.0f} ms, "
           f"p99 {pct(idle_lat, 0.99):.0f} ms, mean {statistics.mean(idle_lat):.0f} ms")
     print("\n".join(breakdown.cpu_lines(cpu_before, cpu_after, args.jobs)))
+    total = sum(calls.values())
+    print(f"storage calls per job under load: {total / args.jobs:.1f} (goal <= 13; {total} requests in Azurite's "
+          f"access log during the load phase); the most frequent per job:")
+    for what, count in calls.most_common(12):
+        print(f"  {what:<40} {count / args.jobs:6.2f}")
     print(f"machine load average during the run: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     if args.breakdown:
         conn = ep["storage_connection_string"]

@@ -155,9 +155,10 @@ def unclean_notice(location: Path, marker: dict[str, object]) -> str:
 
 def start_azurite(location: Path, blob_port: int = 0, queue_port: int = 0, table_port: int = 0,
                   log: Path | None = None, timeout_s: float = 30.0, host: str = "127.0.0.1",
-                  accounts: dict[str, str] | None = None) -> Azurite:
+                  accounts: dict[str, str] | None = None, access_log: bool = False) -> Azurite:
     """Azurite on `host`, with Azure's development account or, given `accounts` (name -> base64
-    key), exactly those accounts (`AZURITE_ACCOUNTS`: the development key then opens nothing)."""
+    key), exactly those accounts (`AZURITE_ACCOUNTS`: the development key then opens nothing).
+    access_log: one line per request in `log` (benchmarks count storage calls with it)."""
     if not AZURITE_BIN.exists():
         raise RuntimeError(f"Azurite is not installed at {AZURITE_BIN}: run `npm ci` in {ROOT}")
     location.mkdir(parents=True, exist_ok=True)
@@ -172,8 +173,8 @@ def start_azurite(location: Path, blob_port: int = 0, queue_port: int = 0, table
     if accounts:
         env["AZURITE_ACCOUNTS"] = ";".join(f"{name}:{key}" for name, key in accounts.items())
     process = subprocess.Popen(
-        [str(AZURITE_BIN), "--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl",
-         "--disableTelemetry", "--location", str(location),
+        [str(AZURITE_BIN), *([] if access_log else ["--silent"]), "--skipApiVersionCheck", "--loose",
+         "--disableProductStyleUrl", "--disableTelemetry", "--location", str(location),
          "--blobHost", host, "--blobPort", str(ports[0]),
          "--queueHost", host, "--queuePort", str(ports[1]),
          "--tableHost", host, "--tablePort", str(ports[2])],

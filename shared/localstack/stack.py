@@ -184,12 +184,14 @@ class _Start:
 
 
 def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, fixed_ports: bool = True,
-                app: str = "function_app", timeout_s: float = 90.0, topology: str = PROCESSES) -> Endpoint:
+                app: str = "function_app", timeout_s: float = 90.0, topology: str = PROCESSES,
+                storage_access_log: bool = False) -> Endpoint:
     """Start the stack under `state_dir` (or return the running one, or restart the parts of it that
     died, on the same ports) and write its endpoint file.
 
     fixed_ports: for a fresh stack, the previous or default ports (10000-10002, 7071) where free; False
     picks free ones. topology: PROCESSES (nodes are agent processes here) or MACHINES (see `cloud_topology`).
+    storage_access_log: Azurite logs every request to logs/azurite.log (a started Azurite only).
     """
     state_dir = Path(state_dir).resolve()
     previous = read_endpoint_file(state_dir)
@@ -211,7 +213,8 @@ def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, f
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     run = _Start(state_dir, ports)
     try:
-        endpoint = _start_parts(run, previous if same else None, live, settings, app, timeout_s, topology)
+        endpoint = _start_parts(run, previous if same else None, live, settings, app, timeout_s, topology,
+                                storage_access_log)
     except BaseException:
         run.undo()
         raise
@@ -219,7 +222,7 @@ def start_stack(state_dir: Path | str, settings: dict[str, str] | None = None, f
 
 
 def _start_parts(run: _Start, previous: Endpoint | None, live: dict[str, bool], settings: dict[str, str] | None,
-                 app: str, timeout_s: float, topology: str) -> Endpoint:
+                 app: str, timeout_s: float, topology: str, storage_access_log: bool = False) -> Endpoint:
     state_dir, ports = run.state_dir, run.ports
     subscription = previous.subscription_id if previous else DEFAULT_SUBSCRIPTION
     plan = cloud_topology.prepare(state_dir) if topology == MACHINES else None
@@ -233,7 +236,7 @@ def _start_parts(run: _Start, previous: Endpoint | None, live: dict[str, bool], 
     else:
         azurite = start_azurite(state_dir / "azurite", ports["blob"], ports["queue"], ports["table"],
                                 log=state_dir / "logs" / "azurite.log", host=bind,
-                                accounts=plan.accounts if plan else None)
+                                accounts=plan.accounts if plan else None, access_log=storage_access_log)
         run.add("azurite", processes.remember(azurite.process).pid)  # type: ignore[arg-type]
         if azurite.unclean:
             notices.append(azurite.unclean)
