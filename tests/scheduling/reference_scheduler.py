@@ -1,35 +1,25 @@
 """The scheduling policy stated plainly, one scan of the nodes per pending job: the scheduler as it was
-before it kept its free and open nodes in queues (`shared.decisions.scheduler`). The property test
-checks that both decide exactly the same for any request."""
+before it kept its free and open nodes in queues (`shared.decisions.scheduler`; the per-node helpers,
+unchanged, are its own). The property test checks that both decide exactly the same for any request."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from shared.decisions.gpu_slots import GPU_SLOTS, PACKINGS, WHOLE_NODE, devices_for
 from shared.decisions.scheduler import (
     CAPACITY_STATES,
     PRIORITY_RANK,
-    NodeView,
     PendingJob,
     Placement,
     SchedulingReply,
     SchedulingRequest,
     Waiting,
+    _free,
+    _Node,
+    _schedulable_now,
+    _slots,
 )
-
-
-@dataclass
-class _Node:
-    view: NodeView
-    free_slots: int
-    reserved: bool = False
-    busy_gpus: set[int] = field(default_factory=set)
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.view.jobs) or self.view.state != "idle"
 
 
 def reference_schedule(request: SchedulingRequest) -> SchedulingReply:
@@ -59,14 +49,6 @@ def reference_schedule(request: SchedulingRequest) -> SchedulingReply:
     return reply
 
 
-def _free(view: NodeView, taken: int = 0) -> int:
-    """Free slots: what its jobs leave; on a node with GPUs, no more than the GPU indices left."""
-    free = view.slots - view.used_slots - taken
-    if view.gpus > 0:
-        free = min(free, view.gpus - len({i for i in view.busy_gpus if 0 <= i < view.gpus}) - taken)
-    return max(free, 0)
-
-
 def _order(pending: Sequence[PendingJob]) -> list[PendingJob]:
     seen: set[str] = set()
     ordered = []
@@ -75,18 +57,6 @@ def _order(pending: Sequence[PendingJob]) -> list[PendingJob]:
             seen.add(job.job_key)
             ordered.append(job)
     return ordered
-
-
-def _slots(job: PendingJob, packing: str) -> int:
-    return max(job.slots, 1) if packing == GPU_SLOTS else 1
-
-
-def _schedulable_now(node: _Node, need: int, packing: str) -> bool:
-    if node.reserved:
-        return False
-    if packing == WHOLE_NODE:
-        return node.view.state == "idle" and not node.view.jobs and node.free_slots >= 1
-    return node.view.state in ("idle", "running") and node.free_slots >= need
 
 
 def _free_nodes(nodes: list[_Node], need: int, packing: str) -> list[_Node]:
