@@ -90,3 +90,9 @@ def properties_hook(extra: dict[str, Any]) -> Callable[[Any], None]:
         body.setdefault("properties", {}).update(extra)
         http.set_json_body(body)
     return hook
+
+
+def as_sent(pipeline_response: Any, deserialized: Any, headers: Any) -> dict[str, Any]:
+    """The SDK's `cls` for a GET whose additions should show: the resource as the service sent it (the
+    SDK's models drop what 2018-05-01 does not define: packing, nodeSource, array, dependsOn...)."""
+    return dict(json.loads(pipeline_response.http_response.text()))

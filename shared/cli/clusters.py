@@ -212,7 +212,7 @@ def show(ctx: typer.Context, workspace: WorkspaceArg = None, name: NameArg = Non
     """Show a cluster, with its allocation state and node counts."""
     s = session(ctx)
     ws, cluster = names(workspace, workspace_opt, name, name_opt)
-    show_one(s.client.clusters.get(s.resource_group(group), ws, cluster), output_format(ctx, output))
+    show_one(s.client.clusters.get(s.resource_group(group), ws, cluster, cls=arm.as_sent), output_format(ctx, output))
 
 
 @app.command("delete")

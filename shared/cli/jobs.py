@@ -143,7 +143,7 @@ def show(ctx: typer.Context, workspace: WorkspaceArg = None, experiment: Experim
     """Show a job, with its execution state and info."""
     s = session(ctx)
     ws, exp, job = names(workspace, workspace_opt, experiment, experiment_opt, name, name_opt)
-    show_one(s.client.jobs.get(s.resource_group(group), ws, exp, job), output_format(ctx, output))
+    show_one(s.client.jobs.get(s.resource_group(group), ws, exp, job, cls=arm.as_sent), output_format(ctx, output))
 
 
 @app.command("terminate")

@@ -77,9 +77,10 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, value)]
 
 
-def show_one(model: Model, output: str) -> None:
-    """One resource: its REST JSON, or a two-column table of its flattened fields (`properties.` dropped)."""
-    body = rest_dict(model)
+def show_one(model: Model | dict[str, Any], output: str) -> None:
+    """One resource (a model, or the JSON the service sent): its REST JSON, or a two-column table of its
+    flattened fields (`properties.` dropped)."""
+    body = model if isinstance(model, dict) else rest_dict(model)
     if output == "json":
         print_json(body)
         return

@@ -33,6 +33,8 @@ def test_packing_and_gpus_per_node_from_the_cli(batchai: Run, api_endpoint: dict
                               "-u", "u", "-p", "p", "--packing", "gpu-slots", "-o", "json"))
     assert created["name"] == "packed"
     assert raw(api_endpoint, f"/workspaces/{ws}/clusters/packed")["properties"]["packing"] == "gpu-slots"
+    assert as_json(batchai("cluster", "show", ws, "packed", "-o", "json"))["properties"]["packing"] == "gpu-slots"
+    assert "packing" in batchai("cluster", "show", ws, "packed").stdout  # the table shows it too
     refused = batchai("cluster", "create", ws, "spread", "--vm-size", "STANDARD_NC12", "-u", "u", "-p", "p",
                       "--packing", "spread", check=False)
     assert refused.exit_code == 1 and "properties.packing" in refused.stderr
@@ -44,6 +46,7 @@ def test_packing_and_gpus_per_node_from_the_cli(batchai: Run, api_endpoint: dict
                             "--gpus-per-node", "2", "-o", "json"))
     assert shown["name"] == "two"
     assert raw(api_endpoint, f"/workspaces/{ws}/experiments/exp/jobs/two")["properties"]["gpusPerNode"] == 2
+    assert as_json(batchai("job", "show", ws, "exp", "two", "-o", "json"))["properties"]["gpusPerNode"] == 2
     too_many = batchai("job", "create", ws, "exp", "three", "-f", str(job_file), "--cluster", "packed",
                        "--gpus-per-node", "3", check=False)
     assert too_many.exit_code == 1 and "gpusPerNode" in too_many.stderr
