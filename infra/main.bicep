@@ -27,6 +27,9 @@ param appSubnetPrefix string = '10.40.16.0/24'
 @description('SSH public key put on nodes whose cluster gives none (empty: clusters must give one).')
 param nodeSshPublicKey string = ''
 
+@description('Give each cluster a public IP and a load balancer whose inbound NAT pool forwards one port per node to its sshd (remote login from outside the virtual network).')
+param nodeSshNat bool = false
+
 @description('Allow the service to create Azure Container Instances groups (aci clusters).')
 param enableContainerInstances bool = true
 
@@ -152,6 +155,8 @@ module functionApp 'modules/functionapp.bicep' = {
       BATCHAI_IDENTITY_RESOURCE_ID: identities.outputs.nodesId
       BATCHAI_IDENTITY_CLIENT_ID: identities.outputs.nodesClientId
       BATCHAI_SSH_PUBLIC_KEY: nodeSshPublicKey
+      // Network Contributor on the compute group (compute-access) covers the public IPs and load balancers.
+      BATCHAI_NODE_SSH_NAT: nodeSshNat ? '1' : ''
       BATCHAI_STORAGE_ACCOUNT: storage.outputs.name
       // Nodes ask the app for their credentials with an IMDS token of their scale set's identity.
       BATCHAI_NODE_SERVICE_URL: 'https://${prefix}-${suffix}.azurewebsites.net'
