@@ -18,7 +18,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -43,6 +43,7 @@ OUTPUT_LIMIT = 30_000  # characters kept of each stream (a table property holds 
 COMMAND_LIMIT = 8_192
 TIMEOUT_DEFAULT_S, TIMEOUT_MAX_S = 600, 3_600
 LIVE_STATES = frozenset({"idle", "running", "preparing"})
+ANSWER_GRACE_S = 60  # beyond a command's timeout: the agent's own time to report it
 
 
 def _table(settings: Settings) -> Any:
@@ -98,14 +99,39 @@ def start(settings: Settings, caller: str, target: ClusterRef | JobRef, node_id:
     return render(entity)
 
 
-def get(settings: Settings, caller: str, target: ClusterRef | JobRef, node_id: str, exec_id: str) -> dict[str, Any]:
-    """A request's status and result, for the caller that made it (anyone else: not found)."""
+def get(settings: Settings, caller: str, target: ClusterRef | JobRef, node_id: str, exec_id: str,
+        now: datetime | None = None) -> dict[str, Any]:
+    """A request's status and result, for the caller that made it (anyone else: not found). A request
+    that can no longer be answered (its node is gone or lost, or its time and `ANSWER_GRACE_S` ran out)
+    is failed here, once, so that a caller polling it always sees an end."""
     cluster = _cluster_of(settings, target)
     entity = _entity(settings, cluster.key, exec_id)
     job_key = target.key if isinstance(target, JobRef) else ""
     if entity is None or (entity["caller"], entity["nodeId"], entity["jobKey"]) != (caller, node_id, job_key):
         raise ApiError(404, "ResourceNotFound", f"The command '{exec_id}' was not found.", exec_id)
+    if entity["status"] == IN_PROGRESS:
+        entity = _unanswerable(settings, cluster, entity, now or datetime.now(UTC)) or entity
     return render(entity)
+
+
+def _unanswerable(settings: Settings, cluster: ClusterRef, entity: Any, now: datetime) -> Any:
+    """The request failed (as stored: an answer that came first stands), when no answer can come now."""
+    row = nodes.get_node(settings, cluster.key, entity["nodeId"])
+    deadline = datetime.fromisoformat(entity["createdAt"]) + timedelta(
+        seconds=int(entity["timeoutSeconds"]) + ANSWER_GRACE_S)
+    if row is None or row["state"] == "lost":
+        error = {"code": "NodeLost", "message": f"The node '{entity['nodeId']}' is gone; the command has no answer."}
+    elif now > deadline:
+        error = {"code": "ExecTimedOut", "message": f"The node '{entity['nodeId']}' did not answer within "
+                                                    f"{entity['timeoutSeconds']} s and {ANSWER_GRACE_S} s more."}
+    else:
+        return None
+    fields = {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "status": FAILED,
+              "finishedAt": now.isoformat(), "error": json.dumps(error)}
+    with contextlib.suppress(ResourceModifiedError):  # the node answered meanwhile: its answer stands
+        _table(settings).update_entity(fields, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
+                                       match_condition=MatchConditions.IfNotModified)
+    return _entity(settings, cluster.key, entity["RowKey"])
 
 
 def render(entity: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,9 +145,10 @@ def render(entity: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _entity(settings: Settings, cluster_key: str, exec_id: str) -> dict[str, Any] | None:
+def _entity(settings: Settings, cluster_key: str, exec_id: str) -> Any:
+    """The request's TableEntity (its ETag in `metadata`), or None."""
     try:
-        return dict(_table(settings).get_entity(cluster_key, exec_id))
+        return _table(settings).get_entity(cluster_key, exec_id)
     except ResourceNotFoundError:
         return None
 
