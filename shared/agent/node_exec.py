@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from shared.agent.task import TaskRunner
 
 log = logging.getLogger(__name__)
 
+EXIT_CODE_WAIT_S = 30.0  # beyond the command's own limit: how long the engine may take to record its end
 OUTPUT_LIMIT = 30_000  # characters of each stream sent back (the service keeps as many)
 STOP_GRACE_S = 5.0
 FETCH_DEADLINE_S = 60.0
@@ -110,10 +112,27 @@ def in_container(launch: TaskLaunch, timeout: float, base_url: str | None = None
         raise TaskStartError("JobNotRunningOnNode", "the job's container is not running on this node")
     user = f"{launch.run_as.uid}:{launch.run_as.gid}" if launch.run_as is not None else ""
     env = {k: v for k, v in launch.env.items() if k not in containers.HOST_ONLY_ENV}
-    code, (out, err) = found[0].exec_run(["/bin/sh", "-c", _LIMITED, "node-exec", launch.command, str(int(timeout))],
-                                         workdir=launch.cwd or None, environment=env, user=user, demux=True)
-    return {"exitCode": code, "stdout": (out or b"").decode(errors="replace")[-OUTPUT_LIMIT:],
+    api = client.api
+    exec_id = api.exec_create(found[0].id, ["/bin/sh", "-c", _LIMITED, "node-exec", launch.command, str(int(timeout))],
+                              workdir=launch.cwd or None, environment=env, user=user)["Id"]
+    out, err = api.exec_start(exec_id, demux=True)
+    return {"exitCode": _exit_code(api, exec_id, timeout),
+            "stdout": (out or b"").decode(errors="replace")[-OUTPUT_LIMIT:],
             "stderr": (err or b"").decode(errors="replace")[-OUTPUT_LIMIT:]}
+
+
+def _exit_code(api: Any, exec_id: str, timeout: float) -> int | None:
+    """The exec's exit code once the engine has recorded it: right after the output ends the inspection
+    may still say Running (podman records the code a moment later), so it is asked again until it does
+    not, for as long as the command itself may run."""
+    deadline = time.monotonic() + timeout + EXIT_CODE_WAIT_S
+    while True:
+        state = api.exec_inspect(exec_id)
+        if not state.get("Running") and state.get("ExitCode") is not None:
+            return int(state["ExitCode"])
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
 
 
 def _tail(path: Path) -> str:

@@ -38,7 +38,7 @@ def test_a_command_runs_inside_the_jobs_running_container(podman_url: str, tmp_p
         assert late["exitCode"] != 0  # past its time limit: killed
     finally:
         (work / "go").touch()
-    assert running.wait(60) == 0
+    assert running.wait(300) == 0
     with pytest.raises(TaskStartError) as gone:
         in_container(TaskLaunch(**{**task.__dict__, "command": "true"}), 30, podman_url)
     assert gone.value.code == "JobNotRunningOnNode"
