@@ -81,11 +81,13 @@ def test_priority_order_on_one_node(stack: Stack) -> None:
     s.client.experiments.begin_create(s.rg, "prio", "p").result()
     s.manual_cluster("prio", "one", 1)
     s.idle_nodes("prio", "one", 1)
-    s.submit("prio", "p", "blocker", "one", "sleep 4")
-    wait_until(lambda: s.client.jobs.get(s.rg, "prio", "p", "blocker").execution_state == "running", 300,
-               what="the blocker to run")
+    here, there = s.scratch("prio")
+    here.chmod(0o777)  # the blocker runs as an account of its own
+    s.submit("prio", "p", "blocker", "one", f'touch "{there}/running"; while [ ! -e "{there}/go" ]; do sleep 0.1; done')
+    wait_until(lambda: (here / "running").exists(), 300, what="the blocker to run")
     for name, priority in (("low", "low"), ("normal", "normal"), ("high1", "high"), ("high2", "high")):
         s.submit("prio", "p", name, "one", "true", scheduling_priority=priority)
+    (here / "go").touch()  # all four wait behind it, however long their submissions took
     jobs = {n: s.wait_job("prio", "p", n) for n in ("low", "normal", "high1", "high2")}
     order = sorted(jobs, key=lambda n: jobs[n].execution_info.start_time)
     assert order == ["high1", "high2", "normal", "low"]
