@@ -102,12 +102,15 @@ def test_job_preparation_failure_is_reported_with_its_output(start_agent: Callab
 
 def test_stdout_is_readable_while_the_task_runs(start_agent: Callable[..., AgentProc], events: Events) -> None:
     agent = start_agent()
-    a = assignment(agent, job_props("for i in $(seq 1 8); do echo tick $i; sleep 1; done"))
+    agent.mount_root.mkdir(parents=True, exist_ok=True)
+    a = assignment(agent, job_props('echo tick 1; echo tick 2; while [ ! -e "$AZ_BATCHAI_MOUNT_ROOT/go" ]; '
+                                    'do sleep 0.1; done; for i in $(seq 3 8); do echo tick $i; done'))
     agent.send(a)
     name = f"{a.output_prefix}/stdouterr/stdout.txt"
     text = wait_until(lambda: (t := blob_text(agent.conn, name)) and "tick 2" in t and t, 20, what="partial stdout")
-    assert "tick 8" not in text
+    assert "tick 3" not in text  # the task waits for the go file: this is what it wrote while running
     assert events.of(agent.node_id, "task-exited", a.assignment_id) == []
+    (agent.mount_root / "go").touch()
     events.wait(agent.node_id, "task-exited", a.assignment_id, timeout=20)
     final = blob_text(agent.conn, name) or ""
     assert [f"tick {i}" for i in range(1, 9)] == final.split("\n")[:-1]  # every line once, in order

@@ -64,18 +64,21 @@ def test_stream_follows_stdout_and_wait_returns_the_exit_code(cli: Callable[...,
 
 
 def test_preempting_the_node_of_a_running_job_requeues_it(cli: Callable[..., Result], tmp_path: Path) -> None:
-    submit(cli, tmp_path, "long", "for i in $(seq 1 8); do echo tick $i; sleep 1; done")
+    # Long enough that the preemption lands while it runs, however loaded the machine; its second run
+    # (after the requeue) takes as long.
+    submit(cli, tmp_path, "long", "for i in $(seq 1 30); do echo tick $i; sleep 1; done")
 
     def running() -> bool:
         job = json.loads(cli("-o", "json", "job", "show", WS, EXP, "long").stdout)
-        return job["properties"]["executionState"] == "running"
+        props = job["properties"]
+        return props["executionState"] == "running" and bool((props.get("executionInfo") or {}).get("startTime"))
 
     wait_until(running, 90, "the job to run")
     nodes = json.loads(cli("-o", "json", "node", "list", WS, "one").stdout)
     assert len(nodes) == 1
     assert cli("node", "preempt", "one", "no-such-node", "-w", WS, check=False).exit_code == 1
     cli("node", "preempt", "one", nodes[0]["nodeId"], "-w", WS)
-    waited = cli("job", "wait", WS, EXP, "long", "--interval", "0.5", "--timeout", "120", check=False)
+    waited = cli("job", "wait", WS, EXP, "long", "--interval", "0.5", "--timeout", "600", check=False)
     assert waited.exit_code == 0, waited.stderr
     job = json.loads(cli("-o", "json", "job", "show", WS, EXP, "long").stdout)
     assert job["properties"]["executionState"] == "succeeded"
