@@ -17,6 +17,7 @@ from shared.adapters import storage
 from shared.adapters.resource_store import ResourceStore
 from shared.cli.arm import properties_hook
 from tests.e2e.conftest import PROCESSES, Stack
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", [PROCESSES], indirect=True)]
 
@@ -68,8 +69,19 @@ def moved(internal: dict[str, Any], to: set[str]) -> datetime:
 
 def test_array_of_20_runs_each_index_once_with_at_most_4_at_once(s: Stack) -> None:
     here, there = s.scratch("array")
-    submit(s, "sweep", f'echo "$AZ_BATCHAI_ARRAY_COUNT" > "$(mktemp "{there}/index-$AZ_BATCHAI_ARRAY_INDEX.XXXXXX")"; '
-                       f"sleep 1", array={"count": COUNT, "maxConcurrent": AT_ONCE})
+    gate = s.scratch("gate")[0]
+    gate.chmod(0o777)
+    go = f"$AZ_BATCHAI_MOUNT_ROOT/share/{gate.name}/go"
+    # Every child waits for the go file, so the first AT_ONCE children are all alive at once however slowly
+    # a loaded machine creates them; the test lets them go once it has seen AT_ONCE children.
+    submit(s, "sweep", f'while [ ! -e "{go}" ]; do sleep 0.1; done; '
+                       f'echo "$AZ_BATCHAI_ARRAY_COUNT" > "$(mktemp "{there}/index-$AZ_BATCHAI_ARRAY_INDEX.XXXXXX")"',
+           array={"count": COUNT, "maxConcurrent": AT_ONCE})
+    children = ResourceStore(s.endpoint["storage_connection_string"], storage.T_JOBS)
+    pk = f"{s.sub}|{s.rg}|{WS}|{EXP}".lower()
+    wait_until(lambda: all(children.get(pk, f"sweep-{i}") for i in range(AT_ONCE)), 300,
+               what=f"the first {AT_ONCE} children")
+    (gate / "go").touch()
     parent = s.wait_job(WS, EXP, "sweep", timeout=900)
     assert parent.execution_state == "succeeded", parent.execution_info.errors
 
