@@ -9,9 +9,9 @@ shared.agent.node_exec) from ``POST /nodeagent/exec``.
 
 Message handling is idempotent (every queue is at-least-once): an assignment id recorded in the
 ledger never runs twice (a repeat of one that ended gets its recorded end: `shared.agent.reports`); a
-repeated setup gets the recorded answer; a stop for an assignment that is not running is ignored. A
-message is deleted only after it is handled; one that keeps failing is moved to ``node-<id>-poison``
-with the reason after `MAX_DEQUEUE` attempts.
+repeated setup gets the recorded answer; a stop for an assignment that ended gets its recorded end, one
+for an assignment never seen here is ignored. A message is deleted only after it is handled; one that
+keeps failing is moved to ``node-<id>-poison`` with the reason after `MAX_DEQUEUE` attempts.
 
 Storage goes through the agent's `NodeStorage` (keyed in the process topology, scoped on
 machines). Mounts are emulated in the process topology (`shared.agent.mounts`) and real on machines
@@ -311,8 +311,9 @@ class Agent:
     def _stop(self, stop: StopTask) -> None:
         with self._tasks_lock:
             runner = self.tasks.get(stop.assignment_id)
-        if runner is None:
-            log.info("stop for assignment %s, which is not running here: ignored", stop.assignment_id)
+        if runner is None:  # ended: its end is reported again (the safety pass asks when storage lost it)
+            if not reports.answer_repeat(self.ledger, self.channel, stop.assignment_id):
+                log.info("stop for assignment %s, which is not running here: ignored", stop.assignment_id)
             return
         runner.stop(stop.reason, stop.grace_seconds)
 

@@ -212,11 +212,15 @@ def dispatch(settings: Settings, asg: AsgRow, now: datetime) -> bool:
     raise ConcurrentUpdates(f"assignment of {asg.job_key} kept changing")
 
 
-def send_again(settings: Settings, asg: AsgRow, node_ids: list[str], now: datetime) -> None:
+def send_again(settings: Settings, asg: AsgRow, node_ids: list[str], now: datetime, stop: bool = False) -> None:
     """Send these nodes their Assignment again (a node runs an assignment id at most once, and answers a
-    repeat of one that ended with its recorded end) and stamp the row's dispatchedAt (If-Match: when the
-    row moved on, the next safety pass decides again)."""
-    send_assignments(settings, asg, only=set(node_ids))
+    repeat of one that ended with its recorded end), or with `stop` (a job being stopped) the stop again
+    (answered the same way), and stamp the row's dispatchedAt (If-Match: when the row moved on, the
+    next safety pass decides again)."""
+    if stop:
+        send_stop(settings, node_ids, asg.assignment_id, "terminated")
+    else:
+        send_assignments(settings, asg, only=set(node_ids))
     update(settings, asg, {"dispatchedAt": now.isoformat()})
 
 

@@ -26,6 +26,7 @@ from shared.services import assignments, gangs, job_links, job_state, reaper
 from shared.services.guarded import Guard, each
 from shared.services.scheduling import REDISPATCH_AFTER, Entity, Snapshot, add_pending_for, read_snapshot
 
+HANDED_PHASES = (JobPhase.ASSIGNED, JobPhase.RUNNING, JobPhase.TERMINATING)
 REHAND_AFTER = timedelta(seconds=30)  # a node's heartbeats lack a held assignment this long: send it again
 
 
@@ -109,13 +110,13 @@ def _repair_asg(settings: Settings, cluster_key: str, job_key: str, entity: Enti
     elif not asg.dispatched and now - asg.created_at >= REDISPATCH_AFTER:
         assignments.dispatch(settings, asg, now)
         result.redispatched.append(job_key)
-    elif asg.dispatched and internal.get("phase") in (JobPhase.ASSIGNED, JobPhase.RUNNING):
+    elif asg.dispatched and internal.get("phase") in HANDED_PHASES:
         dispatched_at = datetime.fromisoformat(entity["dispatchedAt"]) if entity.get("dispatchedAt") \
             else asg.created_at
         unreported = [node for index, node in enumerate(asg.node_ids) if str(index) not in asg.tasks]
         unlisted = handovers.unlisted(unreported, asg.assignment_id, dispatched_at, beats, REHAND_AFTER)
-        if unlisted:
-            assignments.send_again(settings, asg, unlisted, now)
+        if unlisted:  # a job being stopped gets the stop again: a node that ended its task reports the end
+            assignments.send_again(settings, asg, unlisted, now, stop=internal["phase"] == JobPhase.TERMINATING)
             result.rehanded.append(job_key)
 
 

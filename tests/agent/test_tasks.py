@@ -143,9 +143,13 @@ def test_stop_ends_the_whole_process_group(start_agent: Callable[..., AgentProc]
     assert exited["stop_reason"] == "terminated"
     assert exited["exit_code"] in (143, 137)
     assert _group_gone(pgid)
-    agent.send(StopTask(a.assignment_id, "terminated"))  # a stop for a finished assignment is ignored
-    wait_until(agent.queue_empty, 20, what="the repeated stop to be handled")
-    assert len(events.of(agent.node_id, "task-exited", a.assignment_id)) == 1
+    agent.send(StopTask(a.assignment_id, "terminated"))  # a stop for a finished assignment: its end again
+    wait_until(lambda: len(events.of(agent.node_id, "task-exited", a.assignment_id)) == 2, 20,
+               what="the end reported again")
+    assert events.of(agent.node_id, "task-exited", a.assignment_id)[1] == exited
+    agent.send(StopTask("never-seen-here", "terminated"))  # one it never had is ignored
+    wait_until(agent.queue_empty, 20, what="the stop of an unknown assignment to be handled")
+    assert events.of(agent.node_id, "task-exited", "never-seen-here") == []
     assert agent.process.poll() is None
 
 

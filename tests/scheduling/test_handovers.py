@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from shared.adapters import storage
+from shared.adapters.resource_store import ResourceStore
 from shared.decisions.handovers import Beat, strays, unlisted
 from shared.domain.messages import Assignment, StopTask
 from shared.services import safety_pass, scheduling
@@ -74,3 +75,20 @@ def test_an_assignment_the_service_does_not_hold_is_stopped(world: World) -> Non
     assert result.stopped_strays == ["ghost"]
     (stop,) = world.messages(n1)
     assert isinstance(stop, StopTask) and stop.assignment_id == "ghost"
+
+
+def test_a_job_being_stopped_gets_the_stop_again_not_the_assignment(world: World) -> None:
+    world.cluster_doc()
+    n1 = world.node("n1")
+    job = world.submit("stopping")
+    scheduling.run_pass(world.settings, world.key, _now() - timedelta(seconds=60))
+    asg = world.asg(job)
+    assert asg is not None
+    world.messages(n1)
+    store = ResourceStore(world.conn, storage.T_JOBS)
+    doc = store.get(world.exp.job_pk, "stopping")
+    store.replace(doc, {**doc.data, "internal": {**doc.data["internal"], "phase": "terminating"}})
+    _heartbeat(world, n1)
+    assert safety_pass.safety_pass(world.settings, _now()).rehanded == [job.key]
+    (stop,) = world.messages(n1)
+    assert isinstance(stop, StopTask) and stop.assignment_id == asg.assignment_id
