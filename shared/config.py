@@ -81,10 +81,11 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        """The settings of the current environment, memoised on the variables read and the working
-        directory (the state directory is resolved against it): the API reads them on every request,
-        and resolving a path costs a system call per component."""
-        return _settings_of(tuple((name, os.environ.get(name)) for name in SETTINGS_VARIABLES), os.getcwd())
+        """The settings of the current environment, memoised on every variable they may read (`read_by_settings`,
+        the compute and quota settings' included) and the working directory (the state directory is resolved
+        against it): the API reads them on every request, and resolving a path costs a system call per
+        component."""
+        return _settings_of(tuple(sorted((k, v) for k, v in os.environ.items() if read_by_settings(k))), os.getcwd())
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -118,32 +119,9 @@ class Settings:
         )
 
 
-SETTINGS_VARIABLES = (
-    "BATCHAI_STORAGE_CONNECTION_STRING",
-    "AzureWebJobsStorage",
-    "BATCHAI_STATE_DIR",
-    "BATCHAI_PROVIDER",
-    "BATCHAI_IDLE_TIMEOUT_S",
-    "BATCHAI_MAX_RETRIES",
-    "BATCHAI_LOCATION",
-    "BATCHAI_HEARTBEAT_TIMEOUT_S",
-    "BATCHAI_NODE_START_TIMEOUT_S",
-    "BATCHAI_ON_AZURE",
-    "BATCHAI_AGENT_POLL_MAX_S",
-    "BATCHAI_AGENT_POLL_MIN_S",
-    "BATCHAI_DATA_CONNECTION_STRING",
-    "BATCHAI_TOKEN_ISSUER",
-    "BATCHAI_TOKEN_ISSUER_CA_FILE",
-    "BATCHAI_SECRETS_KEY",
-    "BATCHAI_KEY_VAULT_HOSTS",
-    "BATCHAI_API_AUDIENCE",
-    "BATCHAI_OWNER_OBJECT_IDS",
-    "BATCHAI_MESSAGE_KEY",
-    "BATCHAI_MESSAGE_PUBLIC_KEY",
-    "BATCHAI_KEY_VAULT_CA_FILE",
-    "BATCHAI_LOCAL_ISSUER_DIR",
-    "BATCHAI_NODE_GPUS",
-)
+def read_by_settings(name: str) -> bool:
+    """Whether `Settings` may read the variable: every BATCHAI_* one, and the Functions host's storage."""
+    return name.startswith("BATCHAI_") or name == "AzureWebJobsStorage"
 
 
 @lru_cache(maxsize=16)
