@@ -23,29 +23,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _rank_files(directory: Path) -> dict[str, str]:
+    """What each rank wrote to a file of its own (two ranks' lines in one pipe may interleave)."""
+    return {p.name: p.read_text() for p in sorted(directory.glob("rank-*.txt"))}
+
+
 def test_custom_mpi_runs_on_both_nodes_through_mpirun(run_plans, tmp_path: Path) -> None:
+    ranks_dir = tmp_path / "ranks"
+    ranks_dir.mkdir()
     job = {
         "nodeCount": 2,
-        "customMpiSettings": {"commandLine": 'echo "rank=$OMPI_COMM_WORLD_RANK host=$(hostname) var=$MY_VAR"; env'},
+        "customMpiSettings": {"commandLine": f'{{ echo "rank=$OMPI_COMM_WORLD_RANK host=$(hostname) var=$MY_VAR"; '
+                                             f'env; }} > "{ranks_dir}/rank-$OMPI_COMM_WORLD_RANK.txt"'},
         "environmentVariables": [{"name": "MY_VAR", "value": "forwarded"}],
     }
     plans = [plan_task(job, i, LOCAL2) for i in range(2)]
     assert plans[1].command is None and not plans[1].required
-    [(code, out, err)] = run_plans(plans, extra_env={"MY_VAR": "forwarded", "AZ_BATCHAI_NUM_GPUS": "0"})
+    [(code, _out, err)] = run_plans(plans, extra_env={"MY_VAR": "forwarded", "AZ_BATCHAI_NUM_GPUS": "0"})
     assert code == 0, err
     host = socket.gethostname()
-    ranks = sorted(line for line in out.splitlines() if line.startswith("rank="))
-    assert ranks == [f"rank=0 host={host} var=forwarded", f"rank=1 host={host} var=forwarded"]
-    assert out.count("AZ_BATCHAI_NUM_GPUS=0") == 2  # every rank got the AZ_BATCHAI_* environment
-    assert out.count(f"AZ_BATCHAI_MPI_HOST_FILE={tmp_path}/node-0/mpi-hostfile") == 2
+    written = _rank_files(ranks_dir)
+    assert sorted(written) == ["rank-0.txt", "rank-1.txt"]
+    for rank, text in enumerate(written.values()):
+        lines = text.splitlines()
+        assert lines[0] == f"rank={rank} host={host} var=forwarded"
+        assert "AZ_BATCHAI_NUM_GPUS=0" in lines  # every rank got the AZ_BATCHAI_* environment
+        assert f"AZ_BATCHAI_MPI_HOST_FILE={tmp_path}/node-0/mpi-hostfile" in lines
     assert (tmp_path / "node-0" / "mpi-hostfile").read_text() == "127.0.0.1 slots=2\n"
 
 
 def test_horovod_script_gets_world_size_from_mpirun(run_plans, tmp_path: Path) -> None:
     script = tmp_path / "hvd.py"
+    ranks_dir = tmp_path / "ranks"
+    ranks_dir.mkdir()
     script.write_text(
         "import os, sys\n"
-        "print('rank', os.environ['OMPI_COMM_WORLD_RANK'], 'of', os.environ['OMPI_COMM_WORLD_SIZE'], sys.argv[1:])\n"
+        "rank, size = os.environ['OMPI_COMM_WORLD_RANK'], os.environ['OMPI_COMM_WORLD_SIZE']\n"
+        f"with open(f'{ranks_dir}/rank-{{rank}}.txt', 'w') as out:\n"
+        "    print('rank', rank, 'of', size, sys.argv[1:], file=out)\n"
     )
     settings = {
         "pythonScriptFilePath": str(script),
@@ -53,9 +68,9 @@ def test_horovod_script_gets_world_size_from_mpirun(run_plans, tmp_path: Path) -
         "commandLineArgs": "--x 1",
     }
     plans = [plan_task({"nodeCount": 2, "horovodSettings": settings}, i, LOCAL2) for i in range(2)]
-    [(code, out, err)] = run_plans(plans)
+    [(code, _out, err)] = run_plans(plans)
     assert code == 0, err
-    assert sorted(out.splitlines()) == ["rank 0 of 2 ['--x', '1']", "rank 1 of 2 ['--x', '1']"]
+    assert _rank_files(ranks_dir) == {f"rank-{r}.txt": f"rank {r} of 2 ['--x', '1']\n" for r in range(2)}
 
 
 def test_mpirun_exit_code_of_a_failing_rank_fails_the_task(run_plans) -> None:
