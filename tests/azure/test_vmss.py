@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from pathlib import Path
 
 import pytest
@@ -145,10 +144,10 @@ def test_protected_nodes_survive_a_capacity_decrease(arm: ArmEmulator, provider:
 def test_throttled_requests_are_retried_after_retry_after(arm: ArmEmulator, provider: VmssProvider) -> None:
     spec = cluster_spec()
     arm.throttle(1)
-    started = time.monotonic()
     provider.reconcile(spec, 1)
-    assert time.monotonic() - started >= 0.9  # Retry-After: 1 was honoured
     gets = arm.requests("GET", "virtualMachineScaleSets")
+    # The emulator throttles again any retry sooner than its Retry-After: one 429, then the real answer,
+    # means the client waited as told.
     assert [g.status for g in gets[:2]] == [429, 404]
     assert len(arm.requests("PUT", "virtualMachineScaleSets")) == 1
 

@@ -7,12 +7,13 @@ It answers the requests the real SDK clients send (azure-mgmt-compute, -network,
 `Azure-AsyncOperation` and `Location`, report InProgress and then Succeeded; errors are
 `{"error": {"code", "message"}}`. Every request is recorded (method, path, query, JSON body,
 status; the most recent LOG_LIMIT) to assert on. `throttle(n)` makes the next n requests answer
-429 with `Retry-After: 1`. Bearer tokens are accepted blindly (but must be present).
+429 with `Retry-After: 1`, and so does any request that comes sooner than that after a 429.
+Bearer tokens are accepted blindly (but must be present).
 
-Time does not pass in the emulator: an operation advances when it is observed (a GET of its
-status URL, of its resource, or of a list holding the resource). With `lro_steps = 1` the first
-observation reports InProgress and the next one Succeeded. What VMs and container groups really
-do (boot, run, stop, get evicted) is the business of the backends (`backend.py`, `containers.py`).
+Apart from that throttling window, time does not pass in the emulator: an operation advances when
+it is observed (a GET of its status URL, of its resource, or of a list holding the resource). With
+`lro_steps = 1` the first observation reports InProgress and the next one Succeeded. What VMs and
+container groups really do (boot, run, stop, get evicted) is the business of the backends (`backend.py`, `containers.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -47,6 +49,8 @@ FINISHED_OPERATIONS_KEPT = 2_000
 Handler = Callable[["ArmEmulator", Request, re.Match[str]], Reply]
 
 
+RETRY_AFTER_S = 1
+
 class ArmEmulator:
     """The emulated ARM endpoint and its state. Route modules register handlers on it."""
 
@@ -69,6 +73,7 @@ class ArmEmulator:
         self.container_groups: ContainerGroupBackend = container_groups or ScriptedContainerGroups(self)
         self._allocate_ip = allocate_ip or _DefaultAddresses()
         self._throttle = 0
+        self._throttled_until = 0.0  # monotonic: until then every request is throttled again
         self._routes: list[tuple[str, re.Pattern[str], Handler, frozenset[str]]] = []
         self._endpoint = Endpoint("arm")
         self._host = "127.0.0.1"
@@ -189,10 +194,12 @@ class ArmEmulator:
     def dispatch(self, request: Request, authorization: str) -> Reply:
         with self.lock:
             self.log.append(request)
-            if self._throttle > 0:
-                self._throttle -= 1
+            early = time.monotonic() < self._throttled_until
+            if self._throttle > 0 or early:  # a retry before Retry-After is throttled again, as ARM does
+                self._throttle = max(self._throttle - 1, 0)
+                self._throttled_until = time.monotonic() + RETRY_AFTER_S
                 reply = Reply(429, {"error": {"code": "TooManyRequests", "message": "throttled"}},
-                              {"Retry-After": "1"})
+                              {"Retry-After": str(RETRY_AFTER_S)})
             elif not authorization.startswith("Bearer "):
                 reply = Reply(401, {"error": {"code": "AuthenticationFailed", "message": "no bearer token"}})
             else:
