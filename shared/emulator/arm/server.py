@@ -13,7 +13,8 @@ Bearer tokens are accepted blindly (but must be present).
 Apart from that throttling window, time does not pass in the emulator: an operation advances when
 it is observed (a GET of its status URL, of its resource, or of a list holding the resource). With
 `lro_steps = 1` the first observation reports InProgress and the next one Succeeded. What VMs and
-container groups really do (boot, run, stop, get evicted) is the business of the backends (`backend.py`, `containers.py`).
+container groups really do (boot, run, stop, get evicted) is the business of the backends
+(`backend.py`, `containers.py`).
 """
 
 from __future__ import annotations
