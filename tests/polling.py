@@ -14,30 +14,33 @@ T = TypeVar("T")
 MIN_DEADLINE_S = 300.0
 
 
+class _Deadline:
+    def __init__(self, timeout: float, what: str) -> None:
+        self.timeout = max(timeout, MIN_DEADLINE_S)
+        self.at = time.monotonic() + self.timeout
+        self.what = what
+
+    def check(self) -> None:
+        if time.monotonic() > self.at:
+            raise AssertionError(f"timed out after {self.timeout:g} s waiting for {self.what}")
+
+
 def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition",
                interval: float = 0.05) -> T:
     """The predicate's first truthy value; AssertionError when the deadline (at least MIN_DEADLINE_S)
     passes first."""
-    timeout = max(timeout, MIN_DEADLINE_S)
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    deadline = _Deadline(timeout, what)
+    while not (value := predicate()):
+        deadline.check()
         time.sleep(interval)
+    return value
 
 
 async def wait_until_async(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition",
                            interval: float = 0.05) -> T:
     """`wait_until` inside an event loop: the loop keeps running while it waits."""
-    timeout = max(timeout, MIN_DEADLINE_S)
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    deadline = _Deadline(timeout, what)
+    while not (value := predicate()):
+        deadline.check()
         await asyncio.sleep(interval)
+    return value

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 from shared.adapters import storage
 from shared.adapters.resource_store import ResourceStore
 from shared.decisions.handovers import Beat, strays, unlisted
+from shared.domain.keys import JobRef
 from shared.domain.messages import Assignment, StopTask
 from shared.services import safety_pass, scheduling
+from shared.services.assignments import AsgRow
 from tests.scheduling.conftest import World
 
 AFTER = timedelta(seconds=30)
@@ -43,13 +45,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def test_a_held_assignment_missing_from_a_fresh_heartbeat_is_sent_again_once(world: World) -> None:
+def _dispatched_a_minute_ago(world: World, name: str) -> tuple[str, JobRef, AsgRow]:
+    """A job placed on node n1 and sent to it a minute ago (its Assignment message taken off the queue)."""
     world.cluster_doc()
     n1 = world.node("n1")
-    job = world.submit("lost")
+    job = world.submit(name)
     scheduling.run_pass(world.settings, world.key, _now() - timedelta(seconds=60))
     asg = world.asg(job)
     assert asg is not None and [m.assignment_id for m in world.messages(n1)] == [asg.assignment_id]
+    return n1, job, asg
+
+
+def test_a_held_assignment_missing_from_a_fresh_heartbeat_is_sent_again_once(world: World) -> None:
+    n1, job, asg = _dispatched_a_minute_ago(world, "lost")
 
     _heartbeat(world, n1, asg.assignment_id)
     assert job.key not in safety_pass.safety_pass(world.settings, _now()).rehanded
@@ -78,13 +86,7 @@ def test_an_assignment_the_service_does_not_hold_is_stopped(world: World) -> Non
 
 
 def test_a_job_being_stopped_gets_the_stop_again_not_the_assignment(world: World) -> None:
-    world.cluster_doc()
-    n1 = world.node("n1")
-    job = world.submit("stopping")
-    scheduling.run_pass(world.settings, world.key, _now() - timedelta(seconds=60))
-    asg = world.asg(job)
-    assert asg is not None
-    world.messages(n1)
+    n1, job, asg = _dispatched_a_minute_ago(world, "stopping")
     store = ResourceStore(world.conn, storage.T_JOBS)
     doc = store.get(world.exp.job_pk, "stopping")
     store.replace(doc, {**doc.data, "internal": {**doc.data["internal"], "phase": "terminating"}})
