@@ -150,6 +150,10 @@ class AzureQueues:
         with contextlib.suppress(ResourceNotFoundError):
             storage.queue(self.conn, queue).delete_message(message.id, message.pop_receipt)
 
+    def release(self, queue: str, message: Message) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            storage.queue(self.conn, queue).update_message(message.id, message.pop_receipt, visibility_timeout=0)
+
     def depth(self, queue: str) -> int:
         try:
             return storage.queue(self.conn, queue).get_queue_properties().approximate_message_count or 0

@@ -63,6 +63,10 @@ class Queues(Protocol):
 
     def delete(self, queue: str, message: Message) -> None: ...
 
+    def release(self, queue: str, message: Message) -> None:
+        """Make a received message visible again at once (its dequeue count stays)."""
+        ...
+
     def depth(self, queue: str) -> int:
         """About how many messages wait on a queue (0 when there is none)."""
         ...

@@ -146,6 +146,12 @@ class MemoryQueues:
             self._messages[queue] = [w for w in waiting if w.message.pop_receipt != message.pop_receipt
                                      or w.message.id != message.id]
 
+    def release(self, queue: str, message: Message) -> None:
+        with self._lock:
+            for waiting in self._messages.get(queue, []):
+                if waiting.message.id == message.id and waiting.message.pop_receipt == message.pop_receipt:
+                    waiting.visible_at = 0.0
+
     def depth(self, queue: str) -> int:
         return len(self._messages.get(queue, []))
 

@@ -11,8 +11,20 @@ import pytest
 from shared.adapters import storage
 from shared.ports.contract import Missing, Storage
 from shared.ports.rows import (
-    Contended, Delete, Insert, Merge, Query, Replace, Row, StaleEtag, Upsert, delete, merge, prefix_range,
-    read_modify_write, replace,
+    Contended,
+    Delete,
+    Insert,
+    Merge,
+    Query,
+    Replace,
+    Row,
+    StaleEtag,
+    Upsert,
+    delete,
+    merge,
+    prefix_range,
+    read_modify_write,
+    replace,
 )
 
 
@@ -182,6 +194,13 @@ def test_a_queue_keeps_a_received_message_hidden_until_deleted(port: Storage) ->
     assert port.queues.receive(name) == []
     port.queues.delete(name, got[0])
     assert port.queues.depth(name) == 1
+    hidden = port.queues.receive(name)
+    assert hidden == []
+    port.queues.send(name, "third")
+    third = port.queues.receive(name, count=1, visibility_timeout=60)
+    port.queues.release(name, third[0])
+    assert [m.content for m in port.queues.receive(name, visibility_timeout=60)] == ["third"]
+    assert port.queues.depth(name) == 2
     port.queues.drop(name)
     port.queues.drop(name)
     assert port.queues.depth(name) == 0
