@@ -4,25 +4,27 @@ A token names its cluster and itself (``baijoin1.<base64url of {"c": cluster key
 so the machine needs nothing else; the service keeps only its SHA-256 and its expiry in table
 `storage.T_JOIN_TOKENS` (PartitionKey: cluster key, RowKey: token name). Revoking deletes the row. The
 node credential a machine gets for a join token (`shared.adapters.node_tokens`, with the token's name in
-`joinToken`) works while the token is valid: `valid` is asked on every request of that node.
+`joinToken`) works while the token is valid: `valid` is asked on every request of that node. The table is
+reached through the storage port (`shared.ports`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
+from shared import ports
 from shared.adapters import storage
+from shared.ports.contract import Table
+from shared.ports.rows import Delete, Insert, Query
 
 PREFIX = "baijoin1."
 
@@ -63,23 +65,24 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _of(row: dict[str, Any]) -> JoinToken:
+def _table(conn: str) -> Table:
+    return ports.of(conn).table(storage.T_JOIN_TOKENS)
+
+
+def _of(row: Mapping[str, Any]) -> JoinToken:
     return JoinToken(row["PartitionKey"], row["RowKey"], datetime.fromisoformat(row["expiresAt"]),
                      datetime.fromisoformat(row["createdAt"]))
 
 
 def store(conn: str, cluster_key: str, name: str, token: str, expires_at: datetime, now: datetime) -> None:
-    """Record a new token; ResourceExistsError when the name is taken."""
-    storage.table(conn, storage.T_JOIN_TOKENS).create_entity({
-        "PartitionKey": cluster_key, "RowKey": name, "sha256": _digest(token),
-        "expiresAt": expires_at.isoformat(), "createdAt": now.isoformat()})
+    """Record a new token; StaleEtag when the name is taken."""
+    _table(conn).write(Insert(cluster_key, name, {"sha256": _digest(token), "expiresAt": expires_at.isoformat(),
+                                                  "createdAt": now.isoformat()}))
 
 
 def get(conn: str, cluster_key: str, name: str) -> JoinToken | None:
-    try:
-        return _of(storage.table(conn, storage.T_JOIN_TOKENS).get_entity(cluster_key, name))
-    except ResourceNotFoundError:
-        return None
+    row = _table(conn).get(cluster_key, name)
+    return None if row is None else _of(row)
 
 
 def check(conn: str, token: str, now: datetime) -> JoinToken | str:
@@ -87,11 +90,8 @@ def check(conn: str, token: str, now: datetime) -> JoinToken | str:
     named = parse(token)
     if named is None:
         return "not a join token"
-    try:
-        row = storage.table(conn, storage.T_JOIN_TOKENS).get_entity(*named)
-    except ResourceNotFoundError:
-        return "the join token is unknown or was revoked"
-    if not hmac.compare_digest(str(row.get("sha256") or ""), _digest(token)):
+    row = _table(conn).get(*named)
+    if row is None or not hmac.compare_digest(str(row.get("sha256") or ""), _digest(token)):
         return "the join token is unknown or was revoked"
     found = _of(row)
     return found if now < found.expires_at else "the join token has expired"
@@ -108,15 +108,12 @@ def valid(conn: str, cluster_key: str, name: str, now: datetime) -> str | None:
 
 
 def list_tokens(conn: str, cluster_key: str) -> list[JoinToken]:
-    rows = storage.table(conn, storage.T_JOIN_TOKENS).query_entities(
-        "PartitionKey eq @pk", parameters={"pk": cluster_key})
-    return sorted((_of(r) for r in rows), key=lambda t: t.name)
+    return sorted((_of(r) for r in _table(conn).query(Query(pk=cluster_key))), key=lambda t: t.name)
 
 
 def revoke(conn: str, cluster_key: str, name: str) -> bool:
     """Delete the token; False when there was none."""
     if get(conn, cluster_key, name) is None:
         return False
-    with contextlib.suppress(ResourceNotFoundError):
-        storage.table(conn, storage.T_JOIN_TOKENS).delete_entity(cluster_key, name)
+    _table(conn).write(Delete(cluster_key, name))  # gone meanwhile: no error
     return True

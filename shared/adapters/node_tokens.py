@@ -7,7 +7,8 @@ the node's working directory, never a queue message) and stores only its SHA-256
 token as a bearer token for exactly that node of that cluster; revoking deletes the row. A machine
 that joined with a join token (`shared.adapters.join_tokens`) gets a node token whose row names that
 join token (`joinToken`): it holds only while the join token does; when the service removes such a
-node, its row is kept, retired (`retiredAt`), so that its next request is told why it is refused.
+node, its row is kept, retired (`retiredAt`), so that its next request is told why it is refused. The
+table is reached through the storage port (`shared.ports`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
+from shared import ports
 from shared.adapters import storage
+from shared.ports.contract import Table
+from shared.ports.rows import Delete, Merge, Query, StaleEtag, Upsert
 
 PREFIX = "bainode1."  # tells a node token from a JWT at a glance
 
@@ -38,19 +40,21 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _table(conn: str) -> Table:
+    return ports.of(conn).table(storage.T_NODE_TOKENS)
+
+
 def store(conn: str, cluster_key: str, node_id: str, token: str, join_token: str = "") -> None:
-    entity = {"PartitionKey": cluster_key, "RowKey": node_id, "sha256": _digest(token),
-              "createdAt": datetime.now(UTC).isoformat()}
+    fields = {"sha256": _digest(token), "createdAt": datetime.now(UTC).isoformat()}
     if join_token:
-        entity["joinToken"] = join_token
-    storage.table(conn, storage.T_NODE_TOKENS).upsert_entity(entity)
+        fields["joinToken"] = join_token
+    _table(conn).write(Upsert(cluster_key, node_id, fields))
 
 
 def lookup(conn: str, cluster_key: str, node_id: str, token: str) -> dict[str, Any] | None:
     """The row of node `node_id` of `cluster_key` when `token` is its token (constant-time comparison)."""
-    try:
-        row = storage.table(conn, storage.T_NODE_TOKENS).get_entity(cluster_key, node_id)
-    except ResourceNotFoundError:
+    row = _table(conn).get(cluster_key, node_id)
+    if row is None:
         return None
     return dict(row) if hmac.compare_digest(str(row.get("sha256") or ""), _digest(token)) else None
 
@@ -62,17 +66,14 @@ def matches(conn: str, cluster_key: str, node_id: str, token: str) -> bool:
 
 def joined(conn: str, cluster_key: str) -> list[dict[str, Any]]:
     """The rows of the cluster's nodes that joined with a join token."""
-    rows = storage.table(conn, storage.T_NODE_TOKENS).query_entities("PartitionKey eq @pk",
-                                                                      parameters={"pk": cluster_key})
-    return [dict(r) for r in rows if r.get("joinToken")]
+    return [dict(r) for r in _table(conn).query(Query(pk=cluster_key)) if r.get("joinToken")]
 
 
 def retire(conn: str, cluster_key: str, node_id: str) -> None:
     """The node was removed: its token proves it no more (the row stays, saying so; none: a no-op)."""
-    with contextlib.suppress(ResourceNotFoundError):
-        storage.table(conn, storage.T_NODE_TOKENS).update_entity(
-            {"PartitionKey": cluster_key, "RowKey": node_id, "retiredAt": datetime.now(UTC).isoformat()})
+    with contextlib.suppress(StaleEtag):
+        _table(conn).write(Merge(cluster_key, node_id, {"retiredAt": datetime.now(UTC).isoformat()}, None))
 
 
 def revoke(conn: str, cluster_key: str, node_id: str) -> None:
-    storage.table(conn, storage.T_NODE_TOKENS).delete_entity(cluster_key, node_id)  # none: a no-op
+    _table(conn).write(Delete(cluster_key, node_id))  # none: a no-op

@@ -6,7 +6,9 @@ commits as one entity-group transaction with If-Match ETags:
 - ``pend|{rank}|{submittedAt}|{job key}``: the pending-job index, in scheduling order
   (rank 0 high, 1 normal, 2 low; then submit time);
 - ``asg|{job key}``: the assignment of a job to its gang (assignmentId, nodes, per-task results).
-The row layout is owned here; what the fields mean is owned by the services that write them.
+The row layout is owned here; what the fields mean is owned by the services that write them. Rows are
+read and written through the storage port (`shared.ports`); what they return are its `Row`s, each
+with the ETag it was read with.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from shared import telemetry
+from shared import ports, telemetry
 from shared.adapters import storage
+from shared.ports.rows import Query, Row, Upsert, key_fields
 
 NODE = "node|"
 PENDING = "pend|"
@@ -55,8 +58,9 @@ def pending_entity(cluster_key: str, job_key: str, priority: str, submitted_at: 
 def add_pending(conn: str, cluster_key: str, job_key: str, priority: str, submitted_at: datetime,
                 node_count: int, attempt: int = 1, slots: int = 1) -> None:
     """Put a job in its cluster's pending index (idempotent: the row key is the job's identity)."""
-    storage.table(conn, storage.T_SCHED).upsert_entity(
-        pending_entity(cluster_key, job_key, priority, submitted_at, node_count, attempt, slots))
+    pk, rk, fields = key_fields(pending_entity(cluster_key, job_key, priority, submitted_at, node_count, attempt,
+                                               slots))
+    ports.of(conn).table(storage.T_SCHED).write(Upsert(pk, rk, fields))
 
 
 def kick(conn: str, cluster_key: str) -> None:
@@ -66,29 +70,27 @@ def kick(conn: str, cluster_key: str) -> None:
     parent = telemetry.traceparent()
     if parent:
         body["traceparent"] = parent
-    storage.queue(conn, storage.Q_KICKS).send_message(json.dumps(body))
+    ports.of(conn).queues.send(storage.Q_KICKS, json.dumps(body))
 
 
-def partition(conn: str, cluster_key: str) -> list[dict[str, Any]]:
-    """Every row of the cluster's partition, with their ETags in `metadata`."""
-    client = storage.table(conn, storage.T_SCHED)
-    return list(client.query_entities("PartitionKey eq @pk", parameters={"pk": cluster_key}))
+def partition(conn: str, cluster_key: str) -> list[Row]:
+    """Every row of the cluster's partition, with their ETags."""
+    return list(ports.of(conn).table(storage.T_SCHED).query(Query(pk=cluster_key)))
 
 
-def rows_before_pending(conn: str, cluster_key: str) -> list[dict[str, Any]]:
+def rows_before_pending(conn: str, cluster_key: str) -> list[Row]:
     """The partition's rows that sort before the pending index (``asg|`` and ``node|`` rows)."""
-    client = storage.table(conn, storage.T_SCHED)
-    return list(client.query_entities("PartitionKey eq @pk and RowKey lt @pend",
-                                      parameters={"pk": cluster_key, "pend": PENDING}))
+    return list(ports.of(conn).table(storage.T_SCHED).query(Query(pk=cluster_key, rk_range=("", PENDING))))
 
 
-def pending_pages(conn: str, cluster_key: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
+def pending_pages(conn: str, cluster_key: str, page_size: int) -> Iterator[list[Row]]:
     """The pending index in scheduling order (the row keys sort by rank, then submit time), a page
     at a time: a reader that has seen enough stops early."""
-    client = storage.table(conn, storage.T_SCHED)
+    table = ports.of(conn).table(storage.T_SCHED)
     end = PENDING[:-1] + chr(ord(PENDING[-1]) + 1)
-    pages = client.query_entities("PartitionKey eq @pk and RowKey ge @pend and RowKey lt @end",
-                                  parameters={"pk": cluster_key, "pend": PENDING, "end": end},
-                                  results_per_page=page_size).by_page()
-    for page in pages:
-        yield list(page)
+    query = Query(pk=cluster_key, rk_range=(PENDING, end))
+    rows, token = table.page(query, page_size)
+    yield rows
+    while token is not None:
+        rows, token = table.page(query, page_size, token)
+        yield rows

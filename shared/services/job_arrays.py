@@ -29,6 +29,7 @@ from shared.decisions.job_outcome import CLUSTER_DELETED, stop_error
 from shared.domain import resources
 from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.states import JOB_TERMINAL, JobPhase
+from shared.ports.rows import Query, prefix_range
 from shared.services import job_links, job_state
 from shared.services.api_common import utcnow
 
@@ -47,12 +48,11 @@ def child_ref(parent: JobRef, index: int) -> JobRef:
 def _children(settings: Settings, parent: JobRef, state: decide.ArrayState) -> dict[int, str | None]:
     """The phase of each live child (None: not written, or deleted), in one query of the names."""
     prefix = f"{parent.name.lower()}-"
-    rows = job_state.jobs(settings).client.query_entities(
-        "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-        parameters={"pk": parent.experiment.job_pk, "lo": prefix, "hi": prefix + "\uffff"}, select=["RowKey", "phase"])
+    rows = job_state.jobs(settings).table.query(Query(pk=parent.experiment.job_pk, rk_range=prefix_range(prefix),
+                                                      select=("phase",)))
     found: dict[int, str] = {}
     for row in rows:
-        suffix = row["RowKey"][len(prefix):]
+        suffix = row.rk[len(prefix):]
         if suffix.isdigit() and str(int(suffix)) == suffix:
             found[int(suffix)] = row.get("phase") or JobPhase.QUEUED
     return {i: found.get(i) for i in state.live()}

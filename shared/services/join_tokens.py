@@ -22,13 +22,12 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError
-
 from shared.adapters import auth, join_tokens, message_signing, node_tokens
 from shared.config import Settings
 from shared.domain.errors import ApiError, bad_request, conflict, not_found
 from shared.domain.keys import ClusterRef
 from shared.domain.placement_options import BRING_YOUR_OWN
+from shared.ports.rows import StaleEtag
 from shared.services import nodes
 from shared.services.node_credentials import authenticate
 
@@ -69,7 +68,7 @@ def create(settings: Settings, ref: ClusterRef, body: Any, now: datetime) -> dic
         token = join_tokens.mint(ref.key, name)
         try:
             join_tokens.store(conn, ref.key, name, token, expires, now)
-        except ResourceExistsError:
+        except StaleEtag:
             continue  # the name is taken: draw another
         return {"name": name, "token": token, "expiresAt": expires.isoformat()}
     raise RuntimeError("no free join token name after 3 draws")  # transient: the caller retries

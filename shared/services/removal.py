@@ -26,6 +26,7 @@ during the deletion is handled by a later tick. Cascades:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -33,9 +34,8 @@ from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError
-
 from shared.adapters import local_paths, operation_store, sched_store, storage
+from shared.adapters.resource_store import StaleEtag
 from shared.config import Settings
 from shared.decisions.job_outcome import CLUSTER_DELETED
 from shared.domain import resources, states
@@ -255,11 +255,8 @@ def advance(settings: Settings, op: operation_store.Operation, now: datetime) ->
         finished, error = True, e.body()["error"]
     if not finished:
         return False
-    try:
+    with contextlib.suppress(StaleEtag):  # a concurrent tick finished it first, with the same outcome
         operation_store.finish(conn, op, "Failed" if error else "Succeeded", resources.iso(now), error)
-    except HttpResponseError as e:
-        if e.status_code != 412:
-            raise  # 412: a concurrent tick finished it first, with the same outcome
     operation_store.forget(conn, op.op_id)
     return True
 

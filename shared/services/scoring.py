@@ -27,6 +27,7 @@ from shared.domain import resources, states
 from shared.domain import scoring as sc
 from shared.domain.errors import ApiError, not_found
 from shared.domain.keys import JobRef, RunRef, WorkspaceRef
+from shared.ports.rows import Query
 from shared.services import data_containers, jobs
 from shared.services.api_common import Page, Rendered, page_of, store, table_token
 from shared.services.guarded import each
@@ -57,7 +58,7 @@ def reconcile_all(settings: Settings, now: datetime) -> int:
     """Advance every active run; the number of runs looked at. One run's transient error does not
     stop the others: their errors are raised together after all were tried."""
     runs = runs_store(settings)
-    rows = [e["RowKey"] for e in runs.client.query_entities("PartitionKey eq @pk", parameters={"pk": ACTIVE})]
+    rows = [r.rk for r in runs.table.query(Query(pk=ACTIVE))]
     each(rows, lambda row: advance(settings, RunRef.from_index_row(row), now), "advancing the scoring run")
     return len(rows)
 

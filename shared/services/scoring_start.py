@@ -29,6 +29,7 @@ from shared.domain import resources
 from shared.domain import scoring as sc
 from shared.domain.errors import ApiError
 from shared.domain.keys import PROVIDER, RunRef
+from shared.ports.rows import Upsert
 from shared.services import data_containers
 from shared.services.api_common import deleting, store
 from shared.services.scoring import ACTIVE, advance, move, runs_store
@@ -117,7 +118,7 @@ def start_from_blob(settings: Settings, blob_name: str, etag: str, raw: bytes, n
         manifest, who, error = _admit(settings, path, raw, authorization)
         kept = secret_box.seal_secrets(settings, manifest.to_dict()) if manifest is not None else None
         if error is None:
-            runs.client.upsert_entity({"PartitionKey": ACTIVE, "RowKey": ref.index_row})
+            runs.table.write(Upsert(ACTIVE, ref.index_row, {}))
         with contextlib.suppress(StaleEtag):  # another delivery of the same version recorded it first
             runs.insert(ws.child_pk, ref.name, _new_run(ref, path, etag, kept, who, now, error))
     advance(settings, ref, now)

@@ -28,6 +28,7 @@ from shared.domain import resources, validation
 from shared.domain import sweeps as sw
 from shared.domain.errors import ApiError, bad_request, conflict, not_found
 from shared.domain.keys import SEP, ExperimentRef, JobRef, WorkspaceRef
+from shared.ports.rows import Query, Upsert
 from shared.services import job_control, jobs, metrics
 from shared.services.api_common import (
     Accepted,
@@ -138,7 +139,7 @@ def create(settings: Settings, ref: SweepRef, body: Any, if_match: str | None = 
         sweeps_store(settings), ref.experiment.job_pk, ref.name.lower(), lambda: _new(ref, spec, sealed, now),
         lambda stored: _same(settings, stored["properties"], wanted), "sweep", ref.name, if_match)
     if created or sw.SweepState(doc.data["properties"]["state"]) not in sw.SWEEP_TERMINAL:
-        sweeps_store(settings).client.upsert_entity({"PartitionKey": ACTIVE, "RowKey": ref.index_row})
+        sweeps_store(settings).table.write(Upsert(ACTIVE, ref.index_row, {}))
     return Rendered(render(doc), doc.etag)
 
 
@@ -177,7 +178,7 @@ def _ask_cancel(settings: Settings, ref: SweepRef, reason: str, delete: bool, no
             move(data, sw.SweepState.CANCELING, reason, now)
     doc = sweeps_store(settings).update(ref.experiment.job_pk, ref.name.lower(), mutate)
     if doc is not None:
-        sweeps_store(settings).client.upsert_entity({"PartitionKey": ACTIVE, "RowKey": ref.index_row})
+        sweeps_store(settings).table.write(Upsert(ACTIVE, ref.index_row, {}))
     return doc
 
 
@@ -211,8 +212,7 @@ def remove(settings: Settings, ref: SweepRef, now: datetime | None = None) -> bo
 def reconcile_all(settings: Settings, now: datetime) -> int:
     """Advance every live sweep; the number looked at. One sweep's transient error does not stop the
     others: their errors are raised together after all were tried."""
-    rows = [e["RowKey"] for e in sweeps_store(settings).client.query_entities(
-        "PartitionKey eq @pk", parameters={"pk": ACTIVE})]
+    rows = [r.rk for r in sweeps_store(settings).table.query(Query(pk=ACTIVE))]
     each(rows, lambda row: advance(settings, SweepRef.from_index_row(row), now), "advancing the sweep")
     return len(rows)
 

@@ -1,20 +1,39 @@
-"""The storage port under test twice: over Azurite (the contract) and in memory (the fast twin)."""
+"""The storage port under test twice: over Azurite (the contract) and in memory (the fast twin).
+
+The Azurite is this package's own: these tests write rows that no service wrote (a pending index
+without jobs, links without arrays), which the timers of other tests would find in a shared one.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from shared import ports
+from shared.adapters import storage
+from shared.localstack.azurite import start_azurite
 from shared.ports.contract import Storage
 
 
+@pytest.fixture(scope="package")
+def private_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    location = tmp_path_factory.mktemp("ports-azurite")
+    server = start_azurite(location, log=Path(location) / "azurite.log")
+    try:
+        storage.ensure_all(server.connection_string)
+        yield server.connection_string
+    finally:
+        server.stop()
+
+
 @pytest.fixture(params=["azurite", "memory"])
-def port_conn(request: pytest.FixtureRequest) -> Iterator[str]:
+def port_conn(request: pytest.FixtureRequest, storage_conn: str) -> Iterator[str]:
+    """A connection string of either kind (`storage_conn` sets the environment the services read)."""
     if request.param == "azurite":
-        yield request.getfixturevalue("storage_conn")
+        yield request.getfixturevalue("private_storage")
         return
     conn = ports.memory(uuid.uuid4().hex)
     yield conn
