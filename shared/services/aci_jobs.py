@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
-
+from shared import ports
 from shared.adapters import sched_store, secret_box, storage
 from shared.adapters.compute import provider_for
 from shared.adapters.compute.aci import check_vm_size, container_task
@@ -38,6 +36,7 @@ from shared.decisions.toolkits import PlanError, plan_task
 from shared.domain.keys import JobRef
 from shared.domain.messages import NodeAddress
 from shared.domain.states import JobPhase
+from shared.ports.rows import Delete, Insert, Query, Row, StaleEtag, key_fields, prefix_range
 from shared.services import assignments, job_state, nodes
 from shared.services.assignments import HOLDING_PHASES, AsgRow
 from shared.services.guarded import Guard
@@ -74,18 +73,16 @@ def tick(settings: Settings, now: datetime, provider: TaskRunner | None = None,
 
 
 def _busy_partitions(settings: Settings) -> set[str]:
-    client = storage.table(settings.storage_connection_string, storage.T_SCHED)
+    table = assignments.sched(settings)
     found: set[str] = set()
     for prefix in (sched_store.ASSIGNMENT, sched_store.PENDING):
-        entities = client.query_entities("RowKey ge @lo and RowKey lt @hi", select=["PartitionKey"],
-                                         parameters={"lo": prefix, "hi": prefix + "\uffff"})
-        found |= {e["PartitionKey"] for e in entities}
+        found |= {row["PartitionKey"] for row in table.query(Query(rk_range=prefix_range(prefix), select=()))}
     return found
 
 
 # --- starting ---------------------------------------------------------------------------------
 
-def _start(settings: Settings, runner: TaskRunner, key: str, row: dict[str, Any], now: datetime,
+def _start(settings: Settings, runner: TaskRunner, key: str, row: Row, now: datetime,
            new_id: Callable[[], str], result: AciTick) -> None:
     job_key = row["jobKey"]
     ref = JobRef.from_key(job_key)
@@ -104,8 +101,8 @@ def _start(settings: Settings, runner: TaskRunner, key: str, row: dict[str, Any]
     entity = assignments.new_entity(key, job_key, new_id(), [], attempt, 1, now)
     entity["dispatched"] = True  # nothing to send: no node agents take part
     # An earlier, interrupted tick may have written it: carry on with its assignment id.
-    with contextlib.suppress(ResourceExistsError):
-        assignments.sched(settings).create_entity(entity)
+    with contextlib.suppress(StaleEtag):
+        assignments.sched(settings).write(Insert(*key_fields(entity)))
     asg = assignments.get(settings, key, job_key)
     if asg is not None:
         _take(settings, runner, asg, doc, now, result)
@@ -209,14 +206,14 @@ def _write_logs(settings: Settings, asg: AsgRow, doc: Doc, logs: str) -> None:
     ref = JobRef.from_key(asg.job_key)
     segment = (doc.data.get("properties") or {}).get("jobOutputDirectoryPathSegment") or ""
     prefix = storage.output_prefix(ref.experiment.workspace.workspace, ref.experiment.name, ref.name, segment)
-    container = storage.container(settings.storage_connection_string, storage.C_OUTPUTS)
-    container.upload_blob(f"{prefix}/stdouterr/stdout.txt", logs.encode(), overwrite=True)
-    container.upload_blob(f"{prefix}/stdouterr/stderr.txt", b"", overwrite=True)
+    blobs = ports.of(settings.storage_connection_string).blobs
+    blobs.write(storage.C_OUTPUTS, f"{prefix}/stdouterr/stdout.txt", logs.encode())
+    blobs.write(storage.C_OUTPUTS, f"{prefix}/stdouterr/stderr.txt", b"")
 
 
 # --- refusals and the index -------------------------------------------------------------------
 
-def _reject(settings: Settings, ref: JobRef, row: dict[str, Any], code: str, message: str, now: datetime,
+def _reject(settings: Settings, ref: JobRef, row: Row, code: str, message: str, now: datetime,
             result: AciTick) -> None:
     written = job_state.transition(settings, ref, JobPhase.FAILED, f"refused by container instances: {code}", now,
                                    mutate=lambda i: job_state.set_end(i, now, None, [job_state.error(code, message)]),
@@ -226,10 +223,7 @@ def _reject(settings: Settings, ref: JobRef, row: dict[str, Any], code: str, mes
     _drop(settings, row)
 
 
-def _drop(settings: Settings, row: dict[str, Any]) -> None:
-    try:
-        assignments.sched(settings).delete_entity(row["PartitionKey"], row["RowKey"], etag=row.metadata["etag"],
-                                                  match_condition=MatchConditions.IfNotModified)
-    except HttpResponseError as e:
-        if e.status_code not in (404, 412):
-            raise
+def _drop(settings: Settings, row: Row) -> None:
+    """Delete the pending row as read (If-Match): one that changed or is gone since is left alone."""
+    with contextlib.suppress(StaleEtag):
+        assignments.sched(settings).write(Delete(row["PartitionKey"], row["RowKey"], row.etag))

@@ -11,21 +11,20 @@ events record task results in them.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
-
-from shared import telemetry
+from shared import ports, telemetry
 from shared.adapters import message_signing, sched_store, storage
 from shared.adapters.resource_store import Doc
 from shared.config import Settings
 from shared.domain.keys import JobRef
 from shared.domain.messages import Assignment, NodeAddress, NodeMessage, StopTask
 from shared.domain.states import JobPhase
+from shared.ports.contract import Table
+from shared.ports.rows import Contended, Delete, Merge, Row, StaleEtag, Write, merge, read_modify_write
 from shared.services import job_state, node_state
 
 ATTEMPTS = 20
@@ -34,11 +33,10 @@ CHUNK = 30_000  # characters per string property (UTF-16 in Table storage: 60 KB
 HOLDING_PHASES = frozenset({JobPhase.ASSIGNED, JobPhase.RUNNING, JobPhase.TERMINATING})
 
 Entity = dict[str, Any]
-ETAG_KW = "etag"
 
 
-class ConcurrentUpdates(Exception):
-    """A row kept changing under us (transient: the trigger retries)."""
+class ConcurrentUpdates(Contended):
+    """Rows kept changing under us (transient: the trigger retries)."""
 
 
 @dataclass
@@ -60,18 +58,19 @@ class AsgRow:
         return [n.node_id for n in self.nodes]
 
 
-def sched(settings: Settings) -> TableClient:
-    return storage.table(settings.storage_connection_string, storage.T_SCHED)
+def sched(settings: Settings) -> Table:
+    """The `sched` table (every cluster's partition) through the storage port."""
+    return ports.of(settings.storage_connection_string).table(storage.T_SCHED)
 
 
-def parse(entity: Entity, etag: str | None = None) -> AsgRow:
-    """An asg row as read (its ETag in `metadata`), or as just written (`etag` from the write)."""
-    return AsgRow(cluster_key=entity["PartitionKey"], job_key=entity["jobKey"], assignment_id=entity["assignmentId"],
-                  nodes=[NodeAddress(**n) for n in json.loads(joined(entity, "nodes") or "[]")],
-                  attempt=int(entity.get("attempt") or 1), slots=int(entity.get("slots") or 1),
-                  tasks=json.loads(joined(entity, "tasks") or "{}"), dispatched=bool(entity.get("dispatched")),
-                  created_at=datetime.fromisoformat(entity["createdAt"]), etag=etag or entity.metadata["etag"],
-                  gpus=json.loads(joined(entity, "gpus")) if entity.get("gpus") else None)
+def parse(row: Row) -> AsgRow:
+    """An asg row as read (or as just written: `Row.of` the written fields with the write's ETag)."""
+    return AsgRow(cluster_key=row["PartitionKey"], job_key=row["jobKey"], assignment_id=row["assignmentId"],
+                  nodes=[NodeAddress(**n) for n in json.loads(joined(row, "nodes") or "[]")],
+                  attempt=int(row.get("attempt") or 1), slots=int(row.get("slots") or 1),
+                  tasks=json.loads(joined(row, "tasks") or "{}"), dispatched=bool(row.get("dispatched")),
+                  created_at=datetime.fromisoformat(row["createdAt"]), etag=row.etag,
+                  gpus=json.loads(joined(row, "gpus")) if row.get("gpus") else None)
 
 
 def split(name: str, value: Any) -> Entity:
@@ -82,7 +81,7 @@ def split(name: str, value: Any) -> Entity:
     return {(name if i == 0 else f"{name}{i}"): part for i, part in enumerate(parts)}
 
 
-def joined(entity: Entity, name: str) -> str:
+def joined(entity: Mapping[str, Any], name: str) -> str:
     parts, i = [entity.get(name) or ""], 1
     while f"{name}{i}" in entity:
         parts.append(entity[f"{name}{i}"] or "")
@@ -91,10 +90,8 @@ def joined(entity: Entity, name: str) -> str:
 
 
 def get(settings: Settings, cluster_key: str, job_key: str) -> AsgRow | None:
-    try:
-        return parse(sched(settings).get_entity(cluster_key, sched_store.assignment_row(job_key)))
-    except ResourceNotFoundError:
-        return None
+    row = sched(settings).get(cluster_key, sched_store.assignment_row(job_key))
+    return None if row is None else parse(row)
 
 
 def new_entity(cluster_key: str, job_key: str, assignment_id: str, nodes: list[NodeAddress], attempt: int,
@@ -109,28 +106,21 @@ def new_entity(cluster_key: str, job_key: str, assignment_id: str, nodes: list[N
 def update(settings: Settings, asg: AsgRow, fields: Entity) -> bool:
     """Merge fields into the asg row read earlier (If-Match). False when it changed since; on
     success `asg.etag` is the row's new ETag."""
-    entity = {"PartitionKey": asg.cluster_key, "RowKey": sched_store.assignment_row(asg.job_key), **fields}
     try:
-        written = sched(settings).update_entity(entity, mode=UpdateMode.MERGE, etag=asg.etag,
-                                                match_condition=MatchConditions.IfNotModified)
-    except HttpResponseError as e:
-        if e.status_code in (404, 412):
-            return False
-        raise
-    asg.etag = (written or {}).get("etag") or asg.etag
+        written = sched(settings).write(Merge(asg.cluster_key, sched_store.assignment_row(asg.job_key), fields,
+                                              asg.etag))
+    except StaleEtag:
+        return False
+    asg.etag = written or asg.etag
     return True
 
 
 # --- node rows (their fields are `node_state`'s) --------------------------------------------
 
-def _node_rows(client: TableClient, cluster_key: str, node_ids: list[str]) -> list[Entity]:
-    rows = []
-    for node_id in node_ids:
-        try:
-            rows.append(client.get_entity(cluster_key, sched_store.node_row(node_id)))
-        except ResourceNotFoundError:
-            continue  # the node row was removed (node lost and deleted): nothing to free
-    return rows
+def _node_rows(table: Table, cluster_key: str, node_ids: list[str]) -> list[Row]:
+    """The gang's node rows that are still there (a node lost and deleted has nothing to free)."""
+    rows = [table.get(cluster_key, sched_store.node_row(node_id)) for node_id in node_ids]
+    return [row for row in rows if row is not None]
 
 
 def release(settings: Settings, cluster_key: str, job_key: str, assignment_id: str, now: datetime,
@@ -140,31 +130,24 @@ def release(settings: Settings, cluster_key: str, job_key: str, assignment_id: s
     False when the asg row is gone or belongs to another assignment. Kicks the cluster after a release,
     unless the caller runs a pass itself (`kick=False`: a redelivery of its trigger must then run
     that pass again). `known`: the asg row as the caller last wrote it (its ETag saves a read)."""
-    client = sched(settings)
+    table = sched(settings)
     for _ in range(ATTEMPTS):
         asg, known = (known, None) if known is not None else (get(settings, cluster_key, job_key), None)
         if asg is None or asg.assignment_id != assignment_id:
             return False
-        frees: list[tuple[str, Entity, dict[str, Any]]] = []
-        for row in _node_rows(client, cluster_key, asg.node_ids):
+        frees: list[Write] = []
+        for row in _node_rows(table, cluster_key, asg.node_ids):
             fields = node_state.free_fields(row, job_key, assignment_id, now)
             if fields is not None:
-                frees.append(("update", {"PartitionKey": cluster_key, "RowKey": row["RowKey"], **fields},
-                              {"mode": UpdateMode.MERGE, ETAG_KW: row.metadata["etag"],
-                               "match_condition": MatchConditions.IfNotModified}))
+                frees.append(merge(row, fields))
         row_key = sched_store.assignment_row(job_key)
         try:
             while len(frees) > MAX_OPS - 1:
                 chunk, frees = frees[:MAX_OPS - 1], frees[MAX_OPS - 1:]
-                written = client.submit_transaction(chunk + [("update", {"PartitionKey": cluster_key,
-                                                                         "RowKey": row_key, "releasing": True},
-                                                              {"mode": UpdateMode.MERGE, ETAG_KW: asg.etag,
-                                                               "match_condition": MatchConditions.IfNotModified})])
-                asg.etag = (written[-1] or {}).get("etag") or asg.etag
-            client.submit_transaction(frees + [("delete", {"PartitionKey": cluster_key, "RowKey": row_key},
-                                                {ETAG_KW: asg.etag,
-                                                 "match_condition": MatchConditions.IfNotModified})])
-        except TableTransactionError:
+                written = table.transact(chunk + [Merge(cluster_key, row_key, {"releasing": True}, asg.etag)])
+                asg.etag = written[-1] or asg.etag
+            table.transact(frees + [Delete(cluster_key, row_key, asg.etag)])
+        except StaleEtag:
             continue  # re-read: the nodes freed so far no longer hold the assignment
         if kick:
             sched_store.kick(settings.storage_connection_string, cluster_key)
@@ -202,14 +185,17 @@ def dispatch(settings: Settings, asg: AsgRow, now: datetime) -> bool:
                         links=[telemetry.traceparent()], **{"batchai.job": asg.job_key,
                                                              "batchai.assignment": asg.assignment_id}):
         send_assignments(settings, asg)
-    for _ in range(ATTEMPTS):
-        if update(settings, asg, {"dispatched": True, "dispatchedAt": now.isoformat()}):
-            return True
-        current = get(settings, asg.cluster_key, asg.job_key)
-        if current is None or current.assignment_id != asg.assignment_id or current.dispatched:
-            return True
-        asg = current
-    raise ConcurrentUpdates(f"assignment of {asg.job_key} kept changing")
+    fields = {"dispatched": True, "dispatchedAt": now.isoformat()}
+    if update(settings, asg, fields):  # the row as the pass wrote it: most often still so
+        return True
+
+    def mark(row: Row | None) -> tuple[Write | None, bool]:
+        if row is None or row.get("assignmentId") != asg.assignment_id or row.get("dispatched"):
+            return None, True
+        return merge(row, fields), True
+
+    read_modify_write(sched(settings), asg.cluster_key, sched_store.assignment_row(asg.job_key), mark, ATTEMPTS)
+    return True
 
 
 def send_again(settings: Settings, asg: AsgRow, node_ids: list[str], now: datetime, stop: bool = False) -> None:
@@ -237,13 +223,8 @@ def send_assignments(settings: Settings, asg: AsgRow, only: set[str] | None = No
 
 def send_to_node(settings: Settings, node_id: str, message: NodeMessage) -> None:
     """Put a message, signed for the node, on its queue (creating the queue only when it is missing)."""
-    conn = settings.storage_connection_string
     text = message_signing.sign(settings, message.to_json(), node_id)
-    client = storage.queue(conn, storage.node_queue_name(node_id))
-    try:
-        client.send_message(text)
-    except ResourceNotFoundError:
-        storage.ensure_queue(conn, storage.node_queue_name(node_id)).send_message(text)
+    ports.of(settings.storage_connection_string).queues.send(storage.node_queue_name(node_id), text, create=True)
 
 
 def send_stop(settings: Settings, node_ids: list[str], assignment_id: str, reason: str) -> None:

@@ -18,15 +18,13 @@ drive: their jobs are `aci_jobs`'s.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
-from shared import telemetry
+from shared import ports, telemetry
 from shared.adapters import sched_store, storage
 from shared.adapters.compute import provider_for, vm_sizes
 from shared.adapters.compute.byo import ByoProvider
@@ -39,6 +37,7 @@ from shared.decisions import autoscaler, gpu_slots
 from shared.decisions.autoscaler import Drain, InstanceView, NodeView, ScaleInput, ScalePolicy
 from shared.domain.keys import ClusterRef
 from shared.domain.states import NodeState
+from shared.ports.rows import Query, prefix_range
 from shared.services import node_state, nodes, removal
 from shared.services.guarded import each
 from shared.services.scheduling import packing_of
@@ -118,7 +117,7 @@ def reconcile_cluster(settings: Settings, cluster: ClusterRef | str, now: dateti
     return result
 
 
-def _measure(key: str, node_rows: list[dict[str, Any]], pending: int) -> None:
+def _measure(key: str, node_rows: list[Mapping[str, Any]], pending: int) -> None:
     telemetry.gauge("batchai.cluster.pending_jobs", pending, description="Jobs waiting for nodes.",
                     **{"batchai.cluster": key})
     states = Counter(str(r["state"]) for r in node_rows)
@@ -155,10 +154,8 @@ def cluster_keys(settings: Settings) -> set[str]:
 
 def partitions_with(settings: Settings, row_prefix: str) -> set[str]:
     """The sched partitions (cluster keys) holding at least one row whose key starts with the prefix."""
-    client = storage.table(settings.storage_connection_string, storage.T_SCHED)
-    entities = client.query_entities("RowKey ge @lo and RowKey lt @hi", select=["PartitionKey"],
-                                     parameters={"lo": row_prefix, "hi": row_prefix + "\uffff"})
-    return {e["PartitionKey"] for e in entities}
+    table = ports.of(settings.storage_connection_string).table(storage.T_SCHED)
+    return {row["PartitionKey"] for row in table.query(Query(rk_range=prefix_range(row_prefix), select=()))}
 
 
 def remove_cluster(settings: Settings, key: str, provider: ComputeProvider | None = None) -> ReconcileResult:
@@ -173,19 +170,19 @@ def remove_cluster(settings: Settings, key: str, provider: ComputeProvider | Non
     for row in nodes.node_rows(rows):
         node_id = nodes.node_id_of(row)
         if node_id not in alive and node_state.delete(settings, key, node_id):
-            with contextlib.suppress(ResourceNotFoundError):  # never beat, or already deleted
-                storage.container(settings.storage_connection_string, storage.C_HEARTBEATS).delete_blob(
-                    storage.heartbeat_blob(key, node_id))
+            # No error when it never beat, or is deleted already.
+            ports.of(settings.storage_connection_string).blobs.delete(storage.C_HEARTBEATS,
+                                                                      storage.heartbeat_blob(key, node_id))
     return ReconcileResult(key, deleted=True)
 
 
 # --- applying one decision --------------------------------------------------------------------
 
-def _slots(row: dict[str, Any]) -> int:
+def _slots(row: Mapping[str, Any]) -> int:
     return gpu_slots.node_slots(int(row.get("gpus") or 0), int(row.get("cores") or 0))
 
 
-def _node_slots(node_rows: list[dict[str, Any]], vm_size: str) -> int:
+def _node_slots(node_rows: list[Mapping[str, Any]], vm_size: str) -> int:
     """The slots a new node will offer: as the registered nodes report (their GPUs, else cores), else
     as the VM size has (its GPUs, else its cores)."""
     registered = [_slots(r) for r in node_rows if r.get("registeredAt")]
@@ -194,7 +191,7 @@ def _node_slots(node_rows: list[dict[str, Any]], vm_size: str) -> int:
     return gpu_slots.node_slots(vm_sizes.gpu_count(vm_size), vm_sizes.size_info(vm_size).cores)
 
 
-def _view(row: dict[str, Any]) -> NodeView:
+def _view(row: Mapping[str, Any]) -> NodeView:
     used = sum(int(j.get("slots") or 1) for j in node_state.node_jobs(row).values())
     return NodeView(node_id=nodes.node_id_of(row), state=row["state"], job_key=row.get("jobKey") or "",
                     assignment_id=row.get("assignmentId") or "", idle_since=nodes.parse_time(row.get("idleSince")),
@@ -235,7 +232,7 @@ def _drain(settings: Settings, key: str, drain: Drain, now: datetime) -> bool:
     return True
 
 
-def _protect_busy(settings: Settings, key: str, provider: ScaleInProtection, node_rows: list[dict[str, Any]],
+def _protect_busy(settings: Settings, key: str, provider: ScaleInProtection, node_rows: list[Mapping[str, Any]],
                   removing: set[str]) -> dict[str, bool]:
     """Keep scale-in protection in step with each node's busy-ness. A row's `scaleInProtected`
     records what was last set, so only nodes that changed between idle and running cost a call."""

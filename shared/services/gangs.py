@@ -16,11 +16,9 @@ reservation that the safety pass rolls back once it is older than `STALE_AFTER`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
-
-from azure.core import MatchConditions
-from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.adapters import sched_store
 from shared.config import Settings
@@ -28,12 +26,13 @@ from shared.decisions.gpu_slots import job_slots
 from shared.decisions.scheduler import Placement
 from shared.domain.keys import JobRef
 from shared.domain.messages import NodeAddress
+from shared.ports.rows import Delete, Insert, Merge, Row, StaleEtag, Upsert, Write, key_fields
 from shared.services import assignments, job_state, node_state
 from shared.services.assignments import MAX_OPS, AsgRow
 
 STALE_AFTER = timedelta(seconds=30)
 
-Entity = dict[str, Any]
+RowLike = Mapping[str, Any]
 
 
 def fits_one_transaction(node_count: int) -> bool:
@@ -41,11 +40,11 @@ def fits_one_transaction(node_count: int) -> bool:
     return node_count + 2 <= MAX_OPS
 
 
-def reserve(settings: Settings, cluster_key: str, placement: Placement, nodes: dict[str, Entity],
-            pending: Entity, now: datetime) -> AsgRow | None:
+def reserve(settings: Settings, cluster_key: str, placement: Placement, nodes: dict[str, Row],
+            pending: Row, now: datetime) -> AsgRow | None:
     """Reserve a large gang's nodes (snapshot rows `nodes`, the job's `pending` row); the asg row,
     ready to dispatch, or None after a conflict (rolled back: decide again)."""
-    client = assignments.sched(settings)
+    table = assignments.sched(settings)
     gang = [NodeAddress(n, str(nodes[n].get("address") or "")) for n in placement.node_ids]
     entity = {**assignments.new_entity(cluster_key, placement.job_key, placement.assignment_id, gang,
                                        placement.attempt, placement.slots, now,
@@ -53,44 +52,40 @@ def reserve(settings: Settings, cluster_key: str, placement: Placement, nodes: d
               "reserving": True}
     first, rest = placement.node_ids[:MAX_OPS - 2], placement.node_ids[MAX_OPS - 2:]
     ops = _take(cluster_key, first, nodes, placement, now)
-    ops.append(("delete", {"PartitionKey": cluster_key, "RowKey": pending["RowKey"]},
-                {"etag": pending.metadata["etag"], "match_condition": MatchConditions.IfNotModified}))
-    ops.append(("create", entity, {}))
+    ops.append(Delete(cluster_key, pending["RowKey"], pending.etag))
+    ops.append(Insert(*key_fields(entity)))
     try:
-        written = client.submit_transaction(ops)
-    except TableTransactionError:
+        etag = table.transact(ops)[-1]
+    except StaleEtag:
         return None  # nothing was written
-    etag = (written[-1] or {}).get("etag")
     while rest:
         chunk, rest = rest[:MAX_OPS - 1], rest[MAX_OPS - 1:]
         ops = _take(cluster_key, chunk, nodes, placement, now)
-        ops.append(("update", {"PartitionKey": cluster_key, "RowKey": entity["RowKey"], "reserving": bool(rest)},
-                    {"mode": UpdateMode.MERGE, "etag": etag, "match_condition": MatchConditions.IfNotModified}))
+        ops.append(Merge(cluster_key, entity["RowKey"], {"reserving": bool(rest)}, etag))
         try:
-            written = client.submit_transaction(ops)
-        except TableTransactionError:
+            etag = table.transact(ops)[-1]
+        except StaleEtag:
             rollback(settings, cluster_key, pending, placement.job_key, placement.assignment_id, now)
             return None
-        etag = (written[-1] or {}).get("etag")
     return assignments.get(settings, cluster_key, placement.job_key)
 
 
-def rollback(settings: Settings, cluster_key: str, pending: Entity, job_key: str, assignment_id: str,
+def rollback(settings: Settings, cluster_key: str, pending: RowLike, job_key: str, assignment_id: str,
              now: datetime) -> bool:
     """Undo a reservation: the pending row back (as it was), then the nodes freed and the asg row
     deleted. Idempotent; False when the reservation is gone or another assignment's."""
-    fields = {k: pending[k] for k in ("PartitionKey", "RowKey", "jobKey", "priority", "submittedAt", "nodeCount",
-                                      "attempt", "slots") if k in pending}
-    assignments.sched(settings).upsert_entity(fields)
+    fields = {k: pending[k] for k in ("jobKey", "priority", "submittedAt", "nodeCount", "attempt", "slots")
+              if k in pending}
+    assignments.sched(settings).write(Upsert(pending["PartitionKey"], pending["RowKey"], fields))
     return assignments.release(settings, cluster_key, job_key, assignment_id, now)
 
 
-def rollback_stale(settings: Settings, entity: Entity, now: datetime) -> bool:
+def rollback_stale(settings: Settings, row: Row, now: datetime) -> bool:
     """The safety pass's part: a reservation left `reserving` longer than `STALE_AFTER` (its pass
     died) is rolled back, its job's pending row rebuilt from the asg row. False otherwise."""
-    if not entity.get("reserving"):
+    if not row.get("reserving"):
         return False
-    asg = assignments.parse(entity)
+    asg = assignments.parse(row)
     if now - asg.created_at < STALE_AFTER:
         return False
     doc = job_state.get(settings, JobRef.from_key(asg.job_key))
@@ -105,14 +100,12 @@ def rollback_stale(settings: Settings, entity: Entity, now: datetime) -> bool:
     return rollback(settings, asg.cluster_key, pending, asg.job_key, asg.assignment_id, now)
 
 
-def _take(cluster_key: str, node_ids: list[str], nodes: dict[str, Entity], placement: Placement,
-          now: datetime) -> list[tuple[str, Entity, dict[str, Any]]]:
-    ops: list[tuple[str, Entity, dict[str, Any]]] = []
+def _take(cluster_key: str, node_ids: list[str], nodes: dict[str, Row], placement: Placement,
+          now: datetime) -> list[Write]:
+    ops: list[Write] = []
     for node_id in node_ids:
         row = nodes[node_id]
         fields = node_state.take_fields(row, placement.job_key, placement.assignment_id, placement.slots, now,
                                         placement.gpus_on(node_id))
-        ops.append(("update", {"PartitionKey": cluster_key, "RowKey": row["RowKey"], **fields},
-                    {"mode": UpdateMode.MERGE, "etag": row.metadata["etag"],
-                     "match_condition": MatchConditions.IfNotModified}))
+        ops.append(Merge(cluster_key, row["RowKey"], fields, row.etag))
     return ops

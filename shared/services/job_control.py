@@ -12,12 +12,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError
-
 from shared.config import Settings
 from shared.decisions.job_outcome import FAILING_STOPS, stop_error
 from shared.domain.keys import JobRef
 from shared.domain.states import JOB_TERMINAL, JobPhase
+from shared.ports.rows import Delete
 from shared.services import assignments, job_arrays, job_state
 from shared.services.scheduling import pending_row_key
 
@@ -107,8 +106,4 @@ def _drop_pending(settings: Settings, job_ref: JobRef, data: dict[str, Any]) -> 
     cluster_key = (data.get("internal") or {}).get("clusterKey")
     if not cluster_key:
         return
-    try:
-        assignments.sched(settings).delete_entity(cluster_key, pending_row_key(data, job_ref.key))
-    except HttpResponseError as e:
-        if e.status_code != 404:
-            raise
+    assignments.sched(settings).write(Delete(cluster_key, pending_row_key(data, job_ref.key)))  # gone: no error

@@ -3,10 +3,10 @@
 A node's state changes only through `moved()`, which checks the move against the node state machine
 (`domain.states.NODE_TRANSITIONS`) and appends the history entry; the named changes below are what
 the node events, the cluster reconciler and the reaper may do to a row, each a read-modify-write
-with the row's ETag, retried on conflict, and a no-op when its premise no longer holds (so every
-caller is idempotent). The scheduling pass and `assignments.release` commit node rows together with
-their pending and asg rows in one transaction; the fields they write come from `take_fields` and
-`free_fields` here.
+with the row's ETag (the storage port's `read_modify_write`), retried on conflict, and a no-op when
+its premise no longer holds (so every caller is idempotent). The scheduling pass and
+`assignments.release` commit node rows together with their pending and asg rows in one transaction;
+the fields they write come from `take_fields` and `free_fields` here.
 
 Row fields: state (NodeState), address, cores, memoryMb, gpus, jobKey, assignmentId, jobs (JSON
 {job key: {assignmentId, slots, gpus: the GPU indices it holds}}) and usedSlots (GPU-slot packing),
@@ -16,50 +16,49 @@ scaleInProtected, history (JSON list, the last `HISTORY` transitions).
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
-
+from shared import ports
 from shared.adapters import sched_store, storage
 from shared.config import Settings
 from shared.domain.states import NodeState, node_transition
+from shared.ports.contract import Table
+from shared.ports.rows import Contended, Insert, Row, Write, merge, read_modify_write
+from shared.ports.rows import delete as delete_row
 
 HISTORY = 20
 ATTEMPTS = 20
 
 Entity = dict[str, Any]
+#: A row as read (a port `Row`, or a plain dict of one): read with dict access only.
+RowLike = Mapping[str, Any]
 #: Given the current row (None: no row), the fields to write, or None to leave it as it is.
 Change = Callable[[Entity | None], Entity | None]
+R = TypeVar("R", bound=RowLike)
 
 
-class ConcurrentUpdates(Exception):
+class ConcurrentUpdates(Contended):
     """A node row kept changing under us (transient: the trigger retries)."""
 
 
 # --- reading ----------------------------------------------------------------------------------
 
-def _client(settings: Settings) -> TableClient:
-    return storage.table(settings.storage_connection_string, storage.T_SCHED)
+def _table(settings: Settings) -> Table:
+    return ports.of(settings.storage_connection_string).table(storage.T_SCHED)
 
 
-def get(settings: Settings, cluster_key: str, node_id: str) -> Entity | None:
-    try:
-        return _client(settings).get_entity(cluster_key, sched_store.node_row(node_id))
-    except ResourceNotFoundError:
-        return None
+def get(settings: Settings, cluster_key: str, node_id: str) -> Row | None:
+    return _table(settings).get(cluster_key, sched_store.node_row(node_id))
 
 
-def node_rows(rows: Sequence[Entity]) -> list[Entity]:
+def node_rows(rows: Sequence[R]) -> list[R]:
     return [r for r in rows if r["RowKey"].startswith(sched_store.NODE)]
 
 
-def node_id_of(row: Entity) -> str:
+def node_id_of(row: RowLike) -> str:
     return row["RowKey"][len(sched_store.NODE):]
 
 
@@ -71,7 +70,7 @@ def parse_time(value: str | None) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def node_jobs(row: Entity) -> dict[str, dict[str, Any]]:
+def node_jobs(row: RowLike) -> dict[str, dict[str, Any]]:
     """The jobs a node row holds: {job key: {assignmentId, slots}} (whole-node rows: jobKey only)."""
     if row.get("jobs"):
         return json.loads(row["jobs"])
@@ -80,12 +79,12 @@ def node_jobs(row: Entity) -> dict[str, dict[str, Any]]:
     return {}
 
 
-def busy_gpus(row: Entity) -> frozenset[int]:
+def busy_gpus(row: RowLike) -> frozenset[int]:
     """The GPU indices the jobs on a node row hold."""
     return frozenset(int(i) for job in node_jobs(row).values() for i in job.get("gpus") or ())
 
 
-def held_jobs(row: Entity | None) -> dict[str, str]:
+def held_jobs(row: RowLike | None) -> dict[str, str]:
     """{job key: assignment id} of the jobs a node row holds."""
     return {} if row is None else {k: v.get("assignmentId") or "" for k, v in node_jobs(row).items()}
 
@@ -100,7 +99,7 @@ def new_row_fields(state: str, now: datetime, **extra: Any) -> Entity:
             **extra}
 
 
-def moved(row: Entity | None, target: str, reason: str, now: datetime, **extra: Any) -> Entity:
+def moved(row: RowLike | None, target: str, reason: str, now: datetime, **extra: Any) -> Entity:
     """The fields that move `row` to `target` (checked against the node state machine), with
     `extra`; for a missing row, a whole new row in `target`."""
     if row is None:
@@ -112,7 +111,7 @@ def moved(row: Entity | None, target: str, reason: str, now: datetime, **extra: 
     return {"state": target, "stateSince": now.isoformat(), "history": json.dumps(history), **extra}
 
 
-def take_fields(row: Entity, job_key: str, assignment_id: str, slots: int, now: datetime,
+def take_fields(row: RowLike, job_key: str, assignment_id: str, slots: int, now: datetime,
                 gpus: Sequence[int] = ()) -> Entity:
     """The merge that gives a node (idle, or running under gpu-slots packing) to a job, with the GPU
     indices its task gets."""
@@ -126,7 +125,7 @@ def take_fields(row: Entity, job_key: str, assignment_id: str, slots: int, now: 
     return fields
 
 
-def free_fields(row: Entity, job_key: str, assignment_id: str, now: datetime) -> Entity | None:
+def free_fields(row: RowLike, job_key: str, assignment_id: str, now: datetime) -> Entity | None:
     """The merge that takes a job off a node (None: the node does not hold that assignment). The
     node goes back to idle when nothing is left on it, unless it is leaving, unusable or lost."""
     jobs = node_jobs(row)
@@ -144,63 +143,50 @@ def free_fields(row: Entity, job_key: str, assignment_id: str, now: datetime) ->
 
 # --- writing ----------------------------------------------------------------------------------
 
-def mutate(settings: Settings, cluster_key: str, node_id: str, change: Change) -> Entity | None:
-    """Read the row, ask `change` what to write, write it If-Match; on a conflict read and ask again.
-    Returns the row as written (or as read when nothing changed; None when there is none)."""
-    client = _client(settings)
-    for _ in range(ATTEMPTS):
-        row = get(settings, cluster_key, node_id)
+def mutate(settings: Settings, cluster_key: str, node_id: str, change: Change) -> Row | None:
+    """Read the row, ask `change` what to write, write it If-Match (`read_modify_write`); on a conflict
+    read and ask again. Returns the row as written (or as read when nothing changed; None when there
+    is none)."""
+    row_key = sched_store.node_row(node_id)
+
+    def decide(row: Row | None) -> tuple[Write | None, tuple[bool, Row | None]]:
         fields = change(dict(row) if row is not None else None)
         if fields is None:
-            return row
-        entity = {"PartitionKey": cluster_key, "RowKey": sched_store.node_row(node_id), **fields}
-        try:
-            if row is None:
-                client.create_entity(entity)
-            else:
-                client.update_entity(entity, mode=UpdateMode.MERGE, etag=row.metadata["etag"],
-                                     match_condition=MatchConditions.IfNotModified)
-        except ResourceExistsError:
-            continue  # created meanwhile
-        except (ResourceNotFoundError, HttpResponseError) as e:
-            if isinstance(e, ResourceNotFoundError) or e.status_code in (404, 412):
-                continue
-            raise
-        return get(settings, cluster_key, node_id)
-    raise ConcurrentUpdates(f"node {node_id} of {cluster_key} kept changing")
+            return None, (False, row)
+        return (Insert(cluster_key, row_key, fields) if row is None else merge(row, fields)), (True, None)
+
+    try:
+        (written, row), _ = read_modify_write(_table(settings), cluster_key, row_key, decide, ATTEMPTS)
+    except Contended as e:
+        raise ConcurrentUpdates(f"node {node_id} of {cluster_key} kept changing") from e
+    return get(settings, cluster_key, node_id) if written else row
 
 
 def delete(settings: Settings, cluster_key: str, node_id: str,
-           keep: Callable[[Entity], bool] = lambda row: False) -> bool:
+           keep: Callable[[Row], bool] = lambda row: False) -> bool:
     """Delete the row (If-Match) unless `keep(row)` says otherwise on the row as last read; with the
     row go the node's queues (a node may not delete them itself; callers remove nodes that are gone)."""
-    client = _client(settings)
-    for _ in range(ATTEMPTS):
-        row = get(settings, cluster_key, node_id)
+    def decide(row: Row | None) -> tuple[Write | None, bool]:
         if row is None:
-            delete_queues(settings, node_id)
-            return True
-        if keep(row):
-            return False
-        try:
-            client.delete_entity(cluster_key, row["RowKey"], etag=row.metadata["etag"],
-                                 match_condition=MatchConditions.IfNotModified)
-        except HttpResponseError as e:
-            if e.status_code == 412:
-                continue
-            if e.status_code != 404:
-                raise
+            return None, True
+        return (None, False) if keep(row) else (delete_row(row), True)
+
+    try:
+        deleted, _ = read_modify_write(_table(settings), cluster_key, sched_store.node_row(node_id), decide,
+                                       ATTEMPTS)
+    except Contended as e:
+        raise ConcurrentUpdates(f"node {node_id} of {cluster_key} kept changing") from e
+    if deleted:
         delete_queues(settings, node_id)
-        return True
-    raise ConcurrentUpdates(f"node {node_id} of {cluster_key} kept changing")
+    return deleted
 
 
 def delete_queues(settings: Settings, node_id: str) -> None:
     """The node's queue and poison queue (idempotent)."""
     queue = storage.node_queue_name(node_id)
+    queues = ports.of(settings.storage_connection_string).queues
     for name in (queue, f"{queue}-poison"):
-        with contextlib.suppress(ResourceNotFoundError):
-            storage.queue(settings.storage_connection_string, name).delete_queue()
+        queues.drop(name)
 
 
 # --- the named changes ------------------------------------------------------------------------
@@ -225,7 +211,7 @@ def adopt(settings: Settings, cluster_key: str, node_id: str, address: str, now:
 
 
 def lose(settings: Settings, cluster_key: str, node_id: str, reason: str, now: datetime,
-         unless: Collection[str] = (NodeState.LOST,)) -> Entity | None:
+         unless: Collection[str] = (NodeState.LOST,)) -> Row | None:
     """Move the node to lost (no pass assigns it any more); the row as it is after, or None when it
     is gone. A row in a state of `unless` is left as it is."""
     return mutate(settings, cluster_key, node_id, lambda row: None if row is None or row["state"] in unless
@@ -233,7 +219,7 @@ def lose(settings: Settings, cluster_key: str, node_id: str, reason: str, now: d
 
 
 def make_unusable(settings: Settings, cluster_key: str, node_id: str, reason: str, error: dict[str, str],
-                  now: datetime, only_from: Collection[str], since: str | None = None) -> Entity | None:
+                  now: datetime, only_from: Collection[str], since: str | None = None) -> Row | None:
     """Move the node to unusable with its error, only from the states `only_from` (and, given
     `since`, only while its stateSince is still that: the state the caller decided on)."""
     def change(row: Entity | None) -> Entity | None:
@@ -245,7 +231,7 @@ def make_unusable(settings: Settings, cluster_key: str, node_id: str, reason: st
 
 
 def make_leaving(settings: Settings, cluster_key: str, node_id: str, reason: str, now: datetime,
-                 job_key: str, busy: bool) -> Entity | None:
+                 job_key: str, busy: bool) -> Row | None:
     """Mark the node leaving, only if it still holds `job_key` ("" none) and is still running
     (`busy`) or not; the row as it is after (check its state: unchanged when the premise failed)."""
     def change(row: Entity | None) -> Entity | None:
@@ -265,7 +251,7 @@ def record_protection(settings: Settings, cluster_key: str, node_id: str, protec
 
 
 def apply(settings: Settings, cluster_key: str, node_id: str, target: Callable[[Entity | None], str | None],
-          reason: str, now: datetime, fields: Callable[[Entity | None, str], Entity]) -> Entity | None:
+          reason: str, now: datetime, fields: Callable[[Entity | None, str], Entity]) -> Row | None:
     """A node event's change: `target(row)` (None: ignore the event), with `fields(row, target)`."""
     def change(row: Entity | None) -> Entity | None:
         goal = target(row)

@@ -10,13 +10,12 @@ listing per cluster, and no trust in the node's clock.
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
+from shared import ports
 from shared.adapters import sched_store, storage
 from shared.adapters.resource_store import ResourceStore
 from shared.config import Settings
@@ -76,17 +75,17 @@ def heartbeats(conn: str, cluster_key: str) -> dict[str, datetime]:
 def beats(conn: str, cluster_key: str) -> dict[str, Beat]:
     """{node id: its last heartbeat (time, running assignments)} of a cluster: one listing."""
     prefix = storage.heartbeat_prefix(cluster_key)
-    blobs = storage.container(conn, storage.C_HEARTBEATS).list_blobs(name_starts_with=prefix, include=["metadata"])
+    blobs = ports.of(conn).blobs.list(storage.C_HEARTBEATS, prefix, metadata=True)
     return {blob.name[len(prefix):]: Beat(blob.last_modified, frozenset(
-        a for a in ((blob.metadata or {}).get("assignments") or "").split(",") if a)) for blob in blobs}
+        a for a in (blob.metadata.get("assignments") or "").split(",") if a)) for blob in blobs}
 
 
 def delete_heartbeat(conn: str, cluster_key: str, node_id: str) -> None:
-    with contextlib.suppress(ResourceNotFoundError):
-        storage.container(conn, storage.C_HEARTBEATS).delete_blob(storage.heartbeat_blob(cluster_key, node_id))
+    """A node's heartbeat blob (no error when it never beat or is deleted already)."""
+    ports.of(conn).blobs.delete(storage.C_HEARTBEATS, storage.heartbeat_blob(cluster_key, node_id))
 
 
-def _health(row: dict[str, Any]) -> NodeHealth:
+def _health(row: Mapping[str, Any]) -> NodeHealth:
     return NodeHealth(node_id=nodes.node_id_of(row), state=row["state"],
                       state_since=nodes.parse_time(row.get("stateSince")),
                       registered_at=nodes.parse_time(row.get("registeredAt")),
@@ -114,7 +113,7 @@ def _mark_stuck(settings: Settings, key: str, node: NodeHealth, now: datetime) -
                              since=node.state_since.isoformat() if node.state_since else None)
 
 
-def _past_wall_clock(settings: Settings, asg: dict[str, Any], now: datetime) -> bool:
+def _past_wall_clock(settings: Settings, asg: Mapping[str, Any], now: datetime) -> bool:
     job_key = asg.get("jobKey")
     if not job_key:
         return False

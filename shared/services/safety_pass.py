@@ -7,24 +7,23 @@ reads live work only, and each cluster and each row in it is repaired on its own
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-
-from shared import telemetry
+from shared import ports, telemetry
 from shared.adapters import sched_store, storage
 from shared.config import Settings
 from shared.decisions import handovers
 from shared.decisions.handovers import Beat
 from shared.domain.keys import JobRef
 from shared.domain.states import JobPhase
+from shared.ports.rows import Delete, Query, Row, StaleEtag
 from shared.services import assignments, gangs, job_links, job_state, reaper
 from shared.services.guarded import Guard, each
-from shared.services.scheduling import REDISPATCH_AFTER, Entity, Snapshot, add_pending_for, read_snapshot
+from shared.services.scheduling import REDISPATCH_AFTER, Snapshot, add_pending_for, read_snapshot
 
 HANDED_PHASES = (JobPhase.ASSIGNED, JobPhase.RUNNING, JobPhase.TERMINATING)
 REHAND_AFTER = timedelta(seconds=30)  # a node's heartbeats lack a held assignment this long: send it again
@@ -53,8 +52,7 @@ def safety_pass(settings: Settings, now: datetime) -> SafetyResult:
         cluster_key = (doc.data.get("internal") or {}).get("clusterKey")
         if cluster_key:
             queued.setdefault(cluster_key, []).append(doc)
-    keys = {e["PartitionKey"] for e in storage.table(conn, storage.T_SCHED).list_entities(
-        select=["PartitionKey", "RowKey"])}
+    keys = {row["PartitionKey"] for row in ports.of(conn).table(storage.T_SCHED).query(Query(select=()))}
     result = SafetyResult(clusters=sorted(keys | set(queued)))
     _measure_queues(conn)
     each(result.clusters, lambda key: _repair_cluster(settings, key, queued.get(key, []), now, result),
@@ -63,11 +61,9 @@ def safety_pass(settings: Settings, now: datetime) -> SafetyResult:
 
 
 def _measure_queues(conn: str) -> None:
+    queues = ports.of(conn).queues
     for name in (storage.Q_KICKS, storage.Q_EVENTS):
-        try:
-            depth = storage.queue(conn, name).get_queue_properties().approximate_message_count
-        except ResourceNotFoundError:
-            depth = 0  # not created yet: nothing waits in it
+        depth = queues.depth(name)  # 0 when not created yet: nothing waits in it
         telemetry.gauge("batchai.queue.depth", depth, description="Messages waiting in a service queue.",
                         **{"batchai.queue": name})
 
@@ -93,7 +89,7 @@ def _repair_cluster(settings: Settings, cluster_key: str, queued_docs: list[Any]
     guard.check()
 
 
-def _repair_asg(settings: Settings, cluster_key: str, job_key: str, entity: Entity, beats: Mapping[str, Beat],
+def _repair_asg(settings: Settings, cluster_key: str, job_key: str, entity: Row, beats: Mapping[str, Beat],
                 now: datetime, result: SafetyResult) -> None:
     if entity.get("reserving"):  # a large gang's reservation: never dispatched half-done
         if gangs.rollback_stale(settings, entity, now):
@@ -126,7 +122,7 @@ def _stop_strays(settings: Settings, node_id: str, stray: list[str], result: Saf
         result.stopped_strays.append(assignment_id)
 
 
-def _repair_pending(settings: Settings, snap: Snapshot, queued_keys: set[str], job_key: str, row: Entity,
+def _repair_pending(settings: Settings, snap: Snapshot, queued_keys: set[str], job_key: str, row: Row,
                     result: SafetyResult) -> None:
     if job_key in queued_keys:
         return  # queued in the query, which came before the snapshot: its pending row stands
@@ -153,10 +149,7 @@ def _reindex(settings: Settings, cluster_key: str, snap: Snapshot, doc: Any, res
     result.readded.append(job_key)
 
 
-def _drop_pending(settings: Settings, row: Entity) -> None:
-    try:
-        assignments.sched(settings).delete_entity(row["PartitionKey"], row["RowKey"], etag=row.metadata["etag"],
-                                                  match_condition=MatchConditions.IfNotModified)
-    except HttpResponseError as e:
-        if e.status_code not in (404, 412):
-            raise
+def _drop_pending(settings: Settings, row: Row) -> None:
+    """Delete the pending row as read (If-Match): one that changed or is gone since is left alone."""
+    with contextlib.suppress(StaleEtag):
+        assignments.sched(settings).write(Delete(row["PartitionKey"], row["RowKey"], row.etag))

@@ -3,10 +3,11 @@
 A pass commits each batch of its decision as ONE entity-group transaction: for every placement,
 the chosen node rows (If-Match: idle -> running, jobKey, assignmentId), the delete of the job's
 pending row (If-Match) and the create of its `asg|` row. So no node is over-committed and no job
-is assigned twice however many passes run at once: a conflict (412/409) rolls the whole batch
-back; the pass drops its decision, re-reads and decides again. A gang larger than one transaction
-is reserved over several, with its asg row as the reservation (`gangs`). After a commit, `dispatch`
-moves each job to assigned and sends the nodes their Assignments.
+is assigned twice however many passes run at once: a conflict (the storage port's `StaleEtag`) rolls
+the whole batch back; the pass drops its decision, re-reads and decides again. A gang larger than
+one transaction is reserved over several, with its asg row as the reservation (`gangs`). After a
+commit, `dispatch` moves each job to assigned and sends the nodes their Assignments. Rows are read
+and written through the storage port (`shared.ports`): snapshot rows are its `Row`s, with their ETags.
 
 What a crash between those steps leaves behind is repaired by the safety pass (`safety_pass`).
 """
@@ -16,14 +17,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-
-from azure.core import MatchConditions
-from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared import telemetry
 from shared.adapters import sched_store, storage
@@ -44,6 +42,7 @@ from shared.decisions.scheduler import (
 )
 from shared.domain.keys import ClusterRef
 from shared.domain.messages import NodeAddress
+from shared.ports.rows import Delete, Insert, Merge, Row, StaleEtag, Write, key_fields
 from shared.services import assignments, gangs, node_state
 from shared.services.assignments import MAX_OPS
 
@@ -69,12 +68,12 @@ class PassResult:
 
 @dataclass
 class Snapshot:
-    nodes: dict[str, Entity]
-    pending: dict[str, Entity]  # job key -> pending row (jobs without an asg row)
-    asgs: dict[str, Entity]  # job key -> asg row
-    more: Iterator[list[Entity]] | None = None  # further pending pages, when only the first were read
+    nodes: dict[str, Row]
+    pending: dict[str, Row]  # job key -> pending row (jobs without an asg row)
+    asgs: dict[str, Row]  # job key -> asg row
+    more: Iterator[list[Row]] | None = None  # further pending pages, when only the first were read
 
-    def add_pending(self, rows: list[Entity]) -> None:
+    def add_pending(self, rows: list[Row]) -> None:
         for row in rows:
             if row["jobKey"] not in self.asgs:
                 self.pending[row["jobKey"]] = row
@@ -145,7 +144,7 @@ def cluster_packing(settings: Settings, cluster_key: str) -> str:
     return packing_of(read_cluster(settings, cluster_key))
 
 
-def _node_view(node_id: str, row: Entity) -> NodeView:
+def _node_view(node_id: str, row: Row) -> NodeView:
     jobs = node_state.node_jobs(row)
     gpus, cores = int(row.get("gpus") or 0), int(row.get("cores") or 0)
     return NodeView(node_id=node_id, state=row.get("state", ""), slots=node_slots(gpus, cores),
@@ -153,7 +152,7 @@ def _node_view(node_id: str, row: Entity) -> NodeView:
                     gpus=gpus, busy_gpus=node_state.busy_gpus(row))
 
 
-def _pending_job(row: Entity) -> PendingJob:
+def _pending_job(row: Row) -> PendingJob:
     return PendingJob(job_key=row["jobKey"], priority=row.get("priority") or "normal",
                       submitted_at=datetime.fromisoformat(row["submittedAt"]),
                       node_count=int(row.get("nodeCount") or 1), attempt=int(row.get("attempt") or 1),
@@ -180,12 +179,12 @@ def _batch(placements: list[Placement]) -> list[Placement]:
 
 
 def commit_operations(snap: Snapshot, cluster_key: str, batch: list[Placement],
-                      now: datetime) -> tuple[list[tuple[str, Entity, dict[str, Any]]], list[Entity]]:
+                      now: datetime) -> tuple[list[Write], list[Entity]]:
     """The transaction of a batch, and the asg rows it creates."""
-    merged: dict[str, Entity] = {}  # node id -> the node row as it will be (packing may reuse a node)
+    merged: dict[str, Mapping[str, Any]] = {}  # node id -> the node row as it will be (packing may reuse a node)
     changes: dict[str, Entity] = {}
     asg_rows: list[Entity] = []
-    ops: list[tuple[str, Entity, dict[str, Any]]] = []
+    ops: list[Write] = []
     for p in batch:
         for node_id in p.node_ids:
             row = merged.get(node_id, snap.nodes[node_id])
@@ -193,16 +192,14 @@ def commit_operations(snap: Snapshot, cluster_key: str, batch: list[Placement],
             merged[node_id] = {**row, **fields}
             changes[node_id] = {**changes.get(node_id, {}), **fields}
         pend = snap.pending[p.job_key]
-        ops.append(("delete", {"PartitionKey": cluster_key, "RowKey": pend["RowKey"]},
-                    {"etag": pend.metadata["etag"], "match_condition": MatchConditions.IfNotModified}))
+        ops.append(Delete(cluster_key, pend["RowKey"], pend.etag))
         gang = [NodeAddress(n, str(snap.nodes[n].get("address") or "")) for n in p.node_ids]
         asg_rows.append(assignments.new_entity(cluster_key, p.job_key, p.assignment_id, gang, p.attempt, p.slots, now,
                                                dict(zip(p.node_ids, p.gpus, strict=False))))
-        ops.append(("create", asg_rows[-1], {}))
+        ops.append(Insert(*key_fields(asg_rows[-1])))
     for node_id, fields in changes.items():
-        ops.insert(0, ("update", {"PartitionKey": cluster_key, "RowKey": snap.nodes[node_id]["RowKey"], **fields},
-                       {"mode": UpdateMode.MERGE, "etag": snap.nodes[node_id].metadata["etag"],
-                        "match_condition": MatchConditions.IfNotModified}))
+        node = snap.nodes[node_id]
+        ops.insert(0, Merge(cluster_key, node["RowKey"], fields, node.etag))
     return ops, asg_rows
 
 
@@ -246,18 +243,21 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
 def _commit(settings: Settings, snap: Snapshot, cluster_key: str, batch: list[Placement],
             now: datetime) -> list[tuple[Placement, assignments.AsgRow]] | None:
     """Commit a batch as one transaction; its asg rows, or None after a conflict (nothing written)."""
-    client = assignments.sched(settings)
+    table = assignments.sched(settings)
     ops, asg_rows = commit_operations(snap, cluster_key, batch, now)
     try:
-        written = client.submit_transaction(ops)
-    except TableTransactionError:
+        written = table.transact(ops)
+    except StaleEtag:
         return None
-    etags = {op[1]["RowKey"]: (meta or {}).get("etag") for op, meta in zip(ops, written, strict=False)}
+    etags = {op.rk: etag for op, etag in zip(ops, written, strict=True) if isinstance(op, Insert)}
     committed = []
     for placement, entity in zip(batch, asg_rows, strict=True):
-        etag = etags.get(entity["RowKey"])
-        committed.append((placement, assignments.parse(entity, etag) if etag
-                          else assignments.parse(client.get_entity(cluster_key, entity["RowKey"]))))
+        pk, rk, fields = key_fields(entity)
+        etag = etags.get(rk)
+        row = Row.of(pk, rk, fields, etag) if etag else table.get(pk, rk)
+        if row is None:  # deleted since (released already): the job's dispatch finds nothing to hold
+            continue
+        committed.append((placement, assignments.parse(row)))
     return committed
 
 

@@ -13,6 +13,7 @@ from shared.adapters.compute.aci import group_name
 from shared.config import Settings
 from shared.domain.keys import ClusterRef, JobRef, WorkspaceRef
 from shared.emulator.arm import ArmEmulator
+from shared.ports.rows import Insert, key_fields
 from shared.services import aci_jobs, assignments, clusters, experiments, job_state, jobs, workspaces
 from shared.services.cluster_reconcile import reconcile_cluster
 from tests.azure.helpers import SUBSCRIPTION, azure_settings
@@ -123,7 +124,7 @@ def test_an_interrupted_start_is_finished_by_the_next_tick(arm: ArmEmulator, sto
     # A tick that wrote the asg row and died before moving the job:
     entity = assignments.new_entity(cluster.key, ref.key, "asg-r", [], 1, 1, T0)
     entity["dispatched"] = True
-    assignments.sched(settings).create_entity(entity)
+    assignments.sched(settings).write(Insert(*key_fields(entity)))
     result = aci_jobs.tick(settings, T0, new_id=lambda: "asg-other", clusters=[cluster.key])
     assert result.started == [ref.key]
     assert internal(settings, ref)["assignmentId"] == "asg-r"

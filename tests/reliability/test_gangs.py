@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from shared.adapters import sched_store
 from shared.domain.messages import Assignment
+from shared.ports.rows import Delete, Insert, Merge, Write, key_fields
 from shared.services import assignments, gangs, node_state, safety_pass, scheduling, task_events
 from tests.scheduling.conftest import T0, World
 
@@ -26,7 +27,7 @@ def test_a_gang_larger_than_a_transaction_runs_and_ends(alone: World) -> None:
     assert [p.job_key for p in result.assigned] == [job.key] and result.conflicts == 0
     asg = alone.asg(job)
     assert sorted(asg.node_ids) == sorted(nodes) and asg.dispatched
-    assert not alone.sched.get_entity(alone.key, sched_store.assignment_row(job.key)).get("reserving")
+    assert not (alone.sched.get(alone.key, sched_store.assignment_row(job.key)) or {}).get("reserving")
     rows = {n: alone.node_row(n) for n in nodes}
     assert {(r["state"], r["jobKey"], r["assignmentId"]) for r in rows.values()} == {
         ("running", job.key, asg.assignment_id)}
@@ -49,7 +50,7 @@ def test_a_conflict_during_the_reservation_rolls_it_back(alone: World) -> None:
     reply = scheduling.schedule(scheduling.request_for(snap, scheduling.WHOLE_NODE, T0, lambda: "asg-1"))
     placement = reply.assignments[0]
     late = placement.node_ids[-1]  # taken by the last transaction: the first ones commit before the conflict
-    alone.sched.update_entity({"PartitionKey": alone.key, "RowKey": f"node|{late}", "address": "10.9.9.9"})
+    alone.sched.write(Merge(alone.key, f"node|{late}", {"address": "10.9.9.9"}, None))
 
     assert gangs.reserve(alone.settings, alone.key, placement, snap.nodes, snap.pending[job.key], T0) is None
     assert alone.asg(job) is None and alone.pending_keys() == [job.key]
@@ -65,11 +66,10 @@ def test_a_reservation_left_by_a_dead_pass_is_rolled_back(alone: World) -> None:
     # What a pass that died after its first transaction leaves: the reservation and its first nodes.
     taken = nodes[:10]
     entity = {**assignments.new_entity(alone.key, job.key, "asg-dead", [], 1, 1, T0), "reserving": True}
-    ops = [("update", {"PartitionKey": alone.key, "RowKey": f"node|{n}",
-                       **node_state.take_fields(snap.nodes[n], job.key, "asg-dead", 1, T0)}, {}) for n in taken]
-    alone.sched.submit_transaction(ops + [("delete", {"PartitionKey": alone.key, "RowKey": pending["RowKey"]}, {}),
-                                          ("create", {**entity, **assignments.split("nodes", [
-                                              {"node_id": n, "address": ""} for n in taken])}, {})])
+    ops: list[Write] = [Merge(alone.key, f"node|{n}", node_state.take_fields(snap.nodes[n], job.key, "asg-dead", 1, T0),
+                              None) for n in taken]
+    asg = {**entity, **assignments.split("nodes", [{"node_id": n, "address": ""} for n in taken])}
+    alone.sched.transact(ops + [Delete(alone.key, pending["RowKey"]), Insert(*key_fields(asg))])
     early = safety_pass.safety_pass(alone.settings, T0 + timedelta(seconds=1))
     assert job.key not in early.redispatched and alone.asg(job) is not None  # young: its pass may be alive
     assert alone.messages(taken[0]) == []  # never dispatched half-done

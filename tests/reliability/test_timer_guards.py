@@ -11,6 +11,7 @@ from shared.adapters import storage
 from shared.adapters.resource_store import ResourceStore
 from shared.config import Settings
 from shared.domain.keys import JobRef
+from shared.ports.rows import Delete
 from shared.services import job_state, safety_pass, scheduling
 from tests.scheduling.conftest import T0, World
 
@@ -20,7 +21,7 @@ def unindexed(world: World, name: str) -> JobRef:
     job = world.submit(name)
     for row in world.rows():
         if row["RowKey"].startswith("pend|"):
-            world.sched.delete_entity(row["PartitionKey"], row["RowKey"])
+            world.sched.write(Delete(row["PartitionKey"], row["RowKey"]))
     return job
 
 
