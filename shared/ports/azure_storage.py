@@ -177,7 +177,8 @@ class AzureBlobs:
         try:
             for blob in storage.container(self.conn, container).list_blobs(name_starts_with=prefix or None,
                                                                            include=include):
-                yield BlobInfo(blob.name, int(blob.size or 0), blob.last_modified, dict(blob.metadata or {}))
+                yield BlobInfo(blob.name, int(blob.size or 0), blob.last_modified, dict(blob.metadata or {}),
+                               blob.creation_time)
         except ResourceNotFoundError as e:
             raise Missing(container) from e
 

@@ -32,6 +32,7 @@ class BlobInfo:
     size: int
     last_modified: datetime
     metadata: Mapping[str, str]
+    created: datetime  # a blob written anew (not appended to) is created anew
 
 
 class Table(Protocol):

@@ -185,7 +185,7 @@ class MemoryBlobs:
         with self._lock:
             blobs = sorted((n, b) for n, b in self._container(container).items() if n.startswith(prefix))
         for name, blob in blobs:
-            yield BlobInfo(name, len(blob.data), blob.modified, dict(blob.metadata) if metadata else {})
+            yield BlobInfo(name, len(blob.data), blob.modified, dict(blob.metadata) if metadata else {}, blob.modified)
 
     def read(self, container: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
         blob = self._container(container).get(name)

@@ -48,7 +48,7 @@ def store(settings: Settings, table: str) -> ResourceStore:
     return ResourceStore(settings.storage_connection_string, table)
 
 
-def table_token(text: str | None) -> dict[str, Any] | None:
+def table_token(text: str | None) -> dict[str, Any] | int | None:
     if not text:
         return None
     try:

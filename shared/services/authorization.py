@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-
+from shared import ports
 from shared.adapters import auth, storage, tokens
 from shared.config import Settings
 from shared.domain import principals, rbac
 from shared.domain.errors import ApiError
 from shared.domain.principals import Principal
+from shared.ports.contract import Table
+from shared.ports.rows import Insert, StaleEtag
 from shared.services import role_assignments
 
 RETRY_AFTER_S = "5"
@@ -142,21 +143,21 @@ OP_PARTITION = "op"
 
 
 def bind_operation(settings: Settings, op_id: str, principal: Principal) -> None:
-    """Record who started an operation (idempotent for the same principal)."""
-    table = storage.table(settings.storage_connection_string, storage.T_OPERATION_CALLERS)
+    """Record who started an operation (idempotent for the same principal; StaleEtag for another)."""
     try:
-        table.create_entity({"PartitionKey": OP_PARTITION, "RowKey": op_id, "objectId": principal.object_id})
-    except ResourceExistsError:
+        _callers(settings).write(Insert(OP_PARTITION, op_id, {"objectId": principal.object_id}))
+    except StaleEtag:  # recorded already: fine when by the same principal
         if operation_caller(settings, op_id) != principal.object_id:
             raise
 
 
 def operation_caller(settings: Settings, op_id: str) -> str | None:
-    table = storage.table(settings.storage_connection_string, storage.T_OPERATION_CALLERS)
-    try:
-        return str(table.get_entity(OP_PARTITION, op_id)["objectId"])
-    except ResourceNotFoundError:
-        return None
+    row = _callers(settings).get(OP_PARTITION, op_id)
+    return None if row is None else str(row["objectId"])
+
+
+def _callers(settings: Settings) -> Table:
+    return ports.of(settings.storage_connection_string).table(storage.T_OPERATION_CALLERS)
 
 
 def require_operation(settings: Settings, principal: Principal, op_id: str) -> None:

@@ -16,14 +16,13 @@ import contextlib
 import re
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
-
+from shared import ports
 from shared.adapters import storage
 from shared.config import Settings
 from shared.domain.errors import ApiError, conflict, invalid
 from shared.domain.keys import WorkspaceRef
+from shared.ports.contract import Table
+from shared.ports.rows import Contended, Insert, Row, StaleEtag, Write, delete, read_modify_write, replace
 from shared.services.api_common import deleting, store
 
 PARTITION = "claim"
@@ -65,8 +64,8 @@ def listed(data: dict[str, Any]) -> list[str]:
     return list((data.get("properties") or {}).get(FIELD) or [])
 
 
-def _claims(settings: Settings) -> TableClient:
-    return storage.table(settings.storage_connection_string, storage.T_DATA_CONTAINERS)
+def _claims(settings: Settings) -> Table:
+    return ports.of(settings.storage_connection_string).table(storage.T_DATA_CONTAINERS)
 
 
 def _holder_lists(settings: Settings, holder: str, name: str) -> bool:
@@ -84,49 +83,37 @@ def claim(settings: Settings, ws: WorkspaceRef, names: list[str]) -> None:
     workspace holds."""
     table, mine = _claims(settings), ws.child_pk
     for name in names:
-        for _ in range(CLAIM_ATTEMPTS):
-            try:
-                row = table.get_entity(PARTITION, name)
-            except ResourceNotFoundError:
-                with contextlib.suppress(ResourceExistsError):  # lost a race: look at the winner's claim
-                    table.create_entity({"PartitionKey": PARTITION, "RowKey": name, "workspace": mine})
-                    break
-                continue
+
+        def take(row: Row | None, name: str = name) -> tuple[Write | None, None]:
+            if row is None:  # a race lost makes the write stale: the winner's claim is looked at next
+                return Insert(PARTITION, name, {"workspace": mine}), None
             holder = str(row.get("workspace") or "")
             if holder == mine:
-                break
+                return None, None
             if _holder_lists(settings, holder, name):
                 raise _in_use(name)
-            row["workspace"] = mine
-            with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):  # changed: look again
-                table.update_entity(row, mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
-                                    match_condition=MatchConditions.IfNotModified)
-                break
-        else:
-            raise _in_use(name)
+            return replace(row, {**row.fields, "workspace": mine}), None
+
+        try:
+            read_modify_write(table, PARTITION, name, take, CLAIM_ATTEMPTS)
+        except Contended:
+            raise _in_use(name) from None
 
 
 def release(settings: Settings, ws: WorkspaceRef, names: list[str]) -> None:
     """Give up the claims `ws` holds on these containers (those another workspace took stay)."""
     table = _claims(settings)
     for name in names:
-        try:
-            row = table.get_entity(PARTITION, name)
-        except ResourceNotFoundError:
-            continue
-        if row.get("workspace") == ws.child_pk:
-            with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
-                table.delete_entity(PARTITION, name, etag=row.metadata["etag"],
-                                    match_condition=MatchConditions.IfNotModified)
+        row = table.get(PARTITION, name)
+        if row is not None and row.get("workspace") == ws.child_pk:
+            with contextlib.suppress(StaleEtag):  # changed or gone: no longer ours to give up
+                table.write(delete(row))
 
 
 def registered(settings: Settings, ws: WorkspaceRef, name: str) -> bool:
     """Whether `name` is a data container of `ws` now: the workspace lists it and holds its claim."""
-    try:
-        row = _claims(settings).get_entity(PARTITION, name)
-    except ResourceNotFoundError:
-        return False
-    return row.get("workspace") == ws.child_pk and _holder_lists(settings, ws.child_pk, name)
+    row = _claims(settings).get(PARTITION, name)
+    return row is not None and row.get("workspace") == ws.child_pk and _holder_lists(settings, ws.child_pk, name)
 
 
 def unregistered(settings: Settings, ws: WorkspaceRef, names: list[str]) -> list[str]:

@@ -14,13 +14,11 @@ does, its children do; a waiting job does once its dependencies hold (`job_depen
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
+from shared import ports
 from shared.adapters import storage
 from shared.adapters.resource_store import Doc, ResourceStore
 from shared.config import Settings
@@ -28,6 +26,8 @@ from shared.decisions.arrays import ArrayState, child_name_length
 from shared.domain import job_links as rules
 from shared.domain.errors import bad_request
 from shared.domain.keys import ClusterRef, JobRef
+from shared.ports.contract import Table
+from shared.ports.rows import Delete, Query, Row, Upsert
 from shared.services import job_state
 from shared.services.guarded import each
 
@@ -45,8 +45,8 @@ def cluster_live(settings: Settings, cluster_key: str) -> bool:
     return doc is not None and not (doc.data.get("internal") or {}).get("deletingSince")
 
 
-def _table(settings: Settings) -> Any:
-    return storage.table(settings.storage_connection_string, storage.T_JOB_LINKS)
+def _table(settings: Settings) -> Table:
+    return ports.of(settings.storage_connection_string).table(storage.T_JOB_LINKS)
 
 
 def indexable(data: dict[str, Any]) -> bool:
@@ -81,19 +81,18 @@ def prepare(settings: Settings, ref: JobRef, props: dict[str, Any]) -> dict[str,
     return out
 
 
-def index(settings: Settings, ref: JobRef, links: dict[str, Any]) -> None:
+def index(settings: Settings, ref: JobRef, links: dict[str, Any], now: datetime | None = None) -> None:
     """The rows of a job about to be created (before its document: a crash leaves an orphan row,
     never a linked job no timer finds)."""
-    table = _table(settings)
+    table, written = _table(settings), {"written": (now or datetime.now(UTC)).isoformat()}
     if links.get("array"):
-        table.upsert_entity({"PartitionKey": ARRAYS, "RowKey": ref.key})
+        table.write(Upsert(ARRAYS, ref.key, written))
     for dep in links.get("dependencies") or []:
-        table.upsert_entity({"PartitionKey": DEPENDENCY + dep["key"], "RowKey": ref.key})
+        table.write(Upsert(DEPENDENCY + dep["key"], ref.key, written))
 
 
 def forget(settings: Settings, partition: str, key: str) -> None:
-    with contextlib.suppress(ResourceNotFoundError):
-        _table(settings).delete_entity(partition, key)
+    _table(settings).write(Delete(partition, key))
 
 
 def forget_waiting(settings: Settings, ref: JobRef, dependencies: list[dict[str, Any]]) -> None:
@@ -127,8 +126,7 @@ def job_removed(settings: Settings, ref: JobRef, now: datetime) -> None:
     """Evaluate the jobs waiting on `ref` (it ended, or its document was deleted)."""
     from shared.services import job_dependencies
 
-    rows = _table(settings).query_entities("PartitionKey eq @pk", parameters={"pk": DEPENDENCY + ref.key},
-                                           select=["RowKey"])
+    rows = _table(settings).query(Query(pk=DEPENDENCY + ref.key, select=()))
     for row in list(rows):
         job_dependencies.evaluate(settings, JobRef.from_key(row["RowKey"]), now)
 
@@ -146,14 +144,14 @@ def reconcile_all(settings: Settings, now: datetime) -> LinksTick:
     from shared.services import job_arrays, job_dependencies
 
     result = LinksTick()
-    rows = list(_table(settings).list_entities())
+    rows = list(_table(settings).query(Query()))
     parents = [r for r in rows if r["PartitionKey"] == ARRAYS]
-    waiting: dict[str, list[Any]] = {}
+    waiting: dict[str, list[Row]] = {}
     for row in rows:
         if row["PartitionKey"].startswith(DEPENDENCY):
             waiting.setdefault(row["RowKey"], []).append(row)
 
-    def advance(row: Any) -> None:
+    def advance(row: Row) -> None:
         ref = JobRef.from_key(row["RowKey"])
         if job_arrays.advance(settings, ref, now) is None and _orphan(row, now):
             forget(settings, ARRAYS, ref.key)
@@ -174,6 +172,6 @@ def reconcile_all(settings: Settings, now: datetime) -> LinksTick:
     return result
 
 
-def _orphan(row: Any, now: datetime) -> bool:
-    written = row.metadata.get("timestamp")
-    return written is None or now - written > ORPHAN_AFTER
+def _orphan(row: Row, now: datetime) -> bool:
+    written = row.get("written")
+    return written is None or now - datetime.fromisoformat(written) > ORPHAN_AFTER

@@ -31,17 +31,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
-from azure.storage.blob import BlobProperties
-
+from shared import ports
 from shared.adapters import storage
 from shared.config import Settings
 from shared.domain import metrics, resources
 from shared.domain.errors import bad_request
 from shared.domain.keys import JobRef
 from shared.domain.validation import STDOUTERR
+from shared.ports.contract import BlobInfo, Missing, Table
+from shared.ports.rows import Delete, Insert, Query, Replace, Row, StaleEtag, Upsert, Write, key_fields, prefix_range
 from shared.services.jobs import get_doc
 
 T_METRICS = "jobmetrics"
@@ -52,8 +50,6 @@ TAIL = 64  # bytes before a cursor that must be unchanged for the file to be the
 BATCH = 99  # points per transaction, beside their cursor (100 operations at most)
 CURSOR, POINT = "c|", "p|"
 ENDED = ("succeeded", "failed")
-
-Op = tuple[str, dict[str, Any], dict[str, Any]]
 
 
 @dataclass
@@ -78,21 +74,21 @@ class Cursor:
     etag: str | None = None  # None: no row yet
 
     @classmethod
-    def of(cls, entity: Any) -> Cursor:
+    def of(cls, entity: Row) -> Cursor:
         return cls(entity["RowKey"][len(CURSOR):], int(entity.get("offset") or 0), str(entity.get("created") or ""),
                    json.loads(entity.get("counts") or "{}"), int(entity.get("stored") or 0),
-                   str(entity.get("tail") or ""), int(entity.get("run") or 0), entity.metadata["etag"])
+                   str(entity.get("tail") or ""), int(entity.get("run") or 0), entity.etag)
 
     def entity(self, pk: str) -> dict[str, Any]:
         return {"PartitionKey": pk, "RowKey": CURSOR + self.file, "offset": str(self.offset), "created": self.created,
                 "counts": json.dumps(self.counts, separators=(",", ":")), "stored": self.stored, "tail": self.tail,
                 "run": self.run}
 
-    def write(self, pk: str) -> Op:
+    def write(self, pk: str) -> Write:
+        """The cursor's write, conditional on the row it was read from (or on there being none)."""
         if self.etag is None:
-            return ("create", self.entity(pk), {})
-        return ("update", self.entity(pk), {"mode": UpdateMode.REPLACE, "etag": self.etag,
-                                            "match_condition": MatchConditions.IfNotModified})
+            return Insert(*key_fields(self.entity(pk)))
+        return Replace(*key_fields(self.entity(pk)), self.etag)
 
 
 def check_name(name: str | None) -> str | None:
@@ -119,16 +115,15 @@ def job_metrics(settings: Settings, ref: JobRef, name: str | None = None) -> lis
     return read_series(client, pk, name)
 
 
-def stdout_blobs(settings: Settings, prefix: str) -> list[BlobProperties]:
-    container = storage.container(settings.storage_connection_string, storage.C_OUTPUTS)
+def stdout_blobs(settings: Settings, prefix: str) -> list[BlobInfo]:
     try:
-        blobs = list(container.list_blobs(name_starts_with=prefix))
-    except ResourceNotFoundError:
+        blobs = list(ports.of(settings.storage_connection_string).blobs.list(storage.C_OUTPUTS, prefix))
+    except Missing:
         return []
     return [b for b in blobs if STDOUT_FILE.fullmatch(b.name[len(prefix):])]
 
 
-def read_series(client: TableClient, pk: str, name: str | None = None) -> list[Series]:
+def read_series(client: Table, pk: str, name: str | None = None) -> list[Series]:
     runs = {c.file: c.run for c in map(Cursor.of, _query(client, pk, CURSOR))}
     series: dict[tuple[str, str], Series] = {}
     for row in _query(client, pk, POINT + (f"{_name_key(name)}|" if name else "")):
@@ -148,9 +143,8 @@ def read_series(client: TableClient, pk: str, name: str | None = None) -> list[S
 
 # --- reading one stdout file ----------------------------------------------------------------------
 
-def _read_file(settings: Settings, client: TableClient, pk: str, blob: BlobProperties, cursor: Cursor,
-               ended: bool) -> None:
-    size, created = int(blob.size or 0), resources.iso(blob.creation_time)
+def _read_file(settings: Settings, client: Table, pk: str, blob: BlobInfo, cursor: Cursor, ended: bool) -> None:
+    size, created = blob.size, resources.iso(blob.created)
     if cursor.etag is not None and (cursor.created, cursor.offset) == (created, size):
         return  # nothing new
     restarted = cursor.etag is not None and (cursor.created != created or size < cursor.offset)
@@ -171,7 +165,7 @@ def _read_file(settings: Settings, client: TableClient, pk: str, blob: BlobPrope
         return _digest(data[max(0, offset - TAIL) - base:offset - base])
     try:
         _store(client, pk, cursor, parsed, tail)
-    except TableTransactionError:
+    except StaleEtag:
         return  # another reader moved the cursor first: what it stored covers these points
     if restarted:
         _forget_earlier_runs(client, pk, cursor.file, cursor.run)
@@ -180,15 +174,14 @@ def _read_file(settings: Settings, client: TableClient, pk: str, blob: BlobPrope
 def _read(settings: Settings, name: str, start: int, end: int) -> bytes:
     if end <= start:
         return b""
-    container = storage.container(settings.storage_connection_string, storage.C_OUTPUTS)
-    return container.download_blob(name, offset=start, length=end - start).readall()
+    return ports.of(settings.storage_connection_string).blobs.read(storage.C_OUTPUTS, name, start, end - start)
 
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _store(client: TableClient, pk: str, cursor: Cursor, parsed: metrics.Parsed, tail: Callable[[int], str]) -> None:
+def _store(client: Table, pk: str, cursor: Cursor, parsed: metrics.Parsed, tail: Callable[[int], str]) -> None:
     """Write the parsed points, at most BATCH per transaction, each transaction moving the cursor past them."""
     room = max(0, MAX_POINTS_PER_FILE - cursor.stored)
     points, counts = parsed.points, dict(cursor.counts)
@@ -205,9 +198,8 @@ def _store(client: TableClient, pk: str, cursor: Cursor, parsed: metrics.Parsed,
         cursor.counts = dict(parsed.counts) if last else dict(counts)
         cursor.stored += len(kept)
         cursor.tail = tail(cursor.offset)
-        ops = [cursor.write(pk), *(("upsert", _point(pk, cursor, p), {"mode": UpdateMode.REPLACE}) for p in kept)]
-        written = _submit(client, ops)
-        cursor.etag = written[0]["etag"]
+        ops = [cursor.write(pk), *(Upsert(*key_fields(_point(pk, cursor, p)), merge=False) for p in kept)]
+        cursor.etag = client.transact(ops)[0]
         if last:
             return
 
@@ -229,13 +221,12 @@ def _point(pk: str, cursor: Cursor, p: metrics.Point) -> dict[str, Any]:
             "name": p.name, "source": cursor.file, "step": p.step, "value": float(p.value), "run": cursor.run}
 
 
-def _forget_earlier_runs(client: TableClient, pk: str, file: str, run: int) -> None:
+def _forget_earlier_runs(client: Table, pk: str, file: str, run: int) -> None:
     stale = [row for row in _query(client, pk, POINT) if row.get("source") == file and row.get("run") != run]
     for i in range(0, len(stale), 100):
         try:
-            _submit(client, [("delete", {"PartitionKey": pk, "RowKey": row["RowKey"]}, {})
-                             for row in stale[i:i + 100]])
-        except TableTransactionError:
+            client.transact([Delete(pk, row.rk) for row in stale[i:i + 100]])
+        except StaleEtag:
             continue  # another reader deleted some of them first; reads leave such rows out anyway
 
 
@@ -245,22 +236,17 @@ def _name_key(name: str) -> str:
     return name.replace("/", ":")  # '/' may not stand in a row key; ':' is never in a name
 
 
-def _table(settings: Settings) -> TableClient:
+def _table(settings: Settings) -> Table:
     conn = settings.storage_connection_string
     _created(conn)
-    return storage.table(conn, T_METRICS)
+    return ports.of(conn).table(T_METRICS)
 
 
 @lru_cache(maxsize=16)
 def _created(conn: str) -> None:
     """The table exists (made once per process and account: it is not among the tables the stack makes)."""
-    storage.table_service(conn).create_table_if_not_exists(T_METRICS)
+    ports.of(conn).table(T_METRICS).ensure()
 
 
-def _query(client: TableClient, pk: str, prefix: str) -> list[Any]:
-    return list(client.query_entities("PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                                      parameters={"pk": pk, "lo": prefix, "hi": prefix + "\uffff"}))
-
-
-def _submit(client: TableClient, ops: list[Op]) -> list[dict[str, Any]]:
-    return list(client.submit_transaction(ops))
+def _query(client: Table, pk: str, prefix: str) -> list[Row]:
+    return list(client.query(Query(pk=pk, rk_range=prefix_range(prefix))))

@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
+from shared import ports
 from shared.adapters import auth, join_tokens, message_signing, node_tokens, sas, storage, tokens
 from shared.adapters.compute import vmss
 from shared.adapters.resource_store import ResourceStore
@@ -44,6 +43,7 @@ from shared.config import Settings
 from shared.domain.errors import ApiError, bad_request, unauthorized
 from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.messages import NodeEvent
+from shared.ports.contract import Missing
 from shared.services import nodes
 
 LIFETIME = timedelta(hours=1)
@@ -132,12 +132,12 @@ def credentials(settings: Settings, authorization: str | None, body: Any, now: d
     expires = now + LIFETIME
     queue = storage.node_queue_name(node.node_id)
     poison = f"{queue}-poison"
+    port = ports.of(conn)
     for name in (queue, poison):
-        storage.ensure_queue(conn, name)
-    wheelhouse = storage.container(conn, storage.C_WHEELHOUSE)
+        port.queues.ensure(name)
     wheels: list[str] = []
-    with contextlib.suppress(ResourceNotFoundError):  # no wheelhouse published
-        wheels = sorted(blob.name for blob in wheelhouse.list_blobs())
+    with contextlib.suppress(Missing):  # no wheelhouse published
+        wheels = sorted(blob.name for blob in port.blobs.list(storage.C_WHEELHOUSE))
     return {
         "expiresOn": expires.isoformat(),
         "nodeQueue": sas.queue_url(conn, queue, "rp", expires),
@@ -212,5 +212,5 @@ def post_event(settings: Settings, authorization: str | None, body: Any) -> dict
         raise bad_request("'event' must be a node event.", "event")
     if (parsed.cluster_key, parsed.node_id) != (node.cluster_key, node.node_id):
         raise forbidden(f"Node '{node.node_id}' may send its own events only.")
-    storage.queue(settings.storage_connection_string, storage.Q_EVENTS).send_message(parsed.to_json())
+    ports.of(settings.storage_connection_string).queues.send(storage.Q_EVENTS, parsed.to_json())
     return {}

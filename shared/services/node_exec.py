@@ -21,16 +21,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
-
+from shared import ports
 from shared.adapters import secret_box, storage
 from shared.config import Settings
 from shared.domain import validation
 from shared.domain.errors import ApiError, bad_request, conflict, not_found
 from shared.domain.keys import ClusterRef, JobRef
 from shared.domain.messages import ExecCommand
+from shared.ports.contract import Table
+from shared.ports.rows import Insert, Row, StaleEtag, key_fields, merge
 from shared.services import nodes
 from shared.services.assignments import send_to_node
 from shared.services.clusters import get_doc as cluster_doc
@@ -46,8 +45,8 @@ LIVE_STATES = frozenset({"idle", "running", "preparing"})
 ANSWER_GRACE_S = 60  # beyond a command's timeout: the agent's own time to report it
 
 
-def _table(settings: Settings) -> Any:
-    return storage.table(settings.storage_connection_string, storage.T_NODE_EXECS)
+def _table(settings: Settings) -> Table:
+    return ports.of(settings.storage_connection_string).table(storage.T_NODE_EXECS)
 
 
 def _request(body: Any) -> tuple[str, int]:
@@ -94,7 +93,7 @@ def start(settings: Settings, caller: str, target: ClusterRef | JobRef, node_id:
     entity = {"PartitionKey": cluster.key, "RowKey": exec_id, "nodeId": node_id, "jobKey": job_key,
               "command": secret_box.secret_box(settings).seal(command), "timeoutSeconds": timeout, "caller": caller,
               "status": IN_PROGRESS, "createdAt": now.isoformat()}
-    _table(settings).create_entity(entity)
+    _table(settings).write(Insert(*key_fields(entity)))
     send_to_node(settings, node_id, ExecCommand(exec_id))
     return render(entity)
 
@@ -114,7 +113,7 @@ def get(settings: Settings, caller: str, target: ClusterRef | JobRef, node_id: s
     return render(entity)
 
 
-def _unanswerable(settings: Settings, cluster: ClusterRef, entity: Any, now: datetime) -> Any:
+def _unanswerable(settings: Settings, cluster: ClusterRef, entity: Row, now: datetime) -> Row | None:
     """The request failed (as stored: an answer that came first stands), when no answer can come now."""
     row = nodes.get_node(settings, cluster.key, entity["nodeId"])
     deadline = datetime.fromisoformat(entity["createdAt"]) + timedelta(
@@ -126,11 +125,9 @@ def _unanswerable(settings: Settings, cluster: ClusterRef, entity: Any, now: dat
                                                     f"{entity['timeoutSeconds']} s and {ANSWER_GRACE_S} s more."}
     else:
         return None
-    fields = {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "status": FAILED,
-              "finishedAt": now.isoformat(), "error": json.dumps(error)}
-    with contextlib.suppress(ResourceModifiedError):  # the node answered meanwhile: its answer stands
-        _table(settings).update_entity(fields, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
-                                       match_condition=MatchConditions.IfNotModified)
+    fields = {"status": FAILED, "finishedAt": now.isoformat(), "error": json.dumps(error)}
+    with contextlib.suppress(StaleEtag):  # the node answered meanwhile: its answer stands
+        _table(settings).write(merge(entity, fields))
     return _entity(settings, cluster.key, entity["RowKey"])
 
 
@@ -145,24 +142,20 @@ def render(entity: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _entity(settings: Settings, cluster_key: str, exec_id: str) -> Any:
-    """The request's TableEntity (its ETag in `metadata`), or None."""
-    try:
-        return _table(settings).get_entity(cluster_key, exec_id)
-    except ResourceNotFoundError:
-        return None
+def _entity(settings: Settings, cluster_key: str, exec_id: str) -> Row | None:
+    """The request's row (with its ETag), or None."""
+    return _table(settings).get(cluster_key, exec_id)
 
 
-def _node_request(settings: Settings, authorization: str | None, body: Any) -> Any:
-    """The request a node asks about (a TableEntity, with its ETag), when it is this node's."""
+def _node_request(settings: Settings, authorization: str | None, body: Any) -> Row:
+    """The request a node asks about (a row, with its ETag), when it is this node's."""
     node = authenticate(settings, authorization, body)
     exec_id = body.get("execId")
     if not isinstance(exec_id, str) or not exec_id:
         raise bad_request("'execId' must be a non-empty string.", "execId")
-    try:
-        entity = _table(settings).get_entity(node.cluster_key, exec_id)
-    except ResourceNotFoundError:
-        raise ApiError(404, "ExecNotFound", f"There is no command '{exec_id}' for this cluster.") from None
+    entity = _table(settings).get(node.cluster_key, exec_id)
+    if entity is None:
+        raise ApiError(404, "ExecNotFound", f"There is no command '{exec_id}' for this cluster.")
     if entity["nodeId"] != node.node_id:
         raise forbidden(f"The command '{exec_id}' is for another node.")
     return entity
@@ -183,17 +176,15 @@ def answer(settings: Settings, authorization: str | None, body: Any, now: dateti
     if current["status"] != IN_PROGRESS:
         return {"status": current["status"]}
     code, error = body.get("exitCode"), body.get("error")
-    fields: dict[str, Any] = {"PartitionKey": current["PartitionKey"], "RowKey": current["RowKey"],
-                              "finishedAt": now.isoformat(), "stdout": _tail(body.get("stdout")),
+    fields: dict[str, Any] = {"finishedAt": now.isoformat(), "stdout": _tail(body.get("stdout")),
                               "stderr": _tail(body.get("stderr"))}
     if isinstance(code, int) and not isinstance(code, bool):
         fields.update(status=SUCCEEDED, exitCode=code)
     else:
         message = error.get("message") if isinstance(error, Mapping) else error
         fields.update(status=FAILED, error=json.dumps({"code": "ExecFailed", "message": str(message)[:2000]}))
-    with contextlib.suppress(ResourceModifiedError):  # another delivery answered first: its answer stands
-        _table(settings).update_entity(fields, mode=UpdateMode.MERGE, etag=current.metadata["etag"],
-                                       match_condition=MatchConditions.IfNotModified)
+    with contextlib.suppress(StaleEtag):  # another delivery answered first: its answer stands
+        _table(settings).write(merge(current, fields))
     return {"status": fields["status"]}
 
 

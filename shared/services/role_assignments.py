@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError
-
+from shared import ports
 from shared.adapters import storage
 from shared.config import Settings
 from shared.domain import principals, rbac
 from shared.domain.errors import ApiError, bad_request, conflict
 from shared.domain.resources import iso
+from shared.ports.contract import Table
+from shared.ports.rows import Delete, Insert, Query, StaleEtag, key_fields
 
 API_VERSION = "2022-04-01"
 TYPE = "Microsoft.Authorization/roleAssignments"
@@ -66,8 +65,8 @@ class Assignment:
                                "delegatedManagedIdentityResourceId": None}}
 
 
-def _table(settings: Settings) -> TableClient:
-    return storage.table(settings.storage_connection_string, storage.T_ROLE_ASSIGNMENTS)
+def _table(settings: Settings) -> Table:
+    return ports.of(settings.storage_connection_string).table(storage.T_ROLE_ASSIGNMENTS)
 
 
 def _partition(scope: str) -> str:
@@ -84,12 +83,9 @@ def _from_entity(e: Any) -> Assignment:
                       e["principalType"], e.get("description") or "", e["createdOn"], e.get("createdBy") or "")
 
 
-def _read(table: TableClient, pk: str, name: str) -> tuple[Assignment, str] | None:
-    try:
-        entity = table.get_entity(pk, f"ra|{name.lower()}")
-    except ResourceNotFoundError:
-        return None
-    return _from_entity(entity), entity.metadata["etag"]
+def _read(table: Table, pk: str, name: str) -> tuple[Assignment, str] | None:
+    row = table.get(pk, f"ra|{name.lower()}")
+    return None if row is None else (_from_entity(row), row.etag)
 
 
 def check_name(name: str) -> str:
@@ -155,10 +151,8 @@ def create(settings: Settings, scope: str, name: str, body: Any, caller: princip
                                "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.")
             return found[0].render(), False
         try:
-            table.submit_transaction([("create", entity), ("create", key)])
-        except TableTransactionError as e:
-            if e.status_code != 409:
-                raise
+            table.transact([Insert(*key_fields(entity)), Insert(*key_fields(key))])
+        except StaleEtag as e:  # a row of the two exists
             if _read(table, pk, wanted.name) is None and _holder(table, key) is not None:
                 raise conflict("The role assignment already exists.", code="RoleAssignmentExists") from e
             continue
@@ -166,11 +160,9 @@ def create(settings: Settings, scope: str, name: str, body: Any, caller: princip
     raise conflict("The role assignment is being changed concurrently; retry.")
 
 
-def _holder(table: TableClient, key: dict[str, Any]) -> str | None:
-    try:
-        return str(table.get_entity(key["PartitionKey"], key["RowKey"])["name"])
-    except ResourceNotFoundError:
-        return None
+def _holder(table: Table, key: dict[str, Any]) -> str | None:
+    row = table.get(key["PartitionKey"], key["RowKey"])
+    return None if row is None else str(row["name"])
 
 
 def get(settings: Settings, scope: str, name: str) -> dict[str, Any]:
@@ -190,27 +182,16 @@ def delete(settings: Settings, scope: str, name: str) -> dict[str, Any] | None:
         assignment, etag = found
         key_row = _triple_row(assignment.scope, assignment.role_guid, assignment.principal_id)
         try:
-            table.submit_transaction([
-                ("delete", {"PartitionKey": pk, "RowKey": f"ra|{assignment.name}"},
-                 {"etag": etag, "match_condition": MatchConditions.IfNotModified}),
-                ("delete", {"PartitionKey": pk, "RowKey": key_row})])
-        except TableTransactionError as e:
-            if e.status_code not in (404, 412):
-                raise
+            table.transact([Delete(pk, f"ra|{assignment.name}", etag), Delete(pk, key_row)])
+        except StaleEtag:  # changed or gone since it was read
             continue
         return assignment.render()
     raise conflict("The role assignment is being changed concurrently; retry.")
 
 
 def in_subscription(settings: Settings, subscription: str) -> Iterator[Assignment]:
-    entities = _table(settings).query_entities(
-        "PartitionKey eq @pk and RowKey ge 'ra|' and RowKey lt 'ra}'", parameters={"pk": subscription.lower()})
-    try:
-        for entity in entities:
-            yield _from_entity(entity)
-    except HttpResponseError as e:
-        if e.status_code != 404:
-            raise
+    for row in _table(settings).query(Query(pk=subscription.lower(), rk_range=("ra|", "ra}"))):
+        yield _from_entity(row)
 
 
 _AT_SCOPE = r"atScope\(\)"

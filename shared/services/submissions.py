@@ -29,16 +29,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
-
+from shared import ports
 from shared.adapters import storage
 from shared.adapters.resource_store import encode_token
 from shared.config import Settings
 from shared.domain import resources, states, validation
 from shared.domain.errors import ApiError
 from shared.domain.keys import PROVIDER, JobRef, WorkspaceRef
+from shared.ports.contract import Table
+from shared.ports.rows import Insert, Query, Row, StaleEtag, Upsert, delete, merge
 from shared.services import jobs
 from shared.services.api_common import Page, store, table_token
 from shared.services.guarded import each
@@ -118,7 +117,7 @@ def _reply_to(d: dict[str, Any]) -> str | None:
 
 
 def send_reply(settings: Settings, queue: str, reply: dict[str, Any]) -> None:
-    storage.ensure_queue(settings.data_connection, queue).send_message(json.dumps(reply))
+    ports.of(settings.data_connection).queues.send(queue, json.dumps(reply), create=True)
 
 
 def _submitter(settings: Settings, d: dict[str, Any]) -> Any:
@@ -214,42 +213,44 @@ def _text(d: dict[str, Any], *names: str) -> str:
 def _record_rejection(settings: Settings, delivery: Delivery, d: dict[str, Any], ref: JobRef | None, r: Refused,
                       now: datetime) -> None:
     row = f"{delivery.inserted.strftime('%Y%m%dT%H%M%S%fZ')}-{delivery.message_id}"
-    storage.table(settings.storage_connection_string, storage.T_REJECTED).upsert_entity({
-        "PartitionKey": _partition(d, ref), "RowKey": row, "code": r.code, "message": r.message,
+    _table(settings, storage.T_REJECTED).write(Upsert(_partition(d, ref), row, {
+        "code": r.code, "message": r.message,
         "target": r.target or "", "messageId": delivery.message_id, "insertionTime": resources.iso(delivery.inserted),
         "dequeueCount": delivery.dequeue_count, "recordedAt": resources.iso(now),
         "workspace": _text(d, "workspace"), "experiment": _text(d, "experiment"),
         "jobName": _text(d, "jobName", "name"), "correlationId": _text(d, "correlationId"),
         "replyTo": _text(d, "replyTo"), "bodyLength": len(delivery.body),
-        "body": redacted_body(d) if d else ""})
+        "body": redacted_body(d) if d else ""}))
+
+
+def _table(settings: Settings, name: str) -> Table:
+    return ports.of(settings.storage_connection_string).table(name)
 
 
 def _accepted(settings: Settings, ref: JobRef, reply_to: str, correlation: Any, now: datetime) -> None:
     """Remember the submission for its finished reply, and send the accepted reply once it is remembered."""
-    table = storage.table(settings.storage_connection_string, storage.T_SUBMISSIONS)
+    table = _table(settings, storage.T_SUBMISSIONS)
     pk, rk = ref.experiment.job_pk, ref.name.lower()
-    with contextlib.suppress(ResourceExistsError):
-        table.create_entity({"PartitionKey": pk, "RowKey": rk, "replyTo": reply_to,
-                             "correlationId": json.dumps(correlation), "acceptedSent": False})
-    row = table.get_entity(pk, rk)
-    if row.get("acceptedSent"):
+    with contextlib.suppress(StaleEtag):  # remembered by an earlier delivery
+        table.write(Insert(pk, rk, {"replyTo": reply_to, "correlationId": json.dumps(correlation),
+                                    "acceptedSent": False}))
+    row = table.get(pk, rk)
+    if row is None or row.get("acceptedSent"):  # gone: its finished reply went, after the accepted one
         return
     send_reply(settings, reply_to, {"outcome": "accepted", "correlationId": correlation, "job": _job_info(ref),
                                     "at": resources.iso(now)})
-    row["acceptedSent"] = True
-    table.update_entity(row, mode=UpdateMode.MERGE, etag=row.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified)
+    table.write(merge(row, {"acceptedSent": True}))
 
 
 def reconcile_replies(settings: Settings, now: datetime) -> int:
     """Publish the finished reply of every remembered submission whose job ended; the number sent.
     Each submission is guarded: one that fails never stalls the others (raised after the tick)."""
-    table = storage.table(settings.storage_connection_string, storage.T_SUBMISSIONS)
-    return sum(each(list(table.list_entities()), lambda row: _reply_if_finished(settings, table, row, now),
+    table = _table(settings, storage.T_SUBMISSIONS)
+    return sum(each(list(table.query(Query())), lambda row: _reply_if_finished(settings, table, row, now),
                     "submission reply"))
 
 
-def _reply_if_finished(settings: Settings, table: Any, row: Any, now: datetime) -> int:
+def _reply_if_finished(settings: Settings, table: Table, row: Row, now: datetime) -> int:
     ref = JobRef.from_key(f"{row['PartitionKey']}|{row['RowKey']}")
     doc = store(settings, storage.T_JOBS).get(ref.experiment.job_pk, ref.name.lower())
     reply: dict[str, Any] = {"outcome": "finished", "correlationId": json.loads(row["correlationId"]),
@@ -266,13 +267,12 @@ def _reply_if_finished(settings: Settings, table: Any, row: Any, now: datetime) 
     if not row.get("acceptedSent"):
         return 0  # the accepted reply goes first (the message handler is still on it)
     send_reply(settings, row["replyTo"], reply)
-    with contextlib.suppress(ResourceNotFoundError):
-        table.delete_entity(row["PartitionKey"], row["RowKey"], etag=row.metadata["etag"],
-                            match_condition=MatchConditions.IfNotModified)
+    with contextlib.suppress(StaleEtag):  # removed by another tick meanwhile
+        table.write(delete(row))
     return 1
 
 
-def _render_rejection(e: Any) -> dict[str, Any]:
+def _render_rejection(e: Row) -> dict[str, Any]:
     sub, rg = e["PartitionKey"].split("|")
     props = {k: e.get(k) for k in ("code", "message", "target", "messageId", "insertionTime", "dequeueCount",
                                    "recordedAt", "workspace", "experiment", "jobName", "correlationId", "replyTo",
@@ -284,8 +284,5 @@ def _render_rejection(e: Any) -> dict[str, Any]:
 def list_rejected(settings: Settings, subscription: str, resource_group: str, size: int,
                   token: str | None) -> Page:
     pk = WorkspaceRef(subscription, resource_group, "-").pk
-    pages = storage.table(settings.storage_connection_string, storage.T_REJECTED).query_entities(
-        "PartitionKey eq @pk", parameters={"pk": pk}, results_per_page=size).by_page(
-        continuation_token=table_token(token))
-    items = [_render_rejection(e) for e in next(pages)]
-    return Page(items, encode_token(pages.continuation_token))
+    rows, after = _table(settings, storage.T_REJECTED).page(Query(pk=pk), size, table_token(token))
+    return Page([_render_rejection(e) for e in rows], encode_token(after))
