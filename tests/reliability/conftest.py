@@ -1,10 +1,9 @@
-"""Fixtures of the reliability tests: a simulated cluster over the session's Azurite (the scheduling
-tests' `World`: job and cluster documents, node rows, node queues, no agent), and the whole local
-stack driven through the official SDK (`stack`, the process topology)."""
+"""Fixtures of the reliability tests: a simulated cluster (the scheduling tests' `World`: job and cluster
+documents, node rows, node queues, no agent) over the session's Azurite and over the storage port in
+memory, and the whole local stack driven through the official SDK (`stack`, the process topology)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -13,12 +12,12 @@ from shared.adapters import storage
 from shared.config import Settings
 from shared.localstack.azurite import start_azurite
 from tests.e2e.conftest import Stack
-from tests.scheduling.conftest import World
+from tests.scheduling.conftest import World, settings_over
 
 
-@pytest.fixture()
-def settings(storage_conn: str) -> Settings:
-    return dataclasses.replace(Settings.from_env(), storage_connection_string=storage_conn, max_retries=2)
+@pytest.fixture(params=["azurite", "memory"])
+def settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
+    yield from settings_over(request)
 
 
 @pytest.fixture()
@@ -39,10 +38,12 @@ def private_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture()
-def alone(private_storage: str, storage_conn: str) -> World:
-    """A simulated cluster in the module's own storage (`private_storage`)."""
-    return World(dataclasses.replace(Settings.from_env(), storage_connection_string=private_storage, max_retries=2))
+@pytest.fixture(params=["azurite", "memory"])
+def alone(request: pytest.FixtureRequest, storage_conn: str) -> Iterator[World]:
+    """A simulated cluster in the module's own Azurite (`private_storage`), or in a storage of the test's own
+    in memory."""
+    for settings in settings_over(request, "private_storage"):
+        yield World(settings)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
-"""A simulated cluster over real Azurite: job and cluster documents, node rows, node queues, events.
+"""A simulated cluster over the storage port: job and cluster documents, node rows, node queues, events.
 
 Each test gets its own workspace (so its own cluster partition and node queues); nodes are
-simulated by writing `node|` rows and reading their queues. No node agent runs.
+simulated by writing `node|` rows and reading their queues. No node agent runs. The service tests
+run twice: over the session's Azurite (the contract) and over the port's in-memory twin.
 """
 
 from __future__ import annotations
@@ -9,16 +10,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from shared import ports
 from shared.adapters import sched_store, storage
 from shared.adapters.resource_store import ResourceStore
 from shared.config import Settings
 from shared.domain.keys import JobRef, WorkspaceRef
 from shared.domain.messages import NodeEvent, parse_node_message
+from shared.ports.rows import Row, Upsert
 from shared.services import assignments, job_state
 from tests.polling import wait_until  # noqa: F401 - shared by this package's tests
 
@@ -34,7 +38,8 @@ class World:
         self.cluster = self.ws.cluster("gpu")
         self.exp = self.ws.experiment("exp")
         self.key = self.cluster.key
-        self.sched = storage.table(self.conn, storage.T_SCHED)
+        self.port = ports.of(self.conn)
+        self.sched = self.port.table(storage.T_SCHED)
 
     def cluster_doc(self, packing: str | None = None) -> None:
         internal = {"packing": packing} if packing else {}
@@ -48,11 +53,11 @@ class World:
 
     def node(self, name: str, state: str = "idle", gpus: int = 0) -> str:
         node_id = self.node_id(name)
-        self.sched.upsert_entity({
-            "PartitionKey": self.key, "RowKey": sched_store.node_row(node_id), "nodeId": node_id, "state": state,
+        self.sched.write(Upsert(self.key, sched_store.node_row(node_id), {
+            "nodeId": node_id, "state": state,
             "address": f"10.0.0.{len(node_id) % 200}", "cores": 4, "memoryMb": 8192, "gpus": gpus, "jobKey": "",
-            "assignmentId": "", "stateSince": T0.isoformat(), "history": "[]"})
-        storage.ensure_queue(self.conn, storage.node_queue_name(node_id))
+            "assignmentId": "", "stateSince": T0.isoformat(), "history": "[]"}))
+        self.port.queues.ensure(storage.node_queue_name(node_id))
         return node_id
 
     def submit(self, name: str, priority: str = "normal", node_count: int = 1, at: float = 0,
@@ -83,8 +88,10 @@ class World:
     def rows(self) -> list[dict[str, Any]]:
         return sched_store.partition(self.conn, self.key)
 
-    def node_row(self, node_id: str) -> dict[str, Any]:
-        return self.sched.get_entity(self.key, sched_store.node_row(node_id))
+    def node_row(self, node_id: str) -> Row:
+        row = self.sched.get(self.key, sched_store.node_row(node_id))
+        assert row is not None, f"no row of node {node_id}"
+        return row
 
     def asg(self, ref: JobRef) -> assignments.AsgRow | None:
         return assignments.get(self.settings, self.key, ref.key)
@@ -94,15 +101,13 @@ class World:
 
     def messages(self, node_id: str) -> list[Any]:
         """Every message waiting on a node's queue (taken off it), parsed."""
-        queue = storage.queue(self.conn, storage.node_queue_name(node_id))
+        queue = storage.node_queue_name(node_id)
         out = []
-        while True:
-            batch = list(queue.receive_messages(max_messages=32, visibility_timeout=30))
-            if not batch:
-                return out
+        while batch := self.port.queues.receive(queue, count=32, visibility_timeout=30):
             for m in batch:
                 out.append(parse_node_message(m.content))
-                queue.delete_message(m)
+                self.port.queues.delete(queue, m)
+        return out
 
     def event(self, kind: str, node_id: str, ref: JobRef, assignment_id: str, task_index: int = 0,
               exit_code: int | None = None, stop_reason: str | None = None,
@@ -112,9 +117,21 @@ class World:
                          stop_reason=stop_reason, error=error)
 
 
-@pytest.fixture()
-def settings(storage_conn: str) -> Settings:
-    return dataclasses.replace(Settings.from_env(), storage_connection_string=storage_conn, max_retries=2)
+def settings_over(request: pytest.FixtureRequest, azurite_fixture: str = "storage_conn") -> Iterator[Settings]:
+    """The service's settings over an Azurite (the fixture named) when the test's parameter is "azurite",
+    else over a storage of the test's own in memory."""
+    conn = request.getfixturevalue(azurite_fixture)
+    if request.param == "memory":
+        conn = ports.memory(uuid.uuid4().hex)
+    yield dataclasses.replace(Settings.from_env(), storage_connection_string=conn, max_retries=2)
+    ports.forget(conn)
+
+
+@pytest.fixture(params=["azurite", "memory"])
+def settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """The service's settings over the session's Azurite, then over a storage of the test's own in memory
+    (`storage_conn` is asked for either way: it sets the environment the services read)."""
+    yield from settings_over(request)
 
 
 @pytest.fixture()

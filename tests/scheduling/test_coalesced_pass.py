@@ -1,5 +1,5 @@
 """One pass at a time per cluster in a process: requests that arrive while a pass runs join it (it runs
-once more); a task's end is followed by a pass in the same invocation. Against real Azurite."""
+once more); a task's end is followed by a pass in the same invocation."""
 
 from __future__ import annotations
 
@@ -20,17 +20,17 @@ T1 = T0 + timedelta(seconds=10)
 
 def _take_kicks(world: World) -> int:
     """Take this world's kicks off the shared queue (others peek it); how many there were."""
-    kicks = storage.queue(world.conn, storage.Q_KICKS)
+    queues = world.port.queues
     others, own = [], 0
-    while batch := list(kicks.receive_messages(max_messages=32, visibility_timeout=30)):
+    while batch := queues.receive(storage.Q_KICKS, count=32, visibility_timeout=30):
         for message in batch:
             if json.loads(message.content) == {"cluster": world.key}:
-                kicks.delete_message(message)
+                queues.delete(storage.Q_KICKS, message)
                 own += 1
             else:
                 others.append(message)
     for message in others:  # visible again at once, as they were
-        kicks.update_message(message, visibility_timeout=0)
+        queues.release(storage.Q_KICKS, message)
     return own
 
 
@@ -103,12 +103,12 @@ def test_a_failing_pass_queues_a_kick_for_the_request_that_joined_it(world: Worl
     thread.join(30)
 
     assert isinstance(out.get("error"), RuntimeError)
-    kicks = storage.queue(world.conn, storage.Q_KICKS)
+    queues = world.port.queues
 
     def kicked() -> bool:
-        for message in kicks.receive_messages(max_messages=32, visibility_timeout=1):
+        for message in queues.receive(storage.Q_KICKS, count=32, visibility_timeout=1):
             if json.loads(message.content) == {"cluster": world.key}:
-                kicks.delete_message(message)
+                queues.delete(storage.Q_KICKS, message)
                 return True
         return False
     wait_until(kicked, 10, "a kick for the joined request")

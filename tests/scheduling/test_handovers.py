@@ -36,9 +36,8 @@ def test_strays_are_running_assignments_nobody_holds() -> None:
 
 
 def _heartbeat(world: World, node_id: str, *assignment_ids: str) -> None:
-    container = storage.container(world.conn, storage.C_HEARTBEATS)
-    container.upload_blob(storage.heartbeat_blob(world.key, node_id), b"", overwrite=True,
-                          metadata={"assignments": ",".join(assignment_ids), "pid": "1"})
+    world.port.blobs.write(storage.C_HEARTBEATS, storage.heartbeat_blob(world.key, node_id), b"",
+                           metadata={"assignments": ",".join(assignment_ids), "pid": "1"})
 
 
 def _now() -> datetime:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from shared.adapters import sched_store, storage
 from shared.adapters.resource_store import ResourceStore
 from shared.domain.messages import Assignment
+from shared.ports.rows import Delete
 from shared.services import safety_pass, scheduling
 from tests.scheduling.conftest import T0, World
 
@@ -52,12 +53,12 @@ def test_second_pass_changes_nothing(world: World) -> None:
     world.submit("a")
     world.submit("b", at=1)
     first = scheduling.run_pass(world.settings, world.key, T0)
-    rows_before = {r["RowKey"]: r.metadata["etag"] for r in world.rows()}
+    rows_before = {r["RowKey"]: r.etag for r in world.rows()}
     world.messages(n1)
     second = scheduling.run_pass(world.settings, world.key, T0)
     assert len(first.assigned) == 1 and second.assigned == []
     assert [w.reason for w in second.waiting] == ["no-free-nodes"]
-    assert {r["RowKey"]: r.metadata["etag"] for r in world.rows()} == rows_before
+    assert {r["RowKey"]: r.etag for r in world.rows()} == rows_before
     assert world.messages(n1) == []
 
 
@@ -101,7 +102,7 @@ def _commit_without_dispatch(world: World) -> str:
     snap = scheduling.read_snapshot(world.settings, world.key)
     reply = scheduling.schedule(scheduling.request_for(snap, "whole-node", T0, lambda: "crashed-asg"))
     ops, _ = scheduling.commit_operations(snap, world.key, reply.assignments, T0)
-    world.sched.submit_transaction(ops)
+    world.sched.transact(ops)
     return reply.assignments[0].job_key
 
 
@@ -111,8 +112,8 @@ def test_safety_pass_repairs_a_crashed_pass_and_the_indexes(world: World) -> Non
     stuck = world.submit("stuck")
     assert _commit_without_dispatch(world) == stuck.key
     orphan = world.submit("orphan", at=1)
-    world.sched.delete_entity(world.key, [r["RowKey"] for r in world.rows() if r.get("jobKey") == orphan.key
-                                          and r["RowKey"].startswith(sched_store.PENDING)][0])
+    world.sched.write(Delete(world.key, [r["RowKey"] for r in world.rows() if r.get("jobKey") == orphan.key
+                                         and r["RowKey"].startswith(sched_store.PENDING)][0]))
     done = world.submit("done", at=2)
     ResourceStore(world.conn, storage.T_JOBS).replace(
         *(lambda d: (d, {**d.data, "internal": {**d.data["internal"], "phase": "failed"}}))(

@@ -3,6 +3,7 @@ a kick assigns, node events finish the job, the safety timer repairs a lost pend
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,10 +13,18 @@ from pathlib import Path
 import pytest
 
 from shared.adapters import sched_store, storage
+from shared.config import Settings
 from shared.domain.messages import Assignment
+from shared.ports.rows import Delete
 from tests.scheduling.conftest import World, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def settings(storage_conn: str) -> Settings:
+    """Azurite only: the host is another process."""
+    return dataclasses.replace(Settings.from_env(), storage_connection_string=storage_conn, max_retries=2)
 
 
 @pytest.fixture()
@@ -50,15 +59,15 @@ def test_kick_events_and_safety_timer_under_the_local_host(world: World, host: s
     assignment = wait_until(lambda: _assignment(world, n1), 60, "the assignment on the node queue")
     assert assignment.job_key == job.key and world.internal(job)["phase"] == "assigned"
 
-    events = storage.queue(world.conn, storage.Q_EVENTS)
-    events.send_message(world.event("task-started", n1, job, assignment.assignment_id).to_json())
+    queues = world.port.queues
+    queues.send(storage.Q_EVENTS, world.event("task-started", n1, job, assignment.assignment_id).to_json())
     wait_until(lambda: world.internal(job)["phase"] == "running", 30, "the job to run")
-    events.send_message(world.event("task-exited", n1, job, assignment.assignment_id, exit_code=0).to_json())
+    queues.send(storage.Q_EVENTS, world.event("task-exited", n1, job, assignment.assignment_id, exit_code=0).to_json())
     wait_until(lambda: world.internal(job)["phase"] == "succeeded", 30, "the job to succeed")
     wait_until(lambda: world.node_row(n1)["state"] == "idle", 30, "the node to be freed")
 
     lost = world.submit("lost-index", at=1)
-    world.sched.delete_entity(world.key, next(r["RowKey"] for r in world.rows() if r.get("jobKey") == lost.key))
+    world.sched.write(Delete(world.key, next(r["RowKey"] for r in world.rows() if r.get("jobKey") == lost.key)))
     second = wait_until(lambda: _assignment(world, n1), 60, "the safety timer to re-queue and assign the job")
     assert second.job_key == lost.key
     assert host.poll() is None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import azure.functions as func
+import pytest
 
+from shared.config import Settings
 from shared.localhost.loader import load_functions
+from shared.ports.rows import Delete
 from shared.services import scheduling
 from tests.scheduling.conftest import T0, World
 
@@ -19,6 +23,12 @@ EXPECTED = {
     "scheduling_safety_pass": {"type": "timerTrigger", "schedule": "%BATCHAI_SAFETY_SCHEDULE%", "runOnStartup": False,
                                "useMonitor": False, "name": "timer"},
 }
+
+
+@pytest.fixture()
+def settings(storage_conn: str) -> Settings:
+    """Azurite only: the functions read their storage from the environment."""
+    return dataclasses.replace(Settings.from_env(), storage_connection_string=storage_conn, max_retries=2)
 
 
 def _functions() -> dict[str, Any]:
@@ -56,7 +66,7 @@ def test_safety_timer_runs_the_safety_pass(world: World) -> None:
     world.cluster_doc()
     world.node("n1")
     job = world.submit("lost-index")
-    world.sched.delete_entity(world.key, next(r["RowKey"] for r in world.rows() if r.get("jobKey") == job.key))
+    world.sched.write(Delete(world.key, next(r["RowKey"] for r in world.rows() if r.get("jobKey") == job.key)))
     _functions()["scheduling_safety_pass"].get_user_function()(None)
     assert world.pending_keys() == [job.key]
     assert scheduling.run_pass(world.settings, world.key, T0).assigned[0].job_key == job.key
