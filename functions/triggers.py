@@ -1,5 +1,7 @@
 """Event triggers beyond HTTP: batch-scoring manifests (blob trigger), job submissions from other
-systems (queue trigger), and the timers that advance scoring runs and publish submission replies.
+systems (queue trigger), the kicks that advance a scoring run when one of its jobs ends (queue
+trigger, the service's own storage), and the timers that advance scoring runs and publish
+submission replies.
 
 Triggers only: parse the input, call one service. Transient errors propagate so that the host
 retries (blob: 5 tries then webjobs-blobtrigger-poison; queue: maxDequeueCount then the poison
@@ -56,6 +58,12 @@ def job_submission(msg: func.QueueMessage) -> None:
     delivery = submissions.Delivery(body=msg.get_body().decode("utf-8", errors="replace"), message_id=msg.id or "",
                                     inserted=msg.insertion_time or now, dequeue_count=msg.dequeue_count or 1)
     submissions.handle(Settings.from_env(), delivery, now)
+
+
+@bp.function_name("scoring_run_kick")
+@bp.queue_trigger(arg_name="msg", queue_name=storage.Q_SCORING, connection="AzureWebJobsStorage")
+def scoring_run_kick(msg: func.QueueMessage) -> None:
+    scoring.on_kick(Settings.from_env(), msg.get_body().decode("utf-8", errors="replace"), datetime.now(UTC))
 
 
 @bp.function_name("scoring_runs_tick")

@@ -15,6 +15,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "schedule_kick": {"type": "queueTrigger", "queueName": storage.Q_KICKS, "connection": CONN},
     "node_events": {"type": "queueTrigger", "queueName": storage.Q_EVENTS, "connection": CONN},
     "job_submission": {"type": "queueTrigger", "queueName": storage.Q_SUBMISSIONS, "connection": DATA},
+    "scoring_run_kick": {"type": "queueTrigger", "queueName": storage.Q_SCORING, "connection": CONN},
     "scoring_manifest": {"type": "blobTrigger", "connection": DATA,
                          "path": storage.C_TRIGGERS + "/{subscription}/{resourceGroup}/{workspace}/{name}.json"},
     "cluster_reconcile": {"type": "timerTrigger", "schedule": "%BATCHAI_RECONCILE_SCHEDULE%", "runOnStartup": False},

@@ -88,9 +88,12 @@ def transition(settings: Settings, job_ref: JobRef, target: Target, reason: str,
 
 def _ended(settings: Settings, job_ref: JobRef, doc: Doc, now: datetime) -> None:
     """A job's end moves what waits on it: its array parent and its dependents (`job_links`)."""
-    from shared.services import job_links
+    from shared.services import job_links, scoring
 
     job_links.job_ended(settings, job_ref, doc, now)
+    run = (doc.data.get("internal") or {}).get("scoringRun")
+    if run:
+        scoring.kick(settings, run)
 
 
 def mutate(settings: Settings, job_ref: JobRef, change: Callable[[Internal], bool]) -> Doc | None:

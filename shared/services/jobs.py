@@ -57,8 +57,9 @@ def _cluster_of(ref: JobRef, cluster_id: str) -> ClusterRef:
 
 
 def create(settings: Settings, ref: JobRef, body: object, if_match: str | None = None,
-           sweep: dict[str, Any] | None = None) -> Rendered:
-    """`sweep`: the sweep a child job belongs to ({"name", "index", "parameters"}), kept as `internal.sweep`."""
+           sweep: dict[str, Any] | None = None, scoring_run: str | None = None) -> Rendered:
+    """`sweep`: the sweep a child job belongs to ({"name", "index", "parameters"}), kept as `internal.sweep`;
+    `scoring_run`: the batch-scoring run a chunk job belongs to (its index row), kept as `internal.scoringRun`."""
     props = validation.job_create(body, settings.key_vault_hosts)
     live_workspace(settings, ref.experiment.workspace)
     exp = store(settings, storage.T_EXPERIMENTS).get(ref.experiment.workspace.child_pk, ref.experiment.name.lower())
@@ -83,8 +84,8 @@ def create(settings: Settings, ref: JobRef, body: object, if_match: str | None =
     job_links.index(settings, ref, links)
     doc, _ = create_or_match(
         store(settings, storage.T_JOBS), ref.experiment.job_pk, ref.name.lower(),
-        lambda: _of_sweep(_traced(_linked(resources.new_job(ref, sealed, cluster_ref, tool, str(uuid.uuid4()),
-                                                            utcnow()), links)), sweep),
+        lambda: _belonging(_traced(_linked(resources.new_job(ref, sealed, cluster_ref, tool, str(uuid.uuid4()),
+                                                             utcnow()), links)), sweep, scoring_run),
         lambda stored: resources.same_spec("job", secret_box.open_all(settings, stored["properties"]), plain),
         "job", ref.name, if_match)
     if job_links.indexable(doc.data):
@@ -109,9 +110,11 @@ def _traced(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _of_sweep(data: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str, Any]:
+def _belonging(data: dict[str, Any], sweep: dict[str, Any] | None, scoring_run: str | None) -> dict[str, Any]:
     if sweep is not None:
         data["internal"]["sweep"] = sweep
+    if scoring_run is not None:
+        data["internal"]["scoringRun"] = scoring_run
     return data
 
 

@@ -1,4 +1,5 @@
-"""Batch-scoring runs: started by a manifest blob (`scoring_start`), advanced by reconcile ticks. The
+"""Batch-scoring runs: started by a manifest blob (`scoring_start`), advanced by reconcile ticks and at
+once when one of their jobs ends (`kick`: the job's end queues the run on `storage.Q_SCORING`). The
 only writer of run documents (table `scoringruns`: "{sub}|{rg}|{ws}" / run id; `scoring_start` inserts
 them) and of their active-run index (partition `ACTIVE`, one row per run that is not finished).
 
@@ -16,9 +17,12 @@ overwritten), so a doubled, late or repeated tick is harmless.
 from __future__ import annotations
 
 import copy
+import json
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared import ports
 from shared.adapters import scoring_blobs, storage
 from shared.adapters.resource_store import Doc, ResourceStore, StaleEtag
 from shared.config import Settings
@@ -31,6 +35,8 @@ from shared.ports.rows import Query
 from shared.services import data_containers, jobs
 from shared.services.api_common import Page, Rendered, page_of, store, table_token
 from shared.services.guarded import each
+
+log = logging.getLogger(__name__)
 
 ACTIVE = "~active"
 SAS_LIFETIME = timedelta(days=7)
@@ -61,6 +67,21 @@ def reconcile_all(settings: Settings, now: datetime) -> int:
     rows = [r.rk for r in runs.table.query(Query(pk=ACTIVE))]
     each(rows, lambda row: advance(settings, RunRef.from_index_row(row), now), "advancing the scoring run")
     return len(rows)
+
+
+def kick(settings: Settings, index_row: str) -> None:
+    """Ask for a step of a run now (at-least-once: a step is idempotent, the tick is the backstop)."""
+    ports.of(settings.storage_connection_string).queues.send(storage.Q_SCORING, json.dumps({"run": index_row}))
+
+
+def on_kick(settings: Settings, body: str, now: datetime) -> str | None:
+    """Advance the run a kick names; None for a kick that names none (logged and dropped)."""
+    try:
+        ref = RunRef.from_index_row(str(json.loads(body)["run"]))
+    except (ValueError, KeyError, TypeError):
+        log.warning("Dropped a scoring kick that names no run: %r", body[:200])
+        return None
+    return advance(settings, ref, now)
 
 
 def advance(settings: Settings, ref: RunRef, now: datetime) -> str | None:
@@ -153,7 +174,7 @@ class _Step:
     def _create_job(self, name: str, container: str, template: dict[str, Any], items_doc: dict[str, Any]) -> None:
         scoring_blobs.write_items(self.conn, container, items_doc, sc.ITEMS_FILE)
         props = sc.job_properties(self.manifest, template, container, self.account, self.key)
-        jobs.create(self.settings, self._job_ref(name), {"properties": props})
+        jobs.create(self.settings, self._job_ref(name), {"properties": props}, scoring_run=self.ref.index_row)
 
     def _submit(self, chunk: dict[str, Any]) -> None:
         run, m = self.ref.name, self.manifest

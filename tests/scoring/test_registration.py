@@ -11,6 +11,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "scoring_manifest": {"type": "blobTrigger", "connection": "BatchaiData",
                          "path": "batchai-triggers/{subscription}/{resourceGroup}/{workspace}/{name}.json"},
     "job_submission": {"type": "queueTrigger", "queueName": "job-submissions", "connection": "BatchaiData"},
+    "scoring_run_kick": {"type": "queueTrigger", "queueName": "scoring-kicks", "connection": "AzureWebJobsStorage"},
     "scoring_runs_tick": {"type": "timerTrigger", "schedule": "%BATCHAI_SCORING_SCHEDULE%", "runOnStartup": False,
                           "useMonitor": False},
     "submission_replies_tick": {"type": "timerTrigger", "schedule": "%BATCHAI_SCORING_SCHEDULE%",
