@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from shared import ports
-from shared.adapters import storage
-from shared.localstack.azurite import start_azurite
 from shared.ports.contract import Storage
+from tests.conftest import own_azurite
 
 
 @pytest.fixture(scope="package")
 def private_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    location = tmp_path_factory.mktemp("ports-azurite")
-    server = start_azurite(location, log=Path(location) / "azurite.log")
-    try:
-        storage.ensure_all(server.connection_string)
-        yield server.connection_string
-    finally:
-        server.stop()
+    yield from own_azurite(tmp_path_factory, "ports-azurite")
 
 
 @pytest.fixture(params=["azurite", "memory"])

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.adapters import storage
 from shared.config import Settings
-from shared.localstack.azurite import start_azurite
+from tests.conftest import own_azurite
 from tests.e2e.conftest import Stack
 from tests.scheduling.conftest import World, settings_over
 
@@ -29,13 +28,7 @@ def world(settings: Settings) -> World:
 def private_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An Azurite of the module's own: timers act on everything they find (every operation in flight,
     every cluster), so their tests must not share storage with other tests' timers and leftovers."""
-    location = tmp_path_factory.mktemp("private-azurite")
-    server = start_azurite(location, log=location / "azurite.log")
-    try:
-        storage.ensure_all(server.connection_string)
-        yield server.connection_string
-    finally:
-        server.stop()
+    yield from own_azurite(tmp_path_factory, "private-azurite")
 
 
 @pytest.fixture(params=["azurite", "memory"])
