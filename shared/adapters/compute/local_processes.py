@@ -10,6 +10,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import psutil
 
 NODE_INIT = Path(__file__).resolve().with_name("local_node.py")
 NODE_REPORT_S = 30.0  # how long a node may take to report its agent's pid
+POLL_S = 0.05  # between looks at a process that is not our child
 
 _children: dict[int, subprocess.Popen[bytes]] = {}  # nodes this process started: exits reaped, codes known
 
@@ -60,13 +62,12 @@ class Pid:
                 return True
             except subprocess.TimeoutExpired:
                 return False
-        try:
-            psutil.Process(self.pid).wait(timeout=timeout)
-        except psutil.NoSuchProcess:
-            return True
-        except psutil.TimeoutExpired:
-            return not self.alive()  # a zombie whose parent has not reaped it yet has exited all the same
-        return not self.alive()
+        deadline = time.monotonic() + timeout
+        while self.alive():  # not our child: poll, so that a zombie nobody reaps counts as exited at once
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_S)
+        return True
 
     def exit_code(self) -> int | None:
         """Its exit code (negative: the signal that killed it) when it is our child and has exited."""
