@@ -205,7 +205,7 @@ def commit_operations(snap: Snapshot, cluster_key: str, batch: list[Placement],
 
 def run_pass(settings: Settings, cluster_key: str, now: datetime,
              new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> PassResult:
-    """Assign what can be assigned now, batch by batch, until the decision is empty."""
+    """Assign what can be assigned now, batch by batch, until the decision is committed whole."""
     result = PassResult(cluster_key)
     cluster_read = _readers.submit(read_cluster, settings, cluster_key)  # read beside the first snapshot
     snap = read_pass_snapshot(settings, cluster_key)
@@ -237,6 +237,10 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
                 result.assigned.append(placement)
             else:
                 result.released.append(placement.job_key)
+        if len(committed) == len(batch) == len(reply.assignments):
+            # The whole decision is committed: deciding again on a fresh read would place nothing more,
+            # since whatever changed since (a job, a freed node) kicks a pass of its own.
+            return result
         snap = read_pass_snapshot(settings, cluster_key)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from shared.adapters import sched_store
+from shared.decisions.scheduler import WHOLE_NODE, schedule
 from shared.domain.messages import Assignment
 from shared.services import scheduling, task_events
 from tests.scheduling.conftest import T0, World
@@ -33,8 +35,7 @@ def test_twenty_concurrent_passes_never_over_commit(world: World) -> None:
     results = _race(world, 20)
 
     committed = [p for r in results for p in r.assigned]
-    assert len(committed) == 3
-    assert sum(r.conflicts for r in results) >= 1  # the passes did collide, and lost cleanly
+    assert len(committed) == 3  # however the passes interleaved (whether any collided depends on it)
     rows = world.rows()
     asgs = {r["jobKey"]: r for r in rows if r["RowKey"].startswith(sched_store.ASSIGNMENT)}
     assert sorted(asgs) == sorted(j.key for j in jobs[:3])  # the three oldest, once each
@@ -53,6 +54,21 @@ def test_twenty_concurrent_passes_never_over_commit(world: World) -> None:
         assert world.internal(job)["phase"] == "assigned"
     for job in jobs[3:]:
         assert world.internal(job)["phase"] == "queued"
+
+
+def test_a_pass_that_decided_on_a_stale_read_commits_nothing(world: World) -> None:
+    world.cluster_doc()
+    nodes = [world.node(f"n{i}") for i in range(2)]
+    for i in range(3):
+        world.submit(f"j{i}", at=i)
+    stale = scheduling.read_pass_snapshot(world.settings, world.key)
+    winner = scheduling.run_pass(world.settings, world.key, T0)  # another pass commits first
+    assert len(winner.assigned) == 2
+    before = {r["RowKey"]: r.etag for r in world.rows()}
+    reply = schedule(scheduling.request_for(stale, WHOLE_NODE, T0, lambda: uuid.uuid4().hex))
+    assert {p.node_ids[0] for p in reply.assignments} == set(nodes)  # it would take the same nodes
+    assert scheduling._commit(world.settings, stale, world.key, reply.assignments, T0) is None
+    assert {r["RowKey"]: r.etag for r in world.rows()} == before  # all or nothing: nothing
 
 
 def test_racing_passes_while_jobs_finish_assign_every_job_once(world: World) -> None:

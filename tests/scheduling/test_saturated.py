@@ -64,11 +64,11 @@ def test_saturated(nodes: list[NodeView], pending: list[PendingJob], packing: st
 def test_a_pass_reads_further_pages_when_the_first_cannot_use_a_free_node(world: World) -> None:
     world.cluster_doc()
     n1 = world.node("n1")
-    for i in range(scheduling.PENDING_PAGE + 3):  # more than a page of gangs that can never fit one node
-        world.submit(f"gang-{i:03d}", node_count=2, at=i)
+    gangs = [world.submit(f"gang-{i:03d}", node_count=2, at=i)  # more than a page, none fits one node
+             for i in range(scheduling.PENDING_PAGE + 3)]
     small = world.submit("small", at=1000)
     result = scheduling.run_pass(world.settings, world.key, WORLD_T0)
     assert [p.job_key for p in result.assigned] == [small.key]
     assert world.node_row(n1)["jobKey"] == small.key
-    # Its last decision, after the commit took the node, stopped at the first page.
-    assert len(result.waiting) == scheduling.PENDING_PAGE
+    # Its decision read every page: all the gangs wait (and the whole decision committed, it read no more).
+    assert {w.job_key for w in result.waiting} == {g.key for g in gangs}
