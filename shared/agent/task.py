@@ -34,10 +34,11 @@ from shared.agent.node_storage import NodeStorage, OutputBlobs
 from shared.agent.process_runtime import ProcessRuntime
 from shared.agent.retry import GaveUp
 from shared.agent.runtime import TaskLaunch, TaskRuntime, TaskStartError
+from shared.agent.start_report import StartReport
 from shared.agent.streaming import LogStreamer
 from shared.agent.supervise import StopRequest, Supervisor, TaskControl, wall_clock_limit_s
 from shared.agent.task_prepare import MountJob, PreparedTask, prepare_task
-from shared.agent.transport import AgentChannel
+from shared.agent.transport import AgentChannel, utc_now
 from shared.domain.messages import AssignedTask, NodeEvent
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class TaskRunner:
         self.thread = threading.Thread(target=self._main, name=f"task-{assignment.assignment_id}", daemon=True)
         self.prepared: PreparedTask | None = None  # once the task is prepared: its environment (node exec)
         self.report: str | None = None  # the task-exited event as sent (the ledger keeps it)
+        self.start_report = StartReport(self._send_started)
+        self._start_trace: str | None = None  # the trace at the task's start, for its deferred task-started
 
     @property
     def assignment_id(self) -> str:
@@ -102,9 +105,13 @@ class TaskRunner:
     def stop(self, reason: str, grace_s: float) -> None:
         self.control.request(StopRequest(reason, grace_s))
 
-    def _event(self, kind: str, **fields: Any) -> NodeEvent:
-        return self.node.channel.send(kind, assignment_id=self.a.assignment_id, job_key=self.a.job_key,
-                               task_index=self.a.task_index, traceparent=telemetry.traceparent() or None, **fields)
+    def _event(self, kind: str, at: str | None = None, trace: str | None = None, **fields: Any) -> NodeEvent:
+        return self.node.channel.send(kind, at=at, assignment_id=self.a.assignment_id, job_key=self.a.job_key,
+                                      task_index=self.a.task_index,
+                                      traceparent=trace or telemetry.traceparent() or None, **fields)
+
+    def _send_started(self, at: str) -> None:
+        self._event("task-started", at=at, trace=self._start_trace)
 
     def _main(self) -> None:
         with telemetry.span("task", parent=self.traceparent, **{
@@ -125,7 +132,8 @@ class TaskRunner:
                                                 "batchai.stop_reason": outcome.stop_reason,
                                                 "batchai.error": (outcome.error or {}).get("code")}):
                 self.report = self._event("task-exited", exit_code=outcome.exit_code, error=outcome.error,
-                                          stop_reason=outcome.stop_reason).to_json()
+                                          stop_reason=outcome.stop_reason,
+                                          started_at=self.start_report.close()).to_json()
             logger.info("task %s exited: code %s, stop %s, error %s", self.a.assignment_id, outcome.exit_code,
                      outcome.stop_reason, (outcome.error or {}).get("code"))
         except GaveUp:
@@ -174,7 +182,8 @@ class TaskRunner:
                 outcome.stop_reason = self.control.stop.reason
                 log.write(f"stopped before it started ({outcome.stop_reason})")
                 return
-            self._event("task-started")
+            self._start_trace = telemetry.traceparent() or None
+            self.start_report.started(utc_now())
             limit_s = wall_clock_limit_s(self.a.job)
             supervisor = Supervisor(self.control, time.monotonic() + limit_s, limit_s)
             self._execute(runtime, prepared, blobs, supervisor, outcome, log)

@@ -54,8 +54,9 @@ class AgentChannel:
         with_retries(lambda: self.storage.send_poison(body), "rejecting a node message", self.give_up)
         self.delete(message)
 
-    def send(self, kind: str, **fields: Any) -> NodeEvent:
-        event = NodeEvent(kind=kind, cluster_key=self.cluster_key, node_id=self.node_id, at=utc_now(), **fields)
+    def send(self, kind: str, at: str | None = None, **fields: Any) -> NodeEvent:
+        """Send an event stamped `at` (default: now)."""
+        event = NodeEvent(kind=kind, cluster_key=self.cluster_key, node_id=self.node_id, at=at or utc_now(), **fields)
         text = event.to_json()
         with_retries(lambda: self.storage.send_event(text), f"sending {kind}", self.give_up)
         return event

@@ -148,6 +148,7 @@ class NodeEvent:
     error: dict[str, str] | None = None  # {"code", "message"}
     inventory: dict[str, Any] = field(default_factory=dict)  # cores, memoryMb, gpus, address
     traceparent: str | None = None  # the trace of the task it reports (W3C)
+    started_at: str | None = None  # task-exited of a task that ended before its task-started was sent
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, {})})

@@ -20,6 +20,7 @@ from shared.adapters.resource_store import Doc
 from shared.config import Settings
 from shared.decisions import job_outcome
 from shared.decisions.toolkits import plan_task
+from shared.domain import states
 from shared.domain.keys import JobRef
 from shared.domain.messages import NodeAddress, NodeEvent
 from shared.domain.states import JOB_TERMINAL, JobPhase
@@ -70,11 +71,7 @@ def _started(settings: Settings, event: NodeEvent, now: datetime) -> str:
         mutate=lambda i: i.setdefault("executionInfo", {}).setdefault("startTime", at),
         expect_assignment=asg.assignment_id, allowed_from={JobPhase.ASSIGNED})
     if doc is not None:
-        submitted = (doc.data.get("internal") or {}).get("submittedAt")
-        if submitted:
-            telemetry.record("batchai.job.start_latency", (now - datetime.fromisoformat(submitted)).total_seconds(),
-                             description="From a job's submission to its first task's start.",
-                             **{"batchai.cluster": asg.cluster_key})
+        _record_start_latency(doc, asg.cluster_key, now)
         return STARTED
     doc = job_state.get(settings, ref)
     if doc is None:
@@ -90,6 +87,14 @@ def _started(settings: Settings, event: NodeEvent, now: datetime) -> str:
         # A stop may have reached the node before its Assignment did: say it again.
         assignments.send_stop(settings, [event.node_id], asg.assignment_id, internal.get("stopReason") or "terminated")
     return STARTED
+
+
+def _record_start_latency(doc: Doc, cluster_key: str, started: datetime) -> None:
+    submitted = (doc.data.get("internal") or {}).get("submittedAt")
+    if submitted:
+        telemetry.record("batchai.job.start_latency", (started - datetime.fromisoformat(submitted)).total_seconds(),
+                         description="From a job's submission to its first task's start.",
+                         **{"batchai.cluster": cluster_key})
 
 
 def _record(settings: Settings, event: NodeEvent, now: datetime) -> AsgRow | None:
@@ -150,24 +155,53 @@ def _exited(settings: Settings, event: NodeEvent, now: datetime, kick: bool = Tr
     if outcome.kind == job_outcome.WAIT:
         return RECORDED
     if outcome.kind == job_outcome.REQUEUE:
-        requeue_job(settings, asg.job_key, asg.assignment_id, outcome.reason, outcome.count_retry, now=now)
+        requeue_job(settings, asg.job_key, asg.assignment_id, outcome.reason, outcome.count_retry, now=now,
+                    task_started=bool(event.started_at))
         return outcome.kind
-    finish(settings, asg, outcome, now, read=doc, kick=kick)
+    finish(settings, asg, outcome, now, read=doc, kick=kick, started=_start_of(event))
     return outcome.kind
 
 
+def _start_of(event: NodeEvent) -> tuple[str, str] | None:
+    """A task-exited that reports its task's start too (the task ended before task-started was due):
+    the start time and the reason of the running move."""
+    if not event.started_at:
+        return None
+    return event.started_at, f"task {event.task_index} started on node {event.node_id}"
+
+
+def _fold_start(internal: dict[str, Any], started: tuple[str, str]) -> None:
+    """A job that ends from assigned, whose start arrived with its end: its history shows both moves
+    (assigned -> running at the start, running -> the end), as two events would have."""
+    at, reason = started
+    history = internal.get("history") or []
+    if history and history[-1]["from"] == JobPhase.ASSIGNED:
+        end = history[-1]
+        history[-1:] = [states.job_transition(JobPhase.ASSIGNED, JobPhase.RUNNING, reason, datetime.fromisoformat(at)),
+                        states.job_transition(JobPhase.RUNNING, end["to"], end["reason"],
+                                              datetime.fromisoformat(end["at"]))]
+    internal.setdefault("executionInfo", {}).setdefault("startTime", at)
+
+
 def finish(settings: Settings, asg: AsgRow, outcome: job_outcome.Outcome, now: datetime,
-           read: Doc | None = None, kick: bool = True) -> None:
+           read: Doc | None = None, kick: bool = True, started: tuple[str, str] | None = None) -> None:
     """End the job (once), stop the tasks still running, free the nodes. `read`: the job document
-    as just read; `kick=False` when the caller runs the cluster's pass itself."""
+    as just read; `kick=False` when the caller runs the cluster's pass itself; `started`: the start
+    the ending event reported (time, reason), for a job that never got its task-started."""
     target = JobPhase.SUCCEEDED if outcome.kind == job_outcome.SUCCEEDED else JobPhase.FAILED
 
     def end(internal: dict[str, Any]) -> None:
+        if started is not None:
+            _fold_start(internal, started)
         internal.setdefault("executionInfo", {}).setdefault("startTime", asg.created_at.isoformat())
         job_state.set_end(internal, now, outcome.exit_code, outcome.errors)
 
-    job_state.transition(settings, JobRef.from_key(asg.job_key), target, outcome.reason, now, mutate=end,
-                         expect_assignment=asg.assignment_id, allowed_from=assignments.HOLDING_PHASES, read=read)
+    ended = job_state.transition(settings, JobRef.from_key(asg.job_key), target, outcome.reason, now, mutate=end,
+                                 expect_assignment=asg.assignment_id, allowed_from=assignments.HOLDING_PHASES,
+                                 read=read)
+    if ended is not None and started is not None and read is not None and \
+            (read.data.get("internal") or {}).get("phase") == JobPhase.ASSIGNED:
+        _record_start_latency(ended, asg.cluster_key, datetime.fromisoformat(started[0]))
     if outcome.stop_others:
         _stop_rest(settings, asg, outcome.stop_others)
     assignments.release(settings, asg.cluster_key, asg.job_key, asg.assignment_id, now, known=asg, kick=kick)
@@ -190,18 +224,19 @@ def requeue_code(reason: str) -> str:
 
 
 def requeue_job(settings: Settings, job_key: str, assignment_id: str, reason: str, count_retry: bool,
-                now: datetime | None = None) -> str:
+                now: datetime | None = None, task_started: bool = False) -> str:
     """Put a job whose assignment broke (node lost, preempted, removed) back in the queue, or fail it
     with MaxRetriesExceeded once `settings.max_retries` counted retries are used. A job that never
     started (its node died before any task began) counts no retry: it cannot be what broke the node.
     Fenced by the assignment id; the job keeps its original submit time, so it keeps its place in
-    the queue. Returns "requeued", "failed" or "stale"."""
+    the queue (`task_started`: the ending event reported a start the job did not record). Returns
+    "requeued", "failed" or "stale"."""
     now = now or datetime.now(UTC)
     ref = JobRef.from_key(job_key)
     error = job_state.error(requeue_code(reason), reason)
 
     def retries_after(internal: dict[str, Any]) -> int:
-        started = bool((internal.get("executionInfo") or {}).get("startTime"))
+        started = task_started or bool((internal.get("executionInfo") or {}).get("startTime"))
         return int(internal.get("retries") or 0) + (1 if count_retry and started else 0)
 
     def stopped(internal: dict[str, Any]) -> str | None:

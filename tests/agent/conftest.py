@@ -47,6 +47,13 @@ class Events:
         return [e for e in self.seen if e["node_id"] == node_id and (kind is None or e["kind"] == kind)
                 and (assignment_id is None or e.get("assignment_id") == assignment_id)]
 
+    def starts(self, node_id: str, assignment_id: str) -> list[str]:
+        """Every report of the task's start: its task-started events, and the start its task-exited events
+        carry (a task that ended before its task-started was due)."""
+        return [e["at"] if e["kind"] == "task-started" else e["started_at"]
+                for e in self.of(node_id, None, assignment_id)
+                if e["kind"] == "task-started" or (e["kind"] == "task-exited" and e.get("started_at"))]
+
     def wait(self, node_id: str, kind: str, assignment_id: str | None = None, timeout: float = 30) -> dict[str, Any]:
         found = wait_until(lambda: self.of(node_id, kind, assignment_id), timeout,
                            what=f"{kind} from {node_id} ({assignment_id})")

@@ -111,10 +111,12 @@ class World:
 
     def event(self, kind: str, node_id: str, ref: JobRef, assignment_id: str, task_index: int = 0,
               exit_code: int | None = None, stop_reason: str | None = None,
-              error: dict[str, str] | None = None, at: datetime = T0) -> NodeEvent:
+              error: dict[str, str] | None = None, at: datetime = T0,
+              started_at: datetime | None = None) -> NodeEvent:
         return NodeEvent(kind=kind, cluster_key=self.key, node_id=node_id, at=at.isoformat(),
                          assignment_id=assignment_id, job_key=ref.key, task_index=task_index, exit_code=exit_code,
-                         stop_reason=stop_reason, error=error)
+                         stop_reason=stop_reason, error=error,
+                         started_at=started_at.isoformat() if started_at else None)
 
 
 def settings_over(request: pytest.FixtureRequest, azurite_fixture: str = "storage_conn") -> Iterator[Settings]:

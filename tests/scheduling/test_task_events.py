@@ -50,6 +50,36 @@ def test_success_runs_then_succeeds_and_frees_the_node(world: World) -> None:
     assert world.asg(job) is None
 
 
+def test_an_end_that_carries_its_start_runs_and_ends_the_job(world: World) -> None:
+    world.cluster_doc()
+    n1 = world.node("n1")
+    job = world.submit("quick")
+    asg_id = _assigned(world, job, [n1])
+    assert world.internal(job)["phase"] == "assigned"
+    assert _handle(world, "task-exited", n1, job, asg_id, at=T2, exit_code=0, started_at=T1) == "succeeded"
+    internal = world.internal(job)
+    assert [(h["from"], h["to"], h["at"]) for h in internal["history"][-2:]] == [
+        ("assigned", "running", T1.isoformat()), ("running", "succeeded", T2.isoformat())]
+    assert (internal["executionInfo"]["startTime"], internal["executionInfo"]["endTime"]) == (
+        T1.isoformat(), T2.isoformat())
+    assert world.node_row(n1)["state"] == "idle" and world.asg(job) is None
+    # Its task-started, sent after all (it was under way when the task ended), is stale now.
+    assert _handle(world, "task-started", n1, job, asg_id, at=T1) == "stale"
+    assert world.internal(job)["phase"] == "succeeded"
+
+
+def test_an_end_that_carries_its_start_keeps_the_start_a_running_job_has(world: World) -> None:
+    world.cluster_doc()
+    n1 = world.node("n1")
+    job = world.submit("slow")
+    asg_id = _assigned(world, job, [n1])
+    _handle(world, "task-started", n1, job, asg_id, at=T1)
+    assert _handle(world, "task-exited", n1, job, asg_id, at=T2, exit_code=0, started_at=T2) == "succeeded"
+    internal = world.internal(job)
+    assert [h["to"] for h in internal["history"]] == ["assigned", "running", "succeeded"]
+    assert internal["executionInfo"]["startTime"] == T1.isoformat()
+
+
 def test_nonzero_exit_fails_with_the_exit_code(world: World) -> None:
     world.cluster_doc()
     n1 = world.node("n1")
