@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from azure.core.exceptions import ClientAuthenticationError
@@ -35,6 +36,7 @@ from shared.services import assignments, job_state, nodes
 from shared.services.node_credentials import TOKEN, Node, authenticate, forbidden
 
 SETUP_STATES = frozenset({"preparing", "idle", "running"})
+_readers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="node-payload-read")
 
 
 def open_secrets(settings: Settings, document: dict[str, Any]) -> dict[str, Any]:
@@ -80,21 +82,24 @@ def assignment(settings: Settings, authorization: str | None, body: Any) -> dict
     node = authenticate(settings, authorization, body)
     assignment_id, job_key = _string(body, "assignmentId"), _string(body, "jobKey")
     task_index, attempt = _count(body, "taskIndex", 0), _count(body, "attempt", 1)
-    asg = assignments.get(settings, node.cluster_key, job_key)
+    # The four documents the answer rests on, read side by side (checked in order below).
+    asg_read = _readers.submit(assignments.get, settings, node.cluster_key, job_key)
+    node_read = _readers.submit(nodes.get_node, settings, node.cluster_key, node.node_id)
+    job_read = _readers.submit(lambda: job_state.get(settings, JobRef.from_key(job_key)))
+    cluster_read = _readers.submit(nodes.load_cluster, settings, node.cluster_key)
+    asg = asg_read.result()
     if asg is None:
         raise ApiError(404, "AssignmentNotFound", f"Assignment '{assignment_id}' does not exist (any more).")
     if asg.assignment_id != assignment_id or asg.attempt != attempt:
         raise ApiError(409, "AssignmentSuperseded",
                        f"Assignment '{assignment_id}' (attempt {attempt}) is no longer the job's assignment.")
     if task_index >= len(asg.nodes) or asg.nodes[task_index].node_id != node.node_id \
-            or nodes.held_jobs(nodes.get_node(settings, node.cluster_key, node.node_id)).get(job_key) != assignment_id:
+            or nodes.held_jobs(node_read.result()).get(job_key) != assignment_id:
         raise forbidden(f"Node '{node.node_id}' does not hold task {task_index} of assignment '{assignment_id}'.")
-    ref = JobRef.from_key(job_key)
-    doc = job_state.get(settings, ref)
+    ref, doc, cluster = JobRef.from_key(job_key), job_read.result(), cluster_read.result()
     if doc is None or not assignments.holds(doc, asg):
         raise ApiError(409, "AssignmentSuperseded", f"The job of assignment '{assignment_id}' has moved on.")
     props = _resolve_for(settings, node, open_secrets(settings, doc.data.get("properties") or {}))
-    cluster = nodes.load_cluster(settings, node.cluster_key)
     view = _resolve_for(settings, node, open_secrets(settings, node_view(
         (cluster.data.get("properties") or {}) if cluster else {})))
     prefix = storage.output_prefix(ref.experiment.workspace.workspace, ref.experiment.name, ref.name,
