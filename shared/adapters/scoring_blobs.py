@@ -28,8 +28,8 @@ def list_inputs(conn: str, container: str, prefix: str, limit: int) -> list[str]
     """Blob names under the prefix, in name order, at most `limit` + 1 (None: no such container)."""
     names: list[str] = []
     try:
-        for blob in storage.container(conn, container).list_blobs(name_starts_with=prefix or None):
-            names.append(blob.name)
+        for name in storage.container(conn, container).list_blob_names(name_starts_with=prefix or None):
+            names.append(name)  # names only: a third of the time of listing properties
             if len(names) > limit:
                 break
     except ResourceNotFoundError:
@@ -67,7 +67,7 @@ def read_blob(conn: str, container: str, name: str) -> bytes | None:
 
 def list_names(conn: str, container: str, prefix: str) -> list[str]:
     try:
-        return [b.name for b in storage.container(conn, container).list_blobs(name_starts_with=prefix)]
+        return list(storage.container(conn, container).list_blob_names(name_starts_with=prefix))
     except ResourceNotFoundError:
         return []
 

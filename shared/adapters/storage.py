@@ -47,7 +47,7 @@ TABLES = (T_WORKSPACES, T_EXPERIMENTS, T_CLUSTERS, T_FILESERVERS, T_JOBS, T_SCHE
 Q_KICKS = "schedule-kicks"  # {"cluster": cluster_key}: run a scheduling pass
 Q_EVENTS = "node-events"  # node agent -> service (see shared.domain.messages)
 Q_SUBMISSIONS = "job-submissions"  # other systems submit jobs here
-Q_SCORING = "scoring-kicks"  # {"run": run index row}: a job of a batch-scoring run ended, advance the run now
+Q_SCORING = "scoring-kicks"  # {"run": run index row, "job": name}: a job of a batch-scoring run ended
 QUEUES = (Q_KICKS, Q_EVENTS, Q_SUBMISSIONS, Q_SCORING)
 NODE_QUEUE_PREFIX = "node-"  # one assignment queue per node: node-<node id>
 

@@ -17,6 +17,7 @@ import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from shared.localhost.blobs import DEFAULT_SCAN_INTERVAL_S
 from shared.localhost.host import Host, HostOptions
 
 
@@ -28,7 +29,8 @@ def _parse(argv: list[str] | None) -> tuple[HostOptions, bool]:
     p.add_argument("--state-dir", type=Path, default=Path(".batchai"))
     p.add_argument("--host-json", type=Path, default=None, help="default: host.json beside the app module")
     p.add_argument("--host-id", default=None, help="names this host's receipts and timer status")
-    p.add_argument("--blob-scan-interval", type=float, default=2.0, help="seconds between blob container scans")
+    p.add_argument("--blob-scan-interval", type=float, default=DEFAULT_SCAN_INTERVAL_S,
+                   help="seconds between blob container scans")
     p.add_argument("--queue-lease", type=float, default=600.0,
                    help="seconds a received message stays invisible (renewed halfway while its function runs)")
     p.add_argument("--max-concurrency", type=int, default=16, help="functions running at once")

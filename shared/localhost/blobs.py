@@ -25,7 +25,7 @@ from shared.localhost.invoke import Invoker
 log = logging.getLogger("batchai.localhost")
 
 MAX_BLOB_FAILURES = 5
-DEFAULT_SCAN_INTERVAL_S = 2.0
+DEFAULT_SCAN_INTERVAL_S = 0.5  # a manifest upload starts its run within about half a second
 
 
 @dataclass(frozen=True)

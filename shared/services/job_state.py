@@ -93,7 +93,7 @@ def _ended(settings: Settings, job_ref: JobRef, doc: Doc, now: datetime) -> None
     job_links.job_ended(settings, job_ref, doc, now)
     run = (doc.data.get("internal") or {}).get("scoringRun")
     if run:
-        scoring.kick(settings, run)
+        scoring.kick(settings, run, job_ref.name)
 
 
 def mutate(settings: Settings, job_ref: JobRef, change: Callable[[Internal], bool]) -> Doc | None:

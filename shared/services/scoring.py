@@ -19,6 +19,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +42,9 @@ from shared.services.guarded import each
 log = logging.getLogger(__name__)
 
 ACTIVE = "~active"
+_submitters = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scoring-submit")  # a step's job creations
+_stepping: Counter[str] = Counter()  # runs (index rows) this process is stepping now
+_stepping_lock = threading.Lock()
 SAS_LIFETIME = timedelta(days=7)
 SAVE_ATTEMPTS = 10
 MAX_NAME_CHARS = 150_000  # item names appear about three times in a run document (< 900,000 characters)
@@ -61,31 +67,52 @@ def move(data: dict[str, Any], target: sc.RunState, reason: str, now: datetime, 
 
 
 def reconcile_all(settings: Settings, now: datetime) -> int:
-    """Advance every active run; the number of runs looked at. One run's transient error does not
+    """Advance every active run but those this process is stepping now (that step saves what it does;
+    the next tick is the backstop); the number of runs looked at. One run's transient error does not
     stop the others: their errors are raised together after all were tried."""
     runs = runs_store(settings)
-    rows = [r.rk for r in runs.table.query(Query(pk=ACTIVE))]
+    with _stepping_lock:
+        busy = set(_stepping)
+    rows = [r.rk for r in runs.table.query(Query(pk=ACTIVE)) if r.rk not in busy]
     each(rows, lambda row: advance(settings, RunRef.from_index_row(row), now), "advancing the scoring run")
     return len(rows)
 
 
-def kick(settings: Settings, index_row: str) -> None:
-    """Ask for a step of a run now (at-least-once: a step is idempotent, the tick is the backstop)."""
-    ports.of(settings.storage_connection_string).queues.send(storage.Q_SCORING, json.dumps({"run": index_row}))
+def kick(settings: Settings, index_row: str, job: str) -> None:
+    """Ask for a step of a run now, for the job of it that ended (at-least-once: a step is idempotent,
+    the tick is the backstop)."""
+    ports.of(settings.storage_connection_string).queues.send(storage.Q_SCORING,
+                                                             json.dumps({"run": index_row, "job": job}))
 
 
 def on_kick(settings: Settings, body: str, now: datetime) -> str | None:
-    """Advance the run a kick names; None for a kick that names none (logged and dropped)."""
+    """Advance the run a kick names, settling the job it names (a kick without one settles every
+    job, as a tick does); None for a kick that names no run (logged and dropped)."""
     try:
-        ref = RunRef.from_index_row(str(json.loads(body)["run"]))
-    except (ValueError, KeyError, TypeError):
+        message = json.loads(body)
+        ref = RunRef.from_index_row(str(message["run"]))
+        job = message.get("job")
+    except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("Dropped a scoring kick that names no run: %r", body[:200])
         return None
-    return advance(settings, ref, now)
+    return advance(settings, ref, now, ended=str(job).lower() if job else None)
 
 
-def advance(settings: Settings, ref: RunRef, now: datetime) -> str | None:
-    """One reconcile step of a run; its state afterwards (None: no such run)."""
+def advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None = None) -> str | None:
+    """One reconcile step of a run; its state afterwards (None: no such run). `ended`: the one job
+    whose end the step settles (the others' documents are not read); None: every job's."""
+    with _stepping_lock:
+        _stepping[ref.index_row] += 1
+    try:
+        return _advance(settings, ref, now, ended)
+    finally:
+        with _stepping_lock:
+            _stepping[ref.index_row] -= 1
+            if not _stepping[ref.index_row]:
+                del _stepping[ref.index_row]
+
+
+def _advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None) -> str | None:
     runs = runs_store(settings)
     for _ in range(SAVE_ATTEMPTS):
         doc = runs.get(ref.workspace.child_pk, ref.name.lower())
@@ -97,7 +124,7 @@ def advance(settings: Settings, ref: RunRef, now: datetime) -> str | None:
         if state in sc.RUN_TERMINAL:
             runs.delete(ACTIVE, ref.index_row)
             return state.value
-        _Step(settings, ref, data, now).run()
+        _Step(settings, ref, data, now, ended).run()
         if data == doc.data:
             return state.value
         try:
@@ -113,8 +140,10 @@ def advance(settings: Settings, ref: RunRef, now: datetime) -> str | None:
 class _Step:
     """Load-decide-apply for one run document (mutated in place)."""
 
-    def __init__(self, settings: Settings, ref: RunRef, data: dict[str, Any], now: datetime) -> None:
+    def __init__(self, settings: Settings, ref: RunRef, data: dict[str, Any], now: datetime,
+                 ended: str | None = None) -> None:
         self.settings = settings
+        self.ended = ended  # the only job to settle (lower case), or None: every one
         self.conn = settings.data_connection
         self.ref = ref
         self.data = data
@@ -216,21 +245,35 @@ class _Step:
                    for item, r in (results or {}).items()}
         return decide.AttemptEnd(ok, error, results, outputs), mapping
 
-    def _score(self) -> None:
-        for i, chunk in enumerate(self.chunks):
-            if chunk["done"]:
+    def _submit_all(self, chunks: list[dict[str, Any]]) -> str | None:
+        """Create the chunks' jobs side by side; the reason the first refused one was refused (None: all
+        were created). A transient error is raised once every creation has ended."""
+        futures = [_submitters.submit(self._submit, chunk) for chunk in chunks]
+        wait(futures)
+        refusal: str | None = None
+        for chunk, future in zip(chunks, futures, strict=True):
+            error = future.exception()
+            if error is None:
                 continue
-            if not chunk["submitted"]:
-                try:
-                    self._submit(chunk)
-                except ApiError as e:
-                    if e.status >= 500:
-                        raise
-                    return self._end_failed(f"The job template was refused for job "
-                                            f"{sc.chunk_job_name(self.ref.name, chunk['index'], chunk['attempt'])}: "
-                                            f"{e.message}", "JobRejected")
+            if not isinstance(error, ApiError) or error.status >= 500:
+                raise error
+            refusal = refusal or (f"The job template was refused for job "
+                                  f"{sc.chunk_job_name(self.ref.name, chunk['index'], chunk['attempt'])}: "
+                                  f"{error.message}")
+        return refusal
+
+    def _score(self) -> None:
+        fresh = [c for c in self.chunks if not c["done"] and not c["submitted"]]
+        refusal = self._submit_all(fresh)
+        if refusal is not None:
+            return self._end_failed(refusal, "JobRejected")
+        just_submitted = {c["index"] for c in fresh}
+        for i, chunk in enumerate(self.chunks):
+            if chunk["done"] or chunk["index"] in just_submitted:
                 continue
             name = sc.chunk_job_name(self.ref.name, chunk["index"], chunk["attempt"])
+            if self.ended is not None and name.lower() != self.ended:
+                continue
             job = self._job_doc(name)
             if job is not None and states.JobPhase(job.data["internal"].get("phase")) not in states.JOB_TERMINAL:
                 continue

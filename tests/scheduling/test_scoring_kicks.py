@@ -49,7 +49,7 @@ def test_the_end_of_a_scoring_job_kicks_its_run_and_other_ends_do_not(world: Wor
         chunk.experiment.job_pk, chunk.name.lower(), lambda d: d["internal"].__setitem__("scoringRun", run))
     _run_to_end(world, chunk, n1, exit_code=1)
     assert world.internal(chunk)["phase"] == "failed"
-    assert _kicks_for(world, run) == [{"run": run}]
+    assert _kicks_for(world, run) == [{"run": run, "job": chunk.name}]
 
     plain = world.submit("plain", at=1)
     _run_to_end(world, plain, n1, exit_code=0)
