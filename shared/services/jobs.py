@@ -12,6 +12,7 @@ while tasks stop: it answers with an operation that completes when the job is te
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +41,8 @@ from shared.services.api_common import (
 from shared.services.clusters import get_doc as cluster_doc
 from shared.services.clusters import login_entries, node_rows
 
+_readers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="job-create-read")
+
 
 def _cluster_of(ref: JobRef, cluster_id: str) -> ClusterRef:
     parsed = resources.parse_cluster_id(cluster_id)
@@ -61,14 +64,19 @@ def create(settings: Settings, ref: JobRef, body: object, if_match: str | None =
     """`sweep`: the sweep a child job belongs to ({"name", "index", "parameters"}), kept as `internal.sweep`;
     `scoring_run`: the batch-scoring run a chunk job belongs to (its index row), kept as `internal.scoringRun`."""
     props = validation.job_create(body, settings.key_vault_hosts)
-    live_workspace(settings, ref.experiment.workspace)
-    exp = store(settings, storage.T_EXPERIMENTS).get(ref.experiment.workspace.child_pk, ref.experiment.name.lower())
+    # The workspace, experiment and cluster are read side by side; their errors come in this order.
+    workspace_read = _readers.submit(live_workspace, settings, ref.experiment.workspace)
+    exp_read = _readers.submit(store(settings, storage.T_EXPERIMENTS).get, ref.experiment.workspace.child_pk,
+                               ref.experiment.name.lower())
+    cluster_read = _readers.submit(lambda: cluster_doc(settings, _cluster_of(ref, props["cluster"]["id"])))
+    workspace_read.result()
+    exp = exp_read.result()
     if exp is None:
         raise not_found("experiment", ref.experiment.name)
     if deleting(exp):
         raise conflict(f"The experiment '{ref.experiment.name}' is being deleted.", code="ParentResourceBeingDeleted")
     cluster_ref = _cluster_of(ref, props["cluster"]["id"])
-    cdoc = cluster_doc(settings, cluster_ref)
+    cdoc = cluster_read.result()
     if cdoc is None:
         raise bad_request(f"Invalid value for 'properties.cluster.id': the cluster '{cluster_ref.name}' does not "
                           f"exist in workspace '{ref.experiment.workspace.workspace}'.", "properties.cluster.id")
