@@ -16,7 +16,8 @@ what to read, never carry documents (a queue message holds 64 KiB; documents car
 Node agent -> queue ``node-events`` (see `NodeEvent.kind`):
 - ``node-registered`` (inventory), ``node-ready`` (mounts and setup task done),
   ``node-unusable`` (error), ``node-preempted`` (Scheduled Events Preempt notice),
-- ``task-started``, ``task-exited`` (exitCode, error, stopReason).
+- ``task-started`` (once the task has run a second: `shared.agent.start_report`), ``task-exited``
+  (exitCode, error, stopReason, and startedAt for a task that ended before its task-started was due).
 
 Every message carries ids that make it idempotent and fenceable: an event whose assignmentId is
 not the job's current assignment is stale and ignored, and so is an ``assign`` whose assignment
