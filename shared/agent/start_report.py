@@ -7,8 +7,11 @@ before ``task-exited``: `close` waits for a send under way.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 DELAY_S = 1.0
 
@@ -33,8 +36,13 @@ class StartReport:
         with self._lock:
             if self._done or self._at is None:
                 return
+            try:
+                self._send(self._at)
+            except Exception as error:  # e.g. the agent gave up on storage: the end carries the start
+                log.warning("task-started was not sent (%s: %s); the task's end will carry its start",
+                            type(error).__name__, error)
+                return
             self._done = True
-            self._send(self._at)
 
     def close(self) -> str | None:
         """The task ended: the start it still has to report (for task-exited), or None when

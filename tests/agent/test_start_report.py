@@ -52,3 +52,16 @@ def test_the_end_waits_for_a_task_started_under_way() -> None:
 
 def test_a_task_that_never_started_reports_no_start() -> None:
     assert StartReport(lambda at: None).close() is None
+
+
+def test_a_task_started_that_could_not_be_sent_leaves_the_start_to_the_end() -> None:
+    tried: list[str] = []
+
+    def refused(at: str) -> None:
+        tried.append(at)
+        raise OSError("storage is away")
+
+    report = StartReport(refused, delay_s=0)
+    report.started(AT)
+    wait_until(lambda: tried, 10, what="the attempt to send task-started")
+    assert report.close() == AT
