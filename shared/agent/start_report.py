@@ -2,7 +2,8 @@
 sooner sends no ``task-started``; its ``task-exited`` carries the start (``started_at``) and the
 service records both moves in one write. The start's stamp is the moment the task started either
 way; only the job's ``running`` state shows up to `DELAY_S` later. ``task-started`` always goes
-before ``task-exited``: `close` waits for a send under way.
+before ``task-exited``: `close` waits for a send under way; a ``task-started`` that could not be sent
+leaves the start to ``task-exited``.
 """
 
 from __future__ import annotations
