@@ -24,14 +24,13 @@ from tests.polling import wait_until
 
 # Stands in for the agent: records its environment and its token file's mode, lives until SIGTERM.
 STAND_IN = """
-import json, os, pathlib, signal, sys, time
+import json, os, pathlib, signal, sys
 workdir = pathlib.Path(sys.argv[1])
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 seen = {"env": dict(os.environ), "mode": os.stat(workdir / "node-token").st_mode & 0o777}
 (workdir / "seen.tmp").write_text(json.dumps(seen))
 (workdir / "seen.tmp").replace(workdir / "seen.json")
-while True:
-    time.sleep(0.2)
+signal.pause()
 """
 
 
