@@ -12,11 +12,10 @@ while tasks stop: it answers with an operation that completes when the job is te
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from shared import telemetry
+from shared import ports, telemetry
 from shared.adapters import sched_store, secret_box, storage
 from shared.adapters.compute import vm_sizes
 from shared.adapters.resource_store import Doc
@@ -41,8 +40,6 @@ from shared.services.api_common import (
 from shared.services.clusters import get_doc as cluster_doc
 from shared.services.clusters import login_entries, node_rows
 
-_readers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="job-create-read")
-
 
 def _cluster_of(ref: JobRef, cluster_id: str) -> ClusterRef:
     parsed = resources.parse_cluster_id(cluster_id)
@@ -65,10 +62,10 @@ def create(settings: Settings, ref: JobRef, body: object, if_match: str | None =
     `scoring_run`: the batch-scoring run a chunk job belongs to (its index row), kept as `internal.scoringRun`."""
     props = validation.job_create(body, settings.key_vault_hosts)
     # The workspace, experiment and cluster are read side by side; their errors come in this order.
-    workspace_read = _readers.submit(live_workspace, settings, ref.experiment.workspace)
-    exp_read = _readers.submit(store(settings, storage.T_EXPERIMENTS).get, ref.experiment.workspace.child_pk,
+    workspace_read = ports.beside(live_workspace, settings, ref.experiment.workspace)
+    exp_read = ports.beside(store(settings, storage.T_EXPERIMENTS).get, ref.experiment.workspace.child_pk,
                                ref.experiment.name.lower())
-    cluster_read = _readers.submit(lambda: cluster_doc(settings, _cluster_of(ref, props["cluster"]["id"])))
+    cluster_read = ports.beside(lambda: cluster_doc(settings, _cluster_of(ref, props["cluster"]["id"])))
     workspace_read.result()
     exp = exp_read.result()
     if exp is None:

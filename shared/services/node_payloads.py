@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from azure.core.exceptions import ClientAuthenticationError
 
+from shared import ports
 from shared.adapters import key_vault, secret_box, service_identity, storage
 from shared.config import Settings
 from shared.domain.errors import ApiError, bad_request
@@ -36,7 +36,6 @@ from shared.services import assignments, job_state, nodes
 from shared.services.node_credentials import TOKEN, Node, authenticate, forbidden
 
 SETUP_STATES = frozenset({"preparing", "idle", "running"})
-_readers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="node-payload-read")
 
 
 def open_secrets(settings: Settings, document: dict[str, Any]) -> dict[str, Any]:
@@ -83,10 +82,10 @@ def assignment(settings: Settings, authorization: str | None, body: Any) -> dict
     assignment_id, job_key = _string(body, "assignmentId"), _string(body, "jobKey")
     task_index, attempt = _count(body, "taskIndex", 0), _count(body, "attempt", 1)
     # The four documents the answer rests on, read side by side (checked in order below).
-    asg_read = _readers.submit(assignments.get, settings, node.cluster_key, job_key)
-    node_read = _readers.submit(nodes.get_node, settings, node.cluster_key, node.node_id)
-    job_read = _readers.submit(lambda: job_state.get(settings, JobRef.from_key(job_key)))
-    cluster_read = _readers.submit(nodes.load_cluster, settings, node.cluster_key)
+    asg_read = ports.beside(assignments.get, settings, node.cluster_key, job_key)
+    node_read = ports.beside(nodes.get_node, settings, node.cluster_key, node.node_id)
+    job_read = ports.beside(lambda: job_state.get(settings, JobRef.from_key(job_key)))
+    cluster_read = ports.beside(nodes.load_cluster, settings, node.cluster_key)
     asg = asg_read.result()
     if asg is None:
         raise ApiError(404, "AssignmentNotFound", f"Assignment '{assignment_id}' does not exist (any more).")

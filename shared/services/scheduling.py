@@ -18,12 +18,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared import telemetry
+from shared import ports, telemetry
 from shared.adapters import sched_store, storage
 from shared.adapters.resource_store import Doc, ResourceStore
 from shared.config import Settings
@@ -51,7 +50,6 @@ REDISPATCH_AFTER = timedelta(seconds=5)
 
 PENDING_PAGE = 32  # pending rows a pass reads first; more only when the decision could use them
 
-_readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pass-read")
 
 Entity = dict[str, Any]
 
@@ -104,7 +102,7 @@ def read_pass_snapshot(settings: Settings, cluster_key: str) -> Snapshot:
     the index stays in `more` until the decision shows it is needed (`scheduler.saturated`)."""
     conn = settings.storage_connection_string
     pages = sched_store.pending_pages(conn, cluster_key, PENDING_PAGE)
-    first_page = _readers.submit(next, pages, [])
+    first_page = ports.beside(next, pages, [])
     snap = Snapshot({}, {}, {})
     for row in sched_store.rows_before_pending(conn, cluster_key):
         rk: str = row["RowKey"]
@@ -207,7 +205,7 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
              new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> PassResult:
     """Assign what can be assigned now, batch by batch, until the decision is committed whole."""
     result = PassResult(cluster_key)
-    cluster_read = _readers.submit(read_cluster, settings, cluster_key)  # read beside the first snapshot
+    cluster_read = ports.beside(read_cluster, settings, cluster_key)  # read beside the first snapshot
     snap = read_pass_snapshot(settings, cluster_key)
     cluster_doc = cluster_read.result()
     packing = packing_of(cluster_doc)
