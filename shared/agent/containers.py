@@ -23,7 +23,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import docker
@@ -45,6 +45,7 @@ HOST_ONLY_ENV = frozenset(
     {"PATH", "HOME", "HOSTNAME", "PWD", "OLDPWD", "SHELL", "SHLVL", "USER", "LOGNAME", "TERM", "TMPDIR", "_"}
     | {"LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONHOME", "VIRTUAL_ENV", "DOCKER_HOST"}
 )
+ENGINE_HICCUP_ATTEMPTS = 10
 # Runs the command with bash when the image has it (busybox images do not).
 _SHELL_SCRIPT = 'if command -v bash >/dev/null 2>&1; then exec bash -c "$1"; fi; exec sh -c "$1"'
 
@@ -160,10 +161,7 @@ class ContainerTask:
     def _stream(self, out: BinaryIO, stdout: bool) -> None:
         try:
             with out:
-                chunks = self.container.client.api.logs(
-                    self.container.id, stdout=stdout, stderr=not stdout, stream=True, follow=True
-                )
-                for chunk in chunks:
+                for chunk in self._follow_logs(stdout):
                     out.write(chunk)
                     out.flush()
         except APIError as e:
@@ -173,12 +171,27 @@ class ContainerTask:
         except Exception as e:  # kept and re-raised by poll/wait: the task's logs are incomplete
             self._stream_errors.append(e)
 
+    def _follow_logs(self, stdout: bool) -> Iterator[bytes]:
+        """The container's log stream; opening it inspects the container, which an exiting one can fail."""
+        for attempt in range(ENGINE_HICCUP_ATTEMPTS):
+            try:
+                return self.container.client.api.logs(
+                    self.container.id, stdout=stdout, stderr=not stdout, stream=True, follow=True
+                )
+            except APIError as e:
+                if not _hiccup(e) or attempt == ENGINE_HICCUP_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))  # nothing was read yet: opening again loses no output
+        raise AssertionError("unreachable")
+
     def poll(self) -> int | None:
         if self._exit_code is not None:
             return self._exit_code
         try:
             self.container.reload()
         except APIError as e:
+            if _hiccup(e):
+                return None  # not known this time; the next poll or the wait answers
             if not _gone(e):
                 raise
             return self._finish(None)
@@ -227,6 +240,12 @@ class ContainerTask:
 def _gone(error: APIError) -> bool:
     """A container removed under us: Docker answers 404, podman's compatible API sometimes 500 "no such container"."""
     return isinstance(error, NotFound) or "no such container" in str(error).lower()
+
+
+def _hiccup(error: APIError) -> bool:
+    """Podman's inspect of a container whose process is exiting: a 500 on /proc/<pid>, gone a moment later."""
+    message = str(error).lower()
+    return error.status_code == 500 and "no such process" in message and "/proc/" in message
 
 
 def _ignore_gone(action: Callable[[], object]) -> None:
