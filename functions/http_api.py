@@ -40,6 +40,7 @@ from shared.domain import validation
 from shared.domain.contract import API_VERSION
 from shared.domain.errors import ApiError
 from shared.domain.validation import field_path
+from shared.ports.contract import BadToken
 from shared.services import authorization
 
 log = logging.getLogger("batchai.api")
@@ -90,6 +91,12 @@ async def guard(request: Request, call_next: Callable[[Request], Awaitable[Respo
 @api.exception_handler(ApiError)
 async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
     return arm_error(exc)
+
+
+@api.exception_handler(BadToken)
+async def on_bad_token(request: Request, exc: BadToken) -> JSONResponse:
+    return arm_error(ApiError(400, "InvalidParameter", "The parameter '$skiptoken' is not a valid continuation token.",
+                              "$skiptoken"))
 
 
 @api.exception_handler(RequestValidationError)

@@ -13,7 +13,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.adapters import storage
-from shared.ports.contract import BlobInfo, Message, Missing
+from shared.ports.contract import BadToken, BlobInfo, Message, Missing
 from shared.ports.rows import PK, RK, Delete, Insert, Merge, Query, Replace, Row, StaleEtag, Upsert, Write
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -87,8 +87,15 @@ class AzureTable:
                 yield _row(entity)
 
     def page(self, query: Query, size: int, token: Any = None) -> tuple[list[Row], Any]:
+        if token is not None and not _sdk_token(token):
+            raise BadToken(f"not a continuation token of this table: {token!r}")
         pages = self._pages(query, size, token)
-        items = [_row(e) for e in next(pages, [])]
+        try:
+            items = [_row(e) for e in next(pages, [])]
+        except HttpResponseError as e:
+            if token is not None and e.status_code == 400:
+                raise BadToken(f"the table refused the continuation token: {e.message}") from e
+            raise
         return items, pages.continuation_token
 
     def write(self, op: Write) -> str | None:
@@ -225,3 +232,9 @@ class AzureStorage:
     @cached_property
     def _tables(self) -> dict[str, AzureTable]:
         return {}
+
+
+def _sdk_token(token: Any) -> bool:
+    """The shape of the SDK's continuation token: the next partition and row keys."""
+    return (isinstance(token, dict) and bool(token) and set(token) <= {"PartitionKey", "RowKey"}
+            and all(isinstance(v, str | None) for v in token.values()))

@@ -18,6 +18,10 @@ class Missing(Exception):
     """The queue, blob or blob container does not exist."""
 
 
+class BadToken(ValueError):
+    """A page's continuation token that this table did not give (a caller's `$skiptoken`, invented)."""
+
+
 @dataclass(frozen=True)
 class Message:
     id: str

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.adapters import queue_signals
-from shared.ports.contract import BlobInfo, Message, Missing
+from shared.ports.contract import BadToken, BlobInfo, Message, Missing
 from shared.ports.rows import Delete, Insert, Merge, Query, Replace, Row, StaleEtag, Upsert, Write
 
 _etags = itertools.count(1)
@@ -56,8 +56,10 @@ class MemoryTable:
         yield from self._matching(query)
 
     def page(self, query: Query, size: int, token: Any = None) -> tuple[list[Row], Any]:
+        if token is not None and (not isinstance(token, int) or isinstance(token, bool) or token < 0):
+            raise BadToken(f"not a continuation token of this table: {token!r}")
         rows = self._matching(query)
-        start = int(token or 0)
+        start = token or 0
         return rows[start:start + size], (start + size if start + size < len(rows) else None)
 
     def write(self, op: Write) -> str | None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from shared.adapters import sched_store, storage
-from shared.adapters.resource_store import ResourceStore
+from shared.adapters.resource_store import ResourceStore, encode_token
 from tests.api.conftest import API, unique
 
 CLUSTER = {"properties": {"vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
@@ -106,6 +106,8 @@ def test_paging_parameters(http: httpx.Client, ws: str) -> None:
     error(http.get(f"{ws}/clusters?{API}&maxresults=0"), 400, target="maxresults")
     error(http.get(f"{ws}/clusters?{API}&maxresults=1001"), 400, target="maxresults")
     error(http.get(f"{ws}/clusters?{API}&$skiptoken=%%%garbage"), 400, target="$skiptoken")
+    invented = encode_token(7)  # decodes, but is not a token this storage gives
+    error(http.get(f"{ws}/clusters?{API}&$skiptoken={invented}"), 400, "InvalidParameter", target="$skiptoken")
 
 
 def test_create_is_idempotent_and_create_only(http: httpx.Client, ws: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from shared.adapters import join_tokens, node_tokens, operation_store, resource_store, sched_store, storage
 from shared.adapters.resource_store import ResourceStore, StaleEtag, decode_token, encode_token
 from shared.ports import rows
+from shared.ports.contract import BadToken
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -91,6 +92,20 @@ def test_pages_and_their_tokens_round_trip(port_conn: str) -> None:
     docs, nxt = store.page_prefix(pk[:-1], 10)
     assert [d.rk for d in docs if d.pk == pk] == [f"d{i}" for i in range(5)]
     assert sorted(d.data["i"] for d in store.scan(pk=pk)) == [0, 1, 2, 3, 4]
+
+
+def test_a_table_refuses_a_token_it_did_not_give(port_conn: str) -> None:
+    """An invented `$skiptoken` that decodes (the other storage's kind, say) is refused, never a server error."""
+    store, pk = ResourceStore(port_conn, storage.T_JOBS), _pk()
+    for i in range(3):
+        store.insert(pk, f"d{i}", {"i": i})
+    _, own = store.page(pk, 1)
+    other_kind = 7 if isinstance(own, dict) else {"PartitionKey": pk, "RowKey": "d1"}
+    for bad in (other_kind, "x", True, -1, [1], {"a": "b"}, {}):
+        with pytest.raises(BadToken):
+            store.page(pk, 1, bad)
+    docs, _ = store.page(pk, 1, own)
+    assert [d.rk for d in docs] == ["d1"]
 
 
 def test_both_kinds_of_token_decode_and_others_do_not() -> None:
