@@ -13,10 +13,12 @@ import base64
 import binascii
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.storage.blob import BlobProperties
 
 from shared.adapters import storage
 from shared.adapters.secret_box import SecretBox
@@ -128,13 +130,18 @@ def _stored(conn: str, exempt: set[str]) -> dict[str, str]:
     for queue in storage.queue_service(conn).list_queues():
         peeked = storage.queue_service(conn).get_queue_client(queue.name).peek_messages(max_messages=32)
         found[f"queue {queue.name}"] = "\n".join(t for m in peeked for t in _texts(m.content))
-    for container in storage.blob_service(conn).list_containers():
-        if container.name in exempt:
-            continue
-        client = storage.blob_service(conn).get_container_client(container.name)
-        for blob in client.list_blobs(include=["metadata"]):
-            data = client.download_blob(blob.name).readall()
-            found[f"blob {container.name}/{blob.name}"] = data.decode("utf-8", "replace") + json.dumps(blob.metadata)
+    service = storage.blob_service(conn)
+    blobs = [(container.name, blob) for container in service.list_containers() if container.name not in exempt
+             for blob in service.get_container_client(container.name).list_blobs(include=["metadata"])]
+
+    def text_of(container: str, blob: BlobProperties) -> str:
+        data = service.get_blob_client(container, blob.name).download_blob().readall()
+        return data.decode("utf-8", "replace") + json.dumps(blob.metadata)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:  # hundreds of blobs: one at a time takes minutes under load
+        texts = pool.map(lambda item: text_of(*item), blobs)
+        for (container, blob), text in zip(blobs, texts, strict=True):
+            found[f"blob {container}/{blob.name}"] = text
     return found
 
 
