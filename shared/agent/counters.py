@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from docker.errors import APIError
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from shared import telemetry
@@ -194,6 +195,9 @@ def pid_of(running: object) -> int | None:
     container = getattr(running, "container", None)
     if container is None:
         return None
-    container.reload()  # the State of a started container
+    try:
+        container.reload()  # the State of a started container
+    except APIError:
+        return None  # gone or exiting (podman cannot inspect a container whose process is ending): nothing to watch
     pid = (container.attrs.get("State") or {}).get("Pid")
     return int(pid) if pid else None

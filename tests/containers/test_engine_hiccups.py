@@ -2,8 +2,9 @@
 
 Podman answers `GET /containers/<id>/json` with 500 "read /proc/<pid>/cgroup: no such process" for a
 moment while a container's process exits. docker-py inspects the container when it opens the log
-stream, and the task polls it: neither may fail the task. A wire-level fake of the engine's API (on
-loopback) answers that 500 on chosen inspects; the real docker-py client talks to it.
+stream, the task polls it and the performance counters look up its pid: none may fail the task. A
+wire-level fake of the engine's API (on loopback) answers that 500 on chosen inspects; the real
+docker-py client talks to it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import docker
 import pytest
 
 from shared.agent.containers import ContainerTask
+from shared.agent.counters import pid_of
 from shared.agent.runtime import TaskLaunch
 
 CONTAINER = "c0ffee" * 10
@@ -147,3 +150,11 @@ def test_an_inspect_500_that_persists_is_reported(engine_at: tuple[FakeEngine, s
     task.begin()
     with pytest.raises(docker.errors.APIError, match="no such process"):
         task.wait(timeout=60)
+
+
+@pytest.mark.parametrize("engine_at", [{1}], indirect=True, ids=["once"])
+def test_the_counters_skip_a_container_they_cannot_inspect(engine_at: tuple[FakeEngine, str]) -> None:
+    _, url = engine_at
+    client = docker.DockerClient(base_url=url, version="1.41", timeout=30)
+    task = SimpleNamespace(container=client.containers.prepare_model({"Id": CONTAINER}))
+    assert pid_of(task) is None  # the task ended as it was to be watched: nothing to observe
