@@ -33,6 +33,7 @@ from shared.adapters import local_paths
 from shared.adapters.azure_clients import ArmTransport, AzureClients, StaticTokenCredential
 from shared.adapters.compute.local import LocalProvider
 from shared.adapters.compute.vmss import instance_id_of, scale_set_name
+from shared.config import azurite_connection_string
 from shared.emulator.cloud import machine_name
 from shared.localstack import cloud_topology
 from tests.polling import wait_until
@@ -71,6 +72,18 @@ class Stack:
         self.share_url = f"https://{self.account}.file.core.windows.net/{SHARE}"
         self.share_dir = local_paths.fileshare_dir(self.state_dir, self.account, self.share_url)
         self.share_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def service_conn(self) -> str:
+        """The connection string of the service's own state (tables, queues): on processes, the one account;
+        on machines, the service account, which no machine holds a key of."""
+        if self.topology == PROCESSES:
+            return str(self.endpoint["storage_connection_string"])
+        accounts = json.loads((self.state_dir / "local" / "accounts.json").read_text())
+        ports = self.endpoint["ports"]
+        host = self.endpoint["url"].split("//", 1)[1].rsplit(":", 1)[0]
+        return azurite_connection_string(host, ports["blob"], ports["queue"], ports["table"],
+                                         cloud_topology.SERVICE_ACCOUNT, str(accounts[cloud_topology.SERVICE_ACCOUNT]))
 
     # --- what nodes run ------------------------------------------------------------------------
     @property

@@ -1,7 +1,8 @@
-"""Job arrays and dependencies end to end on the process topology: an array of 20 tasks with at most 4
-at once runs each index exactly once (each task leaves a file named by its index on the cluster
-share; the bound is checked on the service's own records of its child jobs), and a job depending on
-a failed job ends with the dependency's reason while one depending on its mere end runs."""
+"""Job arrays and dependencies end to end on both topologies: an array of tasks with a bound on how
+many run at once (20 with at most 4 on five process nodes; 6 with at most 2 on three machines, each
+of which costs a boot) runs each index exactly once (each task leaves a file named by its index on
+the cluster share; the bound is checked on the service's own records of its child jobs), and a job
+depending on a failed job ends with the dependency's reason while one depending on its mere end runs."""
 
 from __future__ import annotations
 
@@ -16,23 +17,24 @@ from azure.mgmt.batchai import models
 from shared.adapters import storage
 from shared.adapters.resource_store import ResourceStore
 from shared.cli.arm import properties_hook
-from tests.e2e.conftest import PROCESSES, Stack
+from tests.e2e.conftest import MACHINES, PROCESSES, Stack
 from tests.polling import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", [PROCESSES], indirect=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", [PROCESSES, MACHINES], indirect=True)]
 
-WS, EXP, CLUSTER = "arrays", "runs", "five"
-COUNT, AT_ONCE = 20, 4
+WS, EXP, CLUSTER = "arrays", "runs", "bounded"
+#: topology -> (nodes, array count, at most at once): more nodes than the bound, so only the bound holds tasks back
+SIZES = {PROCESSES: (5, 20, 4), MACHINES: (3, 6, 2)}
 
 
 @pytest.fixture(scope="module")
 def s(stack: Stack) -> Iterator[Stack]:
-    """Five nodes: more than the array's bound, so only the bound keeps a fifth task from starting.
-    The cluster goes with the module, so its nodes do not idle beside later tests."""
+    """The cluster goes with the module, so its nodes do not idle beside later tests."""
+    nodes = SIZES[stack.topology][0]
     stack.workspace(WS)
     stack.client.experiments.begin_create(stack.rg, WS, EXP).result()
-    stack.manual_cluster(WS, CLUSTER, 5)
-    stack.idle_nodes(WS, CLUSTER, 5)
+    stack.manual_cluster(WS, CLUSTER, nodes)
+    stack.idle_nodes(WS, CLUSTER, nodes)
     yield stack
     stack.client.clusters.begin_delete(stack.rg, WS, CLUSTER).result()
 
@@ -46,7 +48,7 @@ def submit(s: Stack, name: str, command: str, **links: Any) -> None:
 
 def documents(s: Stack, names: list[str]) -> dict[str, dict[str, Any]]:
     """The service's own job documents (its records of every state move and when)."""
-    jobs = ResourceStore(s.endpoint["storage_connection_string"], storage.T_JOBS)
+    jobs = ResourceStore(s.service_conn, storage.T_JOBS)
     pk = f"{s.sub}|{s.rg}|{WS}|{EXP}".lower()
     docs = {n: jobs.get(pk, n.lower()) for n in names}
     assert all(docs.values()), [n for n, d in docs.items() if d is None]
@@ -67,30 +69,31 @@ def moved(internal: dict[str, Any], to: set[str]) -> datetime:
     return datetime.fromisoformat(next(h["at"] for h in internal["history"] if h["to"] in to))
 
 
-def test_array_of_20_runs_each_index_once_with_at_most_4_at_once(s: Stack) -> None:
+def test_an_array_runs_each_index_once_and_never_more_than_its_bound_at_once(s: Stack) -> None:
+    _, count, at_once = SIZES[s.topology]
     here, there = s.scratch("array")
     gate = s.scratch("gate")[0]
     gate.chmod(0o777)
     go = f"$AZ_BATCHAI_MOUNT_ROOT/share/{gate.name}/go"
-    # Every child waits for the go file, so the first AT_ONCE children are all alive at once however slowly
-    # a loaded machine creates them; the test lets them go once it has seen AT_ONCE children.
+    # Every child waits for the go file, so the first `at_once` children are all alive at once however slowly
+    # a loaded machine creates them; the test lets them go once it has seen `at_once` children.
     submit(s, "sweep", f'while [ ! -e "{go}" ]; do sleep 0.1; done; '
                        f'echo "$AZ_BATCHAI_ARRAY_COUNT" > "$(mktemp "{there}/index-$AZ_BATCHAI_ARRAY_INDEX.XXXXXX")"',
-           array={"count": COUNT, "maxConcurrent": AT_ONCE})
-    children = ResourceStore(s.endpoint["storage_connection_string"], storage.T_JOBS)
+           array={"count": count, "maxConcurrent": at_once})
+    children = ResourceStore(s.service_conn, storage.T_JOBS)
     pk = f"{s.sub}|{s.rg}|{WS}|{EXP}".lower()
-    wait_until(lambda: all(children.get(pk, f"sweep-{i}") for i in range(AT_ONCE)), 300,
-               what=f"the first {AT_ONCE} children")
+    wait_until(lambda: all(children.get(pk, f"sweep-{i}") for i in range(at_once)), 300,
+               what=f"the first {at_once} children")
     (gate / "go").touch()
     parent = s.wait_job(WS, EXP, "sweep", timeout=900)
     assert parent.execution_state == "succeeded", parent.execution_info.errors
 
     runs = collections.Counter(int(p.name.split(".")[0].removeprefix("index-")) for p in here.iterdir())
-    assert runs == collections.Counter(range(COUNT))  # every index, each exactly once
-    assert {p.read_text().strip() for p in here.iterdir()} == {str(COUNT)}
+    assert runs == collections.Counter(range(count))  # every index, each exactly once
+    assert {p.read_text().strip() for p in here.iterdir()} == {str(count)}
 
-    children = documents(s, [f"sweep-{i}" for i in range(COUNT)])
-    assert [c["properties"]["arrayIndex"] for c in children.values()] == list(range(COUNT))
+    children = documents(s, [f"sweep-{i}" for i in range(count)])
+    assert [c["properties"]["arrayIndex"] for c in children.values()] == list(range(count))
     assert all(c["internal"]["phase"] == "succeeded" for c in children.values())
     ended = {"succeeded", "failed"}
     alive = [(datetime.fromisoformat(c["internal"]["submittedAt"]), moved(c["internal"], ended))
@@ -99,8 +102,8 @@ def test_array_of_20_runs_each_index_once_with_at_most_4_at_once(s: Stack) -> No
     # its assignments with the time it began, which may precede a child written while it ran.)
     running = [(moved(c["internal"], {"running"}), moved(c["internal"], ended)) for c in children.values()
                if any(h["to"] == "running" for h in c["internal"]["history"])]
-    assert most_at_once(alive) == AT_ONCE  # never more children not ended than the bound, and the bound reached
-    assert running and most_at_once(running) <= AT_ONCE
+    assert most_at_once(alive) == at_once  # never more children not ended than the bound, and the bound reached
+    assert running and most_at_once(running) <= at_once
     assert s.client.jobs.get(s.rg, WS, EXP, "sweep").execution_info.start_time is not None
     history = documents(s, ["sweep"])["sweep"]["internal"]["history"]
     assert [h["to"] for h in history] == ["running", "succeeded"]

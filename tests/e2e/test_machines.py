@@ -104,7 +104,7 @@ def test_machines_hold_no_key_of_the_service_account(two_nodes: Stack) -> None:
     assert len({n for n in needles}) == 3
     # While jobs are dispatched, the node queues hold what the machines receive: look at those messages.
     seen: list[str] = []
-    queues = QueueServiceClient.from_connection_string(_service_conn(s))
+    queues = QueueServiceClient.from_connection_string(s.service_conn)
     for i in range(3):
         s.submit(WS, EXP, f"keyless{i}", "two", "echo keyless; env | sort",
                  secrets=[models.EnvironmentVariableWithSecretValue(name="MY_SECRET", value="not-the-key")])
@@ -171,15 +171,6 @@ def test_a_vm_size_the_cloud_refuses_shows_as_the_cluster_s_error(stack: Stack) 
     assert [e.code for e in c.errors] == ["SkuNotAvailable"]
     assert "STANDARD_NO_SUCH_SIZE" in c.errors[0].message.upper()
     assert c.current_node_count == 0 and c.allocation_state == "steady"
-
-
-def _service_conn(s: Stack) -> str:
-    from shared.config import azurite_connection_string
-
-    ports = s.endpoint["ports"]
-    host = s.endpoint["url"].split("//", 1)[1].rsplit(":", 1)[0]
-    return azurite_connection_string(host, ports["blob"], ports["queue"], ports["table"],
-                                     cloud_topology.SERVICE_ACCOUNT, service_key(s))
 
 
 def _is_b64(text: str) -> bool:
