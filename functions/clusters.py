@@ -21,7 +21,7 @@ from shared.config import Settings
 from shared.services import cluster_reconcile as reconciler
 from shared.services.aci_jobs import tick as aci_tick
 from shared.services.fileserver_reconcile import reconcile_file_servers
-from shared.services.reaper import reap_all
+from shared.services.reaper import Watch
 
 #: The schedule settings and their defaults per environment (for infra/ and the local stack).
 SCHEDULES: dict[str, dict[str, str]] = {
@@ -31,6 +31,7 @@ SCHEDULES: dict[str, dict[str, str]] = {
 }
 
 bp = func.Blueprint()
+_reaper_watch = Watch(lambda: datetime.now(UTC))  # lives as long as this process: see shared.services.reaper
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_RECONCILE_SCHEDULE%", run_on_startup=False,
@@ -44,7 +45,7 @@ def cluster_reconcile(timer: func.TimerRequest) -> None:
                   use_monitor=False)
 def node_reaper(timer: func.TimerRequest) -> None:
     with telemetry.timed_pass("reaper"):
-        reap_all(Settings.from_env(), datetime.now(UTC))
+        _reaper_watch.tick(Settings.from_env())
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%BATCHAI_ACI_SCHEDULE%", run_on_startup=False, use_monitor=False)

@@ -73,11 +73,15 @@ class ReapPlan:
 
 
 def reap_plan(nodes: Sequence[NodeHealth], heartbeats: Mapping[str, datetime], now: datetime,
-              heartbeat_timeout_s: float, start_timeout_s: float) -> ReapPlan:
+              heartbeat_timeout_s: float, start_timeout_s: float, watching_since: datetime | None = None) -> ReapPlan:
     """A registered node is lost when its last sign of life (heartbeat, else its registration) is
     older than the heartbeat timeout; a node still starting or preparing after the start timeout
     is stuck. Lost nodes, leaving nodes without a job and unusable nodes (parked so the user sees
-    why; scaling removes them) are the reconciler's, not the reaper's."""
+    why; scaling removes them) are the reconciler's, not the reaper's.
+
+    `watching_since` is when the reaper began looking without a break (see `reaper_watch_since`):
+    silence from before it proves nothing (storage was down, or the machine slept), so a node is
+    lost only once it stayed silent for a whole timeout of that watch."""
     lost: list[Lost] = []
     stuck: list[NodeHealth] = []
     for node in nodes:
@@ -85,18 +89,29 @@ def reap_plan(nodes: Sequence[NodeHealth], heartbeats: Mapping[str, datetime], n
             continue
         seen = max((t for t in (heartbeats.get(node.node_id), node.registered_at) if t is not None),
                    default=None)
+        alive_until = max((t for t in (seen, watching_since) if t is not None), default=None)
         if node.state == "starting":
             if seen is not None and (now - seen).total_seconds() <= heartbeat_timeout_s:
                 continue  # alive; its registration event is still on its way
             if node.state_since and (now - node.state_since).total_seconds() > start_timeout_s:
                 stuck.append(node)
             continue
-        if seen is None or (now - seen).total_seconds() > heartbeat_timeout_s:
+        if alive_until is None or (now - alive_until).total_seconds() > heartbeat_timeout_s:
             lost.append(Lost(node, seen))
         elif node.state == "preparing" and node.state_since \
                 and (now - node.state_since).total_seconds() > start_timeout_s:
             stuck.append(node)
     return ReapPlan(lost, stuck)
+
+
+def reaper_watch_since(previous_since: datetime | None, previous_end: datetime | None, now: datetime,
+                       heartbeat_timeout_s: float) -> datetime:
+    """When the reaper's current watch began: now, when it never looked (a fresh process, or its last
+    tick could not read storage) or stopped looking for more than a heartbeat timeout (the host was
+    suspended or its ticks were missed); else the watch goes on."""
+    if previous_since is None or previous_end is None or (now - previous_end).total_seconds() > heartbeat_timeout_s:
+        return now
+    return previous_since
 
 
 def parse_wall_clock(value: str | None) -> timedelta | None:

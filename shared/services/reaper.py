@@ -6,11 +6,16 @@ unusable (kept with the error so the user sees why; scaling removes them); jobs 
 Decisions are `decisions.node_plan`'s; node rows are written through `services.node_state`. A node's last
 beat is the storage server's Last-Modified of its heartbeat blob (`storage.heartbeat_blob`): one
 listing per cluster, and no trust in the node's clock.
+
+`Watch` is the timer's memory between ticks in one process: silence is only evidence while the
+reaper was looking. After a tick that could not read storage (an outage silences the nodes too), a
+gap longer than a heartbeat timeout (a suspended host, missed ticks) or a process start, every node
+gets a whole timeout from then before it is taken as lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,12 +43,13 @@ class ReapResult:
     walltime: list[str] = field(default_factory=list)  # job keys terminated
 
 
-def reap_cluster(settings: Settings, cluster_key: str, now: datetime) -> ReapResult:
+def reap_cluster(settings: Settings, cluster_key: str, now: datetime,
+                 watching_since: datetime | None = None) -> ReapResult:
     conn = settings.storage_connection_string
     rows = sched_store.partition(conn, cluster_key)
     health = [_health(r) for r in nodes.node_rows(rows)]
     plan = node_plan.reap_plan(health, heartbeats(conn, cluster_key), now, settings.heartbeat_timeout_s,
-                               settings.node_start_timeout_s)
+                               settings.node_start_timeout_s, watching_since)
     result = ReapResult(cluster_key)
     spec = nodes.cluster_spec(cluster_key, nodes.load_cluster(settings, cluster_key)) if (plan.lost or plan.stuck) \
         else None
@@ -60,11 +66,43 @@ def reap_cluster(settings: Settings, cluster_key: str, now: datetime) -> ReapRes
     return result
 
 
-def reap_all(settings: Settings, now: datetime) -> list[ReapResult]:
+def reap_all(settings: Settings, now: datetime, watching_since: datetime | None = None) -> list[ReapResult]:
     """Reap every cluster with node or assignment rows (live work only); one cluster's failure never
     stops the others (the failures are raised together at the end)."""
+    return reap_clusters(settings, live_clusters(settings), now, watching_since)
+
+
+def live_clusters(settings: Settings) -> list[str]:
     keys = partitions_with(settings, sched_store.NODE) | partitions_with(settings, sched_store.ASSIGNMENT)
-    return each(sorted(keys), lambda key: reap_cluster(settings, key, now), "reaping the cluster")
+    return sorted(keys)
+
+
+def reap_clusters(settings: Settings, keys: list[str], now: datetime,
+                  watching_since: datetime | None) -> list[ReapResult]:
+    return each(keys, lambda key: reap_cluster(settings, key, now, watching_since), "reaping the cluster")
+
+
+class Watch:
+    """The reaper timer's watch in this process (see the module docstring); `tick` is one timer tick."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self.since: datetime | None = None
+        self.last_end: datetime | None = None
+
+    def tick(self, settings: Settings) -> list[ReapResult]:
+        now = self.clock()
+        since = node_plan.reaper_watch_since(self.since, self.last_end, now, settings.heartbeat_timeout_s)
+        try:
+            keys = live_clusters(settings)
+        except Exception:
+            self.since = None  # blind: what the nodes could not report in the meantime proves nothing
+            raise
+        self.since = since
+        try:
+            return reap_clusters(settings, keys, now, since)
+        finally:
+            self.last_end = self.clock()
 
 
 def heartbeats(conn: str, cluster_key: str) -> dict[str, datetime]:

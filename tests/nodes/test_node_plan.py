@@ -16,6 +16,7 @@ from shared.decisions.node_plan import (
     parse_wall_clock,
     past_wall_clock,
     reap_plan,
+    reaper_watch_since,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -67,6 +68,33 @@ def test_reap_plan(name, nodes, beats, lost, stuck):
     plan = reap_plan(nodes, heartbeats, NOW, heartbeat_timeout_s=15, start_timeout_s=60)
     assert [x.node.node_id for x in plan.lost] == lost, name
     assert [x.node_id for x in plan.stuck] == stuck, name
+
+
+def test_silence_from_before_the_reaper_s_watch_proves_nothing():
+    """After an outage (or a suspended host) a node's last beat is old: it gets a whole timeout from the
+    start of the reaper's watch, and is lost only if it stays silent through it."""
+    beats = {"a": NOW - timedelta(seconds=100)}
+    watched = [node("a", "idle", 200, 200)]
+    assert reap_plan(watched, beats, NOW, 15, 60, watching_since=NOW - timedelta(seconds=14)).lost == []
+    late = reap_plan(watched, beats, NOW, 15, 60, watching_since=NOW - timedelta(seconds=16)).lost
+    assert [x.node.node_id for x in late] == ["a"] and late[0].last_seen == NOW - timedelta(seconds=100)
+    assert [x.node.node_id for x in reap_plan(watched, beats, NOW, 15, 60).lost] == ["a"]  # no watch given
+
+
+@pytest.mark.parametrize(("name", "since", "end", "now", "expected"), [
+    ("first tick of a process", None, None, 100, 100),
+    ("after a tick that could not read storage", None, 98, 100, 100),
+    ("a regular tick", 10, 98, 100, 10),
+    ("a gap of a whole timeout", 10, 80, 100, 100),
+    ("a gap just under a timeout", 10, 86, 100, 10),
+])
+def test_the_reaper_s_watch_begins_again_after_it_was_blind(name, since, end, now, expected):
+    assert reaper_watch_since(_at(since), _at(end), NOW + timedelta(seconds=now), heartbeat_timeout_s=15) \
+        == _at(expected), name
+
+
+def _at(seconds: float | None) -> datetime | None:
+    return None if seconds is None else NOW + timedelta(seconds=seconds)
 
 
 def test_lost_reports_last_sign_of_life():
