@@ -146,7 +146,7 @@ def test_autoscale_up_to_max_and_back_to_zero_never_removing_a_busy_node(s: Stac
                 ended += 1
         return ended == len(names) and c.current_node_count == 0 and c.allocation_state == "steady"
 
-    wait_until(sample, 400, interval=0.3, what="4 jobs to end and the cluster to return to 0 nodes")
+    wait_until(sample, 900, interval=0.3, what="4 jobs to end and the cluster to return to 0 nodes")
 
     for name in names:
         j = job(s, name)
@@ -187,7 +187,7 @@ def test_killed_node_job_is_requeued_and_succeeds_on_another_node(s: Stack) -> N
         if s.topology == PROCESSES:  # a machine takes its processes with it; an agent's are ended for it
             orphan = int((runs / "run0").read_text())
             wait_until(lambda: process_gone(orphan), 300, what="the task the killed agent left to be ended")
-        wait_until(lambda: s.client.clusters.get(s.rg, WS, "kill").node_state_counts.idle_node_count == 2, 300,
+        wait_until(lambda: s.client.clusters.get(s.rg, WS, "kill").node_state_counts.idle_node_count == 2, 900,
                    what="the killed node to be replaced")
     finally:
         (runs / "stop").touch()  # the orphaned first run exits
