@@ -13,13 +13,13 @@ from tests.polling import wait_until  # noqa: F401 - shared by this package's te
 
 # A process that stands in for a node agent: lives until SIGTERM, notes SIGUSR1 in its workdir.
 STAND_IN = """
-import pathlib, signal, sys, time
+import pathlib, signal, sys
 workdir = pathlib.Path(sys.argv[1])
 signal.signal(signal.SIGUSR1, lambda *_: (workdir / "preempt-notice").write_text("1"))
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 (workdir / "started").write_text("1")
 while True:
-    time.sleep(0.2)
+    signal.pause()  # until SIGTERM ends it (SIGUSR1 only leaves a notice)
 """
 
 
