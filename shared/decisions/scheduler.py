@@ -310,6 +310,17 @@ def _schedulable_now(node: _Node, need: int, packing: str) -> bool:
     return node.view.state in ("idle", "running") and node.free_slots >= need
 
 
+def room_now(nodes: Sequence[NodeView], packing: str | None = None) -> bool:
+    """Could any node take a job now under `packing` (None: under either)? False: a decision under
+    that packing places nothing, so a caller that does not know the packing need not read it."""
+    packings = PACKINGS if packing is None else (packing,)
+    for view in nodes:
+        node = _Node(view, _free(view))
+        if any(_schedulable_now(node, 1, p) for p in packings):
+            return True
+    return False
+
+
 def saturated(request: SchedulingRequest, reply: SchedulingReply) -> bool:
     """After `reply`, can no further pending job be placed? True when every node that could take a
     job now is taken by the reply or held for a waiting job. Jobs ranked after `request.pending`

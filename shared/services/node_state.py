@@ -112,12 +112,15 @@ def moved(row: RowLike | None, target: str, reason: str, now: datetime, **extra:
 
 
 def take_fields(row: RowLike, job_key: str, assignment_id: str, slots: int, now: datetime,
-                gpus: Sequence[int] = ()) -> Entity:
+                gpus: Sequence[int] = (), packing: str | None = None) -> Entity:
     """The merge that gives a node (idle, or running under gpu-slots packing) to a job, with the GPU
-    indices its task gets."""
+    indices its task gets, and the cluster's packing it was given under (when the caller knows it:
+    the next pass reads it there instead of from the cluster's document)."""
     jobs = node_jobs(row)
     jobs[job_key] = {"assignmentId": assignment_id, "slots": slots, **({"gpus": list(gpus)} if gpus else {})}
     fields: Entity = {"jobs": json.dumps(jobs), "usedSlots": sum(int(j["slots"]) for j in jobs.values())}
+    if packing and row.get("packing") != packing:
+        fields["packing"] = packing
     if not row.get("jobKey"):
         fields.update(jobKey=job_key, assignmentId=assignment_id)
     if row["state"] != NodeState.RUNNING:

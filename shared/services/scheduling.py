@@ -36,6 +36,7 @@ from shared.decisions.scheduler import (
     SchedulingReply,
     SchedulingRequest,
     Waiting,
+    room_now,
     saturated,
     schedule,
 )
@@ -58,7 +59,7 @@ Entity = dict[str, Any]
 class PassResult:
     cluster_key: str
     assigned: list[Placement] = field(default_factory=list)
-    waiting: list[Waiting] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)  # empty when the pass found no room to decide on
     conflicts: int = 0
     released: list[str] = field(default_factory=list)  # committed, but the job had moved on
     gave_up: bool = False  # conflicts kept coming; a kick was queued to finish later
@@ -177,8 +178,8 @@ def _batch(placements: list[Placement]) -> list[Placement]:
 
 
 def commit_operations(snap: Snapshot, cluster_key: str, batch: list[Placement],
-                      now: datetime) -> tuple[list[Write], list[Entity]]:
-    """The transaction of a batch, and the asg rows it creates."""
+                      now: datetime, packing: str | None = None) -> tuple[list[Write], list[Entity]]:
+    """The transaction of a batch, and the asg rows it creates (the nodes taken record `packing`)."""
     merged: dict[str, Mapping[str, Any]] = {}  # node id -> the node row as it will be (packing may reuse a node)
     changes: dict[str, Entity] = {}
     asg_rows: list[Entity] = []
@@ -186,7 +187,8 @@ def commit_operations(snap: Snapshot, cluster_key: str, batch: list[Placement],
     for p in batch:
         for node_id in p.node_ids:
             row = merged.get(node_id, snap.nodes[node_id])
-            fields = node_state.take_fields(row, p.job_key, p.assignment_id, p.slots, now, p.gpus_on(node_id))
+            fields = node_state.take_fields(row, p.job_key, p.assignment_id, p.slots, now, p.gpus_on(node_id),
+                                           packing)
             merged[node_id] = {**row, **fields}
             changes[node_id] = {**changes.get(node_id, {}), **fields}
         pend = snap.pending[p.job_key]
@@ -205,18 +207,20 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
              new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> PassResult:
     """Assign what can be assigned now, batch by batch, until the decision is committed whole."""
     result = PassResult(cluster_key)
-    cluster_read = ports.beside(read_cluster, settings, cluster_key)  # read beside the first snapshot
     snap = read_pass_snapshot(settings, cluster_key)
-    cluster_doc = cluster_read.result()
-    packing = packing_of(cluster_doc)
+    packing: str | None = None
     while True:
+        packing = packing or recorded_packing(snap)
+        if not could_place(snap, packing):
+            return result
+        packing = packing or cluster_packing(settings, cluster_key)  # read once, and only when it can matter
         reply = _decide(snap, packing, now, new_id)
         result.waiting = reply.waiting  # of the jobs the pass read
         if not reply.assignments:
             return result
         batch = _batch(reply.assignments)
         if batch:
-            committed = _commit(settings, snap, cluster_key, batch, now)
+            committed = _commit(settings, snap, cluster_key, batch, now, packing)
         else:  # the first placement is a gang larger than one transaction
             big = reply.assignments[0]
             reserved = gangs.reserve(settings, cluster_key, big, snap.nodes, snap.pending[big.job_key], now)
@@ -242,11 +246,27 @@ def run_pass(settings: Settings, cluster_key: str, now: datetime,
         snap = read_pass_snapshot(settings, cluster_key)
 
 
+def recorded_packing(snap: Snapshot) -> str | None:
+    """The cluster's packing as its node rows record it (each take writes it), when they agree.
+    Node rows go with their cluster, so what they record is the packing of the cluster they are in."""
+    recorded = {row.get("packing") for row in snap.nodes.values()} - {None, ""}
+    packing = recorded.pop() if len(recorded) == 1 else None
+    return packing if packing in PACKINGS else None
+
+
+def could_place(snap: Snapshot, packing: str | None) -> bool:
+    """Is there a pending job and a node that could take one now under `packing` (None: either)? A
+    pass that finds none decides nothing (its `waiting` stays empty) and reads no cluster document."""
+    if not snap.pending and snap.more is None:
+        return False
+    return room_now([_node_view(node_id, row) for node_id, row in snap.nodes.items()], packing)
+
+
 def _commit(settings: Settings, snap: Snapshot, cluster_key: str, batch: list[Placement],
-            now: datetime) -> list[tuple[Placement, assignments.AsgRow]] | None:
+            now: datetime, packing: str) -> list[tuple[Placement, assignments.AsgRow]] | None:
     """Commit a batch as one transaction; its asg rows, or None after a conflict (nothing written)."""
     table = assignments.sched(settings)
-    ops, asg_rows = commit_operations(snap, cluster_key, batch, now)
+    ops, asg_rows = commit_operations(snap, cluster_key, batch, now, packing)
     try:
         written = table.transact(ops)
     except StaleEtag:
@@ -308,6 +328,21 @@ def run_pass_coalesced(settings: Settings, cluster_key: str, clock: Callable[[],
         if flight.again or rerun:
             sched_store.kick(settings.storage_connection_string, cluster_key)
         raise
+
+
+def kick_unless_full(settings: Settings, cluster_key: str) -> bool:
+    """Kick a pass of the cluster for a job just put in its pending index, unless no node could take
+    a job now (one read of its node and assignment rows instead of a kick and a pass). Called after
+    the pending row is written: room that appears after this read comes from a release, a node that
+    becomes ready or a pass that gave up, each of which runs or kicks a pass that reads the row; the
+    safety pass kicks every cluster with pending jobs besides. Whether it kicked."""
+    snap = Snapshot({row["RowKey"][len(sched_store.NODE):]: row
+                     for row in sched_store.node_rows(settings.storage_connection_string, cluster_key)}, {}, {})
+    views = [_node_view(node_id, row) for node_id, row in snap.nodes.items()]
+    if not room_now(views, recorded_packing(snap)):
+        return False
+    sched_store.kick(settings.storage_connection_string, cluster_key)
+    return True
 
 
 def add_pending_for(settings: Settings, cluster_key: str, job_key: str, data: dict[str, Any]) -> None:

@@ -98,7 +98,10 @@ def _record_start_latency(doc: Doc, cluster_key: str, started: datetime) -> None
 
 
 def _record(settings: Settings, event: NodeEvent, now: datetime) -> AsgRow | None:
-    """Write the task's result into the asg row once (ETag); the row as it now is."""
+    """The asg row with the task's result in it; None when the event is stale. The result is
+    written into the row once (ETag) when the job has several tasks, whose results decide together.
+    A one-task job's result is only the event's: a redelivery decides the same from the event
+    itself, so that write is saved."""
     for _ in range(assignments.ATTEMPTS):
         asg = _current(settings, event)
         if asg is None:
@@ -108,7 +111,7 @@ def _record(settings: Settings, event: NodeEvent, now: datetime) -> AsgRow | Non
             return asg
         tasks = {**asg.tasks, key: {"exitCode": event.exit_code, "stopReason": event.stop_reason,
                                     "error": event.error, "nodeId": event.node_id, "at": event.at or now.isoformat()}}
-        if assignments.update(settings, asg, assignments.split("tasks", tasks)):
+        if len(asg.nodes) <= 1 or assignments.update(settings, asg, assignments.split("tasks", tasks)):
             asg.tasks = tasks
             return asg
     raise ConcurrentUpdates(f"assignment of {event.job_key} kept changing")

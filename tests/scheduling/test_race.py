@@ -67,7 +67,7 @@ def test_a_pass_that_decided_on_a_stale_read_commits_nothing(world: World) -> No
     before = {r["RowKey"]: r.etag for r in world.rows()}
     reply = schedule(scheduling.request_for(stale, WHOLE_NODE, T0, lambda: uuid.uuid4().hex))
     assert {p.node_ids[0] for p in reply.assignments} == set(nodes)  # it would take the same nodes
-    assert scheduling._commit(world.settings, stale, world.key, reply.assignments, T0) is None
+    assert scheduling._commit(world.settings, stale, world.key, reply.assignments, T0, WHOLE_NODE) is None
     assert {r["RowKey"]: r.etag for r in world.rows()} == before  # all or nothing: nothing
 
 

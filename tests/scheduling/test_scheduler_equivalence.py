@@ -1,16 +1,18 @@
 """The scheduler decides exactly as the plain statement of its policy (`reference_scheduler`) for any
 cluster and queue: random nodes in every state, busy GPUs, gangs, priorities, ties in submit time,
-duplicate keys, too few assignment ids, both packings. Derandomised: the same examples on every run."""
+duplicate keys, too few assignment ids, both packings. Derandomised: the same examples on every run.
+Also: where `room_now` says no node could take a job, no packing places one."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.decisions.gpu_slots import PACKINGS
-from shared.decisions.scheduler import NodeView, PendingJob, SchedulingRequest, schedule
+from shared.decisions.scheduler import NodeView, PendingJob, SchedulingRequest, room_now, schedule
 from tests.scheduling.reference_scheduler import reference_schedule
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -45,3 +47,16 @@ def requests(draw: st.DrawFn) -> SchedulingRequest:
 @given(requests())
 def test_the_scheduler_decides_as_the_plain_policy(request: SchedulingRequest) -> None:
     assert schedule(request) == reference_schedule(request)
+
+
+@settings(max_examples=1500, derandomize=True, deadline=None, database=None)
+@given(requests())
+def test_no_room_now_means_no_placement(request: SchedulingRequest) -> None:
+    small = dataclasses.replace(request, pending=[PendingJob("small", "high", T0)], new_ids=["a-small"])
+    for packing in PACKINGS:
+        placed = schedule(dataclasses.replace(request, packing=packing)).assignments
+        if not room_now(request.nodes, packing):
+            assert placed == []
+        else:  # where it says there is room, a lone one-slot, one-node job is placed
+            assert schedule(dataclasses.replace(small, packing=packing)).assignments
+    assert room_now(request.nodes) == any(room_now(request.nodes, packing) for packing in PACKINGS)
