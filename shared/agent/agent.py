@@ -73,6 +73,7 @@ MAX_DEQUEUE = 5
 STOP_GRACE_S = 10.0
 PREEMPT_GRACE_S = 10.0  # well inside the ~30 s Preempt notice
 REPORT_WAIT_S = 120.0  # how long an exiting agent waits for its tasks to report
+RECEIVE_BATCH = 8  # node messages received per poll
 FETCH_DEADLINE_S = 60.0  # a message whose document cannot be fetched this long is left for redelivery
 
 
@@ -156,6 +157,10 @@ class Agent:
         return self._shutdown()
 
     def _loop(self) -> None:
+        """Poll the node queue: every poll_min_s right after a task ended or the node became ready
+        (its next assignment is near), doubling to poll_max_s while nothing comes. A message does not
+        make the polls faster: what follows an assignment is a stop, or the next assignment once the
+        task ends."""
         delay = self.options.poll_min_s
         backoff = Backoff(initial=0.5, cap=15.0)
         while not self.stopping.is_set():
@@ -163,7 +168,7 @@ class Agent:
                 self._active.clear()
                 delay = self.options.poll_min_s
             try:
-                messages = self.channel.receive()
+                messages = self.channel.receive(RECEIVE_BATCH)
             except Exception as error:
                 if not is_transient(error):
                     raise
@@ -176,11 +181,12 @@ class Agent:
                 self._active.wait(delay)
                 delay = min(self.options.poll_max_s, delay * 2)
                 continue
-            delay = self.options.poll_min_s
             for message in messages:
                 self._handle(message)
                 if self.stopping.is_set():
                     break
+            if len(messages) < RECEIVE_BATCH:  # drained: what comes next comes when a task ends (or later)
+                self._active.wait(delay)
 
     def _verified(self, message: QueueMessage) -> NodeMessage | None:
         """The message when the service signed it for this node; else it goes to the poison queue.
@@ -352,6 +358,7 @@ class Agent:
             self._count(cluster)
             self.ledger.set_setup(key, "ready")
             self.channel.send("node-ready")
+            self._active.set()  # its first assignment is near
         else:
             self.ledger.set_setup(key, "unusable", result.error)
             self.channel.send("node-unusable", error=result.error)
