@@ -20,7 +20,7 @@ from typing import Any
 
 from shared import ports, telemetry
 from shared.adapters import storage
-from shared.ports.rows import Query, Row, Upsert, key_fields, prefix_range
+from shared.ports.rows import Query, Row, Upsert, key_fields
 
 NODE = "node|"
 PENDING = "pend|"
@@ -81,11 +81,6 @@ def partition(conn: str, cluster_key: str) -> list[Row]:
 def rows_before_pending(conn: str, cluster_key: str) -> list[Row]:
     """The partition's rows that sort before the pending index (``asg|`` and ``node|`` rows)."""
     return list(ports.of(conn).table(storage.T_SCHED).query(Query(pk=cluster_key, rk_range=("", PENDING))))
-
-
-def node_rows(conn: str, cluster_key: str) -> list[Row]:
-    """The partition's ``node|`` rows."""
-    return list(ports.of(conn).table(storage.T_SCHED).query(Query(pk=cluster_key, rk_range=prefix_range(NODE))))
 
 
 def pending_pages(conn: str, cluster_key: str, page_size: int) -> Iterator[list[Row]]:

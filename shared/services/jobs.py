@@ -24,7 +24,7 @@ from shared.decisions.gpu_slots import job_slots
 from shared.domain import placement_options, resources, states, validation
 from shared.domain.errors import bad_request, conflict, not_found
 from shared.domain.keys import ClusterRef, ExperimentRef, JobRef
-from shared.services import job_links, node_state, removal, scheduling, usages
+from shared.services import job_links, node_state, removal, usages
 from shared.services.api_common import (
     Accepted,
     Page,
@@ -132,7 +132,7 @@ def _index(settings: Settings, ref: JobRef, doc: Doc) -> None:
     sched_store.add_pending(conn, internal["clusterKey"], ref.key, props.get("schedulingPriority", "normal"),
                             datetime.fromisoformat(internal["submittedAt"]), props["nodeCount"],
                             slots=job_slots(props))
-    scheduling.kick_unless_full(settings, internal["clusterKey"])
+    sched_store.kick(conn, internal["clusterKey"])
 
 
 def get_doc(settings: Settings, ref: JobRef) -> Doc:

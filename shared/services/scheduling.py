@@ -330,21 +330,6 @@ def run_pass_coalesced(settings: Settings, cluster_key: str, clock: Callable[[],
         raise
 
 
-def kick_unless_full(settings: Settings, cluster_key: str) -> bool:
-    """Kick a pass of the cluster for a job just put in its pending index, unless no node could take
-    a job now (one read of its node and assignment rows instead of a kick and a pass). Called after
-    the pending row is written: room that appears after this read comes from a release, a node that
-    becomes ready or a pass that gave up, each of which runs or kicks a pass that reads the row; the
-    safety pass kicks every cluster with pending jobs besides. Whether it kicked."""
-    snap = Snapshot({row["RowKey"][len(sched_store.NODE):]: row
-                     for row in sched_store.node_rows(settings.storage_connection_string, cluster_key)}, {}, {})
-    views = [_node_view(node_id, row) for node_id, row in snap.nodes.items()]
-    if not room_now(views, recorded_packing(snap)):
-        return False
-    sched_store.kick(settings.storage_connection_string, cluster_key)
-    return True
-
-
 def add_pending_for(settings: Settings, cluster_key: str, job_key: str, data: dict[str, Any]) -> None:
     """Put a job (back) in the pending index with its original submit time, so it keeps its place."""
     props = data.get("properties") or {}

@@ -132,26 +132,3 @@ def test_a_gang_task_end_records_its_result_first(world: World) -> None:
     recorded = world.asg(job)
     assert recorded is not None and set(recorded.tasks) == {"1"} and {n1, n2} == set(asg.node_ids)
 
-
-def test_a_job_for_a_full_cluster_queues_no_kick_and_the_release_places_it(world: World) -> None:
-    world.cluster_doc()
-    n1 = world.node("n1")
-    first = world.submit("first")
-    assert scheduling.kick_unless_full(world.settings, world.key)  # n1 is idle
-    assert world.port.queues.depth(storage.Q_KICKS) == 1
-    scheduling.run_pass(world.settings, world.key, T0)
-    second = world.submit("second", at=1)
-    assert not scheduling.kick_unless_full(world.settings, world.key)  # n1 runs `first`: no room
-    assert world.port.queues.depth(storage.Q_KICKS) == 1
-    asg = world.asg(first)
-    assert asg is not None
-    ended = world.event("task-exited", n1, first, asg.assignment_id, exit_code=0, at=T0)
-    assert task_events.handle_task_event(world.settings, ended, T0, clock=lambda: T0) == "succeeded"
-    assert world.node_row(n1)["jobKey"] == second.key and world.pending_keys() == []
-
-
-def test_a_job_for_a_cluster_without_nodes_queues_no_kick(world: World) -> None:
-    world.cluster_doc()
-    world.submit("first")
-    assert not scheduling.kick_unless_full(world.settings, world.key)
-    assert world.port.queues.depth(storage.Q_KICKS) == 0
