@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 ACTIVE = "~active"
 _submitters = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scoring-submit")  # a step's job creations
-_stepping: Counter[str] = Counter()  # runs (index rows) this process is stepping now
+_stepping: Counter[str] = Counter()  # runs (index rows) this process is stepping now, or waits to
+_steps: dict[str, threading.Lock] = {}  # one step of a run at a time in this process
 _stepping_lock = threading.Lock()
 SAS_LIFETIME = timedelta(days=7)
 SAVE_ATTEMPTS = 10
@@ -103,13 +104,19 @@ def advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None = 
     whose end the step settles (the others' documents are not read); None: every job's."""
     with _stepping_lock:
         _stepping[ref.index_row] += 1
+        one_at_a_time = _steps.setdefault(ref.index_row, threading.Lock())
     try:
-        return _advance(settings, ref, now, ended)
+        # Two kicks of one run (two of its jobs ended together) must not step it side by side: a
+        # step's side effects (its summary blob, its jobs) come before its ETag-checked save, so a
+        # step that loses the save could still overwrite the summary of the one that won it.
+        with one_at_a_time:
+            return _advance(settings, ref, now, ended)
     finally:
         with _stepping_lock:
             _stepping[ref.index_row] -= 1
             if not _stepping[ref.index_row]:
                 del _stepping[ref.index_row]
+                del _steps[ref.index_row]
 
 
 def _advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None) -> str | None:
