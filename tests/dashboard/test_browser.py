@@ -6,6 +6,7 @@ and the cluster's node-count chart."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import textwrap
@@ -26,20 +27,34 @@ from tests.e2e.conftest import Stack
 from tests.polling import wait_until
 
 EPOCHS = 6
+# The script blocks on its gate, a FIFO, until the test opens it (`open_gate`), or 600 s have passed.
 LIVE_SCRIPT = textwrap.dedent("""
-    import pathlib, sys, time
+    import contextlib, os, signal, sys
     import batchai_metrics
-    gate = pathlib.Path(sys.argv[1])
+    gate = sys.argv[1]
     print("first line", flush=True)
     batchai_metrics.log("progress", 0.25)
-    deadline = time.monotonic() + 600
-    while not gate.exists():
-        if time.monotonic() > deadline:
-            sys.exit("the test never opened the gate")
-        time.sleep(0.1)
+    with contextlib.suppress(FileExistsError):
+        os.mkfifo(gate, 0o666)
+    signal.signal(signal.SIGALRM, lambda *_: sys.exit("the test never opened the gate"))
+    signal.alarm(600)
+    with open(gate) as waiting:
+        waiting.read()
+    signal.alarm(0)
     print("second line", flush=True)
     batchai_metrics.log("progress", 0.75)
 """)
+
+
+def open_gate(gate: Path) -> None:
+    """Let the live script past its gate: open the FIFO for writing (possible once the script waits on
+    it) and close it."""
+    def opened() -> int | None:
+        try:
+            return os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # not made yet (ENOENT), or no reader yet (ENXIO)
+            return None
+    os.close(wait_until(opened, 60, "the live script to wait at its gate"))
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +126,7 @@ def test_a_running_jobs_stdout_and_metrics_grow_live(stack: Stack, world: dict[s
     assert "second line" not in text_of(driver, "log-text")
     wait_until(lambda: len(chart_points(driver, "metric-progress")) == 1, 60, "the first point of the metric chart")
     driver.execute_script("window.stillThisPage = true")
-    (here / "go").write_text("")
+    open_gate(here / "go")
     wait_until(lambda: "second line" in text_of(driver, "log-text"), 60, "the second stdout line, live")
     wait_until(lambda: chart_points(driver, "metric-progress") == [(0.0, 0.25), (1.0, 0.75)], 60,
                "the metric chart's second point, live")
