@@ -91,12 +91,20 @@ def scale_to(s: Stack, cluster: str, nodes: int, option: str = "requeue") -> Non
         manual=models.ManualScaleSettings(target_node_count=nodes, node_deallocation_option=option))))
 
 
-def stays(predicate: Any, seconds: float, what: str) -> None:
-    """Assert `predicate()` holds on every sample for `seconds` (long enough for several timer ticks)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def runs_of(s: Stack, function: str) -> int:
+    """How many times the stack's host has run `function` through (its log)."""
+    return (s.state_dir / "logs" / "host.log").read_text(errors="replace").count(f"Executed '{function}' (")
+
+
+def holds_through(s: Stack, predicate: Any, functions: tuple[str, ...], runs: int, what: str) -> None:
+    """Assert `predicate()` holds on every sample until each of the host's `functions` (the triggers that
+    could break it) has run `runs` more times."""
+    start = {f: runs_of(s, f) for f in functions}
+
+    def through() -> bool:
         assert predicate(), what
-        time.sleep(0.5)
+        return all(runs_of(s, f) >= start[f] + runs for f in functions)
+    wait_until(through, 300, what=f"{runs} more runs of {', '.join(functions)}", interval=0.5)
 
 
 # --- 1. autoscale ------------------------------------------------------------------------------
@@ -210,8 +218,8 @@ def test_failed_setup_task_leaves_the_node_unusable_and_gets_no_job(s: Stack) ->
     assert "exited with code 7" in c.errors[0].message
 
     s.submit(WS, EXP, "nowhere", "badsetup", "echo should not run")
-    stays(lambda: job(s, "nowhere").execution_state == "queued" and not job_nodes(s, "nowhere"), 8,
-          "a job was given to an unusable node")
+    holds_through(s, lambda: job(s, "nowhere").execution_state == "queued" and not job_nodes(s, "nowhere"),
+                  ("scheduling_safety_pass", "schedule_kick"), 2, "a job was given to an unusable node")
     c = s.client.clusters.get(s.rg, WS, "badsetup")
     assert c.node_state_counts.unusable_node_count == 1 and c.node_state_counts.running_node_count == 0
     s.client.jobs.begin_delete(s.rg, WS, EXP, "nowhere").result()
@@ -280,9 +288,10 @@ def test_manual_scale_down_honours_node_deallocation_option(s: Stack) -> None:
 
         # waitforjobcompletion: the node leaves only once its job has ended; the job is left alone.
         wait = clusters["waitforjobcompletion"]
-        stays(lambda: job(s, "held-wait").execution_state == "running"
-              and s.client.clusters.get(s.rg, WS, wait).current_node_count == 1, 6,
-              "waitforjobcompletion stopped the job or removed its node")
+        holds_through(s, lambda: job(s, "held-wait").execution_state == "running"
+                      and s.client.clusters.get(s.rg, WS, wait).current_node_count == 1,
+                      ("cluster_reconcile", "node_reaper"), 3,
+                      "waitforjobcompletion stopped the job or removed its node")
         c = s.client.clusters.get(s.rg, WS, wait)
         assert c.allocation_state == "resizing" and c.node_state_counts.leaving_node_count == 1
         (runs["waitforjobcompletion"] / "stop").touch()
