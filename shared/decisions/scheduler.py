@@ -310,15 +310,25 @@ def _schedulable_now(node: _Node, need: int, packing: str) -> bool:
     return node.view.state in ("idle", "running") and node.free_slots >= need
 
 
+def _free_now(views: Sequence[NodeView], packing: str, taken: dict[str, int] | None = None,
+              reserved: frozenset[str] = frozenset()) -> bool:
+    """Could one of the nodes take a one-slot job now under `packing`, after `taken` slots of each and
+    leaving the `reserved` ones alone?"""
+    taken = taken or {}
+    for view in views:
+        if view.state not in CAPACITY_STATES or view.node_id in reserved:
+            continue
+        if packing == WHOLE_NODE and view.node_id in taken:
+            continue
+        if _schedulable_now(_Node(view, _free(view, taken.get(view.node_id, 0))), 1, packing):
+            return True
+    return False
+
+
 def room_now(nodes: Sequence[NodeView], packing: str | None = None) -> bool:
     """Could any node take a job now under `packing` (None: under either)? False: a decision under
     that packing places nothing, so a caller that does not know the packing need not read it."""
-    packings = PACKINGS if packing is None else (packing,)
-    for view in nodes:
-        node = _Node(view, _free(view))
-        if any(_schedulable_now(node, 1, p) for p in packings):
-            return True
-    return False
+    return any(_free_now(nodes, p) for p in (PACKINGS if packing is None else (packing,)))
 
 
 def saturated(request: SchedulingRequest, reply: SchedulingReply) -> bool:
@@ -330,13 +340,5 @@ def saturated(request: SchedulingRequest, reply: SchedulingReply) -> bool:
     for placement in reply.assignments:
         for node_id in placement.node_ids:
             taken[node_id] = taken.get(node_id, 0) + placement.slots
-    reserved = {node_id for w in reply.waiting for node_id in w.reserved}
-    for view in request.nodes:
-        if view.state not in CAPACITY_STATES or view.node_id in reserved:
-            continue
-        node = _Node(view, _free(view, taken.get(view.node_id, 0)))
-        if request.packing == WHOLE_NODE and view.node_id in taken:
-            continue
-        if _schedulable_now(node, 1, request.packing):
-            return False
-    return True
+    reserved = frozenset(node_id for w in reply.waiting for node_id in w.reserved)
+    return not _free_now(request.nodes, request.packing, taken, reserved)
