@@ -55,7 +55,7 @@ from shared.agent.retry import Backoff, is_transient, with_retries
 from shared.agent.setup import run_setup
 from shared.agent.supervise import StopRequest, TaskControl
 from shared.agent.task import NodeContext, TaskRunner
-from shared.agent.transport import AgentChannel
+from shared.agent.transport import RECEIVE_BATCH, AgentChannel
 from shared.domain.messages import (
     AssignedTask,
     Assignment,
@@ -73,7 +73,6 @@ MAX_DEQUEUE = 5
 STOP_GRACE_S = 10.0
 PREEMPT_GRACE_S = 10.0  # well inside the ~30 s Preempt notice
 REPORT_WAIT_S = 120.0  # how long an exiting agent waits for its tasks to report
-RECEIVE_BATCH = 8  # node messages received per poll
 FETCH_DEADLINE_S = 60.0  # a message whose document cannot be fetched this long is left for redelivery
 
 
@@ -168,7 +167,7 @@ class Agent:
                 self._active.clear()
                 delay = self.options.poll_min_s
             try:
-                messages = self.channel.receive(RECEIVE_BATCH)
+                messages = self.channel.receive()
             except Exception as error:
                 if not is_transient(error):
                     raise

@@ -22,6 +22,8 @@ from shared.agent.node_storage import NodeStorage
 from shared.agent.retry import with_retries
 from shared.domain.messages import NodeEvent
 
+RECEIVE_BATCH = 8  # node messages received per poll
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat()
@@ -38,7 +40,7 @@ class AgentChannel:
     def ensure_queues(self) -> None:
         with_retries(self.storage.ensure_queues, "creating the node queue", self.give_up)
 
-    def receive(self, max_messages: int = 8) -> list[QueueMessage]:
+    def receive(self, max_messages: int = RECEIVE_BATCH) -> list[QueueMessage]:
         """One poll of the node queue (raises transient errors: the loop backs off and polls again)."""
         return self.storage.receive(max_messages, self.visibility_timeout_s)
 
