@@ -9,7 +9,8 @@ its premise no longer holds (so every caller is idempotent). The scheduling pass
 the fields they write come from `take_fields` and `free_fields` here.
 
 Row fields: state (NodeState), address, cores, memoryMb, gpus, jobKey, assignmentId, jobs (JSON
-{job key: {assignmentId, slots, gpus: the GPU indices it holds}}) and usedSlots (GPU-slot packing),
+{job key: {assignmentId, slots, gpus: the GPU indices it holds}}) and usedSlots (GPU-slot packing), packing
+(the cluster's, written by the first take: the pass reads it here instead of the cluster's document),
 stateSince, registeredAt, idleSince, leavingReason, error (JSON {code, message} or ""),
 scaleInProtected, history (JSON list, the last `HISTORY` transitions).
 """

@@ -8,6 +8,8 @@ the whole batch back; the pass drops its decision, re-reads and decides again. A
 one transaction is reserved over several, with its asg row as the reservation (`gangs`). After a
 commit, `dispatch` moves each job to assigned and sends the nodes their Assignments. Rows are read
 and written through the storage port (`shared.ports`): snapshot rows are its `Row`s, with their ETags.
+The cluster's packing comes from its node rows (`recorded_packing`); its document is read only when
+they record none or disagree, and not at all by a pass that finds nothing it could place.
 
 What a crash between those steps leaves behind is repaired by the safety pass (`safety_pass`).
 """
