@@ -17,12 +17,10 @@ from shared.domain.messages import AssignedTask, NodeAddress
 from tests.agent.conftest import EXP, RG, SUB, WS, AgentProc, Events, blob_text
 
 # Workers end only once the parameter server has reported (the agent stops parameter servers when the
-# workers of their node end), as training waits for its parameter servers: each worker blocks on a FIFO
-# of its own in the output directory, which the parameter server opens once its report is written.
+# workers of their node end), as training waits for its parameter servers.
 TRAIN = '''\
-import contextlib, json, os, pathlib, signal, sys
-config = json.loads(os.environ["TF_CONFIG"])
-task = config["task"]
+import json, os, pathlib, time
+task = json.loads(os.environ["TF_CONFIG"])["task"]
 name = f"{task['type']}-{task['index']}"
 data = pathlib.Path(os.environ["AZ_BATCHAI_JOB_MOUNT_ROOT"], "bfs", "in", "data.txt").read_text()
 seen = {k: os.environ.get(k) for k in ("TF_CONFIG", "AZ_BATCHAI_PS_HOSTS", "AZ_BATCHAI_WORKER_HOSTS",
@@ -31,20 +29,9 @@ out = pathlib.Path(os.environ["AZ_BATCHAI_OUTPUT_MODEL"])
 (out / f".{name}.tmp").write_text(json.dumps({**seen, "data": data}))
 (out / f".{name}.tmp").replace(out / f"{name}.json")
 print(name, "read", data, flush=True)
-
-def gate(worker):
-    path = out / f".ps-reported-to-worker-{worker}"
-    with contextlib.suppress(FileExistsError):
-        os.mkfifo(path)
-    return path
-
-signal.signal(signal.SIGALRM, lambda *_: sys.exit(f"{name}: its peers never met it"))
-signal.alarm(600)
-if task["type"] == "worker":
-    gate(task["index"]).read_text()  # returns once the parameter server has opened and closed it
-else:
-    for worker in range(len(config["cluster"]["worker"])):
-        gate(worker).write_text("")  # returns once that worker waits on it
+deadline = time.monotonic() + 600
+while task["type"] == "worker" and not (out / "ps-0.json").exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
 '''
 
 
