@@ -11,7 +11,11 @@ Each tick loads a run, acts on the difference between its chunks and their jobs 
 of unsubmitted chunks, settle the ones whose job ended, retry failed items within bounds), then
 saves the run with its ETag; on a conflict it re-reads and does it again. Every side effect is
 idempotent (jobs are created by derived name with the API's create-or-match, blobs are
-overwritten), so a doubled, late or repeated tick is harmless.
+overwritten), so a doubled, late or repeated tick is harmless. Two exceptions are ordered: the work
+containers of a run that succeeded are removed only after the save that ends it (a step that loses
+the save may still be reading their results), and its index row goes only after that; a step that
+wrote the summary and lost the save writes it again from the run as saved. A run whose saved end
+outlived its stepper (the index row still there) has its summary and removal done by the next step.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any
@@ -106,9 +111,8 @@ def advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None = 
         _stepping[ref.index_row] += 1
         one_at_a_time = _steps.setdefault(ref.index_row, threading.Lock())
     try:
-        # Two kicks of one run (two of its jobs ended together) must not step it side by side: a
-        # step's side effects (its summary blob, its jobs) come before its ETag-checked save, so a
-        # step that loses the save could still overwrite the summary of the one that won it.
+        # Two kicks of one run (two of its jobs ended together) step it one after the other here: side
+        # by side, the one that loses the save would have done its reads and job creations for nothing.
         with one_at_a_time:
             return _advance(settings, ref, now, ended)
     finally:
@@ -121,6 +125,7 @@ def advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None = 
 
 def _advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None) -> str | None:
     runs = runs_store(settings)
+    overwrote = False  # a summary written by an attempt whose save lost: it may not be what was saved
     for _ in range(SAVE_ATTEMPTS):
         doc = runs.get(ref.workspace.child_pk, ref.name.lower())
         if doc is None:
@@ -129,15 +134,24 @@ def _advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None) 
         data = copy.deepcopy(doc.data)
         state = sc.RunState(data["properties"]["state"])
         if state in sc.RUN_TERMINAL:
-            runs.delete(ACTIVE, ref.index_row)
+            unfinished = runs.table.get(ACTIVE, ref.index_row) is not None  # its ending step may have died
+            if unfinished or overwrote:
+                _Step(settings, ref, data, now).redo_end(remove_work=unfinished)
+            if unfinished:
+                runs.delete(ACTIVE, ref.index_row)
             return state.value
-        _Step(settings, ref, data, now, ended).run()
-        if data == doc.data:
-            return state.value
-        try:
-            runs.replace(doc, data)
-        except StaleEtag:
-            continue
+        step = _Step(settings, ref, data, now, ended)
+        step.run()
+        if data != doc.data:
+            try:
+                runs.replace(doc, data)
+            except StaleEtag:
+                overwrote = overwrote or step.wrote_summary
+                continue
+        if overwrote and not step.wrote_summary and data["properties"].get("summary"):
+            _Step(settings, ref, data, now).redo_end(remove_work=False)
+        for effect in step.after_save:
+            effect()
         if sc.RunState(data["properties"]["state"]) in sc.RUN_TERMINAL:
             runs.delete(ACTIVE, ref.index_row)
         return str(data["properties"]["state"])
@@ -157,15 +171,29 @@ class _Step:
         self.now = now
         self.manifest = sc.Manifest.from_dict(data["internal"]["manifest"])
         self.account, self.key = scoring_blobs.account(self.conn)
+        self.after_save: list[Callable[[], None]] = []  # done once the document is saved
+        self.wrote_summary = False
 
     @property
     def chunks(self) -> list[dict[str, Any]]:
         return self.data["internal"]["chunks"]
 
+    def _unregistered(self) -> list[str]:
+        m = self.manifest
+        return data_containers.unregistered(self.settings, m.workspace, [m.input_container, m.output_container])
+
+    def redo_end(self, remove_work: bool) -> None:
+        """The summary of the run as saved, written again, and with `remove_work` the work containers of
+        a success removed: overwrites and deletes, so a second time is harmless."""
+        if self._unregistered():
+            return
+        self._write_summary()
+        if remove_work and self.data["properties"]["state"] == sc.RunState.SUCCEEDED.value:
+            self._remove_work_containers()
+
     def run(self) -> None:
         m = self.manifest
-        unregistered = data_containers.unregistered(self.settings, m.workspace, [m.input_container,
-                                                                                  m.output_container])
+        unregistered = self._unregistered()
         if unregistered:  # the run stops, and writes nothing more to containers no longer its workspace's
             error = data_containers.not_registered(m.workspace.workspace, unregistered)
             return self._end_failed(error.message, error.code, summary=False)
@@ -337,6 +365,7 @@ class _Step:
         m = self.manifest
         blob = sc.summary_blob(m, self.ref.name)
         scoring_blobs.write_json(self.conn, m.output_container, blob, self._summary(reason))
+        self.wrote_summary = True
         self.data["properties"]["summary"] = {"container": m.output_container, "blob": blob}
 
     def _submit_final(self) -> None:
@@ -373,6 +402,9 @@ class _Step:
             self._write_summary(reason)
 
     def _cleanup(self) -> None:
+        self.after_save.append(self._remove_work_containers)
+
+    def _remove_work_containers(self) -> None:
         """The work containers of a run that succeeded (a failed run keeps them for inspection)."""
         for chunk in self.chunks:
             for attempt in range(1, chunk["attempt"] + 1):

@@ -94,7 +94,7 @@ def manifest(input_container: str, output_container: str, **extra: Any) -> dict[
 
 # The data containers the scoring tests' workspace registers (inputs and outputs of every run).
 CONTAINERS = ["inputs-a", "outputs-a", "inputs-r", "outputs-r", "inputs-t10", "outputs-t10", "inputs-t2",
-              "outputs-t2", "inputs-empty", "out-x", "inputs-cli", "outputs-cli"]
+              "outputs-t2", "inputs-empty", "out-x", "inputs-cli", "outputs-cli", "inputs-d", "outputs-d"]
 
 
 @pytest.fixture(scope="session")

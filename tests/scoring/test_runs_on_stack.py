@@ -81,6 +81,40 @@ def _input_stream(blob) -> object:
                                  metadata=dict(props.metadata))
 
 
+def test_a_run_whose_end_outlived_its_step_is_finished_by_the_next(scoring_stack: ScoringStack,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The work containers of a run that succeeded go only after the save that ends it, and the run
+    leaves the active index only after that. A host that died in between (index row and a work
+    container left; the summary lost, or overwritten by a step that lost the save) has the end
+    finished by the next step: the summary as saved, no work containers, no index row."""
+    from datetime import UTC, datetime
+
+    from shared.config import Settings
+    from shared.domain.keys import RunRef, WorkspaceRef
+    from shared.services import scoring
+
+    s = scoring_stack
+    monkeypatch.setenv("BATCHAI_STORAGE_CONNECTION_STRING", s.endpoint["storage_connection_string"])
+    s.upload_inputs("inputs-d", {f"in/d-{i}.txt": f"d {i}" for i in range(3)})
+    run = s.upload_manifest(WS, "died", manifest("inputs-d", "outputs-d", itemsPerJob=2))
+    props = s.wait_run(WS, run)["properties"]
+    assert props["state"] == "succeeded"
+    summary = json.loads(s.read_blob("outputs-d", props["summary"]["blob"]))
+    ref = RunRef(WorkspaceRef(s.sub, s.rg, WS), run)
+    runs = storage.table(s.endpoint["storage_connection_string"], storage.T_SCORING_RUNS)
+    # As the dead host left it: the end saved, its effects not done (the index row last: a tick of the
+    # stack's own that finds it does what this test's step would).
+    s.blobs.get_container_client("outputs-d").delete_blob(props["summary"]["blob"])
+    s.blobs.create_container(sc.work_container(run, 0, 1))
+    runs.upsert_entity({"PartitionKey": scoring.ACTIVE, "RowKey": ref.index_row})
+    settings = Settings.from_env()
+    assert scoring.advance(settings, ref, datetime.now(UTC)) == "succeeded"
+    assert json.loads(s.read_blob("outputs-d", props["summary"]["blob"])) == summary
+    assert not [c.name for c in s.blobs.list_containers(name_starts_with=f"bsr-{sc.run_hash(run)}")]
+    assert not list(runs.query_entities("PartitionKey eq @pk and RowKey eq @rk",
+                                        parameters={"pk": scoring.ACTIVE, "rk": ref.index_row}))
+
+
 @pytest.mark.parametrize("percent, state", [(10, "succeeded"), (2, "failed")])
 def test_one_failing_item_within_or_over_the_threshold(scoring_stack: ScoringStack, percent: int,
                                                        state: str) -> None:
