@@ -65,7 +65,9 @@ class ScoringStack(Stack):
         r = self.api(f"{self.ws_path(ws)}/batchScoringRuns/{run}")
         return r.json() if r.status_code == 200 else None
 
-    def wait_run(self, ws: str, run: str, timeout: float = 180) -> dict[str, Any]:
+    def wait_run(self, ws: str, run: str, timeout: float = 600) -> dict[str, Any]:
+        """The run once it has ended (`timeout` is only how soon a failure shows: on a loaded host a
+        run of 120 items has taken 6 minutes)."""
         def ended() -> dict[str, Any] | None:
             body = self.run(ws, run)
             return body if body and body["properties"]["state"] in ("succeeded", "failed") else None

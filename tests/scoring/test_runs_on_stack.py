@@ -150,7 +150,7 @@ def test_bad_manifests_are_failed_runs_readable_through_the_api(scoring_stack: S
     }
     runs = {case: (s.upload_manifest(ws, case, text), reason, ws) for case, (text, reason, ws) in cases.items()}
     for case, (run, reason, ws) in runs.items():
-        props = s.wait_run(ws, run, timeout=30)["properties"]
+        props = s.wait_run(ws, run)["properties"]
         assert props["state"] == "failed", case
         assert reason.lower() in props["stateReason"].lower(), (case, props["stateReason"])
         assert props["errors"], case
