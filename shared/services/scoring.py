@@ -11,11 +11,12 @@ Each tick loads a run, acts on the difference between its chunks and their jobs 
 of unsubmitted chunks, settle the ones whose job ended, retry failed items within bounds), then
 saves the run with its ETag; on a conflict it re-reads and does it again. Every side effect is
 idempotent (jobs are created by derived name with the API's create-or-match, blobs are
-overwritten), so a doubled, late or repeated tick is harmless. Two exceptions are ordered: the work
-containers of a run that succeeded are removed only after the save that ends it (a step that loses
-the save may still be reading their results), and its index row goes only after that; a step that
-wrote the summary and lost the save writes it again from the run as saved. A run whose saved end
-outlived its stepper (the index row still there) has its summary and removal done by the next step.
+overwritten), so a doubled, late or repeated tick is harmless. The end's effects (`scoring_end`)
+are ordered: the work containers of a run that succeeded are removed only after the save that ends
+it (a step that loses the save may still be reading their results), and its index row goes only
+after that; a step that wrote the summary and lost the save writes it again from the run as saved.
+A run whose saved end outlived its stepper (the index row still there) has its end finished by the
+next step.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +40,7 @@ from shared.domain import scoring as sc
 from shared.domain.errors import ApiError, not_found
 from shared.domain.keys import JobRef, RunRef, WorkspaceRef
 from shared.ports.rows import Query
-from shared.services import data_containers, jobs
+from shared.services import data_containers, jobs, scoring_end
 from shared.services.api_common import Page, Rendered, page_of, store, table_token
 from shared.services.guarded import each
 
@@ -132,14 +132,11 @@ def _advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None) 
             runs.delete(ACTIVE, ref.index_row)
             return None
         data = copy.deepcopy(doc.data)
-        state = sc.RunState(data["properties"]["state"])
-        if state in sc.RUN_TERMINAL:
+        if sc.RunState(data["properties"]["state"]) in sc.RUN_TERMINAL:
             unfinished = runs.table.get(ACTIVE, ref.index_row) is not None  # its ending step may have died
-            if unfinished or overwrote:
-                _Step(settings, ref, data, now).redo_end(remove_work=unfinished)
-            if unfinished:
-                runs.delete(ACTIVE, ref.index_row)
-            return state.value
+            _finish_end(settings, runs, ref, data, rewrite_summary=unfinished or overwrote, remove_work=unfinished,
+                        drop_row=unfinished)
+            return str(data["properties"]["state"])
         step = _Step(settings, ref, data, now, ended)
         step.run()
         if data != doc.data:
@@ -148,14 +145,20 @@ def _advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None) 
             except StaleEtag:
                 overwrote = overwrote or step.wrote_summary
                 continue
-        if overwrote and not step.wrote_summary and data["properties"].get("summary"):
-            _Step(settings, ref, data, now).redo_end(remove_work=False)
-        for effect in step.after_save:
-            effect()
-        if sc.RunState(data["properties"]["state"]) in sc.RUN_TERMINAL:
-            runs.delete(ACTIVE, ref.index_row)
+        ended_now = sc.RunState(data["properties"]["state"]) in sc.RUN_TERMINAL
+        _finish_end(settings, runs, ref, data, rewrite_summary=overwrote and not step.wrote_summary,
+                    remove_work=ended_now, drop_row=ended_now)
         return str(data["properties"]["state"])
     raise StaleEtag(f"scoring run {ref.name} kept changing")
+
+
+def _finish_end(settings: Settings, runs: ResourceStore, ref: RunRef, data: dict[str, Any], rewrite_summary: bool,
+                remove_work: bool, drop_row: bool) -> None:
+    """The effects that follow the save of a run's end, in order: its summary and work containers
+    (`scoring_end.finish`), then its index row."""
+    scoring_end.finish(settings, ref, data, rewrite_summary, remove_work)
+    if drop_row:
+        runs.delete(ACTIVE, ref.index_row)
 
 
 class _Step:
@@ -171,29 +174,15 @@ class _Step:
         self.now = now
         self.manifest = sc.Manifest.from_dict(data["internal"]["manifest"])
         self.account, self.key = scoring_blobs.account(self.conn)
-        self.after_save: list[Callable[[], None]] = []  # done once the document is saved
         self.wrote_summary = False
 
     @property
     def chunks(self) -> list[dict[str, Any]]:
         return self.data["internal"]["chunks"]
 
-    def _unregistered(self) -> list[str]:
-        m = self.manifest
-        return data_containers.unregistered(self.settings, m.workspace, [m.input_container, m.output_container])
-
-    def redo_end(self, remove_work: bool) -> None:
-        """The summary of the run as saved, written again, and with `remove_work` the work containers of
-        a success removed: overwrites and deletes, so a second time is harmless."""
-        if self._unregistered():
-            return
-        self._write_summary()
-        if remove_work and self.data["properties"]["state"] == sc.RunState.SUCCEEDED.value:
-            self._remove_work_containers()
-
     def run(self) -> None:
         m = self.manifest
-        unregistered = self._unregistered()
+        unregistered = data_containers.unregistered(self.settings, m.workspace, [m.input_container, m.output_container])
         if unregistered:  # the run stops, and writes nothing more to containers no longer its workspace's
             error = data_containers.not_registered(m.workspace.workspace, unregistered)
             return self._end_failed(error.message, error.code, summary=False)
@@ -323,8 +312,7 @@ class _Step:
         if verdict.kind == "scored":
             if self.manifest.final_job is None:
                 move(self.data, sc.RunState.SUCCEEDED, verdict.reason, self.now)
-                self._write_summary()
-                return self._cleanup()
+                return self._write_summary()
             self._write_summary()
             try:
                 self._submit_final()
@@ -354,19 +342,9 @@ class _Step:
 
     # Summary and final job ------------------------------------------------------------------------
 
-    def _summary(self, reason: str | None = None) -> dict[str, Any]:
-        props = self.data["properties"]
-        return {"run": self.ref.arm_id, "name": self.ref.name, "manifest": props["manifest"],
-                "state": props["state"], "reason": reason or props.get("stateReason"),
-                "progress": props["progress"], "output": props.get("output"),
-                "finalJob": props.get("finalJob"), "items": decide.summary(self.chunks)}
-
     def _write_summary(self, reason: str | None = None) -> None:
-        m = self.manifest
-        blob = sc.summary_blob(m, self.ref.name)
-        scoring_blobs.write_json(self.conn, m.output_container, blob, self._summary(reason))
+        scoring_end.write_summary(self.conn, self.ref, self.data, reason)
         self.wrote_summary = True
-        self.data["properties"]["summary"] = {"container": m.output_container, "blob": blob}
 
     def _submit_final(self) -> None:
         run, m = self.ref.name, self.manifest
@@ -395,22 +373,10 @@ class _Step:
         if end.job_succeeded:
             move(self.data, sc.RunState.SUCCEEDED, "Scoring and the final job succeeded.", self.now)
             self._write_summary()
-            self._cleanup()
         else:
             reason = f"The final job failed: {end.job_error}"
             self._fail(reason, "FinalJobFailed")
             self._write_summary(reason)
-
-    def _cleanup(self) -> None:
-        self.after_save.append(self._remove_work_containers)
-
-    def _remove_work_containers(self) -> None:
-        """The work containers of a run that succeeded (a failed run keeps them for inspection)."""
-        for chunk in self.chunks:
-            for attempt in range(1, chunk["attempt"] + 1):
-                scoring_blobs.delete_container(self.conn, sc.work_container(self.ref.name, chunk["index"], attempt))
-        if self.manifest.final_job is not None:
-            scoring_blobs.delete_container(self.conn, sc.work_container(self.ref.name, None))
 
 
 # Reading runs (the API) -----------------------------------------------------------------------------
