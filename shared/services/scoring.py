@@ -134,8 +134,7 @@ def _advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None) 
         data = copy.deepcopy(doc.data)
         if sc.RunState(data["properties"]["state"]) in sc.RUN_TERMINAL:
             unfinished = runs.table.get(ACTIVE, ref.index_row) is not None  # its ending step may have died
-            _finish_end(settings, runs, ref, data, rewrite_summary=unfinished or overwrote, remove_work=unfinished,
-                        drop_row=unfinished)
+            _finish_end(settings, runs, ref, data, rewrite_summary=unfinished or overwrote, ended=unfinished)
             return str(data["properties"]["state"])
         step = _Step(settings, ref, data, now, ended)
         step.run()
@@ -146,18 +145,17 @@ def _advance(settings: Settings, ref: RunRef, now: datetime, ended: str | None) 
                 overwrote = overwrote or step.wrote_summary
                 continue
         ended_now = sc.RunState(data["properties"]["state"]) in sc.RUN_TERMINAL
-        _finish_end(settings, runs, ref, data, rewrite_summary=overwrote and not step.wrote_summary,
-                    remove_work=ended_now, drop_row=ended_now)
+        _finish_end(settings, runs, ref, data, rewrite_summary=overwrote and not step.wrote_summary, ended=ended_now)
         return str(data["properties"]["state"])
     raise StaleEtag(f"scoring run {ref.name} kept changing")
 
 
 def _finish_end(settings: Settings, runs: ResourceStore, ref: RunRef, data: dict[str, Any], rewrite_summary: bool,
-                remove_work: bool, drop_row: bool) -> None:
-    """The effects that follow the save of a run's end, in order: its summary and work containers
-    (`scoring_end.finish`), then its index row."""
-    scoring_end.finish(settings, ref, data, rewrite_summary, remove_work)
-    if drop_row:
+                ended: bool) -> None:
+    """The effects that follow a save, in order: the summary written again (`rewrite_summary`) and, for a
+    run whose end is still to finish (`ended`), its work containers removed, then its index row."""
+    scoring_end.finish(settings, ref, data, rewrite_summary, remove_work=ended)
+    if ended:
         runs.delete(ACTIVE, ref.index_row)
 
 
